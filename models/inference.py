@@ -1,0 +1,81 @@
+"""What serving needs from the models, as small types and protocols (the models/app contract).
+
+The app never touches tensors: it hands a ``UserHistory`` (recent events, oldest first, item *indices*) and a
+``RequestContext`` to a ``UserEncoder`` and gets unit-length float32 vectors back; it hands the retrieved
+candidate indices to a ``CandidateRanker`` and gets one score per candidate back. Both are loaded from an
+artifact bundle (``models.bundle``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class UserHistory:
+    """A user's recent events, oldest first. All arrays [E]."""
+
+    item: np.ndarray  # int64 item indices (>= 2, 1 = unknown item)
+    action: np.ndarray  # int64 models.data.schema.Action
+    value: np.ndarray  # float32 (rating, or 1.0)
+    timestamp: np.ndarray  # int64 unix seconds
+    scene: np.ndarray  # int64 scene index
+    device: np.ndarray  # int64 device index
+    user_features: dict[str, int] = field(default_factory=dict)  # static features (index per field)
+
+    @staticmethod
+    def empty() -> UserHistory:
+        z = np.zeros(0, dtype=np.int64)
+        return UserHistory(z, z, np.zeros(0, dtype=np.float32), z, z, z)
+
+    def __len__(self) -> int:
+        return int(self.item.shape[0])
+
+
+@dataclass
+class RequestContext:
+    """The situation of the request being answered (the next session's context token)."""
+
+    timestamp: int  # unix seconds of the request
+    scene: int = 1  # scene index (1 = unknown)
+    device: int = 1  # device index (1 = unknown)
+    anchors: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # item indices
+
+
+class UserEncoder(Protocol):
+    """Retrieval tower: user history + request context -> user vector."""
+
+    version: str
+    dim: int
+
+    def encode(self, histories: list[UserHistory], contexts: list[RequestContext]) -> np.ndarray:
+        """Returns [B, dim] float32, L2-normalised, one row per (history, context) pair."""
+        ...
+
+    def item_vectors(self) -> np.ndarray:
+        """Returns [num_items, dim] float32, L2-normalised; rows 0 (pad) and 1 (unknown) are zero."""
+        ...
+
+
+class CandidateRanker(Protocol):
+    """Ranking stage: scores retrieved candidates for one request in one forward pass."""
+
+    version: str
+
+    def score(
+        self, history: UserHistory, context: RequestContext, candidates: np.ndarray
+    ) -> np.ndarray:
+        """candidates: [N] int64 item indices -> [N] float32 scores (higher is better)."""
+        ...
+
+    def score_batch(
+        self,
+        histories: list[UserHistory],
+        contexts: list[RequestContext],
+        candidates: list[np.ndarray],
+    ) -> list[np.ndarray]:
+        """Several requests at once; each element as ``score``."""
+        ...
