@@ -1,7 +1,7 @@
-"""The ``tandem`` command: one entry point, subcommands contributed by the modules that own them.
+"""The ``tandem`` command: one entry point; each (sub)command lives in the module that owns it.
 
-Each module in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its subcommands and sets
-``func`` (called with the parsed namespace, returning an exit code) as the parser default.
+Every module named in ``COMMANDS`` exposes ``add_arguments(parser)`` and ``run(args) -> int``. A module
+whose package has not been installed is skipped, so the command works while the project grows.
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = (
-    "models.data.cli",  # tandem data prepare
-    "models.train.cli",  # tandem train encoder|ranker
-    "models.evaluate.cli",  # tandem eval
-    "app.server_cli",  # tandem serve, tandem worker
-)
+# command path -> (module, one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("data", "prepare"): ("models.data.cli", "turn a raw dataset into the typed event table"),
+    ("train", "encoder"): ("models.train.encoder_cli", "train the retrieval encoder (or a baseline)"),
+    ("train", "ranker"): ("models.ranker.cli", "train the target-aware ranker"),
+    ("bundle", "build"): ("models.bundle_cli", "assemble an artifact bundle (vectors, index, models)"),
+    ("eval",): ("models.evaluate.cli", "offline evaluation with markdown/JSON/PNG reports"),
+    ("serve",): ("app.server_cli", "serve the HTTP API"),
+    ("worker",): ("app.worker_cli", "run the near-line user-vector worker"),
+}
 
 
 def _module_exists(name: str) -> bool:
@@ -28,12 +32,22 @@ def _module_exists(name: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tandem", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        if not _module_exists(name):
+    parser = argparse.ArgumentParser(prog="tandem", description="Two-stage recommender: train, evaluate, serve.")
+    top = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, (module_name, help_text) in COMMANDS.items():
+        if not _module_exists(module_name):
             continue
-        importlib.import_module(name).register(subparsers)
+        module = importlib.import_module(module_name)
+        if len(path) == 1:
+            sub = top.add_parser(path[0], help=help_text)
+        else:
+            if path[0] not in groups:
+                group_parser = top.add_parser(path[0], help=f"{path[0]} commands")
+                groups[path[0]] = group_parser.add_subparsers(dest=f"{path[0]}_command", required=True)
+            sub = groups[path[0]].add_parser(path[1], help=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(func=module.run)
     return parser
 
 
