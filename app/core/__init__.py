@@ -1,0 +1,1 @@
+"""Settings, logging, metrics and the error shape shared by the whole serving half."""

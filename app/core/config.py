@@ -1,0 +1,114 @@
+"""Service settings: one pydantic-settings class, read from ``TANDEM_*`` environment variables.
+
+Every knob the API, the worker, docker-compose and the docs refer to is a field here; the compose test
+checks that each ``TANDEM_*`` variable used in ``docker-compose.yml`` names one of these fields.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_keys(value: object) -> object:
+    """Accept ``a,b,c`` (environment) as well as a list (code)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All serving settings. Environment: ``TANDEM_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore")
+
+    # artifacts
+    bundle_path: Path | None = Field(
+        default=None,
+        description="artifact bundle directory; unset = build/find the default bundle under var/",
+    )
+    data_dir: Path = Field(
+        default=Path("../shared/data"), description="shipped datasets (for the default bundle)"
+    )
+    var_dir: Path = Field(default=Path("var"), description="where default bundles are built and kept")
+
+    # user-state store
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset = embedded in-process store + worker"
+    )
+    redis_socket_timeout_s: float = Field(
+        default=0.25, gt=0, description="per-command socket read/write timeout"
+    )
+    redis_connect_timeout_s: float = Field(default=0.25, gt=0, description="TCP connect timeout")
+    redis_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed Redis command")
+    redis_max_connections: int = Field(default=64, ge=1, description="connection pool size per process")
+    key_prefix: str = Field(default="tandem", description="prefix of every Redis key")
+
+    # recommend pipeline
+    candidate_count: int = Field(
+        default=300, ge=10, le=5000, description="ANN candidates fetched per request"
+    )
+    k_max: int = Field(default=200, ge=1, le=1000, description="largest k a request may ask for")
+    history_length: int = Field(default=200, ge=1, le=5000, description="recent events kept per user")
+    vector_ttl_s: int = Field(default=86400, ge=1, description="lifetime of a cached user vector")
+    anchors_max: int = Field(default=50, ge=0, description="largest number of anchor items per request")
+    exclude_max: int = Field(default=1000, ge=0, description="largest exclude list per request")
+    context_extra_max: int = Field(default=16, ge=0, description="most free-form keys in a request context")
+    torch_threads: int = Field(default=1, ge=1, le=64, description="torch intra-op threads per process")
+
+    # protection
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted X-API-Key values (comma-separated); empty = open"
+    )
+    admin_key: str | None = Field(
+        default=None, description="X-Admin-Key for /v1/admin/*; unset = admin disabled"
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="largest accepted request body")
+    max_in_flight: int = Field(
+        default=256, ge=1, description="concurrent /v1 requests before 429 load shedding"
+    )
+    drain_seconds: float = Field(
+        default=5.0, ge=0, description="readyz answers 503 this long before shutdown"
+    )
+
+    # near-line worker
+    stream_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the event stream")
+    worker_batch_size: int = Field(default=256, ge=1, description="stream entries read per worker step")
+    worker_block_ms: int = Field(
+        default=500, ge=1, description="how long a worker read waits for new entries"
+    )
+    worker_claim_idle_ms: int = Field(default=30_000, ge=0, description="pending this long = re-claimed")
+    worker_consumer: str | None = Field(default=None, description="consumer name; unset = host-pid")
+
+    log_level: str = Field(default="INFO", description="log level of the JSON logs")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: object) -> object:
+        return _split_keys(value)
+
+    @field_validator("redis_url", "admin_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.candidate_count < self.k_max:
+            raise ValueError(f"candidate_count ({self.candidate_count}) must be >= k_max ({self.k_max})")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: in-process store and worker."""
+        return self.redis_url is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

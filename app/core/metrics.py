@@ -1,0 +1,92 @@
+"""Prometheus metrics of the API and the worker (base units, ``_total`` counters, no user ids as labels).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn workers) prometheus-client keeps the values in files
+of that directory and ``render()`` merges them, so one scrape sees the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+REQUESTS = Counter(
+    "tandem_requests_total",
+    "HTTP requests by route, serving path and status",
+    ["path", "served_by", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "tandem_request_duration_seconds", "HTTP request latency by route", ["path"], buckets=_LATENCY_BUCKETS
+)
+STAGE_SECONDS = Histogram(
+    "tandem_stage_duration_seconds",
+    "latency of one recommend stage (user_vector, retrieve, rank, rules, total)",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+VECTOR_CACHE = Counter(
+    "tandem_user_vector_cache_total", "cached user vector lookups by result (hit, miss, stale)", ["result"]
+)
+STORE_DEGRADED = Counter(
+    "tandem_store_degraded_total", "store calls that failed and were served without the store", ["operation"]
+)
+LOAD_SHED = Counter("tandem_load_shed_total", "requests refused with 429 because too many were in flight")
+IN_FLIGHT = Gauge("tandem_in_flight_requests", "requests being served", multiprocess_mode="livesum")
+EVENTS_ACCEPTED = Counter("tandem_events_accepted_total", "events accepted by POST /v1/events")
+STREAM_LAG = Gauge(
+    "tandem_stream_lag_entries",
+    "stream entries not yet delivered to the worker group",
+    multiprocess_mode="max",
+)
+STREAM_PENDING = Gauge(
+    "tandem_stream_pending_entries", "entries delivered but not acknowledged", multiprocess_mode="max"
+)
+WORKER_ENTRIES = Counter("tandem_worker_entries_total", "stream entries processed and acknowledged")
+WORKER_CLAIMED = Counter("tandem_worker_claimed_total", "pending entries re-claimed from another consumer")
+WORKER_VECTORS = Counter("tandem_worker_vectors_written_total", "user vectors recomputed and written")
+WORKER_BATCH_SECONDS = Histogram(
+    "tandem_worker_batch_seconds", "time to recompute and write one batch", buckets=_LATENCY_BUCKETS
+)
+BUNDLE_INFO = Gauge(
+    "tandem_bundle_info",
+    "the loaded bundle (value 1), by model and index version and serving path",
+    ["model_version", "index_version", "serving_path"],
+    multiprocess_mode="liveall",
+)
+RELOADS = Counter("tandem_bundle_reloads_total", "bundle reloads by outcome", ["outcome"])
+
+
+def set_bundle_info(model_version: str, index_version: str, serving_path: str) -> None:
+    """Mark exactly one bundle as loaded in this process."""
+    BUNDLE_INFO.clear()
+    BUNDLE_INFO.labels(model_version, index_version, serving_path).set(1)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every metric (merged across processes in multiprocess mode)."""
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges (multiprocess mode only)."""
+    if multiprocess_enabled():
+        prometheus_multiprocess.mark_process_dead(pid)

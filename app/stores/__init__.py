@@ -1,0 +1,1 @@
+"""User-state stores: Redis (shared, durable stream) or in-process memory (embedded mode)."""

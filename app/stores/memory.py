@@ -1,0 +1,135 @@
+"""In-process store for the embedded mode (no REDIS_URL): same contract as Redis, nothing survives a restart.
+
+The stream keeps delivered-but-unacknowledged entries as pending, so the in-process worker has the same
+ack-after-write and re-claim behaviour as the Redis one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.stores.base import (
+    StoredEvent,
+    StoredVector,
+    StreamBacklog,
+    StreamEntry,
+    UserHistoryRecord,
+    UserState,
+    users_of,
+)
+
+
+@dataclass
+class _Pending:
+    entry: StreamEntry
+    consumer: str
+    delivered_at: float  # monotonic seconds
+
+
+class MemoryStore:
+    """Dictionaries plus an in-process stream; safe within one event loop."""
+
+    kind = "memory"
+
+    def __init__(self, history_length: int = 200, stream_maxlen: int = 1_000_000):
+        self.history_length = history_length
+        self._histories: dict[str, deque[StoredEvent]] = {}
+        self._sequence: dict[str, int] = {}
+        self._vectors: dict[str, tuple[StoredVector, float]] = {}  # user -> (vector, expires monotonic)
+        self._stream: deque[StreamEntry] = deque(maxlen=stream_maxlen)  # not yet delivered
+        self._pending: dict[str, _Pending] = {}
+        self._next_id = 0
+        self._arrived = asyncio.Event()
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+    async def get_state(self, user: str) -> UserState:
+        return UserState(self._live_vector(user), self._sequence.get(user, 0))
+
+    def _live_vector(self, user: str) -> StoredVector | None:
+        stored = self._vectors.get(user)
+        if stored is None:
+            return None
+        vector, expires = stored
+        if time.monotonic() >= expires:
+            del self._vectors[user]
+            return None
+        return vector
+
+    async def get_history(self, user: str) -> UserHistoryRecord:
+        return UserHistoryRecord(list(self._histories.get(user, ())), self._sequence.get(user, 0))
+
+    async def get_histories(self, users: list[str]) -> dict[str, UserHistoryRecord]:
+        return {user: await self.get_history(user) for user in users}
+
+    async def put_vectors(self, vectors: dict[str, StoredVector], ttl_s: int) -> None:
+        expires = time.monotonic() + ttl_s
+        for user, vector in vectors.items():
+            self._vectors[user] = (vector, expires)
+
+    async def append_events(self, events: list[tuple[str, StoredEvent]]) -> int:
+        for user, event in events:
+            self._history(user).append(event)
+            self._sequence[user] = self._sequence.get(user, 0) + 1
+        self._next_id += 1
+        self._stream.append(StreamEntry(f"{self._next_id}-0", users_of(events)))
+        self._arrived.set()
+        return len(events)
+
+    def _history(self, user: str) -> deque[StoredEvent]:
+        if user not in self._histories:
+            self._histories[user] = deque(maxlen=self.history_length)
+        return self._histories[user]
+
+    async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
+        written = 0
+        for user, events in histories:
+            if user in self._sequence:
+                continue
+            self._history(user).extend(events)
+            self._sequence[user] = len(events)
+            written += 1
+        return written
+
+    async def ensure_group(self) -> None:
+        return None
+
+    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        if not self._stream and block_ms > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=block_ms / 1000)
+            except TimeoutError:
+                return []
+        taken: list[StreamEntry] = []
+        while self._stream and len(taken) < count:
+            entry = self._stream.popleft()
+            self._pending[entry.entry_id] = _Pending(entry, consumer, time.monotonic())
+            taken.append(entry)
+        return taken
+
+    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
+        now = time.monotonic()
+        claimed: list[StreamEntry] = []
+        for pending in list(self._pending.values()):
+            if len(claimed) >= count:
+                break
+            if (now - pending.delivered_at) * 1000 >= min_idle_ms:
+                pending.consumer, pending.delivered_at = consumer, now
+                claimed.append(pending.entry)
+        return claimed
+
+    async def ack(self, entry_ids: list[str]) -> None:
+        for entry_id in entry_ids:
+            self._pending.pop(entry_id, None)
+
+    async def backlog(self) -> StreamBacklog:
+        return StreamBacklog(lag=len(self._stream), pending=len(self._pending))

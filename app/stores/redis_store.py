@@ -1,0 +1,273 @@
+"""Redis user-state store: histories, sequence numbers and vectors per user, plus the event stream.
+
+Keys (``{user}`` in braces so one user's keys share a Redis Cluster slot):
+    <prefix>:u:{<user>}:h   list of encoded StoredEvent, oldest first, trimmed to history_length
+    <prefix>:u:{<user>}:s   hash {seq}: events accepted for the user
+    <prefix>:u:{<user>}:v   hash {vec, model, seq, ts, at} with a TTL: the cached user vector
+    <prefix>:events         stream; one entry per accepted batch {users, events}; group ``workers``
+
+Every call runs under a socket timeout, a connect timeout, bounded retries and an overall deadline, and
+raises ``StoreUnavailable`` when Redis cannot answer, so callers can degrade instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import numpy as np
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from app.stores.base import (
+    StoredEvent,
+    StoredVector,
+    StoreUnavailable,
+    StreamBacklog,
+    StreamEntry,
+    UserHistoryRecord,
+    UserState,
+    users_of,
+)
+
+T = TypeVar("T")
+GROUP = "workers"
+_SEED_CHUNK = 500
+_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError, OSError)
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 0.25,
+        connect_timeout_s: float = 0.25,
+        retries: int = 2,
+        max_connections: int = 64,
+        key_prefix: str = "tandem",
+        history_length: int = 200,
+        stream_maxlen: int = 1_000_000,
+        block_ms: int = 0,
+    ):
+        # A blocking stream read legitimately waits block_ms; the socket must outlast it.
+        read_timeout_s = socket_timeout_s + block_ms / 1000
+        self.client = Redis.from_url(
+            url,
+            socket_timeout=read_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), retries),
+            retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+            max_connections=max_connections,
+            health_check_interval=30,
+        )
+        self.prefix = key_prefix
+        self.history_length = history_length
+        self.stream_maxlen = stream_maxlen
+        self.stream = f"{key_prefix}:events"
+        # Overall deadline per call: every attempt may use its connect + read timeout.
+        self.deadline_s = (retries + 1) * (connect_timeout_s + read_timeout_s) + 0.1
+
+    def _key(self, user: str, kind: str) -> str:
+        return f"{self.prefix}:u:{{{user}}}:{kind}"
+
+    async def _call(self, operation: str, make: Callable[[], Awaitable[T]], extra_s: float = 0.0) -> T:
+        try:
+            async with asyncio.timeout(self.deadline_s + extra_s):
+                return await make()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"redis {operation} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping", self.client.ping))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def get_state(self, user: str) -> UserState:
+        async def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self._key(user, "v"))
+            pipe.hget(self._key(user, "s"), "seq")
+            return list(await pipe.execute())
+
+        raw_vector, raw_seq = await self._call("get_state", run)
+        return UserState(_decode_vector(raw_vector), int(raw_seq or 0))
+
+    async def get_history(self, user: str) -> UserHistoryRecord:
+        return (await self.get_histories([user]))[user]
+
+    async def get_histories(self, users: list[str]) -> dict[str, UserHistoryRecord]:
+        async def run() -> list[Any]:
+            # MULTI keeps each user's list and sequence number consistent with each other.
+            pipe = self.client.pipeline(transaction=True)
+            for user in users:
+                pipe.lrange(self._key(user, "h"), 0, -1)
+                pipe.hget(self._key(user, "s"), "seq")
+            return list(await pipe.execute())
+
+        replies = await self._call("get_histories", run)
+        out = {}
+        for position, user in enumerate(users):
+            raw_events, raw_seq = replies[2 * position], replies[2 * position + 1]
+            out[user] = UserHistoryRecord([StoredEvent.decode(raw) for raw in raw_events], int(raw_seq or 0))
+        return out
+
+    async def put_vectors(self, vectors: dict[str, StoredVector], ttl_s: int) -> None:
+        async def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for user, stored in vectors.items():
+                key = self._key(user, "v")
+                pipe.hset(key, mapping=_encode_vector(stored))
+                pipe.expire(key, ttl_s)
+            await pipe.execute()
+
+        await self._call("put_vectors", run)
+
+    async def append_events(self, events: list[tuple[str, StoredEvent]]) -> int:
+        async def run() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            for user, event in events:
+                pipe.rpush(self._key(user, "h"), event.encode())
+                pipe.hincrby(self._key(user, "s"), "seq", 1)
+            for user in users_of(events):
+                pipe.ltrim(self._key(user, "h"), -self.history_length, -1)
+            payload = json.dumps([[user, json.loads(event.encode())] for user, event in events])
+            fields: dict[Any, Any] = {"users": json.dumps(users_of(events)), "events": payload}
+            pipe.xadd(self.stream, fields, maxlen=self.stream_maxlen, approximate=True)
+            await pipe.execute()
+
+        await self._call("append_events", run)
+        return len(events)
+
+    async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
+        written = 0
+        chunk: list[tuple[str, list[StoredEvent]]] = []
+        for item in histories:
+            chunk.append(item)
+            if len(chunk) >= _SEED_CHUNK:
+                written += await self._seed_chunk(chunk)
+                chunk = []
+        if chunk:
+            written += await self._seed_chunk(chunk)
+        return written
+
+    async def _seed_chunk(self, chunk: list[tuple[str, list[StoredEvent]]]) -> int:
+        async def claim() -> list[Any]:
+            # HSETNX decides, once and for all processes, which users are new to this Redis.
+            pipe = self.client.pipeline(transaction=False)
+            for user, events in chunk:
+                pipe.hsetnx(self._key(user, "s"), "seq", len(events))
+            return list(await pipe.execute())
+
+        claimed = await self._call("seed_claim", claim)
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for (user, events), is_new in zip(chunk, claimed, strict=True):
+                if is_new and events:
+                    pipe.rpush(
+                        self._key(user, "h"), *[event.encode() for event in events[-self.history_length :]]
+                    )
+            await pipe.execute()
+
+        await self._call("seed_write", write, extra_s=5.0)
+        return sum(1 for is_new in claimed if is_new)
+
+    async def ensure_group(self) -> None:
+        async def run() -> None:
+            try:
+                await self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+        await self._call("ensure_group", run)
+
+    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        async def run() -> Any:
+            return await self.client.xreadgroup(
+                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+
+        reply = await self._call("read_new", run, extra_s=block_ms / 1000)
+        if not reply:
+            return []
+        messages = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return [_entry(entry_id, fields) for entry_id, fields in messages]
+
+    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
+        async def run() -> Any:
+            return await self.client.xautoclaim(self.stream, GROUP, consumer, min_idle_ms, "0-0", count=count)
+
+        reply = await self._call("claim_stale", run)
+        messages = reply[1] if reply else []
+        entries = [_entry(entry_id, fields) for entry_id, fields in messages if fields]
+        deleted = [_text(entry_id) for entry_id, fields in messages if not fields]
+        if len(reply) > 2:
+            deleted += [_text(entry_id) for entry_id in reply[2]]
+        if deleted:  # trimmed from the stream before anyone processed them: nothing left to do
+            await self.ack(deleted)
+        return entries
+
+    async def ack(self, entry_ids: list[str]) -> None:
+        if entry_ids:
+            await self._call("ack", lambda: self.client.xack(self.stream, GROUP, *entry_ids))
+
+    async def backlog(self) -> StreamBacklog:
+        groups: list[dict[Any, Any]] = await self._call(
+            "backlog", lambda: self.client.xinfo_groups(self.stream)
+        )
+        for group in groups:
+            if _text(group.get("name", group.get(b"name", b""))) == GROUP:
+                lag = group.get("lag", group.get(b"lag")) or 0
+                pending = group.get("pending", group.get(b"pending")) or 0
+                return StreamBacklog(lag=int(lag), pending=int(pending))
+        return StreamBacklog(lag=0, pending=0)
+
+    async def flush_prefix(self) -> None:
+        """Delete every key under this store's prefix (tests and local resets only)."""
+
+        async def run() -> None:
+            keys = [key async for key in self.client.scan_iter(match=f"{self.prefix}:*", count=1000)]
+            if keys:
+                await self.client.delete(*keys)
+
+        await self._call("flush_prefix", run, extra_s=5.0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(entry_id: Any, fields: dict[Any, Any]) -> StreamEntry:
+    raw_users = fields.get(b"users", fields.get("users", "[]"))
+    return StreamEntry(_text(entry_id), [str(user) for user in json.loads(raw_users)])
+
+
+def _encode_vector(stored: StoredVector) -> dict[Any, Any]:
+    return {
+        "vec": np.asarray(stored.vector, dtype=np.float32).tobytes(),
+        "model": stored.model_version,
+        "seq": stored.sequence,
+        "ts": stored.newest_event_ts,
+        "at": stored.computed_at,
+    }
+
+
+def _decode_vector(raw: dict[Any, Any]) -> StoredVector | None:
+    if not raw or b"vec" not in raw:
+        return None
+    return StoredVector(
+        vector=np.frombuffer(raw[b"vec"], dtype=np.float32).copy(),
+        model_version=raw[b"model"].decode(),
+        sequence=int(raw[b"seq"]),
+        newest_event_ts=int(raw[b"ts"]),
+        computed_at=float(raw[b"at"]),
+    )
