@@ -41,6 +41,9 @@ VECTOR_CACHE = Counter(
 STORE_DEGRADED = Counter(
     "tandem_store_degraded_total", "store calls that failed and were served without the store", ["operation"]
 )
+STAGE_FAILURES = Counter(
+    "tandem_stage_failures_total", "recommend stages that failed and fell back to the next path", ["stage"]
+)
 LOAD_SHED = Counter("tandem_load_shed_total", "requests refused with 429 because too many were in flight")
 IN_FLIGHT = Gauge("tandem_in_flight_requests", "requests being served", multiprocess_mode="livesum")
 EVENTS_ACCEPTED = Counter("tandem_events_accepted_total", "events accepted by POST /v1/events")

@@ -57,10 +57,11 @@ class StoredVector:
 
 @dataclass(frozen=True)
 class UserState:
-    """What the request path reads first: the cached vector (if any) and the user's sequence number."""
+    """What the request path reads in one round trip: cached vector, sequence number, recent events."""
 
     vector: StoredVector | None
     sequence: int
+    events: list[StoredEvent]
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ class MemoryStore:
         return None
 
     async def get_state(self, user: str) -> UserState:
-        return UserState(self._live_vector(user), self._sequence.get(user, 0))
+        events = list(self._histories.get(user, ()))
+        return UserState(self._live_vector(user), self._sequence.get(user, 0), events)
 
     def _live_vector(self, user: str) -> StoredVector | None:
         stored = self._vectors.get(user)

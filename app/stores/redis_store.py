@@ -92,13 +92,15 @@ class RedisStore:
 
     async def get_state(self, user: str) -> UserState:
         async def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=True)
             pipe.hgetall(self._key(user, "v"))
             pipe.hget(self._key(user, "s"), "seq")
+            pipe.lrange(self._key(user, "h"), 0, -1)
             return list(await pipe.execute())
 
-        raw_vector, raw_seq = await self._call("get_state", run)
-        return UserState(_decode_vector(raw_vector), int(raw_seq or 0))
+        raw_vector, raw_seq, raw_events = await self._call("get_state", run)
+        events = [StoredEvent.decode(raw) for raw in raw_events]
+        return UserState(_decode_vector(raw_vector), int(raw_seq or 0), events)
 
     async def get_history(self, user: str) -> UserHistoryRecord:
         return (await self.get_histories([user]))[user]

@@ -1,0 +1,202 @@
+"""The loaded artifact bundle as the request path needs it, and the holder that swaps it atomically.
+
+A request takes ``holder.current`` once and uses that snapshot to the end, so a reload never mixes two
+bundles inside one request and never drops one: the new bundle is loaded and warmed up off the event loop,
+then published with a single attribute assignment; the old one is freed when its last request finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core import metrics
+from app.stores.base import StoredEvent
+from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
+from models.inference import RequestContext, UserHistory
+
+log = logging.getLogger("tandem.bundle")
+
+BundleLoader = Callable[[Path], Any]
+
+
+def _vocabularies(manifest: dict[str, Any]) -> dict[str, Any]:
+    for holder in (manifest, manifest.get("dataset"), manifest.get("data")):
+        if isinstance(holder, dict) and isinstance(holder.get("vocabularies"), dict):
+            return holder["vocabularies"]
+    return {}
+
+
+def _index_of(names: list[str]) -> dict[str, int]:
+    """Vocabulary list (position k = index k + FIRST_REAL_ID) -> name to index."""
+    return {str(name): position + FIRST_REAL_ID for position, name in enumerate(names)}
+
+
+class ServingBundle:
+    """A bundle plus the lookups serving derives from it once at load time."""
+
+    def __init__(self, bundle: Any, history_length: int = 200):
+        self.bundle = bundle
+        manifest: dict[str, Any] = dict(getattr(bundle, "manifest", {}) or {})
+        self.encoder = bundle.encoder
+        self.ranker = bundle.ranker
+        self.index = bundle.index
+        self.cooccurrence = getattr(bundle, "cooccurrence", None)
+        self.model_version = str(manifest.get("model_version", getattr(self.encoder, "version", "none")))
+        self.index_version = str(manifest.get("index_version", getattr(self.index, "version", "none")))
+        self.serving_path = str(manifest.get("serving_path", "unknown"))
+        self.catalogue = bundle.catalogue
+        self.item_index: dict[str, int] = bundle.item_index
+        self.user_index: dict[str, int] = bundle.user_index
+        self.num_items = int(self.catalogue.num_items)
+        vocabularies = _vocabularies(manifest)
+        self.scene_index = _index_of(vocabularies.get("scene", []))
+        self.device_index = _index_of(vocabularies.get("device", []))
+        self.category_index = _index_of(vocabularies.get("category", []))
+        self.item_category = np.asarray(self.catalogue.category, dtype=np.int64)
+        popularity = np.asarray(bundle.popularity, dtype=np.float32).copy()
+        popularity[:FIRST_REAL_ID] = -np.inf
+        self.popularity = popularity
+        order = np.argsort(-popularity, kind="stable")
+        self.popular_order = order[np.isfinite(popularity[order])].astype(np.int64)
+        # [num_items, d] unit rows (rows 0/1 zero) for cold start, similar items and MMR; None when baseline.
+        self.item_vectors: np.ndarray | None = (
+            np.asarray(self.encoder.item_vectors(), dtype=np.float32) if self.encoder is not None else None
+        )
+        # Recent histories of training users: seeds the store, and serves the online path when it is down.
+        self.history_length = history_length
+        self.fallback_histories: dict[str, UserHistory] = {}
+        for raw_user, history in bundle.recent_histories():
+            self.fallback_histories[str(raw_user)] = _tail(history, history_length)
+
+    # ------------------------------------------------------------------ id mapping
+    def item_of(self, raw_item: str | int) -> int | None:
+        """Raw item id -> item index, None when the bundle does not know it."""
+        return self.item_index.get(str(raw_item))
+
+    def raw_item(self, item: int) -> str:
+        return str(self.catalogue.raw_id[item])
+
+    def scene_of(self, name: str | None) -> int:
+        return self.scene_index.get(name, UNKNOWN_ID) if name is not None else UNKNOWN_ID
+
+    def device_of(self, name: str | None) -> int:
+        return self.device_index.get(name, UNKNOWN_ID) if name is not None else UNKNOWN_ID
+
+    def history_from_events(self, events: list[StoredEvent]) -> UserHistory:
+        """Stored events (raw ids, any order) -> UserHistory of item indices, oldest first. All [E]."""
+        if not events:
+            return UserHistory.empty()
+        ordered = sorted(events, key=lambda event: event.timestamp)[-self.history_length :]
+        item = [self.item_index.get(event.item, UNKNOWN_ID) for event in ordered]
+        return UserHistory(
+            item=np.asarray(item, dtype=np.int64),
+            action=np.asarray([event.action for event in ordered], dtype=np.int64),
+            value=np.asarray([event.value for event in ordered], dtype=np.float32),
+            timestamp=np.asarray([event.timestamp for event in ordered], dtype=np.int64),
+            scene=np.asarray([self.scene_of(event.scene) for event in ordered], dtype=np.int64),
+            device=np.asarray([self.device_of(event.device) for event in ordered], dtype=np.int64),
+        )
+
+    def events_from_history(self, history: UserHistory) -> list[StoredEvent]:
+        """The inverse, for seeding the store from the bundle (scene/device names when the vocab has them)."""
+        scene_names = {index: name for name, index in self.scene_index.items()}
+        device_names = {index: name for name, index in self.device_index.items()}
+        return [
+            StoredEvent(
+                item=self.raw_item(int(history.item[row])),
+                action=int(history.action[row]),
+                value=float(history.value[row]),
+                timestamp=int(history.timestamp[row]),
+                scene=scene_names.get(int(history.scene[row])),
+                device=device_names.get(int(history.device[row])),
+            )
+            for row in range(len(history))
+        ]
+
+    def seed_records(self) -> Iterator[tuple[str, list[StoredEvent]]]:
+        for raw_user, history in self.fallback_histories.items():
+            yield raw_user, self.events_from_history(history)
+
+    # ------------------------------------------------------------------ warm-up
+    def warm_up(self) -> float:
+        """One encoder, index and ranker forward on a real history; returns the seconds it took."""
+        started = time.perf_counter()
+        history = next(iter(self.fallback_histories.values()), UserHistory.empty())
+        context = RequestContext(timestamp=int(time.time()))
+        if self.encoder is not None:
+            vector = self.encoder.encode([history], [context])
+            if self.index is not None:
+                candidates, _ = self.index.search(vector, 10)
+                real = candidates[0][candidates[0] >= FIRST_REAL_ID]
+                if self.ranker is not None and real.size:
+                    self.ranker.score(history, context, real)
+        return time.perf_counter() - started
+
+
+def _tail(history: UserHistory, length: int) -> UserHistory:
+    if len(history) <= length:
+        return history
+    return UserHistory(
+        item=history.item[-length:],
+        action=history.action[-length:],
+        value=history.value[-length:],
+        timestamp=history.timestamp[-length:],
+        scene=history.scene[-length:],
+        device=history.device[-length:],
+        user_features=history.user_features,
+    )
+
+
+def load_bundle(path: Path) -> Any:
+    """The default loader: ``models.bundle.Bundle.load``."""
+    from models.bundle import Bundle
+
+    return Bundle.load(path)
+
+
+class BundleHolder:
+    """Holds the serving bundle; ``reload`` swaps it without interrupting requests."""
+
+    def __init__(self, loader: BundleLoader = load_bundle, history_length: int = 200):
+        self.loader = loader
+        self.history_length = history_length
+        self._current: ServingBundle | None = None
+        self.path: Path | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> ServingBundle:
+        if self._current is None:
+            raise RuntimeError("no bundle loaded yet")
+        return self._current
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def _load_and_warm(self, path: Path) -> ServingBundle:
+        import torch
+
+        with torch.inference_mode():
+            serving = ServingBundle(self.loader(path), self.history_length)
+            seconds = serving.warm_up()
+        log.info(
+            "bundle ready",
+            extra={"bundle_path": str(path), "model_version": serving.model_version, "warm_up_s": seconds},
+        )
+        return serving
+
+    async def load(self, path: Path) -> ServingBundle:
+        """Load (in a thread), warm up, then publish. Concurrent reloads run one after the other."""
+        async with self._lock:
+            serving = await asyncio.to_thread(self._load_and_warm, path)
+            self._current, self.path = serving, path
+            metrics.set_bundle_info(serving.model_version, serving.index_version, serving.serving_path)
+            return serving

@@ -1,0 +1,32 @@
+"""Item-to-item neighbours: nearest item vectors in the ANN index, else the co-occurrence baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.services.recommend import RankedItem
+from app.services.serving_bundle import ServingBundle
+from models.data.schema import FIRST_REAL_ID
+
+
+def similar_items(serving: ServingBundle, item: int, k: int) -> list[RankedItem]:
+    """Top-k neighbours of item index ``item`` (never itself, never padding/unknown rows)."""
+    if serving.item_vectors is not None and serving.index is not None:
+        query = serving.item_vectors[item][None, :]
+        items, scores = serving.index.search(query, k, exclude=[{item}])
+        found, found_scores, source = items[0], scores[0], "ann"
+    elif serving.cooccurrence is not None:
+        found, found_scores = serving.cooccurrence.neighbours(np.asarray([item], dtype=np.int64), k + 1)
+        found, found_scores, source = (
+            np.asarray(found).reshape(-1),
+            np.asarray(found_scores).reshape(-1),
+            "cooccurrence",
+        )
+    else:
+        found, found_scores, source = np.zeros(0, np.int64), np.zeros(0, np.float32), "none"
+    keep = (found >= FIRST_REAL_ID) & (found != item)
+    pairs = list(zip(found[keep].tolist(), found_scores[keep].tolist(), strict=True))[:k]
+    return [
+        RankedItem(serving.raw_item(int(neighbour)), rank, round(float(score), 6), source)
+        for rank, (neighbour, score) in enumerate(pairs, start=1)
+    ]

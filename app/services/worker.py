@@ -1,0 +1,155 @@
+"""The near-line worker: stream entries -> users -> batched encoder forward -> vectors written -> ack.
+
+At-least-once and idempotent: an entry is acknowledged only after the vectors of its users are written;
+entries a crashed consumer left pending are re-claimed (XAUTOCLAIM) after ``claim_idle_ms``; a vector is a
+pure function of the user's stored history (its request context is taken from the newest event, not the
+clock), so processing an entry twice writes the same vector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import numpy as np
+
+from app.core import metrics
+from app.services.serving_bundle import BundleHolder, ServingBundle
+from app.stores.base import StoredVector, StoreUnavailable, StreamEntry, UserHistoryRecord, UserStateStore
+from models.inference import RequestContext, UserHistory
+
+log = logging.getLogger("tandem.worker")
+ENCODE_CHUNK = 64
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _context_of(history: UserHistory) -> RequestContext:
+    """The anticipated next request: the newest event's time, scene and device."""
+    if len(history) == 0:
+        return RequestContext(timestamp=0)
+    return RequestContext(
+        timestamp=int(history.timestamp[-1]), scene=int(history.scene[-1]), device=int(history.device[-1])
+    )
+
+
+def compute_vectors(serving: ServingBundle, records: dict[str, UserHistoryRecord]) -> dict[str, StoredVector]:
+    """Users' stored histories -> StoredVector each (users without events are skipped). CPU work."""
+    import torch
+
+    assert serving.encoder is not None
+    users = [user for user, record in records.items() if record.events]
+    histories = [serving.history_from_events(records[user].events) for user in users]
+    out: dict[str, StoredVector] = {}
+    now = time.time()
+    with torch.inference_mode():
+        for start in range(0, len(users), ENCODE_CHUNK):
+            chunk = slice(start, start + ENCODE_CHUNK)
+            batch = histories[chunk]
+            vectors = np.asarray(serving.encoder.encode(batch, [_context_of(h) for h in batch]), np.float32)
+            for user, history, vector in zip(users[chunk], batch, vectors, strict=True):
+                newest = int(history.timestamp.max())
+                out[user] = StoredVector(vector, serving.model_version, records[user].sequence, newest, now)
+    return out
+
+
+class VectorWorker:
+    """One consumer of the event stream's worker group."""
+
+    def __init__(
+        self,
+        store: UserStateStore,
+        holder: BundleHolder,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 256,
+        block_ms: int = 500,
+        claim_idle_ms: int = 30_000,
+        vector_ttl_s: int = 86400,
+        claim_every_s: float = 5.0,
+    ):
+        self.store = store
+        self.holder = holder
+        self.consumer = consumer or default_consumer_name()
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.vector_ttl_s = vector_ttl_s
+        self.claim_every_s = claim_every_s
+        self._last_claim = -float("inf")
+        self._stopping = asyncio.Event()
+
+    async def next_entries(self) -> list[StreamEntry]:
+        """Stale pending entries of other consumers first (every claim_every_s), else new ones."""
+        now = time.monotonic()
+        if now - self._last_claim >= self.claim_every_s:
+            self._last_claim = now
+            claimed = await self.store.claim_stale(self.consumer, self.claim_idle_ms, self.batch_size)
+            if claimed:
+                metrics.WORKER_CLAIMED.inc(len(claimed))
+                log.info("re-claimed pending entries", extra={"entries": len(claimed)})
+                return claimed
+        return await self.store.read_new(self.consumer, self.batch_size, self.block_ms)
+
+    async def process(self, entries: list[StreamEntry]) -> int:
+        """Recompute and write the vectors of the entries' users; returns how many were written."""
+        users = list(dict.fromkeys(user for entry in entries for user in entry.users))
+        serving = self.holder.current
+        if not users or serving.encoder is None:  # baseline bundles serve straight from the history
+            return 0
+        started = time.perf_counter()
+        records = await self.store.get_histories(users)
+        vectors = await asyncio.to_thread(compute_vectors, serving, records)
+        await self.store.put_vectors(vectors, self.vector_ttl_s)
+        metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.WORKER_VECTORS.inc(len(vectors))
+        return len(vectors)
+
+    async def step(self) -> int:
+        """Read (or claim), process, acknowledge one batch; returns entries acknowledged."""
+        entries = await self.next_entries()
+        if not entries:
+            return 0
+        await self.process(entries)
+        await self.store.ack([entry.entry_id for entry in entries])
+        metrics.WORKER_ENTRIES.inc(len(entries))
+        return len(entries)
+
+    async def report_backlog(self) -> None:
+        backlog = await self.store.backlog()
+        metrics.STREAM_LAG.set(backlog.lag)
+        metrics.STREAM_PENDING.set(backlog.pending)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, idle_sleep_s: float = 0.0, backoff_s: float = 1.0) -> None:
+        """Loop until ``stop()``; a store outage pauses and retries instead of exiting."""
+        await self.store.ensure_group()
+        last_report = 0.0
+        log.info("worker started", extra={"consumer": self.consumer})
+        while not self._stopping.is_set():
+            try:
+                done = await self.step()
+                if time.monotonic() - last_report > 1.0:
+                    last_report = time.monotonic()
+                    await self.report_backlog()
+            except StoreUnavailable as exc:
+                metrics.STORE_DEGRADED.labels("worker").inc()
+                log.warning("store unavailable; worker retrying", extra={"error": str(exc)})
+                await self._pause(backoff_s)
+                continue
+            if not done and idle_sleep_s:
+                await self._pause(idle_sleep_s)
+        log.info("worker stopped", extra={"consumer": self.consumer})
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return
