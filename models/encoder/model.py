@@ -1,0 +1,150 @@
+"""The retrieval encoder: token embeddings -> HSTU (or SASRec) blocks -> user/query vectors.
+
+``RetrievalEncoder(config)`` covers the three kinds of ``EncoderConfig.kind``:
+- ``session_encoder``: TBGRecall layout (models.md 1.2-1.7): token sum + TSN, session-wise mask,
+  session-wise RoPE, query = normalize(g_m(H[context token])), m = 0 (this session) .. horizon-1;
+- ``hstu``: causal HSTU over item ids (models.md 2.3): sqrt(d) E_item + P[t], query = normalize(H[t]);
+- ``sasrec``: the same input and objective with softmax-attention blocks.
+Item vectors are the L2-normalised rows of the input item table (shared, models.md 1.7 / 2.3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.encoder.config import NUM_GAP_BUCKETS, EncoderConfig
+from models.encoder.hstu import HSTUBlock, scaled_init_
+from models.encoder.layout import CONTEXT_TOKEN
+from models.encoder.masks import causal_mask, session_mask
+from models.encoder.moe import MoEFeedForward
+from models.encoder.sasrec import SASRecBlock
+
+NUM_LEVELS = 4
+
+
+class TokenEmbedder(nn.Module):
+    """Padded token fields [B, T] (+ user features [B, F]) -> token vectors x [B, T, d]."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        d = config.dim
+        self.config = config
+        self.item = nn.Embedding(config.num_items, d, padding_idx=0)
+        scaled_init_(self.item, d)
+        if config.is_session:
+            self.action = nn.Embedding(config.num_actions, d)
+            self.level = nn.Embedding(NUM_LEVELS, d)
+            self.category = nn.Embedding(config.num_categories, d)
+            self.scene = nn.Embedding(config.num_scenes, d)
+            self.device = nn.Embedding(config.num_devices, d)
+            self.hour = nn.Embedding(24, d)
+            self.dow = nn.Embedding(7, d)
+            self.gap = nn.Embedding(NUM_GAP_BUCKETS, d)
+            self.user = nn.ModuleDict(
+                {name: nn.Embedding(size, d) for name, size in sorted(config.user_feature_sizes.items())}
+            )
+            side_tables: list[nn.Module] = [self.action, self.level, self.category, self.scene, self.device]
+            side_tables += [self.hour, self.dow, self.gap, *self.user.values()]
+            for table in side_tables:
+                assert isinstance(table, nn.Embedding)
+                nn.init.normal_(table.weight, std=0.02)
+            self.project_context = nn.Linear(d, d) if config.token_specific else None
+            self.project_item = nn.Linear(d, d) if config.token_specific else None
+        else:
+            self.position = nn.Embedding(config.max_tokens, d)
+            nn.init.normal_(self.position.weight, std=math.sqrt(1.0 / d))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, tokens: dict[str, torch.Tensor], user_features: torch.Tensor) -> torch.Tensor:
+        valid = (tokens["tok_type"] > 0).unsqueeze(-1)
+        if not self.config.is_session:
+            length = tokens["item"].shape[1]
+            positions = torch.arange(length, device=valid.device).unsqueeze(0)
+            x = self.item(tokens["item"]) * math.sqrt(self.config.dim) + self.position(positions)
+            return self.dropout(x) * valid
+        shared = self.scene(tokens["scene"]) + self.device(tokens["device"])
+        shared = shared + self.hour(tokens["hour"]) + self.dow(tokens["dow"])
+        item_x = self.item(tokens["item"]) + self.action(tokens["action"]) + self.level(tokens["level"])
+        item_x = item_x + self.category(tokens["category"]) + shared
+        context_x = shared + self.gap(tokens["gap"])
+        for column, table in enumerate(self.user.values()):
+            context_x = context_x + table(user_features[:, column]).unsqueeze(1)
+        is_context = (tokens["tok_type"] == CONTEXT_TOKEN).unsqueeze(-1)
+        if self.project_context is not None and self.project_item is not None:
+            context_x, item_x = self.project_context(context_x), self.project_item(item_x)
+        x = torch.where(is_context, context_x, item_x)
+        return self.dropout(x) * valid
+
+
+class RetrievalEncoder(nn.Module):
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = TokenEmbedder(config)
+        if config.kind == "sasrec":
+            self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
+            self.final_norm: nn.Module = nn.LayerNorm(config.dim)
+        else:
+            self.blocks = nn.ModuleList(
+                HSTUBlock(config, token_specific=config.token_specific and i == 0)
+                for i in range(config.num_blocks)
+            )
+            self.final_norm = nn.Identity()
+        self.moe = nn.ModuleList(
+            MoEFeedForward(config.dim, config.moe_experts, config.dropout)
+            for _ in range(config.num_blocks if config.moe_experts > 0 else 0)
+        )
+        # g_0 .. g_{m-1}: one head per predicted session (MSP, models.md 1.7); causal kinds use none
+        self.heads = nn.ModuleList(
+            nn.Linear(config.dim, config.dim) for _ in range(config.msp_horizon if config.is_session else 0)
+        )
+
+    def forward(
+        self, tokens: dict[str, torch.Tensor], user_features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens: padded fields [B, T] (layout.TOKEN_FIELDS); user_features: [B, F].
+        Returns (hidden states [B, T, d] with padding rows zero, auxiliary loss scalar)."""
+        tok_type = tokens["tok_type"]
+        valid = (tok_type > 0).unsqueeze(-1)
+        is_session = self.config.is_session
+        mask = session_mask(tokens["sess"], tok_type) if is_session else causal_mask(tok_type)
+        x = self.embed(tokens, user_features)
+        is_context = tok_type == CONTEXT_TOKEN
+        aux = x.new_zeros(())
+        for index, block in enumerate(self.blocks):
+            if isinstance(block, SASRecBlock):
+                x = block(x, mask)
+            else:
+                x = block(x, mask, tokens["ts"], tokens["query_ts"], tokens["sess"], is_context)
+            if len(self.moe):
+                x, block_aux = self.moe[index](x)
+                aux = aux + block_aux
+            x = x * valid
+        return self.final_norm(x) * valid, aux * self.config.moe_aux_weight
+
+    def query_vectors(self, hidden: torch.Tensor, head: int = 0) -> torch.Tensor:
+        """hidden: [P, d] rows of ``forward``'s output -> unit query vectors [P, d]."""
+        if len(self.heads):
+            hidden = self.heads[head](hidden)
+        return F.normalize(hidden, dim=-1)
+
+    def item_vectors(self) -> torch.Tensor:
+        """[num_items, d] unit item vectors; rows 0 (pad) and 1 (unknown) are zero."""
+        vectors = F.normalize(self.embed.item.weight, dim=-1).clone()
+        vectors[:2] = 0.0
+        return vectors
+
+
+def to_tensors(padded: dict[str, np.ndarray], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    return {name: torch.as_tensor(values, device=device) for name, values in padded.items()}
+
+
+def last_query_rows(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Hidden state of each row's last real token. hidden: [B, T, d], lengths: [B] -> [B, d]."""
+    index = (lengths - 1).clamp(min=0)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
