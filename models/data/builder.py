@@ -64,13 +64,19 @@ def vocabulary(*raw_arrays: np.ndarray) -> np.ndarray:
     present = [np.asarray(a) for a in raw_arrays if a is not None and len(a)]
     if not present:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.concatenate(present))
+    joined = np.concatenate(present)
+    if joined.dtype == object:  # strings: a set is much faster than sorting Python objects
+        return np.array(sorted({str(v) for v in joined.tolist()}), dtype=object)
+    return np.unique(joined)
 
 
 def lookup(vocab: np.ndarray, raw: np.ndarray) -> np.ndarray:
     """raw [N] -> index [N] int64 into ``vocab`` (+FIRST_REAL_ID); ids not in vocab -> UNKNOWN_ID."""
     if len(vocab) == 0:
         return np.full(len(raw), UNKNOWN_ID, dtype=np.int64)
+    if vocab.dtype == object or np.asarray(raw).dtype == object:
+        index = {str(v): k + FIRST_REAL_ID for k, v in enumerate(vocab.tolist())}
+        return np.fromiter((index.get(str(v), UNKNOWN_ID) for v in raw.tolist()), np.int64, len(raw))
     position = np.clip(np.searchsorted(vocab, raw), 0, len(vocab) - 1)
     found = vocab[position] == raw
     return np.where(found, position + FIRST_REAL_ID, UNKNOWN_ID).astype(np.int64)
