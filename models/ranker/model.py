@@ -1,0 +1,128 @@
+"""OnePiece-style target-aware ranker: context encoded once, candidate groups, block-wise latent reasoning.
+
+Forward for B requests with N candidates each (models.md 3.3-3.7):
+
+1. context tokens [B, T, d] -> L bidirectional layers; every layer's keys/values are kept (cache);
+2. block 0 = candidate tokens [B, N, d]: each candidate attends to the context and to its group (C);
+3. reasoning step k = 1..K: block k = (outputs of block k-1) + step embedding; it attends to the context,
+   to blocks 0..k-1 of its group (cached) and to its own group in block k; only these N tokens are computed;
+4. task head t reads the output of stage ``config.stage_of_task(t)``: logits [B, num_tasks, N].
+
+``forward_reference`` recomputes the whole sequence at every step with the full block-causal mask; a test
+checks that the cached path agrees with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.ranker.config import FeatureSizes, RankerConfig
+from models.ranker.layers import CachedAttentionLayer
+from models.ranker.masks import candidate_block_mask, context_mask, full_sequence_mask
+from models.ranker.tokens import RankerBatch, TokenEmbedder
+
+KeyValues = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class RankerOutput:
+    task_logits: torch.Tensor  # [B, num_tasks, N]
+    candidate_valid: torch.Tensor  # [B, N] bool
+
+
+class OnePieceRanker(nn.Module):
+    def __init__(self, config: RankerConfig, sizes: FeatureSizes, item_category: torch.Tensor) -> None:
+        super().__init__()
+        if item_category.shape[0] != sizes.num_items:
+            raise ValueError(f"item_category has {item_category.shape[0]} rows, expected {sizes.num_items}")
+        self.config = config
+        self.sizes = sizes
+        d = config.d_model
+        self.embed = TokenEmbedder(config, sizes, item_category)
+        self.layers = nn.ModuleList(
+            [
+                CachedAttentionLayer(d, config.num_heads, config.ffn_dim, config.dropout)
+                for _ in range(config.num_layers)
+            ]
+        )
+        self.step_embedding = nn.Embedding(max(config.reasoning_steps, 1), d)
+        self.final_norm = nn.LayerNorm(d)
+        self.heads = nn.ModuleList(
+            [nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1)) for _ in config.tasks]
+        )
+
+    def encode_context(self, batch: RankerBatch) -> tuple[list[KeyValues], torch.Tensor]:
+        """-> (per-layer context keys/values [B, h, T, d/h], context_valid [B, T])."""
+        hidden, valid = self.embed.context(batch)
+        mask = context_mask(valid)
+        cache: list[KeyValues] = []
+        for layer in self.layers:
+            hidden, key_values = layer(hidden, mask)
+            cache.append(key_values)
+        return cache, valid
+
+    def _run_block(
+        self,
+        block: torch.Tensor,
+        context_cache: list[KeyValues],
+        block_caches: list[list[KeyValues]],
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """One candidate-side block [B, N, d] through all layers; appends its keys/values per layer."""
+        hidden = block
+        for index, layer in enumerate(self.layers):
+            past_keys = [context_cache[index][0]] + [kv[0] for kv in block_caches[index]]
+            past_values = [context_cache[index][1]] + [kv[1] for kv in block_caches[index]]
+            hidden, key_values = layer(
+                hidden, mask, (torch.cat(past_keys, dim=2), torch.cat(past_values, dim=2))
+            )
+            block_caches[index].append(key_values)
+        return hidden
+
+    def _heads(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """stages: K+1 tensors [B, N, d] -> logits [B, num_tasks, N]."""
+        logits = [
+            head(self.final_norm(stages[self.config.stage_of_task(t)])).squeeze(-1)
+            for t, head in enumerate(self.heads)
+        ]
+        return torch.stack(logits, dim=1)
+
+    def forward(self, batch: RankerBatch) -> RankerOutput:
+        context_cache, context_valid = self.encode_context(batch)
+        block = self.embed.candidates(batch.candidate_item)
+        block_caches: list[list[KeyValues]] = [[] for _ in self.layers]
+        stages = []
+        for step in range(self.config.reasoning_steps + 1):
+            if step > 0:
+                block = stages[-1] + self.step_embedding.weight[step - 1]
+            mask = candidate_block_mask(context_valid, batch.group, step + 1)
+            stages.append(self._run_block(block, context_cache, block_caches, mask))
+        return RankerOutput(self._heads(stages), batch.group >= 0)
+
+    def forward_reference(self, batch: RankerBatch) -> RankerOutput:
+        """Uncached reference: the whole ``[context ; blocks 0..k]`` sequence is recomputed at each step."""
+        context, context_valid = self.embed.context(batch)
+        num_context, num_candidates = context.shape[1], batch.candidate_item.shape[1]
+        blocks = [self.embed.candidates(batch.candidate_item)]
+        stages = []
+        for step in range(self.config.reasoning_steps + 1):
+            hidden = torch.cat([context, *blocks], dim=1)
+            mask = full_sequence_mask(context_valid, batch.group, step + 1)
+            for layer in self.layers:
+                hidden, _ = layer(hidden, mask)
+            stages.append(hidden[:, num_context + step * num_candidates :])
+            if step < self.config.reasoning_steps:
+                blocks.append(stages[-1] + self.step_embedding.weight[step])
+        return RankerOutput(self._heads(stages), batch.group >= 0)
+
+    def serving_score(
+        self, task_logits: torch.Tensor, weights: tuple[float, ...] | None = None
+    ) -> torch.Tensor:
+        """task_logits [B, num_tasks, N] -> [B, N]: sum_t w_t * log sigmoid(s_t) (models.md 3.7, ours)."""
+        weights = weights if weights is not None else self.config.serving_weights
+        w = torch.tensor(weights, dtype=task_logits.dtype, device=task_logits.device)
+        return (F.logsigmoid(task_logits) * w[None, :, None]).sum(dim=1)

@@ -1,0 +1,78 @@
+import dataclasses
+
+import torch
+
+from models.ranker.grouping import serving_groups
+from tests.models.ranker.fakes import random_batch, tiny_config, tiny_model
+
+
+def _scores(model, batch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    with torch.inference_mode():
+        return model.serving_score(model(batch).task_logits)
+
+
+def test_cached_forward_matches_the_full_sequence_reference() -> None:
+    config = tiny_config(group_size=3, reasoning_steps=2)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=2, num_candidates=7)
+    batch.group[1, 5:] = -1  # padding candidates
+    with torch.inference_mode():
+        fast = model(batch).task_logits
+        reference = model.forward_reference(batch).task_logits
+    assert fast.shape == (2, len(config.tasks), 7)
+    assert torch.allclose(fast, reference, atol=1e-5)
+
+
+def test_group_size_one_scores_each_candidate_independently() -> None:
+    config = tiny_config(group_size=1, reasoning_steps=2)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=1, num_candidates=9)
+    scores = _scores(model, batch)[0]
+    permutation = torch.tensor([4, 0, 8, 2, 6])  # a permutation of a subset: others dropped
+    smaller = dataclasses.replace(
+        batch,
+        candidate_item=batch.candidate_item[:, permutation],
+        group=serving_groups(
+            batch.candidate_item[:, permutation], torch.ones(1, 5, dtype=torch.bool), 1, "retrieval_order"
+        ),
+    )
+    assert torch.allclose(_scores(model, smaller)[0], scores[permutation], atol=1e-5)
+
+
+def test_candidates_see_their_group_and_no_other() -> None:
+    config = tiny_config(group_size=3, reasoning_steps=1)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=1, num_candidates=6)  # groups {0,1,2} {3,4,5}
+    before = _scores(model, batch)[0]
+    changed_item = batch.candidate_item.clone()
+    changed_item[0, 4] = 2 if int(changed_item[0, 4]) != 2 else 3
+    after = _scores(model, dataclasses.replace(batch, candidate_item=changed_item))[0]
+    assert torch.allclose(after[:3], before[:3], atol=1e-6)  # other group: unchanged
+    assert bool((after[[3, 5]] != before[[3, 5]]).all())  # same group: changed
+
+
+def test_serving_grouping_is_deterministic_and_permutation_invariant() -> None:
+    config = tiny_config(group_size=4, reasoning_steps=2)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=1, num_candidates=10)
+    valid = torch.ones(1, 10, dtype=torch.bool)
+    batch.candidate_item = torch.arange(2, 12)[None]
+    batch.group = serving_groups(batch.candidate_item, valid, 4, "item_hash")
+    first, second = _scores(model, batch), _scores(model, batch)
+    assert torch.equal(first, second)
+    permutation = torch.randperm(10, generator=torch.Generator().manual_seed(1))
+    items = batch.candidate_item[:, permutation]
+    permuted = dataclasses.replace(
+        batch, candidate_item=items, group=serving_groups(items, valid, 4, "item_hash")
+    )
+    assert torch.allclose(_scores(model, permuted)[0], first[0, permutation], atol=1e-5)
+
+
+def test_without_reasoning_every_task_reads_the_backbone() -> None:
+    config = tiny_config(reasoning_steps=0)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=2, num_candidates=5)
+    with torch.inference_mode():
+        assert torch.allclose(model(batch).task_logits, model.forward_reference(batch).task_logits, atol=1e-5)
+    assert [config.stage_of_task(t) for t in range(3)] == [0, 0, 0]
+    assert [tiny_config(reasoning_steps=2).stage_of_task(t) for t in range(3)] == [1, 2, 2]
