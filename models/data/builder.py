@@ -58,7 +58,7 @@ class SessionConfig:
     max_items: int = DEFAULT_MAX_SESSION_ITEMS
 
 
-def vocabulary(*raw_arrays: np.ndarray) -> np.ndarray:
+def vocabulary(*raw_arrays: np.ndarray | None) -> np.ndarray:
     """Sorted unique raw ids over all arrays (numeric order when the ids are integers). Index of
     ``vocab[k]`` is ``k + FIRST_REAL_ID``."""
     present = [np.asarray(a) for a in raw_arrays if a is not None and len(a)]
@@ -196,7 +196,7 @@ def build_dataset(
             "events": n,
             "users": len(user_vocab),
             "items": len(item_vocab),
-            "items_with_events": int(len(np.unique(table.item))),
+            "items_with_events": len(np.unique(table.item)),
             "sessions": count_sessions(table),
             "actions": {a.name: int(action_counts[a]) for a in Action if action_counts[a]},
             "time_range": [int(timestamp.min()), int(timestamp.max())],

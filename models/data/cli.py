@@ -18,15 +18,21 @@ from models.data.summary import format_summary
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=DATASET_NAMES, required=True)
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
+    )
     parser.add_argument("--input", type=Path, default=None, help="a specific input file or folder")
-    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_CACHE_DIR}/<dataset>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"output folder (default {DEFAULT_CACHE_DIR}/<dataset>)"
+    )
     parser.add_argument("--session-gap-minutes", type=float, default=30.0)
     parser.add_argument("--max-session-items", type=int, default=DEFAULT_MAX_SESSION_ITEMS)
     parser.add_argument("--skip-bad-rows", action="store_true", help="count and skip malformed rows")
     parser.add_argument("--force", action="store_true", help="prepare again even if the output is current")
     generic = parser.add_argument_group("csv / parquet")
-    generic.add_argument("--map", default="", help="field=column,...: user, item, timestamp, action, value, ...")
+    generic.add_argument(
+        "--map", default="", help="field=column,...: user, item, timestamp, action, value, ..."
+    )
     generic.add_argument("--sep", default=",")
     generic.add_argument("--timestamp-unit", choices=("s", "ms", "us"), default="s")
     synthetic = parser.add_argument_group("synthetic")
@@ -42,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     return PrepareOptions(
-        sessions=SessionConfig(int(round(args.session_gap_minutes * 60)), args.max_session_items),
+        sessions=SessionConfig(round(args.session_gap_minutes * 60), args.max_session_items),
         skip_bad_rows=args.skip_bad_rows,
         input_path=args.input,
         mapping=parse_mapping(args.map) if args.dataset == "csv" else {},

@@ -24,7 +24,12 @@ DEFAULT_DATA_DIR = Path("../shared/data")
 DEFAULT_CACHE_DIR = Path("var/data")
 # Bump when preparation logic changes, so caches written by older code are rebuilt.
 PREPARE_VERSION = 1
-SUBDIRECTORIES = {"ml-1m": "ml-1m", "ml-100k": "ml-100k", "taobao": "taobao-userbehavior", "retailrocket": "retailrocket"}
+SUBDIRECTORIES = {
+    "ml-1m": "ml-1m",
+    "ml-100k": "ml-100k",
+    "taobao": "taobao-userbehavior",
+    "retailrocket": "retailrocket",
+}
 
 
 @dataclass
@@ -44,7 +49,9 @@ class PrepareOptions:
         """The options that define the output (progress and paths excluded; input bytes are hashed)."""
         out: dict[str, Any] = {"sessions": asdict(self.sessions), "skip_bad_rows": self.skip_bad_rows}
         if name == "csv":
-            out.update(mapping=dict(sorted(self.mapping.items())), sep=self.sep, timestamp_unit=self.timestamp_unit)
+            out.update(
+                mapping=dict(sorted(self.mapping.items())), sep=self.sep, timestamp_unit=self.timestamp_unit
+            )
         if name == "synthetic":
             out["synthetic"] = asdict(self.synthetic)
         return out
@@ -64,10 +71,14 @@ def _source_dir(name: str, data_dir: Path, options: PrepareOptions) -> Path:
     return nested if nested.is_dir() else data_dir
 
 
-def _plan(name: str, data_dir: Path, options: PrepareOptions) -> tuple[list[Path], Callable[[BadRows], Dataset]]:
+def _plan(
+    name: str, data_dir: Path, options: PrepareOptions
+) -> tuple[list[Path], Callable[[BadRows], Dataset]]:
     """Input files to fingerprint and a function that builds the dataset from them."""
     sessions, progress = options.sessions, options.progress
-    given_file = options.input_path if options.input_path is not None and options.input_path.is_file() else None
+    given_file = (
+        options.input_path if options.input_path is not None and options.input_path.is_file() else None
+    )
     if name == "synthetic":
         return [], lambda bad: generate_synthetic(options.synthetic, sessions)
     if name == "csv":
@@ -76,8 +87,12 @@ def _plan(name: str, data_dir: Path, options: PrepareOptions) -> tuple[list[Path
         path = options.input_path
         mapping = options.mapping or {}
         return [path], lambda bad: load_event_file(
-            path, {**{"user": "user", "item": "item", "timestamp": "timestamp"}, **mapping}, bad, sessions,
-            options.sep, options.timestamp_unit,
+            path,
+            {**{"user": "user", "item": "item", "timestamp": "timestamp"}, **mapping},
+            bad,
+            sessions,
+            options.sep,
+            options.timestamp_unit,
         )
     if name not in SUBDIRECTORIES:
         raise ValueError(f"unknown dataset '{name}', expected one of {DATASET_NAMES}")

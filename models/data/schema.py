@@ -41,7 +41,8 @@ class Action(IntEnum):
 
 NUM_ACTIONS = len(Action)
 
-# Strongest action wins when an item repeats inside one session (models.md 1.2): pay > cart > fav > click > view.
+# Strongest action wins when an item repeats inside one session (models.md 1.2):
+# pay > cart > fav > click > view.
 ACTION_STRENGTH: dict[int, int] = {
     Action.PAD: 0,
     Action.VIEW: 1,

@@ -19,9 +19,9 @@ def summarise(dataset: Dataset) -> dict[str, object]:
     counts = np.bincount(events.action, minlength=len(Action))
     return {
         "dataset": dataset.name,
-        "users": int(len(np.unique(events.user))),
+        "users": len(np.unique(events.user)),
         "items": dataset.num_items - 2,
-        "items_with_events": int(len(np.unique(events.item))),
+        "items_with_events": len(np.unique(events.item)),
         "events": len(events),
         "sessions": count_sessions(events),
         "actions": {a.name.lower(): int(counts[a]) for a in Action if counts[a]},
@@ -35,7 +35,9 @@ def format_summary(dataset: Dataset) -> str:
     actions = s["actions"]
     assert isinstance(actions, dict)
     mix = ", ".join(f"{name} {count:,} ({100 * count / total:.1f}%)" for name, count in actions.items())
-    lo, hi = s["time_range"]  # type: ignore[misc]
+    time_range = s["time_range"]
+    assert isinstance(time_range, list)
+    lo, hi = time_range
     lines = [
         f"dataset   {s['dataset']}",
         f"users     {s['users']:,}",
@@ -48,5 +50,7 @@ def format_summary(dataset: Dataset) -> str:
     skipped = dataset.manifest.get("skipped_rows") or {}
     if skipped:
         lines.append("skipped rows (--skip-bad-rows):")
-        lines += [f"  {info['count']:>8,}  {reason} (first at {info['first']})" for reason, info in skipped.items()]
+        lines += [
+            f"  {info['count']:>8,}  {reason} (first at {info['first']})" for reason, info in skipped.items()
+        ]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""E-commerce logs: Taobao UserBehavior (Tianchi 649) and RetailRocket (Kaggle retailrocket/ecommerce-dataset)."""
+"""Shop logs: Taobao UserBehavior (Tianchi 649), RetailRocket (Kaggle "retailrocket/ecommerce-dataset")."""
 
 from __future__ import annotations
 
@@ -63,7 +63,12 @@ def _retailrocket_categories(paths: list[Path], bad_rows: BadRows, progress: boo
         parts.append(
             read_delimited(
                 path,
-                [Column("timestamp", "int"), Column("item", "int"), Column("property"), Column("value", "int")],
+                [
+                    Column("timestamp", "int"),
+                    Column("item", "int"),
+                    Column("property"),
+                    Column("value", "int"),
+                ],
                 ",",
                 bad_rows,
                 header=RETAILROCKET_PROPERTIES_HEADER,
@@ -102,7 +107,9 @@ def load_retailrocket(
     is_purchase = rows["event"] == Action.PURCHASE
     missing_transaction = is_purchase & (rows["transaction"] == "")
     for i in np.flatnonzero(missing_transaction):
-        bad_rows.report(events_path, int(rows["line"][i]), "transactionid", "transaction without transactionid")
+        bad_rows.report(
+            events_path, int(rows["line"][i]), "transactionid", "transaction without transactionid"
+        )
     keep = ~missing_transaction
     events = RawEvents(
         user=rows["visitor"][keep],

@@ -29,7 +29,7 @@ TIMESTAMP_DIVISORS = {"s": 1, "ms": 1000, "us": 1_000_000}
 
 
 def parse_mapping(text: str) -> dict[str, str]:
-    """"user=uid,item=sku" -> {"user": "uid", "item": "sku"}; the three required fields default to
+    """ "user=uid,item=sku" -> {"user": "uid", "item": "sku"}; the three required fields default to
     themselves. Unknown field names raise ValueError."""
     mapping = {name: name for name in REQUIRED_FIELDS}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -37,7 +37,9 @@ def parse_mapping(text: str) -> dict[str, str]:
         if not sep or not column:
             raise ValueError(f"mapping entry '{part}' is not field=column")
         if field_name not in REQUIRED_FIELDS + OPTIONAL_FIELDS:
-            raise ValueError(f"unknown field '{field_name}' in mapping, expected {REQUIRED_FIELDS + OPTIONAL_FIELDS}")
+            raise ValueError(
+                f"unknown field '{field_name}' in mapping, expected {REQUIRED_FIELDS + OPTIONAL_FIELDS}"
+            )
         mapping[field_name] = column
     return mapping
 
@@ -45,7 +47,9 @@ def parse_mapping(text: str) -> dict[str, str]:
 def _check_columns(path: Path, mapping: dict[str, str], available: list[str]) -> None:
     for field_name, column in mapping.items():
         if column not in available:
-            raise DataError(path, f"column '{column}' not found; the file has {available}", line=1, field=field_name)
+            raise DataError(
+                path, f"column '{column}' not found; the file has {available}", line=1, field=field_name
+            )
 
 
 def _read_csv(path: Path, mapping: dict[str, str], sep: str, bad_rows: BadRows) -> dict[str, np.ndarray]:
@@ -83,7 +87,9 @@ def _read_parquet(path: Path, mapping: dict[str, str], bad_rows: BadRows) -> dic
             if pa.types.is_timestamp(column.type):
                 column = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
             elif not pa.types.is_integer(column.type):
-                raise DataError(path, f"expected integer or timestamp column, found {column.type}", field=field_name)
+                raise DataError(
+                    path, f"expected integer or timestamp column, found {column.type}", field=field_name
+                )
             out[field_name] = column.fill_null(0).to_numpy().astype(np.int64)
         elif field_name == "value":
             if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
@@ -93,7 +99,9 @@ def _read_parquet(path: Path, mapping: dict[str, str], bad_rows: BadRows) -> dic
             names = [str(v).lower() for v in column.to_pylist()]
             codes = np.array([ACTION_NAMES.get(v, -1) for v in names], dtype=np.int64)
             for i in np.flatnonzero((codes < 0) & keep):
-                bad_rows.report(path, int(i) + 1, field_name, f"expected one of {sorted(ACTION_NAMES)}", names[i])
+                bad_rows.report(
+                    path, int(i) + 1, field_name, f"expected one of {sorted(ACTION_NAMES)}", names[i]
+                )
                 keep[i] = False
             out[field_name] = codes
         else:
@@ -113,7 +121,9 @@ def load_event_file(
     """Reads a .csv (header line, no quoting) or .parquet events file. Without an ``action`` column every
     event is a RATE when ``value`` is mapped, else a VIEW. Timestamps are integers in ``timestamp_unit``."""
     if timestamp_unit not in TIMESTAMP_DIVISORS:
-        raise ValueError(f"timestamp unit must be one of {sorted(TIMESTAMP_DIVISORS)}, got '{timestamp_unit}'")
+        raise ValueError(
+            f"timestamp unit must be one of {sorted(TIMESTAMP_DIVISORS)}, got '{timestamp_unit}'"
+        )
     is_parquet = path.suffix == ".parquet"
     rows = _read_parquet(path, mapping, bad_rows) if is_parquet else _read_csv(path, mapping, sep, bad_rows)
     n = len(rows["line"])

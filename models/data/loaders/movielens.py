@@ -21,7 +21,12 @@ YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 AGE_BANDS = np.array([18, 25, 35, 45, 50, 56])  # ML-1M age bands: 1 (<18), 18, 25, 35, 45, 50, 56+
 AGE_BAND_LABELS = np.array([1, 18, 25, 35, 45, 50, 56])
 
-RATING_COLUMNS = [Column("user", "int"), Column("item", "int"), Column("rating", "int"), Column("timestamp", "int")]
+RATING_COLUMNS = [
+    Column("user", "int"),
+    Column("item", "int"),
+    Column("rating", "int"),
+    Column("timestamp", "int"),
+]
 
 
 def find_ml1m_ratings(directory: Path) -> Path:
@@ -29,13 +34,17 @@ def find_ml1m_ratings(directory: Path) -> Path:
     for name in ML_1M_RATINGS_NAMES:
         if (directory / name).is_file():
             return directory / name
-    raise DataError(directory / ML_1M_RATINGS_NAMES[0], f"file not found (nor {', '.join(ML_1M_RATINGS_NAMES[1:])})")
+    raise DataError(
+        directory / ML_1M_RATINGS_NAMES[0], f"file not found (nor {', '.join(ML_1M_RATINGS_NAMES[1:])})"
+    )
 
 
 def _rating_events(ratings: dict[str, np.ndarray], path: Path, bad_rows: BadRows) -> RawEvents:
     keep = np.ones(len(ratings["rating"]), dtype=bool)
     for i in np.flatnonzero((ratings["rating"] < 1) | (ratings["rating"] > 5)):
-        bad_rows.report(path, int(ratings["line"][i]), "rating", "expected a rating 1-5", str(ratings["rating"][i]))
+        bad_rows.report(
+            path, int(ratings["line"][i]), "rating", "expected a rating 1-5", str(ratings["rating"][i])
+        )
         keep[i] = False
     r = {k: v[keep] for k, v in ratings.items()}
     return RawEvents(
@@ -106,7 +115,9 @@ def load_ml100k(
     genre_names = _ml100k_genre_names(directory / "u.genre", bad_rows)
     flag_columns = [Column(f"genre_{g}", "int") for g in range(len(genre_names))]
     item_columns = [Column("item", "int"), Column("title"), Column("release"), Column("video"), Column("url")]
-    movies = read_delimited(directory / "u.item", item_columns + flag_columns, "|", bad_rows, encoding="latin-1")
+    movies = read_delimited(
+        directory / "u.item", item_columns + flag_columns, "|", bad_rows, encoding="latin-1"
+    )
     flags = np.stack([movies[f"genre_{g}"] for g in range(len(genre_names))], axis=1) > 0
     genres = np.array(["|".join(np.array(genre_names)[row].tolist()) for row in flags], dtype=object)
     first = np.where(flags.any(axis=1), flags.argmax(axis=1), -1)
@@ -115,7 +126,9 @@ def load_ml100k(
         [int(r[-4:]) if len(r) >= 4 and r[-4:].isdigit() else 0 for r in movies["release"].tolist()],
         dtype=np.int16,
     )
-    items = RawItems(raw_id=movies["item"], title=movies["title"], category=category, genres=genres, year=release_year)
+    items = RawItems(
+        raw_id=movies["item"], title=movies["title"], category=category, genres=genres, year=release_year
+    )
     users = read_delimited(
         directory / "u.user",
         [Column("user", "int"), Column("age", "int"), Column("gender"), Column("occupation"), Column("zip")],

@@ -9,7 +9,8 @@ What is planted (and what tests check):
 - scenes (a preferred one per user) and devices (mostly one per user) as context; scenes change the cart rate;
 - a view -> cart -> purchase funnel: a cart follows a view with ``cart_rate`` x scene factor, a purchase
   follows a cart with ``purchase_rate``.
-Sessions are separated by at least an hour of inactivity (users span about 70% of ``days``), views inside a session by 10-240 seconds.
+Sessions are separated by at least an hour of inactivity (users span about 70% of ``days``), views
+inside a session by 10-240 seconds.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def _per_user_cumsum(values: np.ndarray, first_of_user: np.ndarray) -> np.ndarra
 def _sessions(config: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Session owner [S] (sorted) and number of views per session [S]."""
     views_per_event = 1 + config.cart_rate * (1 + config.purchase_rate)
-    num_views = max(config.num_users, int(round(config.num_events / views_per_event)))
-    num_sessions = max(config.num_users, int(round(num_views / config.mean_session_views)))
+    num_views = max(config.num_users, round(config.num_events / views_per_event))
+    num_sessions = max(config.num_users, round(num_views / config.mean_session_views))
     activity = rng.lognormal(0.0, 1.0, config.num_users)
     extra = rng.multinomial(num_sessions - config.num_users, activity / activity.sum())
     session_user = np.repeat(np.arange(config.num_users), 1 + extra)
@@ -114,7 +115,9 @@ def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None =
     intent = _intents(config, session_user, rng)
     preferred_scene = rng.integers(0, config.num_scenes, config.num_users)
     scene = np.where(
-        rng.random(num_sessions) < 0.7, preferred_scene[session_user], rng.integers(0, config.num_scenes, num_sessions)
+        rng.random(num_sessions) < 0.7,
+        preferred_scene[session_user],
+        rng.integers(0, config.num_scenes, num_sessions),
     )
     preferred_device = rng.integers(0, config.num_devices, config.num_users)
     device = np.where(
@@ -158,7 +161,9 @@ def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None =
     )
     items = RawItems(
         raw_id=np.arange(config.num_items),
-        title=np.array([f"Item {i} (cluster {c})" for i, c in enumerate(item_cluster.tolist())], dtype=object),
+        title=np.array(
+            [f"Item {i} (cluster {c})" for i, c in enumerate(item_cluster.tolist())], dtype=object
+        ),
         category=item_cluster,
     )
     dataset = build_dataset("synthetic", events, COMMERCE_FUNNEL, "commerce", items, None, sessions)

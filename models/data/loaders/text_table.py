@@ -38,7 +38,7 @@ def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
         raise DataError(path, "file not found")
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
-    return open(path, encoding=encoding, newline="")  # noqa: SIM115 - returned to the caller's with-block
+    return open(path, encoding=encoding, newline="")
 
 
 def _converted(values: list[str], column: Column) -> tuple[np.ndarray, np.ndarray]:
