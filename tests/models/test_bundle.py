@@ -1,0 +1,134 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import models.bundle as bundle_module
+from models.bundle import HISTORY_LENGTH, Bundle, build_bundle, data_fingerprint, recent_events
+from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
+from models.data.schema import FIRST_REAL_ID, Dataset
+from models.index import IndexBuildConfig
+from models.inference import RequestContext, UserHistory
+
+TINY = SyntheticConfig(num_users=60, num_items=250, num_events=4_000, num_clusters=8, seed=5)
+INDEX_CONFIG = IndexBuildConfig(recall_k=20, sample_queries=30, latency_queries=3)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return generate_synthetic(TINY)
+
+
+class MeanVectorEncoder:
+    """Stand-in encoder with the UserEncoder protocol: user vector = mean of history item vectors."""
+
+    def __init__(self, item_vectors: np.ndarray, version: str):
+        self._items = item_vectors
+        self.dim = item_vectors.shape[1]
+        self.version = version
+
+    def item_vectors(self) -> np.ndarray:
+        return self._items
+
+    def encode(self, histories: list[UserHistory], contexts: list[RequestContext]) -> np.ndarray:
+        out = np.stack([self._items[h.item].mean(axis=0) for h in histories])
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def load_mean_vector_encoder(path: Path) -> MeanVectorEncoder:
+    return MeanVectorEncoder(np.load(path), version=path.name)
+
+
+def test_recent_events_keeps_each_users_last_events(dataset: Dataset) -> None:
+    recent = recent_events(dataset.events, dataset.num_users, 5)
+    offsets = dataset.events.user_offsets(dataset.num_users)
+    for user in (FIRST_REAL_ID, FIRST_REAL_ID + 7):
+        expected = dataset.events.item[max(offsets[user], offsets[user + 1] - 5) : offsets[user + 1]]
+        np.testing.assert_array_equal(recent["item"][recent["user"] == user], expected)
+
+
+def test_baseline_only_round_trip(dataset: Dataset, tmp_path: Path) -> None:
+    path = build_bundle(dataset, tmp_path / "bundle", metrics={"HR@10": 0.5}, config={"note": "test"})
+    loaded = Bundle.load(path)
+    assert loaded.encoder is None and loaded.ranker is None and loaded.index is None
+    assert loaded.manifest["serving_path"].startswith("baseline:")
+    assert loaded.manifest["data_fingerprint"] == data_fingerprint(dataset)
+    assert loaded.manifest["metrics"]["HR@10"] == 0.5
+    assert loaded.manifest["vocabularies"]["scene"] == dataset.manifest["vocabularies"]["scene"]
+    assert loaded.catalogue.raw_id == dataset.catalogue.raw_id
+    np.testing.assert_array_equal(loaded.catalogue.category, dataset.catalogue.category)
+    raw_item = dataset.catalogue.raw_id[FIRST_REAL_ID + 3]
+    assert loaded.item_index[raw_item] == FIRST_REAL_ID + 3
+    assert loaded.user_index[dataset.user_raw_id[FIRST_REAL_ID]] == FIRST_REAL_ID
+    assert loaded.popularity.shape == (dataset.num_items,)
+    assert (loaded.popularity[:FIRST_REAL_ID] == 0).all() and loaded.popularity.max() > 0
+    histories = dict(loaded.recent_histories())
+    offsets = dataset.events.user_offsets(dataset.num_users)
+    user = FIRST_REAL_ID + 1
+    history = histories[dataset.user_raw_id[user]]
+    start = max(offsets[user], offsets[user + 1] - HISTORY_LENGTH)
+    np.testing.assert_array_equal(history.item, dataset.events.item[start : offsets[user + 1]])
+    np.testing.assert_array_equal(history.timestamp, dataset.events.timestamp[start : offsets[user + 1]])
+    assert len(histories) == len(np.unique(dataset.events.user))
+
+
+def test_same_data_same_model_version(dataset: Dataset, tmp_path: Path) -> None:
+    first = Bundle.load(build_bundle(dataset, tmp_path / "a"))
+    second = Bundle.load(build_bundle(dataset, tmp_path / "b"))
+    assert first.model_version == second.model_version
+    other = generate_synthetic(SyntheticConfig(**{**vars(TINY), "seed": 6}))
+    third = Bundle.load(build_bundle(other, tmp_path / "c"))
+    assert third.model_version != first.model_version
+    assert third.manifest["data_fingerprint"] != first.manifest["data_fingerprint"]
+
+
+def test_write_is_atomic_and_refuses_to_clobber(dataset: Dataset, tmp_path: Path, monkeypatch) -> None:
+    path = build_bundle(dataset, tmp_path / "bundle")
+    with pytest.raises(FileExistsError):
+        build_bundle(dataset, path)
+
+    def broken(_: Dataset) -> tuple[np.ndarray, str]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bundle_module, "popularity_scores", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        build_bundle(dataset, tmp_path / "never")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no half-written or temp directory
+    assert Bundle.load(path).manifest["format_version"] == bundle_module.FORMAT_VERSION
+
+
+def test_bundle_with_encoder_builds_and_reloads_the_index(
+    dataset: Dataset, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(bundle_module, "ENCODER_LOADER", f"{__name__}:load_mean_vector_encoder")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((dataset.num_items, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors[:FIRST_REAL_ID] = 0
+    checkpoint = tmp_path / "encoder.npy"
+    np.save(checkpoint, vectors)
+    path = build_bundle(dataset, tmp_path / "bundle", encoder_path=checkpoint, index_config=INDEX_CONFIG)
+    loaded = Bundle.load(path)
+    assert loaded.manifest["serving_path"] == "session_encoder"
+    assert loaded.encoder is not None and loaded.index is not None
+    assert loaded.index.version == loaded.manifest["index_version"]
+    assert loaded.manifest["metrics"]["index"]["query_source"] == "encoder user vectors of sampled users"
+    np.testing.assert_allclose(np.load(path / "item_vectors.npy"), vectors)
+    query = loaded.encoder.encode([next(loaded.recent_histories())[1]], [RequestContext(timestamp=0)])
+    items, _ = loaded.index.search(query, 5)
+    np.testing.assert_array_equal(items[0], np.argsort(-(vectors @ query[0]))[:5])
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["files"]["encoder"] == "encoder/encoder.npy"
+    assert manifest["model_version"] != Bundle.load(build_bundle(dataset, tmp_path / "base")).model_version
+
+
+def test_bad_bundle_paths_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        Bundle.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest\.json:1"):
+        Bundle.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="format_version"):
+        Bundle.load(tmp_path)
