@@ -1,0 +1,122 @@
+"""One pure-ASGI middleware: request id, body size limit, in-flight bound (429), request metrics.
+
+Pure ASGI (not BaseHTTPMiddleware) so streaming bodies are counted as they arrive and nothing is buffered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core import metrics
+from app.core.errors import error_body
+from app.core.logging import request_id_var
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+SERVED_BY_KEY = "tandem.served_by"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template (``/v1/items/{item_id}/similar``), never the raw path: the router
+    records the route in the scope; unmatched or refused requests are ``other`` (bounded label values)."""
+    return str(getattr(scope.get("route"), "path", "other"))
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_in_flight: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder = {"status": 500, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"], status_holder["started"] = message["status"], True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        shed = scope["path"].startswith("/v1/") and self.in_flight >= self.max_in_flight
+        try:
+            if shed:
+                metrics.LOAD_SHED.inc()
+                await _reply(
+                    send_with_id, 429, "too_many_requests", "server busy, retry later", retry_after=1
+                )
+            elif (
+                (declared := _header(scope, b"content-length"))
+                and declared.isdigit()
+                and int(declared) > self.max_body_bytes
+            ):
+                await _reply(send_with_id, 413, "payload_too_large", self._too_large())
+            else:
+                await self._serve(scope, receive, send_with_id, status_holder)
+        finally:
+            served_by = str(scope.get(SERVED_BY_KEY, "none"))
+            path = route_label(scope)
+            metrics.REQUESTS.labels(path, served_by, str(status_holder["status"])).inc()
+            metrics.REQUEST_SECONDS.labels(path).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _too_large(self) -> str:
+        return f"request body exceeds {self.max_body_bytes} bytes"
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, status_holder: dict[str, Any]) -> None:
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLarge:
+            if status_holder["started"]:
+                raise
+            await _reply(send, 413, "payload_too_large", self._too_large())
+        finally:
+            self.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
+
+
+async def _reply(send: Send, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+    body = json.dumps(error_body(code, message)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,39 @@
+"""POST /v1/events: accepted events are durable (Redis Stream, or memory in embedded mode) before 202."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import StoreDep
+from app.api.schemas import EventsRequest, EventsResponse
+from app.core import metrics
+from app.core.errors import ApiError
+from app.services.events import IncomingEvent, accept_events
+from app.stores.base import StoreUnavailable
+
+router = APIRouter()
+
+
+@router.post("/v1/events", status_code=202, response_model=EventsResponse, summary="record behaviour events")
+async def post_events(body: EventsRequest, store: StoreDep) -> EventsResponse:
+    events = [
+        IncomingEvent(
+            user_id=str(event.user_id),
+            item_id=str(event.item_id),
+            action=str(event.action),
+            timestamp=event.timestamp,
+            value=event.value,
+            scene=event.context.scene if event.context else None,
+            device=event.context.device if event.context else None,
+        )
+        for event in body.events
+    ]
+    try:
+        accepted = await accept_events(store, events)
+    except StoreUnavailable as exc:
+        # Unlike reads, an event we cannot make durable must not be acknowledged: the client retries.
+        metrics.STORE_DEGRADED.labels("append_events").inc()
+        raise ApiError(
+            503, "store_unavailable", "events could not be stored; retry", {"Retry-After": "1"}
+        ) from exc
+    return EventsResponse(accepted=accepted)

@@ -1,0 +1,152 @@
+"""The FastAPI application: ``create_app(settings)`` wires routes, middleware and a lifespan that opens
+and closes every resource (store, bundle, embedded worker) in order.
+
+Start-up: bundle loaded and warmed up in a thread -> store opened and seeded from the bundle's recent
+histories (embedded: into memory; Redis: only users Redis does not know) -> embedded worker task -> ready.
+Shutdown: readyz turns 503 (draining) -> worker stopped -> store pool closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.api import routes_events, routes_items, routes_ops, routes_recommend
+from app.api.deps import Services, require_api_key
+from app.api.middleware import BodyTooLarge, RequestGuard
+from app.core import metrics
+from app.core.config import Settings, get_settings
+from app.core.errors import error_response, install_error_handlers
+from app.core.logging import configure_logging
+from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
+from app.services.worker import VectorWorker
+from app.stores.base import StoreUnavailable, UserStateStore
+from app.stores.memory import MemoryStore
+from app.stores.redis_store import RedisStore
+
+log = logging.getLogger("tandem.app")
+
+
+def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
+    """Redis when TANDEM_REDIS_URL is set, else the in-process store."""
+    if settings.redis_url is None:
+        return MemoryStore(settings.history_length, settings.stream_maxlen)
+    return RedisStore(
+        settings.redis_url,
+        socket_timeout_s=settings.redis_socket_timeout_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        retries=settings.redis_retries,
+        max_connections=settings.redis_max_connections,
+        key_prefix=settings.key_prefix,
+        history_length=settings.history_length,
+        stream_maxlen=settings.stream_maxlen,
+        block_ms=block_ms,
+    )
+
+
+def resolve_bundle_path(settings: Settings) -> Path:
+    """The configured bundle, else the default one for the configured data (built on first use)."""
+    if settings.bundle_path is not None:
+        return settings.bundle_path
+    from models.pipeline import ensure_default_bundle
+
+    return Path(ensure_default_bundle(settings.data_dir, root=str(settings.var_dir)))
+
+
+def set_thread_counts(threads: int) -> None:
+    """Deliberate CPU threading: a few intra-op threads per process, no inter-op pool oversubscription."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set once in this process (tests)
+        torch.set_num_interop_threads(1)
+
+
+async def _seed(services: Services) -> None:
+    assert services.store is not None
+    try:
+        written = await services.store.seed_histories(services.holder.current.seed_records())
+    except StoreUnavailable as exc:
+        metrics.STORE_DEGRADED.labels("seed").inc()
+        log.warning("could not seed user histories; serving from the bundle", extra={"error": str(exc)})
+        return
+    log.info("seeded user histories", extra={"users": written, "store": services.store.kind})
+
+
+def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = services.settings
+        set_thread_counts(settings.torch_threads)
+        path = await asyncio.to_thread(resolve_bundle_path, settings)
+        await services.holder.load(path)
+        services.store = open_store(settings)
+        await _seed(services)
+        if settings.embedded:
+            services.worker = VectorWorker(
+                services.store,
+                services.holder,
+                consumer="embedded",
+                batch_size=settings.worker_batch_size,
+                block_ms=min(settings.worker_block_ms, 200),
+                claim_idle_ms=settings.worker_claim_idle_ms,
+                vector_ttl_s=settings.vector_ttl_s,
+            )
+            services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
+        services.lifecycle.ready = True
+        log.info("ready", extra={"store": services.store.kind, "bundle_path": str(path)})
+        try:
+            yield
+        finally:
+            services.lifecycle.start_draining()
+            if services.worker is not None and services.worker_task is not None:
+                services.worker.stop()
+                await services.worker_task
+            await services.store.close()
+            metrics.mark_process_dead(os.getpid())
+            log.info("stopped")
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None, *, bundle_loader: BundleLoader = load_bundle) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    services = Services(settings=settings, holder=BundleHolder(bundle_loader, settings.history_length))
+    app = FastAPI(
+        title="tandem",
+        version="0.1.0",
+        description="Two-stage recommender: session-encoder retrieval, ANN, target-aware ranking.",
+        lifespan=_lifespan(services),
+    )
+    app.state.services = services
+    install_error_handlers(app)
+
+    async def on_body_too_large(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(
+            413, "payload_too_large", f"request body exceeds {settings.max_body_bytes} bytes"
+        )
+
+    app.add_exception_handler(BodyTooLarge, on_body_too_large)
+    keyed = [Depends(require_api_key)]
+    app.include_router(routes_recommend.router, dependencies=keyed, tags=["recommend"])
+    app.include_router(routes_events.router, dependencies=keyed, tags=["events"])
+    app.include_router(routes_items.router, dependencies=keyed, tags=["items"])
+    app.include_router(routes_ops.router, tags=["operations"])
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.max_in_flight
+    )
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For ``uvicorn --factory app.main:app_factory`` (several workers): settings from the environment."""
+    return create_app()
