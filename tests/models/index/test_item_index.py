@@ -57,7 +57,7 @@ def test_auto_kind_follows_size_threshold(item_vectors: np.ndarray) -> None:
     big = build_index(
         item_vectors, "auto", config=IndexBuildConfig(**{**vars(CONFIG), "flat_max_items": 1000})
     )
-    assert big.kind == "hnsw"
+    assert big.kind == "ivf"
 
 
 def test_padding_rows_never_returned(index: ItemIndex, item_vectors: np.ndarray) -> None:

@@ -1,0 +1,169 @@
+"""``ensure_default_bundle``: the bundle ``make serve`` starts from, built on first use and reused after.
+
+Steps: prepare the default dataset (ML-1M from the data directory when its files are there, else the
+synthetic generator), train the quick encoder and the quick ranker when their code is installed, build the
+index and the bundle. Each model stage is optional: when its trainer is not importable the bundle is built
+without it and its manifest says which serving path remains (e.g. ``baseline:cooccurrence+popularity``).
+
+A bundle is reused when it was built from the same data (fingerprint) with every stage that is available
+now; so adding the encoder package later triggers one rebuild. A file lock keeps two processes (several
+uvicorn workers on first start) from training twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from models.bundle import MANIFEST, build_bundle, data_fingerprint
+from models.data.schema import Dataset
+
+logger = logging.getLogger(__name__)
+
+# Quick trainers, imported lazily: fn(dataset, out_dir, **kwargs) -> (checkpoint path, metrics dict).
+# The ranker trainer also receives ``encoder_path`` (None when there is no encoder).
+QUICK_TRAINERS: dict[str, str] = {
+    "encoder": "models.train.quick:train_quick_encoder",
+    "ranker": "models.ranker.quick:train_quick_ranker",
+}
+Trainer = Callable[..., tuple[Path, dict[str, Any]]]
+
+
+def find_trainer(stage: str) -> Trainer | None:
+    """The quick trainer for ``stage`` when its module is installed, else None (the stage is skipped)."""
+    module_name, function_name = QUICK_TRAINERS[stage].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and module_name.startswith(error.name):
+            return None  # the package (or module) has not landed; anything else is a real bug
+        raise
+    trainer: Trainer | None = getattr(module, function_name, None)
+    return trainer
+
+
+def bundle_name(dataset: Dataset, fingerprint: str, stages: list[str]) -> str:
+    return f"{dataset.name}-{fingerprint[:12]}-{'+'.join(stages) or 'baseline'}"
+
+
+def reusable(path: Path, fingerprint: str, stages: list[str]) -> bool:
+    """True when ``path`` holds a complete bundle for this data with exactly these model stages."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        logger.warning("%s: unreadable manifest, rebuilding the bundle", manifest_path)
+        return False
+    files = manifest.get("files", {})
+    has_stages = [stage for stage in ("encoder", "ranker") if files.get(stage)]
+    return (
+        manifest.get("data_fingerprint") == fingerprint
+        and has_stages == stages
+        and all((path / relative).exists() for relative in files.values() if relative)
+    )
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Steps:
+    """A tqdm bar over the pipeline's steps that logs each step's wall time."""
+
+    def __init__(self, names: list[str], progress: bool):
+        self.bar = tqdm(total=len(names), desc="default bundle", unit="step", disable=not progress)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.bar.set_postfix_str(name)
+        started = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        logger.info("pipeline step %s took %.1fs", name, self.timings[name])
+        self.bar.update(1)
+
+
+def ensure_default_bundle(
+    data_dir: str | Path | None = None,
+    root: str | Path = "var",
+    *,
+    dataset: Dataset | None = None,
+    progress: bool = True,
+) -> Path:
+    """Path of a valid bundle for the default dataset under ``root/bundles``, building it if needed.
+
+    ``dataset`` skips preparation (tests pass a tiny synthetic one). Idempotent: a second call with the
+    same data and the same installed model packages returns the first call's bundle without work.
+    """
+    root = Path(root)
+    bundles = root / "bundles"
+    with _locked(bundles / ".lock"):
+        steps = _Steps(["prepare data", "train encoder", "train ranker", "build bundle"], progress)
+        with steps.step("prepare data"):
+            if dataset is None:
+                from models.data.datasets import default_dataset
+
+                dataset = default_dataset(data_dir, cache_dir=root / "data")
+            fingerprint = data_fingerprint(dataset)
+        trainers = {stage: find_trainer(stage) for stage in ("encoder", "ranker")}
+        stages = [stage for stage, trainer in trainers.items() if trainer is not None]
+        target = bundles / bundle_name(dataset, fingerprint, stages)
+        if reusable(target, fingerprint, stages):
+            steps.bar.close()
+            logger.info("reusing bundle %s", target)
+            return target
+        work = root / "work" / target.name
+        metrics: dict[str, Any] = {}
+        checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}
+        for stage in ("encoder", "ranker"):
+            with steps.step(f"train {stage}"):
+                trainer = trainers[stage]
+                if trainer is None:
+                    logger.info("no quick %s trainer installed (%s): skipped", stage, QUICK_TRAINERS[stage])
+                    continue
+                extra = {"encoder_path": checkpoints["encoder"]} if stage == "ranker" else {}
+                checkpoints[stage], metrics[stage] = trainer(dataset, work / stage, **extra)
+        with steps.step("build bundle"):
+            path = build_bundle(
+                dataset,
+                target,
+                encoder_path=checkpoints["encoder"],
+                ranker_path=checkpoints["ranker"],
+                metrics=metrics,
+                config={"pipeline": "default", "stages": stages, "step_seconds": steps.timings},
+                overwrite=True,
+            )
+        steps.bar.close()
+        shutil.rmtree(work, ignore_errors=True)
+        logger.info("built bundle %s in %.1fs", path, sum(steps.timings.values()))
+        return path
+
+
+def latest_bundle(root: str | Path = "var") -> Path | None:
+    """The most recently built complete bundle under ``root/bundles`` (by manifest time), or None."""
+    candidates = [
+        path
+        for path in (Path(root) / "bundles").glob("*")
+        if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).is_file()
+    ]
+    return max(candidates, key=lambda path: (path / MANIFEST).stat().st_mtime, default=None)
