@@ -1,0 +1,105 @@
+"""Item-to-item co-occurrence baseline (item-kNN): items that appear near each other in users' sequences.
+
+Fit: every pair of distinct items at most ``window`` positions apart in one user's time-ordered events
+(optionally inside one session) counts once per occurrence, in both directions; the count is normalised to a
+cosine, c_ij / sqrt(n_i n_j), and each item keeps its ``max_neighbours`` strongest neighbours (sparse CSR).
+Score for a user: Σ over the last ``history_length`` items h (most recent first, weight decay^age) of
+sim(h, ·), plus a tiny popularity term so users without neighbours still get a ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.data.schema import EventTable
+from models.evaluate.scorer import FitInput
+from models.inference import RequestContext, UserHistory
+
+
+@dataclass(frozen=True)
+class CooccurrenceConfig:
+    window: int = 5
+    same_session_only: bool = False
+    max_neighbours: int = 200
+    history_length: int = 20
+    history_decay: float = 0.8
+    popularity_weight: float = 1e-6
+
+
+@dataclass
+class SparseRows:
+    """CSR matrix [num_items, num_items]: row i holds indices[indptr[i]:indptr[i+1]] with data."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+
+def cooccurrence_matrix(events: EventTable, num_items: int, config: CooccurrenceConfig) -> SparseRows:
+    """events sorted by (user, timestamp) -> pruned cosine co-occurrence CSR."""
+    keys = []
+    for distance in range(1, config.window + 1):
+        a, b = events.item[:-distance].astype(np.int64), events.item[distance:].astype(np.int64)
+        same = events.user[:-distance] == events.user[distance:]
+        if config.same_session_only:
+            same &= events.session[:-distance] == events.session[distance:]
+        same &= a != b
+        keys += [a[same] * num_items + b[same], b[same] * num_items + a[same]]
+    pairs, counts = np.unique(np.concatenate(keys) if keys else np.zeros(0, np.int64), return_counts=True)
+    rows, cols = pairs // num_items, pairs % num_items
+    frequency = np.bincount(events.item, minlength=num_items).astype(np.float64)
+    weight = counts / np.sqrt(frequency[rows] * frequency[cols])
+    # Keep each row's strongest neighbours: sort by (row, -weight) and cut by position inside the row.
+    order = np.lexsort((-weight, rows))
+    rows, cols, weight = rows[order], cols[order], weight[order]
+    row_start = np.searchsorted(rows, np.arange(num_items))
+    keep = np.arange(len(rows)) - row_start[rows] < config.max_neighbours
+    rows, cols, weight = rows[keep], cols[keep], weight[keep]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=num_items))]).astype(np.int64)
+    return SparseRows(indptr, cols.astype(np.int64), weight.astype(np.float32))
+
+
+class CooccurrenceScorer:
+    def __init__(self, events: EventTable, num_items: int, config: CooccurrenceConfig):
+        self.config = config
+        self.num_items = num_items
+        self.matrix = cooccurrence_matrix(events, num_items, config)
+        popularity = np.bincount(events.item, minlength=num_items).astype(np.float64)
+        self.popularity = (popularity / max(popularity.max(), 1.0)).astype(np.float32)
+
+    def score_items(self, item_lists: list[np.ndarray]) -> np.ndarray:
+        """item_lists: B histories of item indices, oldest first -> [B, num_items] float32."""
+        n, c = self.num_items, self.config
+        recent = [items[::-1][: c.history_length] for items in item_lists]  # most recent first
+        lengths = np.array([len(r) for r in recent], dtype=np.int64)
+        history = np.concatenate(recent + [np.zeros(0, np.int64)]).astype(np.int64)
+        age = np.arange(len(history)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        owner = np.repeat(np.arange(len(recent)), lengths)
+        m = self.matrix
+        starts, counts = m.indptr[history], m.indptr[history + 1] - m.indptr[history]
+        offsets = np.cumsum(counts) - counts
+        index = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+        values = m.data[index] * np.repeat(c.history_decay**age, counts)
+        flat = np.repeat(owner, counts) * n + m.indices[index]
+        scores = np.bincount(flat, values, minlength=len(recent) * n).reshape(len(recent), n)
+        return (scores + c.popularity_weight * self.popularity).astype(np.float32)
+
+    def score_users(self, histories: list[UserHistory], contexts: list[RequestContext]) -> np.ndarray:
+        return self.score_items([h.item for h in histories])
+
+    def top_k(self, history_items: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
+        """Serving: k best item indices for one history (oldest first), minus ``exclude``."""
+        score = self.score_items([history_items])[0]
+        score[:2] = -np.inf
+        if exclude is not None and len(exclude):
+            score[exclude] = -np.inf
+        k = min(k, int(np.isfinite(score).sum()))
+        best = np.argpartition(-score, k - 1)[:k] if k > 0 else np.zeros(0, np.int64)
+        return best[np.lexsort((best, -score[best]))]
+
+
+def build_cooccurrence(fit: FitInput, config: CooccurrenceConfig | None = None) -> CooccurrenceScorer:
+    """Registry entry: fit on the protocol's training events."""
+    return CooccurrenceScorer(fit.train_events, fit.dataset.num_items, config or CooccurrenceConfig())

@@ -1,0 +1,56 @@
+"""What a model must provide to be evaluated: a factory that trains/fits it and a batch scorer.
+
+A model plugs in by registering ``"module:function"`` in ``models.evaluate.registry``, where the function
+takes a ``FitInput`` and returns a ``Scorer``. The harness hands the scorer the same ``UserHistory`` /
+``RequestContext`` types serving uses (``models.inference``), so an offline score is a serving score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from models.data.schema import Dataset, EventTable
+from models.data.splits import Split
+from models.inference import RequestContext, UserHistory
+
+
+class Scorer(Protocol):
+    """Scores the whole catalogue for a batch of requests."""
+
+    def score_users(self, histories: list[UserHistory], contexts: list[RequestContext]) -> np.ndarray:
+        """Returns [B, num_items] float32 (higher is better). Columns 0 and 1 (pad, unknown) are ignored;
+        the harness masks excluded items itself, so a scorer need not."""
+        ...
+
+
+@dataclass
+class FitInput:
+    """What a model may learn from under one protocol.
+
+    ``train_events``: every event the protocol allows for training. Leave-last-out: all but each user's
+    last event (the HSTU protocol A: the second-to-last is trained on). Next-session: every event before the
+    test cut. ``valid_events``: the validation targets (leave-last-out: each user's second-to-last event,
+    which is also inside ``train_events``; next-session: events in the validation period, also inside
+    ``train_events``); a model that early-stops on them must hold them out of its own training.
+    """
+
+    dataset: Dataset
+    split: Split
+    protocol: str  # "leave-last-out" or "next-session"
+    seed: int
+    max_history: int = 200
+
+    @property
+    def train_events(self) -> EventTable:
+        return self.dataset.events.take(~self.split.test)
+
+    @property
+    def valid_events(self) -> EventTable:
+        return self.dataset.events.take(self.split.valid)
+
+
+class ModelFactory(Protocol):
+    def __call__(self, fit: FitInput) -> Scorer: ...
