@@ -121,7 +121,7 @@ class FakeBundle:
             },
         }
         self.catalogue = Catalogue(
-            raw_id=["<pad>", "<unknown>", *[item_raw_id(p) for p in positions]],
+            raw_id=["<pad>", "<unknown>", *[item_raw_id(int(p)) for p in positions]],
             title=["", "", *[f"item {p}" for p in positions]],
             category=np.asarray([0, 1, *(FIRST_REAL_ID + positions // ITEMS_PER_CATEGORY)], dtype=np.int32),
         )

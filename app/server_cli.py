@@ -1,0 +1,92 @@
+"""``tandem serve``: the HTTP API under uvicorn.
+
+With one worker the app runs in this process under a uvicorn server that drains on SIGTERM: /readyz turns
+503 at once, requests keep being served for ``TANDEM_DRAIN_SECONDS`` so a load balancer can stop routing,
+then uvicorn finishes in-flight requests and the lifespan closes the store. Several workers need Redis
+(each process would otherwise hold its own in-memory store) and use Prometheus multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger("tandem.serve")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (>1 needs Redis)")
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (TANDEM_BUNDLE_PATH)")
+
+
+def _draining_server(config: Any, app: Any, drain_seconds: float) -> Any:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """First SIGTERM/SIGINT: report not-ready, keep serving drain_seconds, then exit gracefully."""
+
+        draining = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.draining or drain_seconds <= 0:
+                super().handle_exit(sig, frame)
+                return
+            self.draining = True
+            app.state.services.lifecycle.start_draining()
+            log.info("draining", extra={"signal": sig, "drain_seconds": drain_seconds})
+            timer = threading.Timer(drain_seconds, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+
+    return DrainingServer(config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.core.config import Settings
+    from app.core.logging import configure_logging
+
+    if args.bundle is not None:
+        os.environ["TANDEM_BUNDLE_PATH"] = str(args.bundle)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    if args.workers > 1 and settings.embedded:
+        log.error("--workers > 1 needs TANDEM_REDIS_URL: each process would hold its own in-memory store")
+        return 2
+    if settings.bundle_path is None:
+        from app.main import resolve_bundle_path
+
+        # Build (first run) or find the default bundle once, here, not in every worker process.
+        os.environ["TANDEM_BUNDLE_PATH"] = str(resolve_bundle_path(settings))
+        settings = Settings()
+
+    import uvicorn
+
+    if args.workers > 1:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tandem-metrics-"))
+        uvicorn.run(
+            "app.main:app_factory",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+        )
+        return 0
+
+    from app.main import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=30
+    )
+    _draining_server(config, app, settings.drain_seconds).run()
+    return 0

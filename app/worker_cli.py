@@ -1,0 +1,71 @@
+"""``tandem worker``: the near-line user-vector worker against Redis (one consumer of the worker group).
+
+Run as many as needed: each is a consumer; entries a crashed one left pending are re-claimed after
+``TANDEM_WORKER_CLAIM_IDLE_MS``. SIGTERM stops after the batch in hand is written and acknowledged.
+Metrics are served on ``--metrics-port`` for Prometheus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+log = logging.getLogger("tandem.worker")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (TANDEM_BUNDLE_PATH)")
+    parser.add_argument("--consumer", default=None, help="consumer name (default: host-pid)")
+    parser.add_argument("--metrics-port", type=int, default=9101, help="Prometheus port; 0 = none")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from app.core.config import Settings
+    from app.main import open_store, resolve_bundle_path, set_thread_counts
+    from app.services.serving_bundle import BundleHolder
+    from app.services.worker import VectorWorker
+
+    settings = Settings()
+    set_thread_counts(settings.torch_threads)
+    holder = BundleHolder(history_length=settings.history_length)
+    await holder.load(await asyncio.to_thread(resolve_bundle_path, settings))
+    store = open_store(settings, block_ms=settings.worker_block_ms)
+    worker = VectorWorker(
+        store,
+        holder,
+        consumer=args.consumer or settings.worker_consumer,
+        batch_size=settings.worker_batch_size,
+        block_ms=settings.worker_block_ms,
+        claim_idle_ms=settings.worker_claim_idle_ms,
+        vector_ttl_s=settings.vector_ttl_s,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await store.close()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.core.config import Settings
+    from app.core.logging import configure_logging
+
+    if args.bundle is not None:
+        os.environ["TANDEM_BUNDLE_PATH"] = str(args.bundle)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    if settings.embedded:
+        log.error("tandem worker needs TANDEM_REDIS_URL; without Redis the worker runs inside `tandem serve`")
+        return 2
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    return asyncio.run(_serve(args))
