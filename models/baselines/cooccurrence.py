@@ -74,7 +74,7 @@ class CooccurrenceScorer:
         n, c = self.num_items, self.config
         recent = [items[::-1][: c.history_length] for items in item_lists]  # most recent first
         lengths = np.array([len(r) for r in recent], dtype=np.int64)
-        history = np.concatenate(recent + [np.zeros(0, np.int64)]).astype(np.int64)
+        history = np.concatenate([*recent, np.zeros(0, np.int64)]).astype(np.int64)
         age = np.arange(len(history)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         owner = np.repeat(np.arange(len(recent)), lengths)
         m = self.matrix

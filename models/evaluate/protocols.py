@@ -128,7 +128,7 @@ def next_session_task(
     for user in np.flatnonzero(np.diff(offsets)).tolist():
         lo, hi = int(offsets[user]), int(offsets[user + 1])
         cut = lo + int(np.searchsorted(events.timestamp[lo:hi], split.test_start, side="left"))
-        if cut == lo or cut == hi:
+        if cut in (lo, hi):
             continue  # cold (nothing before the cut) or no test events
         session_rows = cut + np.flatnonzero(events.session[cut:hi] == events.session[cut])
         items = events.item[session_rows].astype(np.int64)

@@ -1,0 +1,137 @@
+"""Evaluation reports: markdown table, JSON and a PNG bar plot, side by side (``<out>.md/.json/.png``).
+
+JSON layout: {"command", "commit", "machine", "dataset", "protocol", "users", "seeds",
+"models": {name: {metric: seed mean}}, "std": {name: {metric: seed std}}, "train_seconds": {name: s}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class EvalReport:
+    command: str
+    dataset: str
+    protocol: str
+    metrics: tuple[str, ...]
+    users: int = 0
+    seeds: list[int] = field(default_factory=list)
+    per_seed: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # model -> one dict per seed
+    train_seconds: dict[str, list[float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, model: str, metrics: dict[str, float], train_seconds: float) -> None:
+        self.per_seed.setdefault(model, []).append(metrics)
+        self.train_seconds.setdefault(model, []).append(train_seconds)
+
+    def means(self) -> dict[str, dict[str, float]]:
+        return {
+            m: {k: float(np.mean([r[k] for r in runs])) for k in self.metrics}
+            for m, runs in self.per_seed.items()
+        }
+
+    def stds(self) -> dict[str, dict[str, float]]:
+        return {
+            m: {k: float(np.std([r[k] for r in runs])) for k in self.metrics}
+            for m, runs in self.per_seed.items()
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "commit": git_commit(),
+            "machine": machine_description(),
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "users": self.users,
+            "seeds": self.seeds,
+            "models": self.means(),
+            "std": self.stds(),
+            "train_seconds": {m: float(np.mean(s)) for m, s in self.train_seconds.items()},
+            "notes": self.notes,
+        }
+
+    def markdown(self) -> str:
+        means, stds = self.means(), self.stds()
+        header = "| model | " + " | ".join(self.metrics) + " | train s |"
+        lines = [
+            f"# Retrieval evaluation: {self.dataset}, {self.protocol}",
+            "",
+            f"Command: `{self.command}`  ",
+            f"Requests scored: {self.users:,}; seeds: {', '.join(map(str, self.seeds))} "
+            "(mean ± std over seeds)  ",
+            f"Commit: {git_commit()}; machine: {machine_description()}",
+            "",
+            header,
+            "|" + "---|" * (len(self.metrics) + 2),
+        ]
+        for model in means:
+            cells = [f"{means[model][k]:.4f} ± {stds[model][k]:.4f}" for k in self.metrics]
+            seconds = float(np.mean(self.train_seconds[model]))
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+        lines += ["", *self.notes] if self.notes else []
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: Path) -> list[Path]:
+        """Writes out.md, out.json and out.png; returns the paths."""
+        out.parent.mkdir(parents=True, exist_ok=True)
+        paths = [out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png")]
+        paths[0].write_text(self.markdown(), encoding="utf-8")
+        paths[1].write_text(json.dumps(self.as_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        plot_metrics(self.means(), self.stds(), self.metrics, f"{self.dataset} · {self.protocol}", paths[2])
+        return paths
+
+
+def plot_metrics(
+    means: dict[str, dict[str, float]],
+    stds: dict[str, dict[str, float]],
+    metrics: tuple[str, ...],
+    title: str,
+    path: Path,
+) -> None:
+    """Grouped bars: one group per metric, one bar per model, seed std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(means)
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(metrics))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(metrics)), 4.0))
+    for i, model in enumerate(models):
+        heights = [means[model][k] for k in metrics]
+        errors = [stds[model][k] for k in metrics]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, heights, width, yerr=errors, label=model, capsize=2)
+    ax.set_xticks(x, metrics, rotation=30, ha="right")
+    ax.set_ylabel("mean over users")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def machine_description() -> str:
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
