@@ -91,7 +91,7 @@ class RankerConfig:
 
     @staticmethod
     def from_dict(values: dict[str, Any]) -> RankerConfig:
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return RankerConfig(**fixed)
 
 

@@ -95,7 +95,7 @@ class OnePieceRanker(nn.Module):
         context_cache, context_valid = self.encode_context(batch)
         block = self.embed.candidates(batch.candidate_item)
         block_caches: list[list[KeyValues]] = [[] for _ in self.layers]
-        stages = []
+        stages: list[torch.Tensor] = []
         for step in range(self.config.reasoning_steps + 1):
             if step > 0:
                 block = stages[-1] + self.step_embedding.weight[step - 1]

@@ -54,6 +54,9 @@ class ItemProjection(nn.Module):
 
 
 class TokenEmbedder(nn.Module):
+    item_category: torch.Tensor  # [num_items] category index per item (buffer, saved)
+    anchor_types: torch.Tensor  # [G] anchor type per group (buffer, from the config)
+
     def __init__(self, config: RankerConfig, sizes: FeatureSizes, item_category: torch.Tensor) -> None:
         super().__init__()
         d = config.d_model
@@ -108,7 +111,9 @@ class TokenEmbedder(nn.Module):
         )
         bos = self.anchor_bos(self.anchor_types)[None, :, None, :].expand(bsz, groups, 1, -1)
         eos = self.anchor_eos(self.anchor_types)[None, :, None, :].expand(bsz, groups, 1, -1)
-        anchors = torch.cat([bos, anchor_items, eos], dim=2).reshape(bsz, groups * (per_group + 2), -1)
+        anchors = torch.cat([bos, anchor_items, eos], dim=2).reshape(
+            bsz, groups * (per_group + 2), cfg.d_model
+        )
         anchors = anchors + self.segment.weight[SEGMENT_ANCHOR]
         user = self.user_bias.expand(bsz, -1)
         for index, table in enumerate(self.user_fields):
@@ -121,7 +126,9 @@ class TokenEmbedder(nn.Module):
         situation = situation + self.segment.weight[SEGMENT_SITUATION]
         tokens = torch.cat([history, anchors, user[:, None], situation[:, None]], dim=1)
         marker = torch.ones(bsz, groups, 1, dtype=torch.bool, device=tokens.device)
-        anchor_valid = torch.cat([marker, batch.anchor_item > 0, marker], dim=2).reshape(bsz, -1)
+        anchor_valid = torch.cat([marker, batch.anchor_item > 0, marker], dim=2).reshape(
+            bsz, groups * (per_group + 2)
+        )
         user_situation = torch.ones(bsz, 2, dtype=torch.bool, device=tokens.device)
         valid = torch.cat([batch.history_item > 0, anchor_valid, user_situation], dim=1)
         if tokens.shape[1] != cfg.context_len:

@@ -3,10 +3,12 @@ import dataclasses
 import torch
 
 from models.ranker.grouping import serving_groups
+from models.ranker.model import OnePieceRanker
+from models.ranker.tokens import RankerBatch
 from tests.models.ranker.fakes import random_batch, tiny_config, tiny_model
 
 
-def _scores(model, batch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def _scores(model: OnePieceRanker, batch: RankerBatch) -> torch.Tensor:
     with torch.inference_mode():
         return model.serving_score(model(batch).task_logits)
 

@@ -1,0 +1,107 @@
+"""Candidate sources for training and evaluating the ranker, behind one small protocol.
+
+The ranker learns on what the retrieval stage returns (hard negatives), so the retriever is a parameter:
+anything with ``retrieve(histories, k)`` works, e.g. the session encoder + ANN index once a bundle exists.
+``CooccurrenceRetriever`` is the self-contained default: item-to-item co-occurrence within a short window of
+each user's sequence (item-kNN), scored from the user's last items with recency weights, popularity as the
+tie-breaker and filler. It is fitted on training events only and stays frozen while the ranker trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from models.data.schema import FIRST_REAL_ID, EventTable
+from models.inference import UserHistory
+
+
+class CandidateRetriever(Protocol):
+    def retrieve(self, histories: Sequence[UserHistory], k: int) -> list[np.ndarray]:
+        """One int64 array of at most k item indices per history, best first."""
+        ...
+
+
+@dataclass
+class CooccurrenceTable:
+    """Top-M co-occurring items per item: neighbours [I, M] int64 (0 = none), weights [I, M] float32."""
+
+    neighbours: np.ndarray
+    weights: np.ndarray
+    popularity: np.ndarray  # [I] float32 event counts
+
+
+def fit_cooccurrence(
+    events: EventTable, num_items: int, window: int = 3, top_m: int = 50
+) -> CooccurrenceTable:
+    """Counts ordered pairs (a, b) with b within ``window`` events of a in one user's sequence, both ways.
+
+    events must be sorted by (user, timestamp). Weights are counts / sqrt(pop_a * pop_b) (cosine-like), so
+    the neighbours are not just the global best sellers.
+    """
+    item = events.item.astype(np.int64)
+    popularity = np.bincount(item, minlength=num_items).astype(np.float32)
+    first, second = [], []
+    for offset in range(1, window + 1):
+        same_user = events.user[offset:] == events.user[:-offset]
+        a, b = item[:-offset][same_user], item[offset:][same_user]
+        keep = a != b
+        first += [a[keep], b[keep]]
+        second += [b[keep], a[keep]]
+    a = np.concatenate(first) if first else np.zeros(0, np.int64)
+    b = np.concatenate(second) if second else np.zeros(0, np.int64)
+    keys, counts = np.unique(a * num_items + b, return_counts=True)
+    src, dst = keys // num_items, keys % num_items
+    score = counts / np.sqrt(popularity[src] * popularity[dst])
+    order = np.lexsort((-score, src))
+    src, dst, score = src[order], dst[order], score[order]
+    starts = np.searchsorted(src, src, side="left")
+    rank = np.arange(len(src)) - starts
+    keep = rank < top_m
+    neighbours = np.zeros((num_items, top_m), dtype=np.int64)
+    weights = np.zeros((num_items, top_m), dtype=np.float32)
+    neighbours[src[keep], rank[keep]] = dst[keep]
+    weights[src[keep], rank[keep]] = score[keep]
+    return CooccurrenceTable(neighbours, weights, popularity)
+
+
+def cooccurrence_scores(table: CooccurrenceTable, recent_items: np.ndarray) -> np.ndarray:
+    """recent_items [m] (oldest first) -> [I] scores: item j gets sum_i w(i, j) / recency rank of i."""
+    scores = np.zeros(table.neighbours.shape[0], dtype=np.float64)
+    if len(recent_items) == 0:
+        return scores
+    recency = 1.0 / np.arange(len(recent_items), 0, -1, dtype=np.float64)  # the newest item weighs 1
+    np.add.at(
+        scores,
+        table.neighbours[recent_items].ravel(),
+        (table.weights[recent_items] * recency[:, None]).ravel(),
+    )
+    scores[0] = 0.0
+    return scores
+
+
+class CooccurrenceRetriever:
+    """Item-kNN over co-occurrence from the last ``recent`` history items; popularity fills the rest."""
+
+    def __init__(self, table: CooccurrenceTable, recent: int = 10, exclude_seen: bool = False) -> None:
+        self.table = table
+        self.recent = recent
+        self.exclude_seen = exclude_seen
+        pop = table.popularity.astype(np.float64)
+        self._prior = 1e-9 * pop / max(float(pop.max()), 1.0)  # below any co-occurrence weight
+        self._prior[:FIRST_REAL_ID] = -np.inf
+
+    def retrieve(self, histories: Sequence[UserHistory], k: int) -> list[np.ndarray]:
+        out = []
+        for history in histories:
+            recent = history.item[-self.recent :].astype(np.int64)
+            scores = cooccurrence_scores(self.table, recent[recent >= FIRST_REAL_ID]) + self._prior
+            if self.exclude_seen and len(history):
+                scores[history.item.astype(np.int64)] = -np.inf
+            k_eff = min(k, int(np.isfinite(scores).sum()))
+            top = np.argpartition(-scores, k_eff - 1)[:k_eff] if k_eff > 0 else np.zeros(0, np.int64)
+            out.append(top[np.argsort(-scores[top], kind="stable")].astype(np.int64))
+        return out

@@ -1,0 +1,181 @@
+"""Training the ranker on retriever-built groups (models.md 3.6, our version).
+
+Per training request and epoch: candidates = up to ``train_max_positives`` of the session's items + hard
+negatives drawn from the (frozen) retriever's top-``retrieval_depth`` + ``train_uniform_negatives`` random
+items; they are split into random groups of C. Labels per task: funnel level of the item in the session
+>= the task's level (items that stopped earlier in the funnel are negatives of the deeper tasks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.data.schema import FIRST_REAL_ID, Dataset, EventTable, Funnel
+from models.ranker.anchors import AnchorSources, PopularityTimeline
+from models.ranker.config import FeatureSizes, RankerConfig, TrainConfig
+from models.ranker.features import RequestFeatures, collate, request_features
+from models.ranker.losses import ranking_loss
+from models.ranker.model import OnePieceRanker
+from models.ranker.retrieval import CandidateRetriever, fit_cooccurrence
+from models.ranker.samples import RankingRequest
+
+
+@dataclass
+class EncodedRequests:
+    """Requests turned into model features plus what candidate sampling needs."""
+
+    features: list[RequestFeatures]
+    positive_item: list[np.ndarray]
+    positive_level: list[np.ndarray]
+    retrieved: list[np.ndarray]
+
+
+def feature_sizes(dataset: Dataset) -> FeatureSizes:
+    fields = tuple(
+        (name, int(column.max()) + 1 if len(column) else 2)
+        for name, column in sorted(dataset.user_features.items())
+    )
+    return FeatureSizes(
+        num_items=dataset.num_items,
+        num_categories=max(dataset.num_categories, int(dataset.catalogue.category.max()) + 1),
+        num_scenes=dataset.num_scenes,
+        num_devices=dataset.num_devices,
+        user_feature_sizes=fields,
+    )
+
+
+def fit_anchor_sources(
+    train_events: EventTable, all_events: EventTable, num_items: int, config: RankerConfig
+) -> AnchorSources:
+    """Co-occurrence from training events; popularity timeline over all events (queried strictly before
+    each request's day); the serving popular group = the last days of the training events."""
+    cooccurrence = fit_cooccurrence(train_events, num_items)
+    timeline = PopularityTimeline.from_events(all_events, num_items, config.popular_days, config.anchor_len)
+    last = PopularityTimeline.from_events(train_events, num_items, config.popular_days, config.anchor_len)
+    latest = last.popular_before(int(train_events.timestamp.max()) + 86_400)
+    return AnchorSources(cooccurrence=cooccurrence, popular_latest=latest, timeline=timeline)
+
+
+def encode_requests(
+    config: RankerConfig,
+    sizes: FeatureSizes,
+    funnel: Funnel,
+    sources: AnchorSources,
+    requests: Sequence[RankingRequest],
+    retrieved: list[np.ndarray],
+    progress: bool = False,
+) -> EncodedRequests:
+    """Features of every request; ``retrieved`` = the frozen retriever's lists, one per request."""
+    features = [
+        request_features(config, sizes, funnel, sources, r.history, r.context)
+        for r in tqdm(requests, desc="ranker features", disable=not progress, leave=False)
+    ]
+    return EncodedRequests(
+        features, [r.positive_item for r in requests], [r.positive_level for r in requests], retrieved
+    )
+
+
+def retrieve_for(
+    retriever: CandidateRetriever, requests: Sequence[RankingRequest], depth: int, chunk: int = 512
+) -> list[np.ndarray]:
+    """The retriever's top-``depth`` per request (in chunks, so a batched retriever stays bounded)."""
+    out: list[np.ndarray] = []
+    for begin in range(0, len(requests), chunk):
+        out += retriever.retrieve([r.history for r in requests[begin : begin + chunk]], depth)
+    return out
+
+
+def sample_candidates(
+    rng: np.random.Generator,
+    config: RankerConfig,
+    num_items: int,
+    positive_item: np.ndarray,
+    positive_level: np.ndarray,
+    retrieved: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """-> (items [<= train_candidates] int64, funnel level per item [same] int64, 0 = negative)."""
+    take = min(len(positive_item), config.train_max_positives)
+    chosen = rng.choice(len(positive_item), size=take, replace=False)
+    items, levels = positive_item[chosen], positive_level[chosen]
+    hard_pool = retrieved[~np.isin(retrieved, positive_item)]
+    num_hard = min(len(hard_pool), config.train_candidates - take - config.train_uniform_negatives)
+    hard = rng.choice(hard_pool, size=max(num_hard, 0), replace=False)
+    num_uniform = config.train_candidates - take - len(hard)
+    uniform = rng.integers(FIRST_REAL_ID, num_items, size=num_uniform)
+    uniform = uniform[~np.isin(uniform, positive_item)]
+    negatives = np.concatenate([hard, uniform]).astype(np.int64)
+    return np.concatenate([items, negatives]), np.concatenate([levels, np.zeros(len(negatives), np.int64)])
+
+
+def task_labels(levels: list[np.ndarray], tasks: tuple[int, ...], width: int) -> torch.Tensor:
+    """Per-request levels -> [B, num_tasks, width] float labels (level >= task level)."""
+    padded = np.zeros((len(levels), width), dtype=np.int64)
+    for row, level in enumerate(levels):
+        padded[row, : len(level)] = level
+    thresholds = np.asarray(tasks, dtype=np.int64)[None, :, None]
+    return torch.from_numpy((padded[:, None, :] >= thresholds).astype(np.float32))
+
+
+def train_ranker(
+    model: OnePieceRanker,
+    data: EncodedRequests,
+    train_config: TrainConfig,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """AdamW over shuffled requests for ``train_config.epochs``; returns one log row per epoch."""
+    config = model.config
+    torch.manual_seed(train_config.seed)
+    rng = np.random.default_rng(train_config.seed)
+    generator = torch.Generator().manual_seed(train_config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train_config.lr, betas=(0.9, 0.98), weight_decay=train_config.weight_decay
+    )
+    log: list[dict[str, float]] = []
+    count = len(data.features)
+    if count == 0:
+        raise ValueError("no training requests (is the time split leaving any history before the cut?)")
+    for epoch in range(train_config.epochs):
+        model.train()
+        order = rng.permutation(count)
+        total, steps, started = 0.0, 0, time.perf_counter()
+        batches = range(0, count, train_config.batch_size)
+        for begin in tqdm(batches, desc=f"ranker epoch {epoch + 1}", disable=not progress, leave=False):
+            rows = order[begin : begin + train_config.batch_size].tolist()
+            sampled = [
+                sample_candidates(
+                    rng,
+                    config,
+                    model.sizes.num_items,
+                    data.positive_item[i],
+                    data.positive_level[i],
+                    data.retrieved[i],
+                )
+                for i in rows
+            ]
+            batch = collate(config, [data.features[i] for i in rows], [s[0] for s in sampled], generator)
+            labels = task_labels([s[1] for s in sampled], config.tasks, batch.candidate_item.shape[1])
+            output = model(batch)
+            loss, _ = ranking_loss(
+                output.task_logits,
+                labels,
+                batch.group,
+                config.contrastive_weight,
+                config.contrastive_temperature,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+        log.append(
+            {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - started}
+        )
+    model.eval()
+    return log
