@@ -106,7 +106,7 @@ class FakeBundle:
         centers = _unit(rng.normal(size=(NUM_CATEGORIES, DIM)))
         positions = np.arange(num_real)
         real_vectors = _unit(
-            centers[positions // ITEMS_PER_CATEGORY] + 0.35 * rng.normal(size=(num_real, DIM))
+            centers[positions // ITEMS_PER_CATEGORY] + 0.25 * rng.normal(size=(num_real, DIM))
         )
         self.item_vectors_matrix = np.vstack([np.zeros((FIRST_REAL_ID, DIM), np.float32), real_vectors])
         self.path = path

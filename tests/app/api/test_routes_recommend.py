@@ -1,0 +1,157 @@
+"""POST /v1/recommend against the real app (embedded mode: in-memory store + in-process worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import make_settings, running_app
+from tests.app.fake_bundle import ITEMS_PER_CATEGORY, NUM_CATEGORIES, FakeBundle
+
+pytestmark = pytest.mark.anyio
+
+
+def category(raw_item: str) -> int:
+    return int(raw_item[1:]) // ITEMS_PER_CATEGORY
+
+
+def seen_items(user: str) -> set[str]:
+    history = dict(FakeBundle(Path("."), "v1").recent_histories())[user]
+    return {f"i{int(item) - 2}" for item in history.item}
+
+
+async def test_known_user_gets_k_ranked_unseen_items_and_request_id_is_echoed(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        response = await client.post(
+            "/v1/recommend",
+            json={"user_id": "u1", "k": 5, "options": {"explain": True}},
+            headers={"X-Request-ID": "req-42"},
+        )
+        assert response.status_code == 200
+        assert response.headers["x-request-id"] == "req-42"
+        body = response.json()
+        assert body["meta"]["request_id"] == "req-42"
+        assert body["meta"]["model_version"] == "fake-v1" and body["meta"]["index_version"] == "index-v1"
+        assert body["meta"]["served_by"] == "online"
+        assert set(body["meta"]["timings_ms"]) == {"user_vector", "retrieve", "rank", "rules", "total"}
+        items = body["items"]
+        assert [item["rank"] for item in items] == [1, 2, 3, 4, 5]
+        assert all(item["source"] == "ranker" for item in items)
+        assert not {item["item_id"] for item in items} & seen_items("u1")
+        # u1's history is in category 1: the planted clusters make most recommendations category 1.
+        assert sum(category(item["item_id"]) == 1 for item in items) >= 3
+        scores = [item["score"] for item in items]
+        assert scores == sorted(scores, reverse=True)
+
+        again = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 5})).json()
+        assert again["meta"]["served_by"] == "cache"  # the online vector was written back
+        assert again["meta"]["timings_ms"] is None
+
+
+async def test_exclude_seen_false_allows_history_items(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        body = {"user_id": "u2", "k": 20, "options": {"exclude_seen": False}}
+        items = (await client.post("/v1/recommend", json=body)).json()["items"]
+        assert {item["item_id"] for item in items} & seen_items("u2")
+
+
+async def test_unknown_user_gets_popular_then_cold_start_with_anchors(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        popular = (await client.post("/v1/recommend", json={"user_id": 999999, "k": 4})).json()
+        assert popular["meta"]["served_by"] == "popular"
+        bundle = FakeBundle(Path("."), "v1")
+        expected = sorted(range(2, bundle.catalogue.num_items), key=lambda row: -bundle.popularity[row])[:4]
+        assert [item["item_id"] for item in popular["items"]] == [f"i{row - 2}" for row in expected]
+        assert {item["source"] for item in popular["items"]} == {"popular"}
+
+        body = {"user_id": "new-user", "k": 5, "anchors": ["i31", "i32", "nope"]}
+        cold = (await client.post("/v1/recommend", json=body)).json()
+        assert cold["meta"]["served_by"] == "cold_start"
+        assert any("unknown anchor items ignored: nope" in warning for warning in cold["warnings"])
+        ids = [item["item_id"] for item in cold["items"]]
+        assert "i31" not in ids and "i32" not in ids
+        assert sum(category(item) == 2 for item in ids) >= 4
+
+
+async def test_exclude_and_category_filters(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        first = (await client.post("/v1/recommend", json={"user_id": "u0", "k": 3})).json()["items"]
+        excluded = [item["item_id"] for item in first]
+        body = {"user_id": "u0", "k": 10, "exclude": excluded, "filters": {"category_not_in": ["c0"]}}
+        items = (await client.post("/v1/recommend", json=body)).json()["items"]
+        assert len(items) == 10
+        assert not {item["item_id"] for item in items} & set(excluded)
+        assert all(category(item["item_id"]) != 0 for item in items)
+
+        body = {"user_id": "u0", "k": 5, "filters": {"category_in": ["c3"]}}
+        items = (await client.post("/v1/recommend", json=body)).json()["items"]
+        assert len(items) == 5 and all(category(item["item_id"]) == 3 for item in items)
+
+
+async def test_k_larger_than_what_remains_after_filters_warns(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        body = {"user_id": "u3", "k": 50, "filters": {"category_in": ["c2", "unknown-cat"]}}
+        response = (await client.post("/v1/recommend", json=body)).json()
+        # c2 has 15 items and u3 (category 3) has seen none of them: all 15 come back, with a warning.
+        assert len(response["items"]) == ITEMS_PER_CATEGORY
+        assert all(category(item["item_id"]) == 2 for item in response["items"])
+        assert any(f"only {ITEMS_PER_CATEGORY} items remain" in w for w in response["warnings"])
+        assert any("unknown categories ignored: unknown-cat" in w for w in response["warnings"])
+
+
+async def test_all_candidates_excluded_gives_empty_list_and_warning(bundle_v1: Path) -> None:
+    everything = [f"i{position}" for position in range(NUM_CATEGORIES * ITEMS_PER_CATEGORY)]
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        response = await client.post("/v1/recommend", json={"user_id": "u1", "k": 10, "exclude": everything})
+        assert response.status_code == 200
+        assert response.json()["items"] == []
+        assert any("only 0 items remain" in warning for warning in response.json()["warnings"])
+
+
+async def test_diversity_spreads_categories(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        plain = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 8})).json()["items"]
+        body = {"user_id": "u1", "k": 8, "options": {"diversity": 0.9}}
+        diverse = (await client.post("/v1/recommend", json=body)).json()["items"]
+        assert len({category(i["item_id"]) for i in diverse}) > len({category(i["item_id"]) for i in plain})
+
+
+async def test_api_key_required_when_configured(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1, api_keys=["k1", "k2"])) as (_, client):
+        missing = await client.post("/v1/recommend", json={"user_id": "u1"})
+        wrong = await client.post("/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": "nope"})
+        right = await client.post("/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": "k2"})
+        assert missing.status_code == wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "unauthorized"
+        assert right.status_code == 200
+        assert (await client.get("/livez")).status_code == 200  # health stays open
+
+
+async def test_body_size_limit(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1, max_body_bytes=2048)) as (_, client):
+        body = {"user_id": "u1", "exclude": [f"item-{n}" for n in range(400)]}
+        response = await client.post("/v1/recommend", json=body)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_load_shedding_returns_429_with_retry_after(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1, max_in_flight=1)) as (app, client):
+        encoder = app.state.services.holder.current.encoder
+        original = encoder.encode
+
+        def slow_encode(histories, contexts):  # type: ignore[no-untyped-def]
+            time.sleep(0.3)
+            return original(histories, contexts)
+
+        encoder.encode = slow_encode
+        first = asyncio.create_task(client.post("/v1/recommend", json={"user_id": "u5"}))
+        await asyncio.sleep(0.1)
+        second = await client.post("/v1/recommend", json={"user_id": "u6"})
+        assert second.status_code == 429
+        assert second.headers["retry-after"] == "1"
+        assert second.json()["error"]["code"] == "too_many_requests"
+        assert (await first).status_code == 200
