@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.data.schema import FIRST_REAL_ID, Catalogue, Dataset, EventTable
+from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, Catalogue, Dataset, EventTable
 from models.index import IndexBuildConfig, ItemIndex
 from models.index.from_encoder import build_index_for_encoder
 from models.inference import CandidateRanker, UserEncoder, UserHistory
@@ -101,31 +101,81 @@ def recent_events(events: EventTable, num_users: int, length: int) -> dict[str, 
 
 
 def popularity_scores(dataset: Dataset) -> tuple[np.ndarray, str]:
-    """[num_items] float32 popularity (0 for rows 0/1) and the name of the method that produced it."""
-    scores = _baseline_popularity(dataset)
-    if scores is not None:
-        return scores, "models.baselines recency-weighted popularity"
-    # Until models.baselines lands: plain event counts, labelled as such in the manifest.
-    counts = np.bincount(dataset.events.item, minlength=dataset.num_items).astype(np.float32)
-    counts[:FIRST_REAL_ID] = 0.0
-    return counts, "event counts (models.baselines not available)"
+    """[num_items] float32 recency-weighted popularity share just after the last event (0 for rows 0/1).
+
+    Uses the popularity baseline from models.baselines (global share, no scene), so serving's "popular"
+    fallback ranks exactly as the evaluated baseline does at the end of the data.
+    """
+    from models.baselines.popularity import PopularityConfig, PopularityScorer
+
+    config = PopularityConfig()
+    scorer = PopularityScorer(dataset.events, dataset.num_items, dataset.num_scenes, config)
+    query_time = int(dataset.events.timestamp.max()) + 1 if len(dataset.events) else 0
+    scores = scorer.score_at(np.array([query_time]), np.array([UNKNOWN_ID]))[0].astype(np.float32)
+    scores[:FIRST_REAL_ID] = 0.0
+    return scores, f"models.baselines.popularity half_life_days={config.half_life_days}"
 
 
-def _baseline_popularity(dataset: Dataset) -> np.ndarray | None:
-    try:
-        importlib.import_module("models.baselines.popularity")
-    except ModuleNotFoundError:
-        return None
-    return None
+class CooccurrenceNeighbours:
+    """Serving face of the co-occurrence baseline: ``neighbours(item_ids, k)`` over a fitted scorer."""
+
+    def __init__(self, scorer: Any):
+        self.scorer = scorer
+
+    def neighbours(self, item_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Items that co-occur with the seed items (oldest first, the last weighs most).
+
+        item_ids: [n] int64 -> (items [<= k] int64 best first, never rows 0/1; scores [<= k] float32).
+        """
+        seeds = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+        scores = self.scorer.score_items([seeds])[0]
+        scores[:FIRST_REAL_ID] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum()))
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.lexsort((best, -scores[best]))]
+        return best.astype(np.int64), scores[best].astype(np.float32)
+
+
+COOCCURRENCE_FILE = "cooccurrence.npz"
 
 
 def save_cooccurrence(dataset: Dataset, directory: Path) -> str:
-    """Fits and saves the co-occurrence baseline when models.baselines has it; returns its name or ""."""
-    return ""
+    """Fits the co-occurrence baseline on all events and saves its sparse rows; returns the method name."""
+    from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
+
+    config = CooccurrenceConfig()
+    scorer = CooccurrenceScorer(dataset.events, dataset.num_items, config)
+    directory.mkdir(parents=True, exist_ok=True)
+    matrix = scorer.matrix
+    np.savez(
+        directory / COOCCURRENCE_FILE,
+        indptr=matrix.indptr,
+        indices=matrix.indices,
+        data=matrix.data,
+        popularity=scorer.popularity,
+    )
+    (directory / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+    return f"models.baselines.cooccurrence window={config.window}"
 
 
-def load_cooccurrence(directory: Path) -> Any:
-    raise FileNotFoundError(f"{directory}: co-occurrence baseline not available in this installation")
+def load_cooccurrence(directory: Path) -> CooccurrenceNeighbours:
+    """Rebuilds the fitted scorer from its saved arrays (no refit)."""
+    from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer, SparseRows
+
+    path = directory / COOCCURRENCE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: co-occurrence arrays missing")
+    arrays = np.load(path)
+    config = CooccurrenceConfig(**json.loads((directory / "config.json").read_text()))
+    # The scorer has no loader of its own; fill the fitted state its constructor would compute.
+    scorer = CooccurrenceScorer.__new__(CooccurrenceScorer)
+    scorer.config = config
+    scorer.num_items = int(arrays["indptr"].shape[0] - 1)
+    scorer.matrix = SparseRows(arrays["indptr"], arrays["indices"], arrays["data"])
+    scorer.popularity = arrays["popularity"]
+    return CooccurrenceNeighbours(scorer)
 
 
 def write_atomically(out_dir: Path, assemble: Callable[[Path], None], *, overwrite: bool) -> Path:

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 import models.bundle as bundle_module
+from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
+from models.baselines.popularity import PopularityConfig, PopularityScorer
 from models.bundle import HISTORY_LENGTH, Bundle, build_bundle, data_fingerprint, recent_events
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
-from models.data.schema import FIRST_REAL_ID, Dataset
+from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, Dataset
 from models.index import IndexBuildConfig
 from models.inference import RequestContext, UserHistory
 
@@ -52,7 +54,7 @@ def test_baseline_only_round_trip(dataset: Dataset, tmp_path: Path) -> None:
     path = build_bundle(dataset, tmp_path / "bundle", metrics={"HR@10": 0.5}, config={"note": "test"})
     loaded = Bundle.load(path)
     assert loaded.encoder is None and loaded.ranker is None and loaded.index is None
-    assert loaded.manifest["serving_path"].startswith("baseline:")
+    assert loaded.manifest["serving_path"] == "baseline:cooccurrence+popularity"
     assert loaded.manifest["data_fingerprint"] == data_fingerprint(dataset)
     assert loaded.manifest["metrics"]["HR@10"] == 0.5
     assert loaded.manifest["vocabularies"]["scene"] == dataset.manifest["vocabularies"]["scene"]
@@ -71,6 +73,20 @@ def test_baseline_only_round_trip(dataset: Dataset, tmp_path: Path) -> None:
     np.testing.assert_array_equal(history.item, dataset.events.item[start : offsets[user + 1]])
     np.testing.assert_array_equal(history.timestamp, dataset.events.timestamp[start : offsets[user + 1]])
     assert len(histories) == len(np.unique(dataset.events.user))
+
+
+def test_baselines_match_their_scorers(dataset: Dataset, tmp_path: Path) -> None:
+    loaded = Bundle.load(build_bundle(dataset, tmp_path / "bundle"))
+    last_time = int(dataset.events.timestamp.max()) + 1
+    popular = PopularityScorer(dataset.events, dataset.num_items, dataset.num_scenes, PopularityConfig())
+    expected_top = popular.top_k(last_time, UNKNOWN_ID, 10)
+    np.testing.assert_array_equal(np.argsort(-loaded.popularity, kind="stable")[:10], expected_top)
+    scorer = CooccurrenceScorer(dataset.events, dataset.num_items, CooccurrenceConfig())
+    seeds = dataset.events.item[:4].astype(np.int64)
+    assert loaded.cooccurrence is not None
+    items, scores = loaded.cooccurrence.neighbours(seeds, 15)
+    np.testing.assert_array_equal(items, scorer.top_k(seeds, 15))
+    assert (items >= FIRST_REAL_ID).all() and (np.diff(scores) <= 0).all()
 
 
 def test_same_data_same_model_version(dataset: Dataset, tmp_path: Path) -> None:
