@@ -52,17 +52,17 @@ def _converted(values: list[str], column: Column) -> tuple[np.ndarray, np.ndarra
         return codes, codes >= 0
     dtype = np.int64 if column.kind == "int" else np.float64
     try:
-        return np.array(values).astype(dtype), ok
-    except ValueError:
+        out = np.array(values).astype(dtype)
+    except (ValueError, OverflowError):
         out = np.zeros(n, dtype=dtype)
         for i, v in enumerate(values):
             try:
                 out[i] = int(v) if column.kind == "int" else float(v)
-            except ValueError:
+            except (ValueError, OverflowError):
                 ok[i] = False
-        if column.kind == "float":
-            ok &= np.isfinite(out)
-        return out, ok
+    if column.kind == "float":
+        ok &= np.isfinite(out)  # "nan" and "inf" parse but are not data
+    return out, ok
 
 
 def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
