@@ -14,6 +14,7 @@ from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, has_ml1m, loa
 from models.data.errors import DataError
 from models.data.schema import Dataset
 from models.data.splits import leave_last_out, time_split
+from models.data.storage import load_prepared
 from models.evaluate.protocols import (
     PROTOCOLS,
     REPORTED_METRICS,
@@ -77,6 +78,15 @@ def _models(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def _load(name: str, args: argparse.Namespace) -> Dataset:
+    """Real datasets are (re)prepared when their inputs changed; synthetic and csv data are taken as
+    `tandem data prepare` left them in the cache (their options live there), else prepared with defaults."""
+    prepared = Path(args.cache_dir) / name
+    if name in ("synthetic", "csv") and (prepared / "manifest.json").is_file():
+        return load_prepared(prepared)
+    return load_dataset(name, args.data_dir, args.cache_dir)
+
+
 def evaluate_dataset(
     dataset: Dataset, models: list[str], args: argparse.Namespace, command: str
 ) -> EvalReport:
@@ -114,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         models = _models(args)
         datasets = _datasets(args)
         for name in datasets:
-            dataset = load_dataset(name, args.data_dir, args.cache_dir)
+            dataset = _load(name, args)
             report = evaluate_dataset(dataset, models, args, command)
             suffix = "" if args.protocol == "leave-last-out" else f"-{args.protocol}"
             out = args.out or DEFAULT_OUT_DIR / f"retrieval-{name}{suffix}"

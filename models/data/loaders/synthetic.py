@@ -9,8 +9,8 @@ What is planted (and what tests check):
 - scenes (a preferred one per user) and devices (mostly one per user) as context; scenes change the cart rate;
 - a view -> cart -> purchase funnel: a cart follows a view with ``cart_rate`` x scene factor, a purchase
   follows a cart with ``purchase_rate``.
-Sessions are separated by at least an hour of inactivity (users span about 70% of ``days``), views
-inside a session by 10-240 seconds.
+Session starts are spread uniformly over ``days`` (so every user is active throughout) and sessions are
+separated by at least an hour of inactivity; views inside a session are 10-240 seconds apart.
 """
 
 from __future__ import annotations
@@ -125,19 +125,19 @@ def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None =
         preferred_device[session_user],
         rng.integers(0, config.num_devices, num_sessions),
     )
-    # Times: views 10-240 s apart; sessions at least an hour apart (plus an exponential pause).
+    # Times: views 10-240 s apart. Session starts are sorted uniform draws over the whole period, each
+    # pushed back by the earlier sessions' durations plus an hour, so sessions never overlap and every
+    # user is active across the period (the time split's last days hold warm users).
     view_session = np.repeat(np.arange(num_sessions), views)
     first_view = np.r_[True, view_session[1:] != view_session[:-1]]
     view_gap = np.where(first_view, 0, rng.integers(10, 241, len(view_session)))
     view_offset = _per_user_cumsum(view_gap, first_view)
     duration = np.zeros(num_sessions, dtype=np.int64)
     np.maximum.at(duration, view_session, view_offset)
-    sessions_of_user = np.bincount(session_user, minlength=config.num_users)
-    mean_pause = config.days * 0.7 * 86400 / sessions_of_user[session_user]  # every user spans ~70% of days
-    pause = (3600 + rng.uniform(0.0, 2.0, num_sessions) * mean_pause).astype(np.int64)
-    gap_before = np.where(first_session, 0, np.r_[0, duration[:-1]] + pause)
-    user_start = config.start_time + rng.integers(0, int(config.days * 0.3 * 86400) + 1, config.num_users)
-    session_start = user_start[session_user] + _per_user_cumsum(gap_before, first_session)
+    draw = rng.integers(0, int(config.days * 86400) + 1, num_sessions)
+    draw = draw[np.lexsort((draw, session_user))]  # session_user is sorted, so this sorts within users
+    push = np.where(first_session, 0, np.r_[0, duration[:-1]] + 3600)
+    session_start = config.start_time + draw + _per_user_cumsum(push, first_session)
     view_time = session_start[view_session] + view_offset
     view_item, item_cluster = _view_items(config, intent[view_session], rng)
     # Funnel: cart after some views (rate depends on the scene), purchase after some carts.

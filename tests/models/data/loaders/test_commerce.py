@@ -75,5 +75,5 @@ def test_retailrocket_bad_rows(tmp_path: Path) -> None:
     assert len(load_retailrocket(tmp_path, bad).events) == 5
     assert bad.as_dict()["transactionid: transaction without transactionid"]["first"] == "events.csv:7"
     assert bad.total == 2
-    with pytest.raises(DataError, match="events.csv: file not found"):
+    with pytest.raises(DataError, match=r"events\.csv: file not found"):
         load_retailrocket(tmp_path / "nowhere", BadRows())

@@ -72,7 +72,7 @@ def test_ml1m_plain_ratings_and_bad_rating(ml1m_sample: Path) -> None:
 
 
 def test_ml1m_missing_files(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="ratings.dat: file not found"):
+    with pytest.raises(DataError, match=r"ratings\.dat: file not found"):
         load_ml1m(tmp_path, BadRows())
 
 

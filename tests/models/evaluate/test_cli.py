@@ -1,0 +1,33 @@
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from models.data.datasets import PrepareOptions, load_dataset
+from models.data.loaders.synthetic import SyntheticConfig
+from models.evaluate import cli
+
+
+def test_eval_cli_prints_table_and_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = SyntheticConfig(num_users=120, num_items=300, num_events=6000, num_clusters=10, seed=2)
+    load_dataset("synthetic", None, tmp_path / "cache", PrepareOptions(synthetic=config))  # warm the cache
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    out = tmp_path / "report" / "retrieval-synthetic"
+    argv = ["--model", "popularity", "--model", "cooccurrence", "--dataset", "synthetic", "--seeds", "2"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--protocol", "next-session"]
+    assert cli.run(parser.parse_args(argv)) == 0
+    printed = capsys.readouterr().out
+    assert "| popularity |" in printed and "| cooccurrence |" in printed and "Recall@50" in printed
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["protocol"] == "next-session" and data["seeds"] == [0, 1]
+    assert set(data["models"]) == {"popularity", "cooccurrence"}
+    assert data["users"] <= 120  # the small prepared dataset was used, not the default-sized one
+
+
+def test_eval_cli_rejects_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--model", "nope", "--dataset", "synthetic"])) == 2
+    assert "unknown model" in capsys.readouterr().err

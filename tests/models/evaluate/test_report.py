@@ -1,0 +1,25 @@
+import json
+from pathlib import Path
+
+from models.evaluate.report import EvalReport
+
+
+def test_report_files(tmp_path: Path) -> None:
+    report = EvalReport(
+        "tandem eval --model a", "ml-1m", "leave-last-out", ("HR@10", "MRR"), users=10, seeds=[0, 1]
+    )
+    report.add("a", {"HR@10": 0.2, "MRR": 0.1}, 1.0)
+    report.add("a", {"HR@10": 0.4, "MRR": 0.1}, 3.0)
+    report.add("b", {"HR@10": 0.1, "MRR": 0.05}, 0.5)
+    paths = report.write(tmp_path / "retrieval-ml-1m")
+    assert [p.name for p in paths] == ["retrieval-ml-1m.md", "retrieval-ml-1m.json", "retrieval-ml-1m.png"]
+    data = json.loads(paths[1].read_text())
+    assert (
+        data["models"]["a"]["HR@10"] == 0.30000000000000004 or abs(data["models"]["a"]["HR@10"] - 0.3) < 1e-12
+    )
+    assert abs(data["std"]["a"]["HR@10"] - 0.1) < 1e-12
+    assert data["train_seconds"] == {"a": 2.0, "b": 0.5}
+    assert {"command", "commit", "machine", "dataset", "protocol"} <= set(data)
+    table = paths[0].read_text()
+    assert "| a | 0.3000 ± 0.1000 | 0.1000 ± 0.0000 | 2.0 |" in table
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
