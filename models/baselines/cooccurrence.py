@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.baselines.top_k import top_k_items
 from models.data.schema import EventTable
 from models.evaluate.scorer import FitInput
 from models.inference import RequestContext, UserHistory
@@ -91,13 +92,7 @@ class CooccurrenceScorer:
 
     def top_k(self, history_items: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
         """Serving: k best item indices for one history (oldest first), minus ``exclude``."""
-        score = self.score_items([history_items])[0]
-        score[:2] = -np.inf
-        if exclude is not None and len(exclude):
-            score[exclude] = -np.inf
-        k = min(k, int(np.isfinite(score).sum()))
-        best = np.argpartition(-score, k - 1)[:k] if k > 0 else np.zeros(0, np.int64)
-        return best[np.lexsort((best, -score[best]))]
+        return top_k_items(self.score_items([history_items])[0], k, exclude)
 
 
 def build_cooccurrence(fit: FitInput, config: CooccurrenceConfig | None = None) -> CooccurrenceScorer:

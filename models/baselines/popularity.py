@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.baselines.top_k import top_k_items
 from models.data.schema import UNKNOWN_ID, EventTable
 from models.evaluate.scorer import FitInput
 from models.inference import RequestContext, UserHistory
@@ -74,13 +75,7 @@ class PopularityScorer:
 
     def top_k(self, timestamp: int, scene: int, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
         """Serving: the k best item indices (best first) at ``timestamp`` in ``scene``, minus ``exclude``."""
-        score = self.score_at(np.array([timestamp]), np.array([scene]))[0]
-        score[:2] = -np.inf
-        if exclude is not None and len(exclude):
-            score[exclude] = -np.inf
-        k = min(k, int(np.isfinite(score).sum()))
-        best = np.argpartition(-score, k - 1)[:k] if k > 0 else np.zeros(0, np.int64)
-        return best[np.lexsort((best, -score[best]))]
+        return top_k_items(self.score_at(np.array([timestamp]), np.array([scene]))[0], k, exclude)
 
 
 def build_popularity(fit: FitInput, config: PopularityConfig | None = None) -> PopularityScorer:

@@ -23,6 +23,7 @@ from models.inference import RequestContext, UserHistory
 
 PROTOCOLS = ("leave-last-out", "next-session")
 LEAVE_LAST_OUT_KS = (10, 50, 200)
+MAX_SCORE_CELLS = 32_000_000  # [B, num_items] float32 cells per scored batch (128 MB)
 NEXT_SESSION_KS = (10, 20, 50, 100, 200)
 REPORTED_METRICS = {
     "leave-last-out": ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "NDCG@200", "MRR"),
@@ -163,7 +164,9 @@ def next_session_task(
 def evaluate(
     scorer: Scorer, task: EvalTask, num_items: int, batch_size: int = 256, progress: bool = True
 ) -> dict[str, np.ndarray]:
-    """Scores every request of ``task``; returns metric name -> [U] per-request values."""
+    """Scores every request of ``task``; returns metric name -> [U] per-request values. The batch shrinks
+    for big catalogues so one score matrix stays near ``MAX_SCORE_CELLS`` floats."""
+    batch_size = max(1, min(batch_size, MAX_SCORE_CELLS // max(num_items, 1)))
     parts: dict[str, list[np.ndarray]] = {}
     for start in tqdm(range(0, len(task), batch_size), desc=f"eval {task.protocol}", disable=not progress):
         stop = min(start + batch_size, len(task))
