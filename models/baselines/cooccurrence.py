@@ -70,6 +70,21 @@ class CooccurrenceScorer:
         popularity = np.bincount(events.item, minlength=num_items).astype(np.float64)
         self.popularity = (popularity / max(popularity.max(), 1.0)).astype(np.float32)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays (for saving beside a bundle); ``from_arrays`` inverts it."""
+        m = self.matrix
+        return {"indptr": m.indptr, "indices": m.indices, "data": m.data, "popularity": self.popularity}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], config: CooccurrenceConfig) -> CooccurrenceScorer:
+        """Rebuilds a fitted scorer without refitting."""
+        scorer = cls.__new__(cls)
+        scorer.config = config
+        scorer.num_items = int(arrays["indptr"].shape[0] - 1)
+        scorer.matrix = SparseRows(arrays["indptr"], arrays["indices"], arrays["data"])
+        scorer.popularity = np.asarray(arrays["popularity"], dtype=np.float32)
+        return scorer
+
     def score_items(self, item_lists: list[np.ndarray]) -> np.ndarray:
         """item_lists: B histories of item indices, oldest first -> [B, num_items] float32."""
         n, c = self.num_items, self.config

@@ -58,3 +58,12 @@ def test_beats_random_and_popularity_on_synthetic(tiny_synthetic: Dataset) -> No
     co = np.nanmean(evaluate(build_cooccurrence(fit), task, n, progress=False)["NDCG@10"])
     pop = np.nanmean(evaluate(build_popularity(fit), task, n, progress=False)["NDCG@10"])
     assert co > pop > 0  # planted clusters: neighbours of the last items predict the next one
+
+
+def test_arrays_round_trip() -> None:
+    d = sequences([[1, 2, 3], [2, 3, 4]])
+    config = CooccurrenceConfig(window=2)
+    scorer = CooccurrenceScorer(d.events, d.num_items, config)
+    again = CooccurrenceScorer.from_arrays(scorer.arrays(), config)
+    history = [np.array([idx(d, 2), idx(d, 3)])]
+    np.testing.assert_array_equal(again.score_items(history), scorer.score_items(history))
