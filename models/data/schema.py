@@ -79,8 +79,9 @@ class Funnel:
 
     names: tuple[str, str, str]
     rating_thresholds: tuple[float, float] | None = None  # (click_min, pay_min) for RATE actions
-    click_actions: tuple[int, ...] = (Action.CLICK, Action.FAV, Action.CART)
-    pay_actions: tuple[int, ...] = (Action.PURCHASE,)
+    # Plain ints (not Action members), so a funnel saved inside a checkpoint loads with weights_only=True.
+    click_actions: tuple[int, ...] = (int(Action.CLICK), int(Action.FAV), int(Action.CART))
+    pay_actions: tuple[int, ...] = (int(Action.PURCHASE),)
 
     def levels(self, action: np.ndarray, value: np.ndarray) -> np.ndarray:
         """Funnel level per event. action/value: [E] -> [E] int8 in {1, 2, 3} (0 for padding)."""
