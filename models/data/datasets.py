@@ -22,8 +22,19 @@ from models.data.storage import FORMAT_VERSION, load_prepared, read_manifest, sa
 DATASET_NAMES = ("ml-1m", "ml-100k", "taobao", "retailrocket", "csv", "synthetic")
 DEFAULT_DATA_DIR = Path("../shared/data")
 DEFAULT_CACHE_DIR = Path("var/data")
-# Bump when preparation logic changes, so caches written by older code are rebuilt.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source of models/data, so a cache written by other preparation code is rebuilt."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 SUBDIRECTORIES = {
     "ml-1m": "ml-1m",
     "ml-100k": "ml-100k",
@@ -124,6 +135,7 @@ def _fingerprint(name: str, files: list[Path], options: PrepareOptions) -> tuple
         "options": options.identity(name),
         "format_version": FORMAT_VERSION,
         "prepare_version": PREPARE_VERSION,
+        "code": code_fingerprint(),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return digest, inputs

@@ -134,9 +134,12 @@ def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None =
     view_offset = _per_user_cumsum(view_gap, first_view)
     duration = np.zeros(num_sessions, dtype=np.int64)
     np.maximum.at(duration, view_session, view_offset)
-    draw = rng.integers(0, int(config.days * 86400) + 1, num_sessions)
-    draw = draw[np.lexsort((draw, session_user))]  # session_user is sorted, so this sorts within users
     push = np.where(first_session, 0, np.r_[0, duration[:-1]] + 3600)
+    # Draw inside the room the pushes leave, so no user runs past the period (that would stretch the
+    # global time range and leave the time split's test days to a few heavy users).
+    room = np.maximum(config.days * 86400 - np.bincount(session_user, push, minlength=config.num_users), 0)
+    draw = (rng.random(num_sessions) * room[session_user]).astype(np.int64)
+    draw = draw[np.lexsort((draw, session_user))]  # session_user is sorted, so this sorts within users
     session_start = config.start_time + draw + _per_user_cumsum(push, first_session)
     view_time = session_start[view_session] + view_offset
     view_item, item_cluster = _view_items(config, intent[view_session], rng)
