@@ -45,7 +45,7 @@ def degraded(operation: str) -> float:
     return REGISTRY.get_sample_value("tandem_store_degraded_total", {"operation": operation}) or 0.0
 
 
-async def test_redis_stopped_mid_test_still_200_via_online_path(bundle_v1: Path, own_redis) -> None:  # type: ignore[no-untyped-def]
+async def test_redis_stopped_mid_test_still_200_via_online_path(bundle_v1: Path, own_redis) -> None:
     url, process = own_redis
     settings = make_settings(
         bundle_v1, redis_url=url, redis_socket_timeout_s=0.2, redis_connect_timeout_s=0.2

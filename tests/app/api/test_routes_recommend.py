@@ -143,7 +143,7 @@ async def test_load_shedding_returns_429_with_retry_after(bundle_v1: Path) -> No
         encoder = app.state.services.holder.current.encoder
         original = encoder.encode
 
-        def slow_encode(histories, contexts):  # type: ignore[no-untyped-def]
+        def slow_encode(histories, contexts):
             time.sleep(0.3)
             return original(histories, contexts)
 

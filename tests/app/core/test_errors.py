@@ -55,25 +55,25 @@ def assert_error_shape(response: Any, status: int, code: str, mentions: str) -> 
 
 
 @pytest.fixture
-def settings(bundle_v1: Path):  # type: ignore[no-untyped-def]
+def settings(bundle_v1: Path):
     return make_settings(bundle_v1, k_max=200)
 
 
-async def test_recommend_validation_errors(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_recommend_validation_errors(settings) -> None:
     async with running_app(settings) as (_, client):
         for body, field in RECOMMEND_CASES:
             response = await client.post("/v1/recommend", json=body)
             assert_error_shape(response, 422, "validation_error", field)
 
 
-async def test_events_validation_errors(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_events_validation_errors(settings) -> None:
     async with running_app(settings) as (_, client):
         for body, field in EVENTS_CASES:
             response = await client.post("/v1/events", json=body)
             assert_error_shape(response, 422, "validation_error", field)
 
 
-async def test_malformed_json_unknown_route_and_method(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_json_unknown_route_and_method(settings) -> None:
     async with running_app(settings) as (_, client):
         broken = await client.post(
             "/v1/recommend", content=b'{"user_id": ', headers={"content-type": "application/json"}

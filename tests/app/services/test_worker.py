@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 
 @asynccontextmanager
-async def worker_for(settings, bundle: Path, consumer: str) -> AsyncIterator[VectorWorker]:  # type: ignore[no-untyped-def]
+async def worker_for(settings, bundle: Path, consumer: str) -> AsyncIterator[VectorWorker]:
     holder = BundleHolder(FakeBundle.load)
     await holder.load(bundle)
     store = open_store(settings, block_ms=50)

@@ -1,0 +1,29 @@
+"""Settings from TANDEM_* environment variables."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import Settings
+
+
+def test_environment_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_API_KEYS", "alpha, beta,,")
+    monkeypatch.setenv("TANDEM_REDIS_URL", "")
+    monkeypatch.setenv("TANDEM_CANDIDATE_COUNT", "400")
+    settings = Settings()
+    assert settings.api_keys == ["alpha", "beta"]
+    assert settings.redis_url is None and settings.embedded
+    assert settings.candidate_count == 400
+    monkeypatch.setenv("TANDEM_REDIS_URL", "redis://redis:6379/0")
+    assert not Settings().embedded
+
+
+def test_invalid_values_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_MAX_IN_FLIGHT", "0")
+    with pytest.raises(ValidationError, match="max_in_flight"):
+        Settings()
+    monkeypatch.delenv("TANDEM_MAX_IN_FLIGHT")
+    with pytest.raises(ValidationError, match="candidate_count"):
+        Settings(candidate_count=50, k_max=100)

@@ -1,0 +1,104 @@
+"""The UserStateStore contract, run against both implementations (memory and the real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from app.stores.base import StoredEvent, StoredVector, StoreUnavailable, UserStateStore
+from app.stores.memory import MemoryStore
+from app.stores.redis_store import RedisStore
+from tests.app.conftest import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+def event(item: str, timestamp: int) -> StoredEvent:
+    return StoredEvent(item=item, action=2, value=1.0, timestamp=timestamp, scene="home", device=None)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[UserStateStore]:
+    if request.param == "memory":
+        yield MemoryStore(history_length=3)
+        return
+    url = request.getfixturevalue("redis_url")
+    redis_store = RedisStore(url, key_prefix=key_prefix, history_length=3, block_ms=100)
+    try:
+        yield redis_store
+    finally:
+        await redis_store.flush_prefix()
+        await redis_store.close()
+
+
+async def test_histories_are_bounded_and_sequence_counts_every_event(store: UserStateStore) -> None:
+    await store.append_events([("a", event("i1", 1)), ("a", event("i2", 2)), ("b", event("i9", 5))])
+    await store.append_events([("a", event("i3", 3)), ("a", event("i4", 4))])
+    state = await store.get_state("a")
+    assert [e.item for e in state.events] == ["i2", "i3", "i4"]  # history_length = 3, oldest dropped
+    assert state.sequence == 4 and state.vector is None
+    assert state.events[0] == event("i2", 2)
+    records = await store.get_histories(["a", "b", "nobody"])
+    assert records["b"].sequence == 1 and records["nobody"].events == [] and records["nobody"].sequence == 0
+
+
+async def test_vectors_round_trip_and_expire(store: UserStateStore) -> None:
+    vector = np.asarray([0.6, 0.8], dtype=np.float32)
+    await store.put_vectors({"a": StoredVector(vector, "m1", 7, 123, time.time())}, ttl_s=1)
+    stored = (await store.get_state("a")).vector
+    assert stored is not None
+    assert np.array_equal(stored.vector, vector) and stored.model_version == "m1"
+    assert (stored.sequence, stored.newest_event_ts) == (7, 123)
+    await asyncio.sleep(1.1)
+    assert (await store.get_state("a")).vector is None
+
+
+async def test_seeding_only_writes_users_the_store_does_not_know(store: UserStateStore) -> None:
+    await store.append_events([("known", event("live", 10))])
+    written = await store.seed_histories(
+        [("known", [event("old", 1)]), ("new", [event("s1", 1), event("s2", 2)])]
+    )
+    assert written == 1
+    assert [e.item for e in (await store.get_state("known")).events] == ["live"]
+    new = await store.get_state("new")
+    assert [e.item for e in new.events] == ["s1", "s2"] and new.sequence == 2
+    assert await store.seed_histories([("new", [event("again", 3)])]) == 0
+
+
+async def test_stream_read_ack_and_claim(store: UserStateStore) -> None:
+    await store.ensure_group()
+    await store.append_events([("a", event("i1", 1)), ("b", event("i2", 1))])
+    await store.append_events([("c", event("i3", 1))])
+    first = await store.read_new("one", count=1, block_ms=10)
+    assert len(first) == 1 and sorted(first[0].users) == ["a", "b"]
+    assert (await store.backlog()).pending == 1
+    # Not idle long enough to be claimed; then claimable with min_idle 0.
+    assert await store.claim_stale("two", min_idle_ms=60_000, count=10) == []
+    claimed = await store.claim_stale("two", min_idle_ms=0, count=10)
+    assert [entry.entry_id for entry in claimed] == [first[0].entry_id]
+    await store.ack([first[0].entry_id])
+    rest = await store.read_new("two", count=10, block_ms=10)
+    assert [entry.users for entry in rest] == [["c"]]
+    await store.ack([entry.entry_id for entry in rest])
+    backlog = await store.backlog()
+    assert (backlog.lag, backlog.pending) == (0, 0)
+    assert await store.read_new("two", count=10, block_ms=10) == []
+
+
+async def test_redis_down_raises_store_unavailable_quickly() -> None:
+    store = RedisStore(
+        f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.1, connect_timeout_s=0.1, retries=1
+    )
+    started = time.perf_counter()
+    try:
+        with pytest.raises(StoreUnavailable, match="get_state"):
+            await store.get_state("a")
+        with pytest.raises(StoreUnavailable):
+            await store.append_events([("a", event("i1", 1))])
+    finally:
+        await store.close()
+    assert time.perf_counter() - started < 5
