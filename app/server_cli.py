@@ -49,6 +49,15 @@ def _draining_server(config: Any, app: Any, drain_seconds: float) -> Any:
     return DrainingServer(config)
 
 
+def _prepare_multiprocess_dir() -> None:
+    """Prometheus multiprocess mode: an existing, empty directory shared by the worker processes."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="tandem-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):  # files of a previous run would add to this one's counts
+        stale.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     from app.core.config import Settings
     from app.core.logging import configure_logging
@@ -70,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     if args.workers > 1:
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tandem-metrics-"))
+        _prepare_multiprocess_dir()
         uvicorn.run(
             "app.main:app_factory",
             factory=True,
