@@ -1,4 +1,4 @@
-"""Serving a real bundle built by models.bundle (baseline-only, tiny synthetic data) through the real loader."""
+"""Serving a real bundle built by models.bundle (baseline-only, tiny synthetic data) via the real loader."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_serving_bundle_reads_the_real_bundle(baseline_bundle: Path) -> None:
     assert serving.encoder is None and serving.item_vectors is None
     assert serving.serving_path.startswith("baseline:")
     assert serving.fallback_histories and serving.scene_index  # histories and the scene vocabulary
-    user, history = next(iter(serving.fallback_histories.items()))
+    _, history = next(iter(serving.fallback_histories.items()))
     events = serving.events_from_history(history)
     rebuilt = serving.history_from_events(events)
     assert np.array_equal(np.sort(rebuilt.item), np.sort(history.item))
