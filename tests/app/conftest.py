@@ -67,6 +67,15 @@ def bundle_v2(tmp_path: Path) -> Path:
     return FakeBundle.write(tmp_path / "bundle-v2", "v2")
 
 
+@pytest.fixture(scope="session")
+def baseline_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bundle_module = pytest.importorskip("models.bundle")
+    synthetic = pytest.importorskip("models.data.loaders.synthetic")
+    config = synthetic.SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=8, seed=3)
+    dataset = synthetic.generate_synthetic(config)
+    return Path(bundle_module.build_bundle(dataset, tmp_path_factory.mktemp("real") / "bundle"))
+
+
 def make_settings(bundle_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"bundle_path": bundle_path, "redis_url": None, "worker_block_ms": 50}
     values.update(overrides)

@@ -15,15 +15,6 @@ from tests.app.conftest import make_settings
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="session")
-def baseline_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bundle_module = pytest.importorskip("models.bundle")
-    synthetic = pytest.importorskip("models.data.loaders.synthetic")
-    config = synthetic.SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=8, seed=3)
-    dataset = synthetic.generate_synthetic(config)
-    return Path(bundle_module.build_bundle(dataset, tmp_path_factory.mktemp("real") / "bundle"))
-
-
 def test_serving_bundle_reads_the_real_bundle(baseline_bundle: Path) -> None:
     serving = ServingBundle(load_bundle(baseline_bundle))
     assert serving.encoder is None and serving.item_vectors is None
