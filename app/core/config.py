@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     candidate_count: int = Field(
         default=300, ge=10, le=5000, description="ANN candidates fetched per request"
     )
-    k_max: int = Field(default=200, ge=1, le=1000, description="largest k a request may ask for")
+    k_max: int = Field(default=200, ge=1, le=200, description="largest k a request may ask for")
     history_length: int = Field(default=200, ge=1, le=5000, description="recent events kept per user")
     vector_ttl_s: int = Field(default=86400, ge=1, description="lifetime of a cached user vector")
     anchors_max: int = Field(default=50, ge=0, description="largest number of anchor items per request")

@@ -27,3 +27,11 @@ def test_invalid_values_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TANDEM_MAX_IN_FLIGHT")
     with pytest.raises(ValidationError, match="candidate_count"):
         Settings(candidate_count=50, k_max=100)
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "serving.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`TANDEM_{name.upper()}`" not in docs]
+    assert not missing, f"docs/serving.md lacks {missing}"
