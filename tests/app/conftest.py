@@ -76,6 +76,35 @@ def baseline_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(bundle_module.build_bundle(dataset, tmp_path_factory.mktemp("real") / "bundle"))
 
 
+@pytest.fixture(scope="session")
+def encoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle with a real (untrained, tiny) session encoder and its index: tests the contract only."""
+    bundle_module = pytest.importorskip("models.bundle")
+    synthetic = pytest.importorskip("models.data.loaders.synthetic")
+    encoder_config = pytest.importorskip("models.encoder.config")
+    encoder_model = pytest.importorskip("models.encoder.model")
+    encoder_serving = pytest.importorskip("models.encoder.serving")
+    import torch
+
+    torch.manual_seed(0)
+    config = synthetic.SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=8, seed=4)
+    dataset = synthetic.generate_synthetic(config)
+    model_config = encoder_config.EncoderConfig(
+        num_items=dataset.num_items,
+        num_categories=dataset.num_categories,
+        num_scenes=dataset.num_scenes,
+        num_devices=dataset.num_devices,
+        dim=16,
+        num_blocks=1,
+        num_heads=1,
+        head_dim=8,
+    )
+    root = tmp_path_factory.mktemp("encoder-bundle")
+    model = encoder_model.RetrievalEncoder(model_config).eval()
+    checkpoint = encoder_serving.save_user_encoder(model, root / "checkpoint", dataset.catalogue.category)
+    return Path(bundle_module.build_bundle(dataset, root / "bundle", encoder_path=checkpoint))
+
+
 def make_settings(bundle_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"bundle_path": bundle_path, "redis_url": None, "worker_block_ms": 50}
     values.update(overrides)

@@ -54,3 +54,41 @@ async def test_baseline_bundle_serves_every_endpoint(baseline_bundle: Path) -> N
             assert anchor not in [item["item_id"] for item in similar["items"]]
             ready = (await client.get("/readyz")).json()
             assert ready["detail"]["serving_path"].startswith("baseline:")
+
+
+async def test_encoder_bundle_serves_ann_cache_cold_start_and_worker_vectors(encoder_bundle: Path) -> None:
+    import asyncio
+
+    app = create_app(make_settings(encoder_bundle))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tandem.test") as client:
+            services = app.state.services
+            serving = services.holder.current
+            assert serving.serving_path == "session_encoder" and serving.item_vectors is not None
+            user = next(iter(serving.fallback_histories))
+            first = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
+            second = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
+            assert (first["meta"]["served_by"], second["meta"]["served_by"]) == ("online", "cache")
+            assert first["items"] == second["items"] and {i["source"] for i in first["items"]} == {"ann"}
+            assert first["meta"]["model_version"] == serving.model_version
+
+            anchor = serving.raw_item(int(serving.popular_order[0]))
+            cold = (
+                await client.post("/v1/recommend", json={"user_id": "nobody", "anchors": [anchor]})
+            ).json()
+            assert cold["meta"]["served_by"] == "cold_start" and len(cold["items"]) == 10
+            similar = (await client.get(f"/v1/items/{anchor}/similar", params={"k": 3})).json()
+            assert similar["meta"]["served_by"] == "ann" and len(similar["items"]) == 3
+
+            event = {"user_id": user, "item_id": anchor, "action": "purchase", "timestamp": 1_900_000_000}
+            assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
+            for _ in range(100):  # the embedded worker recomputes the vector
+                state = await services.store.get_state(user)
+                if state.vector is not None and state.vector.newest_event_ts == 1_900_000_000:
+                    break
+                await asyncio.sleep(0.02)
+            assert state.vector is not None and state.vector.sequence == state.sequence
+            after = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
+            assert after["meta"]["served_by"] == "cache"
+            assert anchor not in [item["item_id"] for item in after["items"]]  # now seen
