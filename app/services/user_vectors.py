@@ -83,6 +83,9 @@ async def resolve_user_vector(
     if state is None:
         warnings.append("user state store unavailable: history from the bundle, recent events not seen")
         history = serving.fallback_histories.get(user, UserHistory.empty())
+    elif state.sequence == 0 and not state.events:
+        # Not seeded into this store (e.g. it was down at start-up): the bundle still knows the user.
+        history = serving.fallback_histories.get(user, UserHistory.empty())
     else:
         history = serving.history_from_events(state.events)
 

@@ -155,3 +155,13 @@ async def test_load_shedding_returns_429_with_retry_after(bundle_v1: Path) -> No
         assert second.headers["retry-after"] == "1"
         assert second.json()["error"]["code"] == "too_many_requests"
         assert (await first).status_code == 200
+
+
+async def test_training_user_missing_from_the_store_is_served_from_the_bundle(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (app, client):
+        store = app.state.services.store
+        store._histories.pop("u7")  # as if seeding had failed for this user
+        store._sequence.pop("u7")
+        body = (await client.post("/v1/recommend", json={"user_id": "u7", "k": 5})).json()
+        assert body["meta"]["served_by"] == "online"
+        assert not {item["item_id"] for item in body["items"]} & seen_items("u7")
