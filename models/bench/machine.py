@@ -54,6 +54,8 @@ def machine_info() -> dict[str, Any]:
         "faiss": _version("faiss-cpu"),
         "torch": _version("torch"),
         "commit": _commit(),
+        # The machine is shared: a high load average means latencies carry other processes' noise.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
