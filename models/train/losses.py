@@ -72,12 +72,10 @@ def sampled_softmax(
     if logq not in LOGQ_MODES:
         raise ValueError(f"logq must be one of {LOGQ_MODES}, got {logq!r}")
     valid = positives > 0
-    num_queries = query.shape[0]
     positive_scores = (query.unsqueeze(1) * item_vectors[positives]).sum(-1) / temperature  # [Q, n]
     pool_scores = query @ item_vectors[pool.items].T / temperature  # [Q, R]
-    vocab = item_vectors.shape[0]
-    row = torch.arange(num_queries, device=query.device).unsqueeze(1)
-    hits = torch.isin(row * vocab + pool.items.unsqueeze(0), (row * vocab + positives)[valid])
+    # accidental hits: pool entries equal to any positive of the same query -> [Q, R]
+    hits = (pool.items.view(1, 1, -1) == positives.masked_fill(~valid, -1).unsqueeze(-1)).any(dim=1)
     neg_inf = torch.finfo(pool_scores.dtype).min
     if logq == "none":
         negatives = pool_scores.masked_fill(hits, neg_inf).logsumexp(-1, keepdim=True)

@@ -1,0 +1,115 @@
+"""One call from a dataset + training events to a trained encoder (used by the CLI and the eval harness)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.data.schema import Dataset, EventTable
+from models.encoder.config import EncoderConfig
+from models.encoder.model import RetrievalEncoder
+from models.encoder.serving import load_encoder_checkpoint
+from models.inference import RequestContext
+from models.train.data import (
+    LayoutStore,
+    encoder_config_for,
+    histories_by_user,
+    item_categories,
+    target_probabilities,
+)
+from models.train.trainer import TrainConfig, TrainState, train_encoder
+from models.train.validation import NextItemCases, rank_metrics, target_ranks
+
+
+@dataclass
+class FitResult:
+    model: RetrievalEncoder
+    state: TrainState
+    item_category: np.ndarray
+
+
+def next_item_cases(dataset: Dataset, history_events: EventTable, target_events: EventTable) -> NextItemCases:
+    """For each user with a target event: history = their ``history_events``, target = their first
+    ``target_events`` row, request = that event's time/scene/device."""
+    histories = histories_by_user(history_events, dataset)
+    users, first = np.unique(target_events.user, return_index=True)
+    chosen = [(int(u), int(i)) for u, i in zip(users, first, strict=True) if int(u) in histories]
+    return NextItemCases(
+        histories=[histories[u] for u, _ in chosen],
+        targets=np.array([target_events.item[i] for _, i in chosen], dtype=np.int64),
+        contexts=[
+            RequestContext(
+                timestamp=int(target_events.timestamp[i]),
+                scene=int(target_events.scene[i]),
+                device=int(target_events.device[i]),
+            )
+            for _, i in chosen
+        ],
+    )
+
+
+def subsample(cases: NextItemCases, limit: int, seed: int) -> NextItemCases:
+    if len(cases.targets) <= limit:
+        return cases
+    keep = np.sort(np.random.default_rng(seed).choice(len(cases.targets), limit, replace=False))
+    return NextItemCases(
+        [cases.histories[i] for i in keep], cases.targets[keep], [cases.contexts[i] for i in keep]
+    )
+
+
+def initialise_from(model: RetrievalEncoder, source: Path | str) -> None:
+    """Incremental training: copy weights from a checkpoint or bundle. The item table may have grown
+    (new items keep their fresh initialisation); every other tensor must match in shape."""
+    previous, _ = load_encoder_checkpoint(source)
+    if previous.config.kind != model.config.kind:
+        raise ValueError(f"{source}: encoder kind {previous.config.kind!r} != {model.config.kind!r}")
+    own = model.state_dict()
+    for name, tensor in previous.state_dict().items():
+        if name not in own:
+            raise ValueError(f"{source}: unexpected tensor {name}")
+        if own[name].shape == tensor.shape:
+            own[name] = tensor
+        elif name == "embed.item.weight" and tensor.shape[0] <= own[name].shape[0]:
+            own[name][: tensor.shape[0]] = tensor
+        else:
+            raise ValueError(
+                f"{source}: {name} has shape {tuple(tensor.shape)}, model has {tuple(own[name].shape)}"
+            )
+    model.load_state_dict(own)
+
+
+def fit_encoder(
+    dataset: Dataset,
+    train_events: EventTable,
+    base_config: EncoderConfig,
+    train: TrainConfig,
+    valid_cases: NextItemCases | None = None,
+    init_from: Path | str | None = None,
+    checkpoint_path: Path | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FitResult:
+    torch.set_num_threads(train.threads)
+    torch.manual_seed(train.seed)
+    config = EncoderConfig.from_dict(resume["config"]) if resume else encoder_config_for(dataset, base_config)
+    model = RetrievalEncoder(config)
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+    elif init_from is not None:
+        initialise_from(model, init_from)
+    item_category = item_categories(dataset)
+    store = LayoutStore(histories_by_user(train_events, dataset), config, item_category)
+    item_prob = target_probabilities(train_events, config.num_items)
+    validate = None
+    if valid_cases is not None and len(valid_cases.targets):
+        cases = valid_cases
+
+        def validate(m: RetrievalEncoder) -> dict[str, float]:
+            ranks = target_ranks(m, item_category, cases, exclude_window=config.max_tokens)
+            return rank_metrics(ranks, cutoffs=(10, 50))
+
+    state = train_encoder(model, store, item_prob, item_category, train, validate, checkpoint_path, resume)
+    return FitResult(model, state, item_category)

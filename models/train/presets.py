@@ -1,0 +1,30 @@
+"""Named sizes: ``tiny`` (tests, seconds), ``quick`` (first ``make serve``, <= 3 min on 2 cores),
+``default`` (models.md 1.11 / 7: the CPU defaults for MovieLens-1M)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from models.encoder.config import EncoderConfig
+from models.train.trainer import TrainConfig
+
+PRESETS = ("tiny", "quick", "default")
+
+
+def preset(name: str, kind: str) -> tuple[EncoderConfig, TrainConfig]:
+    """(model config without vocabulary sizes, training config) for a preset and model kind."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}, expected one of {PRESETS}")
+    # causal baselines read 200 items (models.md 2.5); the session layout needs room for context tokens
+    max_tokens = 256 if kind == "session_encoder" else 200
+    model = EncoderConfig(kind=kind, dim=64, num_blocks=2, num_heads=2, head_dim=32, max_tokens=max_tokens)
+    train = TrainConfig(epochs=15 if kind == "session_encoder" else 20, batch_size=128)
+    if name == "tiny":
+        model = replace(model, dim=16, num_blocks=1, num_heads=2, head_dim=8, max_tokens=48, dropout=0.0)
+        train = replace(
+            train, epochs=3, batch_size=16, n_inbatch=32, n_uniform=32, patience=0, progress=False
+        )
+    elif name == "quick":
+        model = replace(model, max_tokens=128 if kind == "session_encoder" else 100)
+        train = replace(train, epochs=6, n_inbatch=256, n_uniform=256, patience=2, max_minutes=2.5)
+    return EncoderConfig.from_dict(model.to_dict()), train
