@@ -376,7 +376,7 @@ def build_bundle(
             files["encoder"] = encoder_file
             encoder = _load_with(ENCODER_LOADER, directory / encoder_file)
             index, item_vectors = build_index_for_encoder(
-                encoder, _history_sample(dataset), index_kind, index_config
+                encoder, history_sample(dataset), index_kind, index_config
             )
             np.save(directory / "item_vectors.npy", item_vectors)
             index.save(directory / "index")
@@ -414,7 +414,7 @@ def build_bundle(
     return write_atomically(out_dir, assemble, overwrite=overwrite)
 
 
-def _history_sample(dataset: Dataset, max_users: int = 300) -> list[tuple[UserHistory, int]]:
+def history_sample(dataset: Dataset, max_users: int = 300) -> list[tuple[UserHistory, int]]:
     """Up to ``max_users`` users' recent histories (with the time of their last event) for index tuning."""
     recent = recent_events(dataset.events, dataset.num_users, HISTORY_LENGTH)
     users = recent["user"]
