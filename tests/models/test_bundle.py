@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,25 @@ def test_bad_bundle_paths_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(ValueError, match="format_version"):
         Bundle.load(tmp_path)
+
+
+def test_bundle_with_the_tiny_session_encoder(dataset: Dataset, tmp_path: Path) -> None:
+    fit = pytest.importorskip("models.train.fit")
+    from models.encoder.serving import save_user_encoder
+    from models.train.presets import preset
+
+    model_config, train = preset("tiny", "session_encoder")
+    result = fit.fit_encoder(dataset, dataset.events, model_config, replace(train, epochs=1, threads=1))
+    checkpoint = save_user_encoder(result.model, tmp_path / "encoder.pt", result.item_category)
+    path = build_bundle(dataset, tmp_path / "bundle", encoder_path=checkpoint, index_config=INDEX_CONFIG)
+    loaded = Bundle.load(path)
+    assert loaded.manifest["serving_path"] == "session_encoder"
+    assert loaded.encoder is not None and loaded.index is not None
+    _, history = next(loaded.recent_histories())
+    context = RequestContext(timestamp=int(history.timestamp[-1]) + 1)
+    vector = loaded.encoder.encode([history], [context])
+    assert vector.shape == (1, loaded.encoder.dim)
+    items, _ = loaded.index.search(vector, 10, exclude=[set(history.item.tolist())])
+    assert (items[0] >= FIRST_REAL_ID).all() and not set(items[0].tolist()) & set(history.item.tolist())
+    # The reloaded encoder gives the same vectors as the trained one.
+    np.testing.assert_allclose(loaded.encoder.item_vectors(), np.load(path / "item_vectors.npy"), atol=1e-6)
