@@ -76,7 +76,12 @@ def checkpoint_dict(
         "version": version,
         "config": model.config.to_dict(),
         "sizes": asdict(model.sizes),
-        "funnel": asdict(funnel),
+        "funnel": {
+            "names": list(funnel.names),
+            "rating_thresholds": list(funnel.rating_thresholds) if funnel.rating_thresholds else None,
+            "click_actions": [int(a) for a in funnel.click_actions],
+            "pay_actions": [int(a) for a in funnel.pay_actions],
+        },
         "state_dict": model.state_dict(),
         "anchors": {
             "neighbours": torch.from_numpy(sources.cooccurrence.neighbours),
