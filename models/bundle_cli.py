@@ -1,0 +1,98 @@
+"""``tandem bundle build``: assemble an artifact bundle from a dataset and trained checkpoints.
+
+    tandem bundle build --dataset ml-1m --encoder var/models/ml-1m-session_encoder.pt --ranker var/models/r.pt
+    tandem bundle build --default          # what `make serve` does on first run: train quick models if needed
+
+Without ``--encoder`` the bundle is baseline-only (popularity + co-occurrence). Prints the bundle path and
+the manifest's versions, serving path and index recall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from models.bundle import Bundle, build_bundle, data_fingerprint
+from models.index import IndexBuildConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", default=None, help="dataset name (default: ml-1m if present, else synthetic)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=Path("var/data"), help="prepared-dataset cache")
+    parser.add_argument("--encoder", type=Path, default=None, help="encoder checkpoint (config + state_dict)")
+    parser.add_argument("--ranker", type=Path, default=None, help="ranker checkpoint")
+    parser.add_argument("--index-kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto")
+    parser.add_argument("--target-recall", type=float, default=IndexBuildConfig.target_recall)
+    parser.add_argument("--metrics", type=Path, default=None, help="JSON file of offline metrics to record")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="bundle directory (default var/bundles/<name>)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    parser.add_argument(
+        "--default", action="store_true", help="ensure the default bundle under --root (trains quick models)"
+    )
+    parser.add_argument("--root", type=Path, default=Path("var"), help="with --default: where bundles live")
+
+
+def _read_metrics(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise SystemExit(f"{path}: metrics file not found") from error
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
+    if not isinstance(metrics, dict):
+        raise SystemExit(f"{path}: expected a JSON object of metrics")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.default:
+        from models.pipeline import ensure_default_bundle
+
+        path = ensure_default_bundle(args.data_dir, root=args.root)
+    else:
+        from models.data.datasets import default_dataset, load_dataset
+
+        dataset = (
+            load_dataset(args.dataset, args.data_dir, args.cache_dir)
+            if args.dataset
+            else default_dataset(args.data_dir, args.cache_dir)
+        )
+        out = args.out or Path("var/bundles") / f"{dataset.name}-{data_fingerprint(dataset)[:12]}-custom"
+        path = build_bundle(
+            dataset,
+            out,
+            encoder_path=args.encoder,
+            ranker_path=args.ranker,
+            index_kind=args.index_kind,
+            index_config=IndexBuildConfig(target_recall=args.target_recall),
+            metrics=_read_metrics(args.metrics),
+            config={
+                "command": "tandem bundle build",
+                "encoder": str(args.encoder),
+                "ranker": str(args.ranker),
+            },
+            overwrite=args.overwrite,
+        )
+    manifest = Bundle.load(path).manifest
+    summary = {
+        "bundle": str(path),
+        "model_version": manifest["model_version"],
+        "index_version": manifest["index_version"],
+        "serving_path": manifest["serving_path"],
+        "index": manifest["metrics"].get("index", {}),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
