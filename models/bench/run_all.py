@@ -91,10 +91,13 @@ def bench_encoder(dataset: Dataset, repeats: int) -> dict[str, Any]:
     histories, contexts = _requests(dataset, 64)
     results: dict[str, Any] = {}
     for batch in (1, 32):
-        chosen = histories[:batch], contexts[:batch]
+        # Cycle through 32 different users so batch 1 is not one user's history length.
+        starts = itertools.cycle(range(0, 32, batch))
+        chosen = histories[:32], contexts[:32]
 
-        def encode(chosen: tuple[list[Any], list[RequestContext]] = chosen) -> object:
-            return encoder.encode(*chosen)
+        def encode(starts: Any = starts, size: int = batch) -> object:
+            start = next(starts)
+            return encoder.encode(histories[start : start + size], contexts[start : start + size])
 
         results[f"batch_{batch}"] = summary(time_calls(encode, repeats // max(1, batch // 8)))
         results[f"batch_{batch}"]["config"] = {
@@ -102,6 +105,7 @@ def bench_encoder(dataset: Dataset, repeats: int) -> dict[str, Any]:
             "kind": config.kind,
             "max_tokens": config.max_tokens,
             "history_events_mean": round(float(np.mean([len(h) for h in chosen[0]])), 1),
+            "threads": 1,
         }
     return results
 
@@ -154,9 +158,8 @@ def bench_ann(num_items: int, repeats: int, kinds: tuple[str, ...], k: int = 200
             return index.search(queries[row : row + 1], k, exclude=exclude)
 
         results[kind] = summary(time_calls(search_one, repeats))
-        results[kind]["knob"] = {
-            key: value for key, value in index.metadata["chosen"].items() if key != "param"
-        }
+        chosen = index.metadata["chosen"]
+        results[kind]["knob"] = {chosen["param"]: chosen["value"], f"recall@{k}": chosen["recall_at_k"]}
         results[kind]["build_seconds"] = index.metadata["build_seconds"]
         del index
     return results

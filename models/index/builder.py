@@ -75,7 +75,8 @@ def _faiss_index(
         params = {"M": config.hnsw_m, "ef_construction": config.hnsw_ef_construction}
     else:
         nlist = config.ivf_nlist or _default_nlist(real_vectors.shape[0])
-        nlist = min(nlist, real_vectors.shape[0])
+        # k-means wants >= 39 points per centroid; small catalogues get fewer lists instead of a warning.
+        nlist = max(1, min(nlist, real_vectors.shape[0] // 39))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(config.seed)
