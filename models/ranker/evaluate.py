@@ -19,6 +19,7 @@ import torch
 
 from models.data.schema import Dataset
 from models.evaluate.metrics import ranking_metrics, target_ranks
+from models.ranker.anchors import AnchorSources
 from models.ranker.config import RankerConfig, TrainConfig
 from models.ranker.features import collate
 from models.ranker.metrics import auc, gauc
@@ -90,10 +91,16 @@ def prepare_experiment(
     return experiment, retriever
 
 
-def encode(experiment: RankerExperiment, config: RankerConfig, part: str) -> EncodedRequests:
+def encode_sources(experiment: RankerExperiment, config: RankerConfig) -> AnchorSources:
+    """Anchor sources fitted on the events before the cut (popularity timeline over all events)."""
     dataset = experiment.dataset
     train_events = dataset.events.take(dataset.events.timestamp < experiment.cut)
-    sources = fit_anchor_sources(train_events, dataset.events, dataset.num_items, config)
+    return fit_anchor_sources(train_events, dataset.events, dataset.num_items, config)
+
+
+def encode(experiment: RankerExperiment, config: RankerConfig, part: str) -> EncodedRequests:
+    dataset = experiment.dataset
+    sources = encode_sources(experiment, config)
     requests = experiment.train_requests if part == "train" else experiment.test_requests
     retrieved = experiment.train_retrieved if part == "train" else experiment.test_retrieved
     return encode_requests(config, feature_sizes(dataset), dataset.funnel, sources, requests, retrieved)

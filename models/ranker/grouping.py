@@ -51,3 +51,27 @@ def serving_groups(candidates: torch.Tensor, valid: torch.Tensor, group_size: in
     else:
         raise ValueError(f"unknown grouping mode '{mode}'")
     return _groups_from_keys(keys, valid, group_size)
+
+
+def group_layout(group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather index that packs each group's candidates together.
+
+    group [B, N] int (-1 = padding) -> (index [B, G, S] int64 into N, slot_valid [B, G, S] bool) with G the
+    number of groups and S the largest group; ``x[b, index[b, g, s]]`` is the s-th member of group g.
+    """
+    batch, num_candidates = group.shape
+    valid = group >= 0
+    num_groups = int(group.max().clamp(min=0)) + 1
+    key = torch.where(valid, group, torch.full_like(group, num_groups))
+    order = torch.argsort(key, dim=1, stable=True)
+    sorted_key = torch.gather(key, 1, order)
+    first = torch.searchsorted(sorted_key.contiguous(), sorted_key.contiguous(), right=False)
+    slot = torch.arange(num_candidates, device=group.device)[None] - first
+    member = sorted_key < num_groups
+    size = int(slot[member].max()) + 1 if bool(member.any()) else 1
+    index = torch.zeros(batch, num_groups, size, dtype=torch.int64, device=group.device)
+    slot_valid = torch.zeros(batch, num_groups, size, dtype=torch.bool, device=group.device)
+    rows = torch.arange(batch, device=group.device)[:, None].expand_as(order)
+    index[rows[member], sorted_key[member], slot[member]] = order[member]
+    slot_valid[rows[member], sorted_key[member], slot[member]] = True
+    return index, slot_valid

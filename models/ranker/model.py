@@ -22,7 +22,8 @@ from torch import nn
 
 from models.ranker.config import FeatureSizes, RankerConfig
 from models.ranker.layers import CachedAttentionLayer
-from models.ranker.masks import candidate_block_mask, context_mask, full_sequence_mask
+from models.ranker.grouping import group_layout
+from models.ranker.masks import context_mask, full_sequence_mask
 from models.ranker.tokens import RankerBatch, TokenEmbedder
 
 KeyValues = tuple[torch.Tensor, torch.Tensor]
@@ -72,7 +73,9 @@ class OnePieceRanker(nn.Module):
         block_caches: list[list[KeyValues]],
         mask: torch.Tensor,
     ) -> torch.Tensor:
-        """One candidate-side block [B, N, d] through all layers; appends its keys/values per layer."""
+        """One candidate-side block [R, M, d] through all layers; appends its keys/values per layer.
+
+        context_cache holds per-layer keys/values already aligned with the R rows; mask [R, M, P + M]."""
         hidden = block
         for index, layer in enumerate(self.layers):
             past_keys = [context_cache[index][0]] + [kv[0] for kv in block_caches[index]]
@@ -92,15 +95,35 @@ class OnePieceRanker(nn.Module):
         return torch.stack(logits, dim=1)
 
     def forward(self, batch: RankerBatch) -> RankerOutput:
+        """Grouped fast path: candidates are packed per group ([B*G, S, d]) so each one only computes
+        attention against the context and its own group, never against masked-out other groups."""
         context_cache, context_valid = self.encode_context(batch)
-        block = self.embed.candidates(batch.candidate_item)
+        index, slot_valid = group_layout(batch.group)  # [B, G, S]
+        batch_size, num_groups, size = index.shape
+        rows = torch.arange(batch_size, device=index.device)[:, None, None].expand_as(index)
+        tokens = self.embed.candidates(batch.candidate_item)  # [B, N, d]
+        block = tokens[rows, index].reshape(batch_size * num_groups, size, -1)  # [B*G, S, d]
+        grouped_cache = [
+            (k.repeat_interleave(num_groups, dim=0), v.repeat_interleave(num_groups, dim=0))
+            for k, v in context_cache
+        ]
+        valid = slot_valid.reshape(batch_size * num_groups, size)
+        context_part = context_valid.repeat_interleave(num_groups, dim=0)[:, None, :].expand(-1, size, -1)
+        members = valid[:, None, :] | torch.eye(size, dtype=torch.bool, device=valid.device)[None]
         block_caches: list[list[KeyValues]] = [[] for _ in self.layers]
-        stages: list[torch.Tensor] = []
+        grouped_stages: list[torch.Tensor] = []
         for step in range(self.config.reasoning_steps + 1):
             if step > 0:
-                block = stages[-1] + self.step_embedding.weight[step - 1]
-            mask = candidate_block_mask(context_valid, batch.group, step + 1)
-            stages.append(self._run_block(block, context_cache, block_caches, mask))
+                block = grouped_stages[-1] + self.step_embedding.weight[step - 1]
+            mask = torch.cat([context_part, members.repeat(1, 1, step + 1)], dim=2)
+            grouped_stages.append(self._run_block(block, grouped_cache, block_caches, mask))
+        stages = []
+        for grouped in grouped_stages:
+            scattered = tokens.new_zeros(tokens.shape)
+            scattered[rows[slot_valid], index[slot_valid]] = grouped.reshape(
+                batch_size, num_groups, size, -1
+            )[slot_valid]
+            stages.append(scattered)
         return RankerOutput(self._heads(stages), batch.group >= 0)
 
     def forward_reference(self, batch: RankerBatch) -> RankerOutput:
