@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.ranker.config import FeatureSizes, RankerConfig
-from models.ranker.layers import CachedAttentionLayer
 from models.ranker.grouping import group_layout
+from models.ranker.layers import CachedAttentionLayer
 from models.ranker.masks import context_mask, full_sequence_mask
 from models.ranker.tokens import RankerBatch, TokenEmbedder
 
