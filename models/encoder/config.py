@@ -51,6 +51,8 @@ class EncoderConfig:
     use_rab_p: bool | None = None  # None: on for hstu, off for session_encoder (models.md 1.5)
     use_rope: bool | None = None  # session-wise RoPE; None: on for session_encoder only
     token_specific: bool = True  # TSN (models.md 1.3), session_encoder only
+    # HSTU attention divisor: "max_tokens" (the reference's fixed N) or "keys" (visible keys per query)
+    attention_norm: str = "max_tokens"
 
     # optional mixture-of-experts feed-forward after each HSTU block (models.md 1.6)
     moe_experts: int = 0  # 0 = off

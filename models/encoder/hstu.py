@@ -71,6 +71,7 @@ class HSTUBlock(nn.Module):
         self.bias = RelativeBias(config.max_tokens, bool(config.use_rab_p), config.use_rab_t)
         self.use_rope = bool(config.use_rope)
         self.norm_length = float(config.max_tokens)
+        self.normalise_by_keys = config.attention_norm == "keys"
         for linear in (self.uvqk, self.uvqk_context):
             if linear is not None:
                 nn.init.xavier_uniform_(linear.weight)
@@ -99,7 +100,12 @@ class HSTUBlock(nn.Module):
         rab = self.bias(ts, query_ts)
         if rab is not None:
             scores = scores + rab
-        attention = F.silu(scores) / self.norm_length * mask.unsqueeze(1)
+        if self.normalise_by_keys:
+            # divide by the number of keys each query may see (depends only on the user's own layout)
+            norm = mask.sum(-1, keepdim=True).clamp(min=1).unsqueeze(1).to(scores.dtype)
+        else:
+            norm = torch.full((), self.norm_length, dtype=scores.dtype)
+        attention = F.silu(scores) / norm * mask.unsqueeze(1)
         mixed = (attention @ v).transpose(1, 2).reshape(batch, length, -1)  # [B, T, h d_v]
         gated = u * F.layer_norm(mixed, (mixed.shape[-1],))
         return x + self.out(self.dropout(gated))

@@ -89,9 +89,9 @@ class TorchUserEncoder:
 
 
 def encoder_path(path: Path | str) -> Path:
-    """A checkpoint file, or a directory (bundle) holding ``encoder.pt``."""
+    """A checkpoint file, or a directory (existing, or a path without suffix) holding ``encoder.pt``."""
     path = Path(path)
-    return path / ENCODER_FILE if path.is_dir() else path
+    return path / ENCODER_FILE if path.is_dir() or not path.suffix else path
 
 
 def save_user_encoder(

@@ -49,7 +49,7 @@ class TrainConfig:
 class TrainState:
     epoch: int = 0
     best_epoch: int = 0
-    best_score: float = -1.0
+    best_score: float = float("-inf")
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
 

@@ -1,0 +1,48 @@
+import numpy as np
+import torch
+
+from models.encoder.config import EncoderConfig
+from models.encoder.layout import build_layout, pad_jagged, stack_layouts
+from models.encoder.model import RetrievalEncoder, to_tensors
+from models.encoder.serving import load_user_encoder, save_user_encoder, user_feature_matrix
+from models.inference import RequestContext, UserHistory
+from tests.models.encoder.test_model import CATEGORY, NUM_ITEMS, random_history, tiny_config
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = RetrievalEncoder(tiny_config("session_encoder", moe_experts=2)).eval()
+    rng = np.random.default_rng(0)
+    histories = [random_history(rng, n) for n in (0, 5, 33)]
+    contexts = [RequestContext(timestamp=2_000_000_000 + i, scene=1) for i in range(3)]
+    path = save_user_encoder(model, tmp_path / "bundle", CATEGORY, version="v1")
+    assert path.name == "encoder.pt"
+    original = load_user_encoder(tmp_path / "bundle")
+    again = load_user_encoder(path)
+    assert original.version == "v1" and original.dim == 16
+    first = original.encode(histories, contexts)
+    assert first.dtype == np.float32 and first.shape == (3, 16)
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)  # empty history included
+    assert np.array_equal(first, again.encode(histories, contexts))
+    items = original.item_vectors()
+    assert items.shape == (NUM_ITEMS, 16) and not items[:2].any()
+    assert np.allclose(np.linalg.norm(items[2:], axis=1), 1.0, atol=1e-5)
+
+
+def test_serving_matches_training_time_forward(tmp_path):
+    torch.manual_seed(1)
+    config: EncoderConfig = tiny_config("session_encoder")
+    model = RetrievalEncoder(config).eval()
+    rng = np.random.default_rng(3)
+    histories: list[UserHistory] = [random_history(rng, n) for n in (7, 40)]
+    contexts = [RequestContext(timestamp=2_100_000_000, scene=1, device=1)] * 2
+    served = load_user_encoder(save_user_encoder(model, tmp_path / "e.pt", CATEGORY))
+    vectors = served.encode(histories, contexts)
+    # the training path: same layout code, one padded forward, the appended context token through g_0
+    layouts = [build_layout(h, c, config, CATEGORY) for h, c in zip(histories, contexts, strict=True)]
+    jagged = stack_layouts(layouts, user_feature_matrix(config, histories))
+    with torch.no_grad():
+        hidden, _ = model(to_tensors(pad_jagged(jagged)), torch.as_tensor(jagged.user_features))
+        last = torch.as_tensor(jagged.lengths - 1)
+        expected = model.query_vectors(hidden[torch.arange(2), last]).numpy()
+    assert np.allclose(vectors, expected, atol=1e-6)
