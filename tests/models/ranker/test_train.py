@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from models.ranker.config import preset
+from models.ranker.config import RankerConfig, preset
 from models.ranker.features import RequestFeatures, collate
 from models.ranker.metrics import auc
 from models.ranker.model import OnePieceRanker
@@ -14,7 +14,7 @@ from models.ranker.train import EncodedRequests, sample_candidates, task_labels,
 from tests.models.ranker.fakes import SIZES
 
 
-def _features(config, gender: int, rng: np.random.Generator) -> RequestFeatures:  # type: ignore[no-untyped-def]
+def _features(config: RankerConfig, gender: int, rng: np.random.Generator) -> RequestFeatures:
     history = rng.integers(2, SIZES.num_items, size=config.history_len)
     return RequestFeatures(
         history_item=history,
@@ -26,7 +26,7 @@ def _features(config, gender: int, rng: np.random.Generator) -> RequestFeatures:
     )
 
 
-def _planted(config, count: int, seed: int) -> tuple[EncodedRequests, list[int]]:  # type: ignore[no-untyped-def]
+def _planted(config: RankerConfig, count: int, seed: int) -> tuple[EncodedRequests, list[int]]:
     rng = np.random.default_rng(seed)
     genders = rng.integers(1, 3, size=count).tolist()
     items = np.arange(2, SIZES.num_items)
