@@ -104,8 +104,9 @@ class ItemIndex:
         queries: [B, d] float32; exclude: B sets of item indices (or None).
         Returns (items [B, k] int64, scores [B, k] float32), best first; -1 / -inf pad a row only when
         fewer than k items remain after exclusions. Over-fetches first (k, a margin, and up to k more for
-        the exclusions) and retries the rows left short with a fetch grown by ``RETRY_GROWTH`` (and, for
-        IVF, more probed lists) until they fill or the whole index has been scanned.
+        the exclusions) and retries the rows left short: exact and IVF with a fetch grown by
+        ``RETRY_GROWTH`` (IVF also probing more lists) until they fill or the index is exhausted; HNSW
+        with the exclusion set applied inside the graph walk (a faiss ID selector), one query at a time.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -145,9 +146,37 @@ class ItemIndex:
             if not short.any() or exhausted:
                 return out_items, out_scores
             pending = pending[short]
+            if self.kind == "hnsw" and exclude is not None:
+                # A larger fetch would mean a larger efSearch (a walk over much of the graph when most of
+                # the catalogue is excluded); filtering inside the walk keeps the cost near one search.
+                for row in pending.tolist():
+                    items_row, scores_row = self._filtered_search(queries[row], k, exclude[row], settings)
+                    out_items[row], out_scores[row] = items_row, scores_row
+                return out_items, out_scores
             fetch = min(self.num_real_items, fetch * RETRY_GROWTH)
             if self.kind == "ivf":  # probed lists can run dry before the fetch does
                 settings.nprobe = min(self.faiss_index.nlist, settings.nprobe * RETRY_GROWTH)
+
+    def _filtered_search(
+        self, query: np.ndarray, k: int, excluded: set[int], settings: SearchSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """HNSW top-k of one query [d] with ``excluded`` item indices filtered during the graph walk."""
+        labels = np.fromiter(excluded, dtype=np.int64, count=len(excluded)) - FIRST_REAL_ID
+        labels = labels[(labels >= 0) & (labels < self.num_real_items)]
+        batch = faiss.IDSelectorBatch(labels)
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
+        params.sel = faiss.IDSelectorNot(batch)  # ``batch`` stays referenced until the search returns
+        # Excluded nodes still take room in the walk's candidate list, so a dense excluded neighbourhood
+        # can leave fewer than k results: grow efSearch until k come back or the graph is covered.
+        ef_search = max(settings.ef_search, k)
+        while True:
+            params.efSearch = ef_search
+            scores, found = self.faiss_index.search(query[None, :], k, params=params)
+            if (found[0] >= 0).all() or ef_search >= self.num_real_items:
+                break
+            ef_search = min(self.num_real_items, ef_search * RETRY_GROWTH)
+        items = np.where(found[0] >= 0, found[0] + FIRST_REAL_ID, -1).astype(np.int64)
+        return items, np.where(items >= 0, scores[0], -np.inf).astype(np.float32)
 
     def _checked_queries(self, queries: np.ndarray) -> np.ndarray:
         queries = np.asarray(queries, dtype=np.float32)

@@ -121,3 +121,15 @@ def test_bad_input_is_rejected(index: ItemIndex, tmp_path) -> None:
         ItemIndex.load(tmp_path / "missing")
     with pytest.raises(ValueError, match="NaN"):
         build_index(np.full((10, 4), np.nan, dtype=np.float32))
+
+
+def test_excluding_most_of_the_catalogue_still_fills_k(index: ItemIndex, queries: np.ndarray) -> None:
+    # Every even item and every item of the query's plain top-300 are excluded: far more than any
+    # over-fetch budget, so HNSW must filter inside its walk and IVF/exact must widen the search.
+    plain, _ = index.search(queries[:3], 300)
+    exclude = [set(range(0, NUM_ITEMS, 2)) | set(row.tolist()) for row in plain]
+    items, scores = index.search(queries[:3], 10, exclude=exclude)
+    for row in range(3):
+        assert (items[row] >= FIRST_REAL_ID).all() and len(set(items[row].tolist())) == 10
+        assert not set(items[row].tolist()) & exclude[row]
+        assert np.isfinite(scores[row]).all()
