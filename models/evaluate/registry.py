@@ -12,6 +12,9 @@ from models.evaluate.scorer import ModelFactory
 MODELS: dict[str, str] = {
     "popularity": "models.baselines.popularity:build_popularity",
     "cooccurrence": "models.baselines.cooccurrence:build_cooccurrence",
+    "sasrec": "models.train.eval_adapter:build_sasrec",
+    "hstu": "models.train.eval_adapter:build_hstu",
+    "session_encoder": "models.train.eval_adapter:build_session_encoder",
 }
 
 

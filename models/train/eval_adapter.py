@@ -1,0 +1,62 @@
+"""Registry factories for ``tandem eval`` (``models.evaluate.registry``): train an encoder under the
+protocol's split, then score the whole catalogue with the serving path (``encode_histories``).
+
+Size and budget: ``TANDEM_ENCODER_PRESET`` (tiny | quick | default, default ``default``),
+``TANDEM_ENCODER_EPOCHS`` and ``TANDEM_ENCODER_MAX_MINUTES`` (per model and seed) override the preset.
+Training uses the split's train part only: validation targets are held out for early stopping.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from models.evaluate.scorer import FitInput, Scorer
+from models.inference import RequestContext, UserHistory
+from models.train.fit import FitResult, fit_encoder, next_item_cases, subsample
+from models.train.presets import preset
+
+
+class EncoderScorer:
+    def __init__(self, result: FitResult) -> None:
+        self.result = result
+        with torch.inference_mode():
+            self.items = result.model.item_vectors().float().numpy()
+
+    def score_users(self, histories: list[UserHistory], contexts: list[RequestContext]) -> np.ndarray:
+        from models.encoder.serving import encode_histories
+
+        users = encode_histories(self.result.model, self.result.item_category, histories, contexts)
+        return (users @ self.items.T).astype(np.float32)
+
+
+def _fit(kind: str, fit: FitInput) -> Scorer:
+    model_config, train = preset(os.environ.get("TANDEM_ENCODER_PRESET", "default"), kind)
+    overrides: dict[str, float | int | bool] = {"seed": fit.seed, "progress": False}
+    if os.environ.get("TANDEM_ENCODER_EPOCHS"):
+        overrides["epochs"] = int(os.environ["TANDEM_ENCODER_EPOCHS"])
+    if os.environ.get("TANDEM_ENCODER_MAX_MINUTES"):
+        overrides["max_minutes"] = float(os.environ["TANDEM_ENCODER_MAX_MINUTES"])
+    train = replace(train, **overrides)  # type: ignore[arg-type]
+    if not model_config.is_session:
+        model_config = replace(model_config, max_tokens=fit.max_history)
+    dataset, split = fit.dataset, fit.split
+    train_events = dataset.events.take(split.train)
+    valid = next_item_cases(dataset, train_events, dataset.events.take(split.valid))
+    result = fit_encoder(dataset, train_events, model_config, train, subsample(valid, 1000, fit.seed))
+    return EncoderScorer(result)
+
+
+def build_session_encoder(fit: FitInput) -> Scorer:
+    return _fit("session_encoder", fit)
+
+
+def build_hstu(fit: FitInput) -> Scorer:
+    return _fit("hstu", fit)
+
+
+def build_sasrec(fit: FitInput) -> Scorer:
+    return _fit("sasrec", fit)
