@@ -40,7 +40,7 @@ class TrainConfig:
     patience: int = 3  # epochs without a better validation NDCG@10 before stopping (0 = never stop)
     seed: int = 0
     threads: int = 2
-    max_minutes: float = 0.0  # 0 = no wall-clock limit
+    max_minutes: float = 0.0  # wall-clock budget for the loop (0 = none); no epoch starts that would overrun
     min_target_ts: int = 0  # incremental runs: supervise only targets at or after this time
     progress: bool = True
 
@@ -200,7 +200,9 @@ def train_encoder(
             save_checkpoint(checkpoint_path, model, optimizer, state, train, item_category, best_state)
         if train.patience and epoch - state.best_epoch >= train.patience:
             break
-        if train.max_minutes and time.perf_counter() - started > train.max_minutes * 60:
+        # stop when another epoch like the last one would overrun the wall-clock budget
+        elapsed = time.perf_counter() - started
+        if train.max_minutes and elapsed + record["epoch_seconds"] > train.max_minutes * 60:
             break
     model.load_state_dict(best_state)
     model.eval()
