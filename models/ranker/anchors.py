@@ -9,7 +9,7 @@ Every group is computed from information available strictly before the request t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class PopularityTimeline:
     num_items: int
     days: int
     top_k: int
+    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def from_events(events: EventTable, num_items: int, days: int, top_k: int) -> PopularityTimeline:
@@ -52,6 +53,11 @@ class PopularityTimeline:
     def popular_before(self, timestamp: int) -> np.ndarray:
         """Top-k items of the ``days`` full days before the day of ``timestamp`` -> [<= k] int64."""
         day_start = (int(timestamp) // SECONDS_PER_DAY) * SECONDS_PER_DAY
+        if day_start not in self._cache:
+            self._cache[day_start] = self._popular_before_day(day_start)
+        return self._cache[day_start]
+
+    def _popular_before_day(self, day_start: int) -> np.ndarray:
         end = int(np.searchsorted(self.timestamp, day_start, side="left"))
         start = int(np.searchsorted(self.timestamp, day_start - self.days * SECONDS_PER_DAY, side="left"))
         if end - start < MIN_WINDOW_EVENTS:
@@ -99,8 +105,8 @@ def anchor_groups(
         elif anchor_type == ANCHOR_NEIGHBOURS:
             recent = history_item[-3:]
             scores = cooccurrence_scores(sources.cooccurrence, recent[recent >= FIRST_REAL_ID])
-            top = np.argsort(-scores, kind="stable")[:length]
-            items = top[scores[top] > 0]
+            candidates = np.flatnonzero(scores > 0)
+            items = candidates[np.argsort(-scores[candidates], kind="stable")[:length]]
         elif anchor_type == ANCHOR_POPULAR:
             if sources.timeline is not None:
                 items = sources.timeline.popular_before(request_timestamp)

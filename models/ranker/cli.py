@@ -15,6 +15,7 @@ from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, load_dataset
 from models.ranker.config import PRESETS, preset
 from models.ranker.evaluate import VARIANTS, encode_sources, evaluate_ranker, fit_variant, prepare_experiment
 from models.ranker.report import write_report
+from models.ranker.retrieval import CandidateRetriever
 from models.ranker.serving import save_ranker
 
 
@@ -50,6 +51,30 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         "threads": args.threads,
     }
     return model_config, replace(train_config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def evaluate_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    results_dir: str | Path = "docs/results",
+    preset_name: str = "quick",
+    epochs: int = 3,
+    max_train_requests: int = 4000,
+    eval_candidates: int = 100,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    retriever: CandidateRetriever | None = None,
+    command: str = "",
+) -> dict[str, Path]:
+    """Entry point for ``tandem eval --stage ranker``: trains the variants on ``name`` and writes
+    ranking-<name>.{json,md,png} into ``results_dir``. ``retriever`` = any frozen candidate source (default:
+    the co-occurrence item-kNN fitted before the split)."""
+    model_config, train_config = preset(preset_name)
+    train_config = replace(train_config, epochs=epochs, max_train_requests=max_train_requests)
+    torch.set_num_threads(train_config.threads)
+    dataset = load_dataset(name, data_dir, cache_dir)
+    report = evaluate_ranker(dataset, model_config, train_config, variants, retriever, eval_candidates)
+    return write_report(report, Path(results_dir), command or f"tandem eval --stage ranker --dataset {name}")
 
 
 def run_ranker_evaluation(args: argparse.Namespace) -> dict[str, Path]:

@@ -53,6 +53,8 @@ class RankerConfig:
     train_max_positives: int = 6
     train_uniform_negatives: int = 3
     retrieval_depth: int = 100  # hard negatives come from the retriever's top-N
+    # True: positives only where the retriever found them (as at serving); False: every session item
+    train_positives_in_retrieved: bool = False
     popular_days: int = 7
 
     def __post_init__(self) -> None:

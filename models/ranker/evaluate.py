@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,7 @@ class RankerExperiment:
     train_retrieved: list[np.ndarray]
     test_retrieved: list[np.ndarray]
     eval_candidates: int
+    sources: dict[tuple[int, int], AnchorSources] = field(default_factory=dict)
 
 
 def prepare_experiment(
@@ -92,10 +93,14 @@ def prepare_experiment(
 
 
 def encode_sources(experiment: RankerExperiment, config: RankerConfig) -> AnchorSources:
-    """Anchor sources fitted on the events before the cut (popularity timeline over all events)."""
-    dataset = experiment.dataset
-    train_events = dataset.events.take(dataset.events.timestamp < experiment.cut)
-    return fit_anchor_sources(train_events, dataset.events, dataset.num_items, config)
+    """Anchor sources fitted on the events before the cut (popularity timeline over all events), cached
+    per (anchor_len, popular_days)."""
+    key = (config.anchor_len, config.popular_days)
+    if key not in experiment.sources:
+        dataset = experiment.dataset
+        train_events = dataset.events.take(dataset.events.timestamp < experiment.cut)
+        experiment.sources[key] = fit_anchor_sources(train_events, dataset.events, dataset.num_items, config)
+    return experiment.sources[key]
 
 
 def encode(experiment: RankerExperiment, config: RankerConfig, part: str) -> EncodedRequests:

@@ -100,6 +100,10 @@ def sample_candidates(
     retrieved: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> (items [<= train_candidates] int64, funnel level per item [same] int64, 0 = negative)."""
+    if config.train_positives_in_retrieved:
+        found = np.isin(positive_item, retrieved)
+        if found.any():  # keep the serving distribution: every candidate comes from the retriever
+            positive_item, positive_level = positive_item[found], positive_level[found]
     take = min(len(positive_item), config.train_max_positives)
     chosen = rng.choice(len(positive_item), size=take, replace=False)
     items, levels = positive_item[chosen], positive_level[chosen]
