@@ -55,6 +55,9 @@ class RankerConfig:
     retrieval_depth: int = 100  # hard negatives come from the retriever's top-N
     # True: positives only where the retriever found them (as at serving); False: every session item
     train_positives_in_retrieved: bool = False
+    # a candidate token also carries its log2-bucketed retrieval rank (cascade feature; breaks the
+    # independence of a candidate's score from the list order, so off by default)
+    use_retrieval_rank: bool = False
     popular_days: int = 7
 
     def __post_init__(self) -> None:

@@ -41,6 +41,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_reasoning": {"reasoning_steps": 0},
     "single_task": {"tasks": (1,), "serving_weights": (1.0,)},
     "group_size_1": {"group_size": 1},
+    # cascade variant: trained only on what the retriever found, with its rank as a candidate feature
+    "onepiece_with_rank": {
+        "use_retrieval_rank": True,
+        "train_positives_in_retrieved": True,
+        "train_uniform_negatives": 0,
+    },
 }
 KS = (10,)
 

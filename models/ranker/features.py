@@ -75,13 +75,18 @@ def collate(
     features: list[RequestFeatures],
     candidates: list[np.ndarray],
     generator: torch.Generator | None = None,
+    ranks: list[np.ndarray] | None = None,
 ) -> RankerBatch:
     """Pads candidate lists to the longest. With ``generator`` the groups are random (training), else the
-    deterministic serving grouping of ``config.serving_grouping``."""
+    deterministic serving grouping of ``config.serving_grouping``. ``ranks``: retrieval rank per candidate
+    (-1 = not retrieved); None = the lists are in retrieval order."""
     longest = max((len(c) for c in candidates), default=0)
     candidate_item = np.zeros((len(candidates), longest), dtype=np.int64)
     for row, items in enumerate(candidates):
         candidate_item[row, : len(items)] = items
+    rank = np.full((len(candidates), longest), -1, dtype=np.int64)
+    for row, items in enumerate(candidates):
+        rank[row, : len(items)] = ranks[row] if ranks is not None else np.arange(len(items))
     candidate_tensor = torch.from_numpy(candidate_item)
     valid = candidate_tensor > 0
     if generator is not None:
@@ -101,4 +106,5 @@ def collate(
         situation=stack("situation"),
         candidate_item=candidate_tensor,
         group=group,
+        candidate_rank=torch.from_numpy(rank),
     )

@@ -20,6 +20,7 @@ from torch import nn
 from models.data.schema import NUM_ACTIONS
 from models.ranker.config import NUM_ANCHOR_TYPES, FeatureSizes, RankerConfig
 
+RANK_BUCKETS = 12  # log2 buckets of the retrieval rank: 0, 1, 2-3, 4-7, ...; the last row = not retrieved
 SEGMENT_HISTORY, SEGMENT_ANCHOR, SEGMENT_USER, SEGMENT_SITUATION, SEGMENT_CANDIDATE = range(5)
 
 
@@ -40,6 +41,7 @@ class RankerBatch:
     situation: torch.Tensor
     candidate_item: torch.Tensor
     group: torch.Tensor
+    candidate_rank: torch.Tensor | None = None  # [B, N] 0-based retrieval rank, -1 = not retrieved
 
 
 class ItemProjection(nn.Module):
@@ -82,6 +84,7 @@ class TokenEmbedder(nn.Module):
         self.dow = nn.Embedding(7, d)
         self.situation_proj = nn.Linear(d, d)
         self.segment = nn.Embedding(5, d)
+        self.retrieval_rank = nn.Embedding(RANK_BUCKETS + 1, d)
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
         self.register_buffer(
@@ -135,9 +138,19 @@ class TokenEmbedder(nn.Module):
             raise ValueError(f"context has {tokens.shape[1]} tokens, config expects {cfg.context_len}")
         return self.dropout(self.norm(tokens)), valid
 
-    def candidates(self, candidate_item: torch.Tensor) -> torch.Tensor:
-        """candidate_item [B, N] -> tokens [B, N, d] (no positions)."""
+    def candidates(
+        self, candidate_item: torch.Tensor, candidate_rank: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """candidate_item [B, N] (+ retrieval rank [B, N] when configured) -> tokens [B, N, d] (no positions)."""
         tokens = (
             self._item_features(candidate_item, self.candidate_items) + self.segment.weight[SEGMENT_CANDIDATE]
         )
+        if self.config.use_retrieval_rank:
+            if candidate_rank is None:
+                raise ValueError("config.use_retrieval_rank needs batch.candidate_rank")
+            bucket = torch.floor(torch.log2(candidate_rank.clamp(min=0).to(torch.float32) + 1)).to(
+                torch.int64
+            )
+            bucket = torch.where(candidate_rank < 0, RANK_BUCKETS, bucket.clamp(max=RANK_BUCKETS - 1))
+            tokens = tokens + self.retrieval_rank(bucket)
         return self.dropout(self.norm(tokens))

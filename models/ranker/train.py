@@ -117,6 +117,15 @@ def sample_candidates(
     return np.concatenate([items, negatives]), np.concatenate([levels, np.zeros(len(negatives), np.int64)])
 
 
+def retrieval_ranks(items: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
+    """0-based position of each item in the retrieved list, -1 when absent. [n] -> [n] int64."""
+    if len(retrieved) == 0:
+        return np.full(len(items), -1, dtype=np.int64)
+    order = np.argsort(retrieved, kind="stable")
+    found = np.clip(np.searchsorted(retrieved[order], items), 0, len(retrieved) - 1)
+    return np.where(retrieved[order][found] == items, order[found], -1).astype(np.int64)
+
+
 def task_labels(levels: list[np.ndarray], tasks: tuple[int, ...], width: int) -> torch.Tensor:
     """Per-request levels -> [B, num_tasks, width] float labels (level >= task level)."""
     padded = np.zeros((len(levels), width), dtype=np.int64)
@@ -162,7 +171,10 @@ def train_ranker(
                 )
                 for i in rows
             ]
-            batch = collate(config, [data.features[i] for i in rows], [s[0] for s in sampled], generator)
+            ranks = [retrieval_ranks(s[0], data.retrieved[i]) for s, i in zip(sampled, rows, strict=True)]
+            batch = collate(
+                config, [data.features[i] for i in rows], [s[0] for s in sampled], generator, ranks
+            )
             labels = task_labels([s[1] for s in sampled], config.tasks, batch.candidate_item.shape[1])
             output = model(batch)
             loss, _ = ranking_loss(
