@@ -14,7 +14,7 @@ DESCRIPTIONS = {
     "no_reasoning": "K = 0 (all task heads on the backbone output)",
     "single_task": "trained on the first funnel task only",
     "group_size_1": "C = 1 (every candidate scored alone, M-FALCON mode)",
-    "onepiece_with_rank": "full ranker trained only on retrieved candidates, with the retrieval rank as a feature",
+    "onepiece_with_rank": "full ranker trained on retrieved candidates only, retrieval rank as a feature",
 }
 
 

@@ -141,7 +141,7 @@ class TokenEmbedder(nn.Module):
     def candidates(
         self, candidate_item: torch.Tensor, candidate_rank: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """candidate_item [B, N] (+ retrieval rank [B, N] when configured) -> tokens [B, N, d] (no positions)."""
+        """candidate_item [B, N] (+ retrieval rank [B, N] if configured) -> tokens [B, N, d], no positions."""
         tokens = (
             self._item_features(candidate_item, self.candidate_items) + self.segment.weight[SEGMENT_CANDIDATE]
         )
