@@ -79,3 +79,20 @@ def test_sampled_candidates_hold_positives_hard_and_uniform_negatives() -> None:
     labels = task_labels([levels], (1, 2, 3), len(items))
     assert labels.shape == (1, 3, len(items))
     assert torch.equal(labels[0, 1], torch.from_numpy((levels >= 2).astype(np.float32)))
+
+
+def test_retrieval_ranks_and_the_rank_feature() -> None:
+    from models.ranker.train import retrieval_ranks
+    from tests.models.ranker.fakes import random_batch, tiny_model
+
+    assert retrieval_ranks(np.array([7, 3, 9]), np.array([3, 5, 7])).tolist() == [2, 0, -1]
+    config, _ = preset("tiny", use_retrieval_rank=True, group_size=1)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=1, num_candidates=4)
+    batch.candidate_rank = torch.tensor([[0, 1, 2, 3]])
+    with torch.inference_mode():
+        first = model(batch).task_logits
+        batch.candidate_rank = torch.tensor([[3, 1, 2, 0]])
+        second = model(batch).task_logits
+    assert torch.equal(first[..., 1:3], second[..., 1:3])  # same ranks, C = 1: same scores
+    assert not torch.equal(first[..., 0], second[..., 0])
