@@ -26,5 +26,5 @@ def preset(name: str, kind: str) -> tuple[EncoderConfig, TrainConfig]:
         )
     elif name == "quick":
         model = replace(model, max_tokens=128 if kind == "session_encoder" else 100)
-        train = replace(train, epochs=6, n_inbatch=256, n_uniform=256, patience=2, max_minutes=2.5)
+        train = replace(train, epochs=30, n_inbatch=256, n_uniform=256, patience=4, max_minutes=2.5)
     return EncoderConfig.from_dict(model.to_dict()), train
