@@ -32,7 +32,9 @@ def _module_exists(name: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tandem", description="Two-stage recommender: train, evaluate, serve.")
+    parser = argparse.ArgumentParser(
+        prog="tandem", description="Two-stage recommender: train, evaluate, serve."
+    )
     top = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, (module_name, help_text) in COMMANDS.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ from typing import Any
 import torch
 
 from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, load_dataset
+from models.data.schema import Dataset
 from models.ranker.config import PRESETS, preset
 from models.ranker.evaluate import VARIANTS, encode_sources, evaluate_ranker, fit_variant, prepare_experiment
 from models.ranker.report import write_report
-from models.ranker.retrieval import CandidateRetriever
+from models.ranker.retrieval import CandidateRetriever, EncoderRetriever
 from models.ranker.serving import save_ranker
 
 
@@ -75,6 +77,39 @@ def evaluate_dataset(
     dataset = load_dataset(name, data_dir, cache_dir)
     report = evaluate_ranker(dataset, model_config, train_config, variants, retriever, eval_candidates)
     return write_report(report, Path(results_dir), command or f"tandem eval --stage ranker --dataset {name}")
+
+
+def train_quick(
+    dataset: Dataset, out_dir: Path, encoder_path: Path | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The ``quick`` preset for the first ``make serve`` (models.pipeline): trains on ``dataset`` with the
+    bundle's own encoder as the frozen candidate source when there is one (the co-occurrence item-kNN
+    otherwise) and writes ``out_dir/ranker.pt``. Returns the path and the training log."""
+    model_config, train_config = preset("quick")
+    torch.set_num_threads(train_config.threads)
+    retriever: CandidateRetriever | None = None
+    if encoder_path is not None:
+        from models.encoder.serving import load_user_encoder
+
+        exclude_seen = dataset.funnel.rating_thresholds is not None  # a film is rated once
+        retriever = EncoderRetriever(load_user_encoder(encoder_path), exclude_seen=exclude_seen)
+    started = time.perf_counter()
+    experiment, _ = prepare_experiment(dataset, model_config, train_config, retriever)
+    model, log = fit_variant(experiment, model_config, train_config)
+    path = save_ranker(
+        Path(out_dir) / "ranker.pt",
+        model,
+        encode_sources(experiment, model_config),
+        dataset.funnel,
+        f"ranker-{dataset.name}",
+    )
+    seconds = time.perf_counter() - started
+    source = "encoder" if encoder_path is not None else "cooccurrence"
+    return path, {
+        "train_seconds": round(seconds, 1),
+        "retriever": source,
+        "epochs": log,
+    }
 
 
 def run_ranker_evaluation(args: argparse.Namespace) -> dict[str, Path]:

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from models.data.schema import FIRST_REAL_ID, EventTable
-from models.inference import UserHistory
+from models.inference import RequestContext, UserEncoder, UserHistory
 
 
 class CandidateRetriever(Protocol):
@@ -104,4 +104,41 @@ class CooccurrenceRetriever:
             k_eff = min(k, int(np.isfinite(scores).sum()))
             top = np.argpartition(-scores, k_eff - 1)[:k_eff] if k_eff > 0 else np.zeros(0, np.int64)
             out.append(top[np.argsort(-scores[top], kind="stable")].astype(np.int64))
+        return out
+
+
+class EncoderRetriever:
+    """Candidates from a trained retrieval encoder: exact inner product over its item vectors.
+
+    The request time of each history is taken as one second after its newest event (the moment the next
+    session starts), the same convention the evaluation of the encoder uses. ``exclude_seen`` drops the
+    history's items, as serving does by default.
+    """
+
+    def __init__(self, encoder: UserEncoder, exclude_seen: bool = False, batch_size: int = 64) -> None:
+        self.encoder = encoder
+        self.exclude_seen = exclude_seen
+        self.batch_size = batch_size
+        self._items = encoder.item_vectors().astype(np.float32)  # [I, d]
+
+    def retrieve(self, histories: Sequence[UserHistory], k: int) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for begin in range(0, len(histories), self.batch_size):
+            chunk = list(histories[begin : begin + self.batch_size])
+            contexts = [
+                RequestContext(
+                    timestamp=int(h.timestamp[-1]) + 1 if len(h) else 0,
+                    scene=int(h.scene[-1]) if len(h) else 1,
+                    device=int(h.device[-1]) if len(h) else 1,
+                )
+                for h in chunk
+            ]
+            scores = self.encoder.encode(chunk, contexts) @ self._items.T  # [b, I]
+            scores[:, :FIRST_REAL_ID] = -np.inf
+            for row, history in zip(scores, chunk, strict=True):
+                if self.exclude_seen and len(history):
+                    row[history.item.astype(np.int64)] = -np.inf
+                k_eff = min(k, int(np.isfinite(row).sum()))
+                top = np.argpartition(-row, k_eff - 1)[:k_eff] if k_eff > 0 else np.zeros(0, np.int64)
+                out.append(top[np.argsort(-row[top], kind="stable")].astype(np.int64))
         return out
