@@ -1,7 +1,7 @@
 import numpy as np
 
 from models.data.schema import EventTable
-from models.inference import UserHistory
+from models.inference import RequestContext, UserHistory
 from models.ranker.retrieval import CooccurrenceRetriever, fit_cooccurrence
 
 
@@ -44,3 +44,30 @@ def test_retriever_prefers_neighbours_of_recent_items_and_can_exclude_seen() -> 
     assert len(top) == 3 and 0 not in top and 1 not in top
     excluded = CooccurrenceRetriever(table, exclude_seen=True).retrieve([_history([2, 3])], k=5)[0]
     assert 2 not in excluded and 3 not in excluded
+
+
+def test_encoder_retriever_returns_the_encoders_exact_top_k(tmp_path) -> None:
+    import torch
+
+    from models.encoder.model import RetrievalEncoder
+    from models.encoder.serving import load_user_encoder, save_user_encoder
+    from models.ranker.retrieval import EncoderRetriever
+    from tests.models.encoder.test_model import CATEGORY, random_history, tiny_config
+
+    torch.manual_seed(0)
+    model = RetrievalEncoder(tiny_config("hstu")).eval()
+    encoder = load_user_encoder(save_user_encoder(model, tmp_path / "e.pt", CATEGORY))
+    rng = np.random.default_rng(3)
+    histories = [random_history(rng, n) for n in (5, 12, 30)]
+    lists = EncoderRetriever(encoder, exclude_seen=True, batch_size=2).retrieve(histories, 10)
+    items = encoder.item_vectors()
+    for history, top in zip(histories, lists, strict=True):
+        assert len(top) == 10 and len(set(top.tolist())) == 10
+        assert (top >= 2).all() and not set(top.tolist()) & set(history.item.tolist())
+        context = RequestContext(
+            int(history.timestamp[-1]) + 1, int(history.scene[-1]), int(history.device[-1])
+        )
+        scores = encoder.encode([history], [context])[0] @ items.T
+        scores[:2] = -np.inf
+        scores[history.item] = -np.inf
+        np.testing.assert_array_equal(top, np.argsort(-scores, kind="stable")[:10])
