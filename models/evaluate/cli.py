@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", action="append", default=[], help=f"repeatable; registered: {sorted(MODELS)}"
     )
+    parser.add_argument(
+        "--stage",
+        choices=("retrieval", "ranker"),
+        default="retrieval",
+        help="ranker: train the ranker variants and compare with the retrieval order (ranking-<dataset>.*)",
+    )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument("--dataset", action="append", choices=DATASET_NAMES, default=[], help="repeatable")
     parser.add_argument(
@@ -118,9 +124,24 @@ def evaluate_dataset(
     return report
 
 
+def run_ranker_stage(args: argparse.Namespace, command: str) -> int:
+    """``--stage ranker``: the ranker's own evaluation (models.ranker.cli.evaluate_dataset) per dataset."""
+    from models.ranker.cli import evaluate_dataset as evaluate_ranker_dataset
+
+    for name in _datasets(args):
+        paths = evaluate_ranker_dataset(
+            name, args.data_dir, args.cache_dir, args.out or DEFAULT_OUT_DIR, command=command
+        )
+        print(paths["md"].read_text(encoding="utf-8"))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     command = "tandem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
+        if args.stage == "ranker":
+            return run_ranker_stage(args, command)
         models = _models(args)
         datasets = _datasets(args)
         for name in datasets:
