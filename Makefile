@@ -1,5 +1,5 @@
 # Every target does its own set-up, idempotently: a fresh machine needs only Python 3.11.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -10,7 +10,7 @@ PORT ?= 8000
 .PHONY: serve test lint bench eval clean venv worker loadtest
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -22,6 +22,7 @@ serve: $(STAMP)
 	TANDEM_DATA_DIR=$${TANDEM_DATA_DIR:-$(DATA_DIR)} $(BIN)/tandem serve --host $(HOST) --port $(PORT)
 
 worker: $(STAMP)
+	@test -n "$$TANDEM_REDIS_URL" || { echo "make worker needs TANDEM_REDIS_URL (the embedded mode runs its worker inside make serve)"; exit 2; }
 	$(BIN)/tandem worker
 
 test: $(STAMP)
@@ -39,7 +40,8 @@ eval: $(STAMP)
 
 loadtest: $(STAMP)
 	$(BIN)/pip install --quiet '.[load]'
-	$(BIN)/locust -f loadtest/locustfile.py --headless --host http://$(HOST):$(PORT)
+	$(BIN)/locust -f loadtest/locustfile.py --config loadtest/locust.conf --host http://$(HOST):$(PORT) \
+		--p99-budget-ms $${P99_BUDGET_MS:-250} --max-error-ratio $${MAX_ERROR_RATIO:-0.01}
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
