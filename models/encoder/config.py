@@ -54,6 +54,9 @@ class EncoderConfig:
     # HSTU attention divisor: "max_tokens" (the reference's fixed N) or "keys" (visible keys per query)
     attention_norm: str = "max_tokens"
 
+    # session_encoder: add the mean item-table row of the previous session to each context token's input
+    context_pool: bool = False
+
     # optional mixture-of-experts feed-forward after each HSTU block (models.md 1.6)
     moe_experts: int = 0  # 0 = off
     moe_aux_weight: float = 0.01
@@ -62,6 +65,9 @@ class EncoderConfig:
     temperature: float = 0.05
     msp_horizon: int = 2  # 1 = no multi-session prediction head
     msp_weight: float = 0.5
+    # session_encoder: weight of a dense auxiliary L_nce where every item token of session k predicts the
+    # items of session k+1 with head g_0 (0 = off)
+    item_query_weight: float = 0.0
     click_weight: float = 0.5
     pay_weight: float = 0.5
     # funnel of the dataset (models.data.schema.Funnel fields), used for the level embedding and labels

@@ -19,7 +19,7 @@ from torch import nn
 
 from models.encoder.config import NUM_GAP_BUCKETS, EncoderConfig
 from models.encoder.hstu import HSTUBlock, scaled_init_
-from models.encoder.layout import CONTEXT_TOKEN
+from models.encoder.layout import CONTEXT_TOKEN, ITEM_TOKEN
 from models.encoder.masks import causal_mask, session_mask
 from models.encoder.moe import MoEFeedForward
 from models.encoder.sasrec import SASRecBlock
@@ -72,6 +72,8 @@ class TokenEmbedder(nn.Module):
         item_x = self.item(tokens["item"]) + self.action(tokens["action"]) + self.level(tokens["level"])
         item_x = item_x + self.category(tokens["category"]) + shared
         context_x = shared + self.gap(tokens["gap"])
+        if self.config.context_pool:
+            context_x = context_x + previous_session_mean(self.item(tokens["item"]), tokens)
         for column, table in enumerate(self.user.values()):
             context_x = context_x + table(user_features[:, column]).unsqueeze(1)
         is_context = (tokens["tok_type"] == CONTEXT_TOKEN).unsqueeze(-1)
@@ -79,6 +81,22 @@ class TokenEmbedder(nn.Module):
             context_x, item_x = self.project_context(context_x), self.project_item(item_x)
         x = torch.where(is_context, context_x, item_x)
         return self.dropout(x) * valid
+
+
+def previous_session_mean(item_x: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean item-table row of the previous session, placed on every token of a session.
+    item_x: [B, T, d] item-table rows; tokens: ``sess``, ``tok_type`` [B, T] -> [B, T, d], zero where the
+    previous session is missing (first kept session) or empty. Reads earlier sessions only: no leak."""
+    sess, tok_type = tokens["sess"], tokens["tok_type"]
+    batch, length, dim = item_x.shape
+    slots = int(sess.max()) + 2 if sess.numel() else 2
+    is_item = (tok_type == ITEM_TOKEN).unsqueeze(-1).to(item_x.dtype)
+    index = sess.unsqueeze(-1).expand(batch, length, dim)
+    sums = item_x.new_zeros(batch, slots, dim).scatter_add(1, index, item_x * is_item)
+    counts = item_x.new_zeros(batch, slots, 1).scatter_add(1, sess.unsqueeze(-1), is_item)
+    means = sums / counts.clamp(min=1)
+    previous = (sess - 1).clamp(min=0).unsqueeze(-1).expand(batch, length, dim)
+    return means.gather(1, previous) * (sess > 1).unsqueeze(-1).to(item_x.dtype)
 
 
 class RetrievalEncoder(nn.Module):

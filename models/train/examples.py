@@ -57,6 +57,22 @@ def session_targets(padded: dict[str, np.ndarray], max_items: int) -> Targets:
     return Targets(q_b, q_t, items, levels, next_items, padded["scene"][q_b, q_t])
 
 
+def item_token_targets(padded: dict[str, np.ndarray], session: Targets) -> Targets:
+    """Dense auxiliary queries (session layout): every item token of session k whose next session k+1 is a
+    query of ``session``; its targets are the items of session k+1. rows/cols: [Q'] item-token positions."""
+    tok_type, sess = padded["tok_type"], padded["sess"]
+    batch = tok_type.shape[0]
+    max_sess = int(sess.max()) + 3 if sess.size else 3
+    query_index = np.full((batch, max_sess), -1, dtype=np.int64)
+    query_index[session.rows, sess[session.rows, session.cols]] = np.arange(len(session.rows))
+    item_b, item_t = np.nonzero(tok_type == ITEM_TOKEN)
+    following = query_index[item_b, sess[item_b, item_t] + 1]
+    keep = following >= 0
+    rows, cols, following = item_b[keep], item_t[keep], following[keep]
+    items, levels = session.items[following], session.levels[following]
+    return Targets(rows, cols, items, levels, np.zeros_like(items), padded["scene"][rows, cols])
+
+
 def causal_targets(padded: dict[str, np.ndarray]) -> Targets:
     tok_type = padded["tok_type"]
     has_next = np.zeros_like(tok_type, dtype=bool)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from models.encoder.model import RetrievalEncoder, to_tensors
 from models.train.data import LayoutStore, PaddedBatch
-from models.train.examples import build_targets
+from models.train.examples import build_targets, item_token_targets
 from models.train.losses import (
     listwise_funnel_loss,
     log_multiplicity,
@@ -83,13 +83,13 @@ def batch_loss(
     )
     n_b = train.n_inbatch if (targets.items > 0).any() else 0
 
-    def nce(head: int, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        query = model.query_vectors(query_hidden, head)
+    def nce(rows_hidden: torch.Tensor, head: int, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        query = model.query_vectors(rows_hidden, head)
         log_m = log_multiplicity(items, item_prob, n_b, train.n_uniform, config.num_items)
         loss, valid = sampled_softmax(query, items, log_m, item_vectors, pool, config.temperature, train.logq)
         return mean_over_valid(loss, valid), query
 
-    per_query, query = nce(0, positives)
+    per_query, query = nce(query_hidden, 0, positives)
     if config.is_session:
         scores = (query.unsqueeze(1) * item_vectors[positives]).sum(-1) / config.temperature
         levels = torch.as_tensor(targets.levels)
@@ -97,9 +97,16 @@ def batch_loss(
         pay, _ = listwise_funnel_loss(scores, levels, min_level=3)
         per_query = per_query + config.click_weight * click + config.pay_weight * pay
         if config.msp_horizon > 1 and (targets.next_items > 0).any():
-            next_loss, _ = nce(1, torch.as_tensor(targets.next_items))
+            next_loss, _ = nce(query_hidden, 1, torch.as_tensor(targets.next_items))
             per_query = per_query + config.msp_weight * next_loss
     loss = scene_normalised_sum(per_query, torch.as_tensor(targets.scene)) + aux
+    if config.is_session and config.item_query_weight > 0:
+        dense = item_token_targets(batch.tokens, targets)
+        if len(dense.rows):
+            item_hidden = hidden[torch.as_tensor(dense.rows), torch.as_tensor(dense.cols)]
+            dense_loss, _ = nce(item_hidden, 0, torch.as_tensor(dense.items))
+            dense_scene = torch.as_tensor(dense.scene)
+            loss = loss + config.item_query_weight * scene_normalised_sum(dense_loss, dense_scene)
     return loss, len(targets.rows)
 
 

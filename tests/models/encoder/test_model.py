@@ -6,7 +6,7 @@ import torch
 
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import build_layout, pad_jagged, stack_layouts
-from models.encoder.model import RetrievalEncoder, to_tensors
+from models.encoder.model import RetrievalEncoder, previous_session_mean, to_tensors
 from models.inference import RequestContext, UserHistory
 
 NUM_ITEMS = 40
@@ -79,9 +79,10 @@ def test_output_does_not_depend_on_batch_padding(kind):
     assert torch.allclose(alone[0], together[0], atol=1e-5)
 
 
-def test_session_encoder_context_token_ignores_own_session_items():
+@pytest.mark.parametrize("context_pool", [False, True])
+def test_session_encoder_context_token_ignores_own_session_items(context_pool):
     torch.manual_seed(0)
-    config = tiny_config("session_encoder", dropout=0.0)
+    config = tiny_config("session_encoder", dropout=0.0, context_pool=context_pool)
     model = RetrievalEncoder(config).eval()
     rng = np.random.default_rng(2)
     h = random_history(rng, 10)
@@ -97,3 +98,14 @@ def test_session_encoder_context_token_ignores_own_session_items():
     ctx = int(np.flatnonzero((padded["sess"][0] == last_session) & (padded["tok_type"][0] == 1))[0])
     assert torch.allclose(before[0, ctx], after[0, ctx], atol=1e-6)
     assert not torch.allclose(before[0, own_items], after[0, own_items])
+
+
+def test_previous_session_mean_reads_only_the_previous_session():
+    # layout [c1 a b c2 d c3]: c2 and d get mean(a, b); c3 gets d; session 1 gets zero
+    tokens = {
+        "sess": torch.tensor([[1, 1, 1, 2, 2, 3, 0]]),
+        "tok_type": torch.tensor([[1, 2, 2, 1, 2, 1, 0]]),
+    }
+    rows = torch.arange(7, dtype=torch.float32).view(1, 7, 1).expand(1, 7, 2)
+    pooled = previous_session_mean(rows, tokens)[0, :, 0]
+    assert pooled.tolist() == [0.0, 0.0, 0.0, 1.5, 1.5, 4.0, 0.0]
