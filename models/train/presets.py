@@ -18,6 +18,10 @@ def preset(name: str, kind: str) -> tuple[EncoderConfig, TrainConfig]:
     # causal baselines read 200 items (models.md 2.5); the session layout needs room for context tokens
     max_tokens = 256 if kind == "session_encoder" else 200
     model = EncoderConfig(kind=kind, dim=64, num_blocks=2, num_heads=2, head_dim=32, max_tokens=max_tokens)
+    if kind == "session_encoder":
+        # without these the context-token query collapses onto one popularity direction
+        # (docs/retrieval.md, "Why the session encoder did not learn")
+        model = replace(model, temperature=0.2, context_pool=True, item_query_weight=1.0)
     train = TrainConfig(epochs=15 if kind == "session_encoder" else 20, batch_size=128)
     if name == "tiny":
         model = replace(model, dim=16, num_blocks=1, num_heads=2, head_dim=8, max_tokens=48, dropout=0.0)

@@ -53,6 +53,16 @@ def test_causal_hstu_learns_planted_pattern(planted):
     assert learned > 1.4 * popular, (learned, popular)
 
 
+def test_session_encoder_learns_planted_pattern(planted):
+    train_events, cases = split_cases(planted)
+    model_config, train = preset("tiny", "session_encoder")
+    train = replace(train, epochs=15, batch_size=32, threads=1, learning_rate=1e-2)
+    result = fit_encoder(planted, train_events, model_config, train, valid_cases=None)
+    learned = rank_metrics(target_ranks(result.model, result.item_category, cases, 48), (10,))["HR@10"]
+    popular = popularity_hr10(planted, train_events, cases)
+    assert learned > 1.3 * popular, (learned, popular)
+
+
 @pytest.mark.parametrize("kind", ["session_encoder", "sasrec"])
 def test_causal_kinds_loss_falls(planted, kind):
     train_events, _ = split_cases(planted)
