@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from models.encoder.config import EncoderConfig
@@ -11,7 +12,8 @@ from tests.models.encoder.test_model import CATEGORY, NUM_ITEMS, random_history,
 
 def test_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
-    model = RetrievalEncoder(tiny_config("session_encoder", moe_experts=2)).eval()
+    config = tiny_config("session_encoder", moe_experts=2, context_pool=True, item_query_weight=1.0)
+    model = RetrievalEncoder(config).eval()
     rng = np.random.default_rng(0)
     histories = [random_history(rng, n) for n in (0, 5, 33)]
     contexts = [RequestContext(timestamp=2_000_000_000 + i, scene=1) for i in range(3)]
@@ -29,9 +31,10 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert np.allclose(np.linalg.norm(items[2:], axis=1), 1.0, atol=1e-5)
 
 
-def test_serving_matches_training_time_forward(tmp_path):
+@pytest.mark.parametrize("context_pool", [False, True])
+def test_serving_matches_training_time_forward(tmp_path, context_pool):
     torch.manual_seed(1)
-    config: EncoderConfig = tiny_config("session_encoder")
+    config: EncoderConfig = tiny_config("session_encoder", context_pool=context_pool, item_query_weight=1.0)
     model = RetrievalEncoder(config).eval()
     rng = np.random.default_rng(3)
     histories: list[UserHistory] = [random_history(rng, n) for n in (7, 40)]
