@@ -62,6 +62,8 @@ class Item(BaseModel):
     rank: int
     score: float
     source: str = Field(description="ranker | ann | cooccurrence | popular")
+    title: str | None = Field(default=None, description="catalogue title, when the dataset has one")
+    category: str | None = Field(default=None, description="catalogue category (first genre for films)")
 
 
 class Meta(BaseModel):

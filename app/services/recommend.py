@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.core import metrics
+from app.services.items import RankedItem
 from app.services.rules import CategoryFilter, mmr_order, passing
 from app.services.serving_bundle import ServingBundle
 from app.services.user_vectors import UserVector, resolve_user_vector
@@ -38,14 +39,6 @@ class RecommendQuery:
     category_not_in: list[str] = field(default_factory=list)
     diversity: float = 0.0
     exclude_seen: bool = True
-
-
-@dataclass
-class RankedItem:
-    item_id: str
-    rank: int
-    score: float
-    source: str  # ranker | ann | cooccurrence | popular
 
 
 @dataclass
@@ -185,7 +178,7 @@ def _select(
         warnings.append(f"only {len(chosen)} items remain after exclusions and filters (k={query.k})")
     timer.record("rules", started)
     items = [
-        RankedItem(serving.raw_item(item), rank, round(score, 6), source)
+        serving.ranked_item(item, rank, score, source)
         for rank, (item, score, source) in enumerate(chosen, start=1)
     ]
     return items, warnings

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.core import metrics
+from app.services.items import RankedItem
 from app.stores.base import StoredEvent
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
 from models.inference import RequestContext, UserHistory
@@ -59,6 +60,7 @@ class ServingBundle:
         self.scene_index = _index_of(vocabularies.get("scene", []))
         self.device_index = _index_of(vocabularies.get("device", []))
         self.category_index = _index_of(vocabularies.get("category", []))
+        self.category_names = {index: name for name, index in self.category_index.items()}
         self.item_category = np.asarray(self.catalogue.category, dtype=np.int64)
         popularity = np.asarray(bundle.popularity, dtype=np.float32).copy()
         popularity[:FIRST_REAL_ID] = -np.inf
@@ -82,6 +84,13 @@ class ServingBundle:
 
     def raw_item(self, item: int) -> str:
         return str(self.catalogue.raw_id[item])
+
+    def ranked_item(self, item: int, rank: int, score: float, source: str) -> RankedItem:
+        """An answer row: raw id plus the catalogue's title and category name (None when absent)."""
+        titles = self.catalogue.title
+        title = str(titles[item]) if item < len(titles) and titles[item] else None
+        category = self.category_names.get(int(self.item_category[item]))
+        return RankedItem(self.raw_item(item), rank, round(score, 6), source, title, category)
 
     def scene_of(self, name: str | None) -> int:
         return self.scene_index.get(name, UNKNOWN_ID) if name is not None else UNKNOWN_ID

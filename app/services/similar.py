@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.services.recommend import RankedItem
+from app.services.items import RankedItem
 from app.services.serving_bundle import ServingBundle
 from models.data.schema import FIRST_REAL_ID
 
@@ -27,6 +27,6 @@ def similar_items(serving: ServingBundle, item: int, k: int) -> list[RankedItem]
     keep = (found >= FIRST_REAL_ID) & (found != item)
     pairs = list(zip(found[keep].tolist(), found_scores[keep].tolist(), strict=True))[:k]
     return [
-        RankedItem(serving.raw_item(int(neighbour)), rank, round(float(score), 6), source)
+        serving.ranked_item(int(neighbour), rank, float(score), source)
         for rank, (neighbour, score) in enumerate(pairs, start=1)
     ]

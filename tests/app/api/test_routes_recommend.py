@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.conftest import make_settings, running_app
-from tests.app.fake_bundle import ITEMS_PER_CATEGORY, NUM_CATEGORIES, FakeBundle
+from tests.app.fake_bundle import CATEGORY_NAMES, ITEMS_PER_CATEGORY, NUM_CATEGORIES, FakeBundle
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +43,9 @@ async def test_known_user_gets_k_ranked_unseen_items_and_request_id_is_echoed(bu
         assert not {item["item_id"] for item in items} & seen_items("u1")
         # u1's history is in category 1: the planted clusters make most recommendations category 1.
         assert sum(category(item["item_id"]) == 1 for item in items) >= 3
+        # each row carries the catalogue's title for that id
+        assert all(item["title"] == f"item {int(item['item_id'][1:])}" for item in items)
+        assert all(item["category"] == CATEGORY_NAMES[category(item["item_id"])] for item in items)
         scores = [item["score"] for item in items]
         assert scores == sorted(scores, reverse=True)
 
