@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from models.data.histories import history_from_rows
 from models.data.jagged import JaggedBatch, offsets_from_lengths
 from models.data.schema import Dataset, EventTable
 from models.data.splits import Split
@@ -59,17 +60,7 @@ class EvalTask:
 
 def user_history(dataset: Dataset, user: int, start: int, stop: int) -> UserHistory:
     """Rows start:stop of the (user-sorted) event table as a serving-style history."""
-    e = dataset.events
-    rows = slice(start, stop)
-    return UserHistory(
-        item=e.item[rows].astype(np.int64),
-        action=e.action[rows].astype(np.int64),
-        value=e.value[rows].astype(np.float32),
-        timestamp=e.timestamp[rows].astype(np.int64),
-        scene=e.scene[rows].astype(np.int64),
-        device=e.device[rows].astype(np.int64),
-        user_features={name: int(column[user]) for name, column in dataset.user_features.items()},
-    )
+    return history_from_rows(dataset.events, slice(start, stop), dataset.user_features, user)
 
 
 def _context(events: EventTable, row: int) -> RequestContext:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.data.histories import history_from_rows
 from models.data.schema import Dataset, EventTable
 from models.inference import RequestContext, UserHistory
 
@@ -37,17 +38,7 @@ def split_time(events: EventTable, test_fraction: float = 0.1) -> int:
 
 
 def _history(dataset: Dataset, rows: slice, user: int) -> UserHistory:
-    ev = dataset.events
-    features = {name: int(column[user]) for name, column in dataset.user_features.items()}
-    return UserHistory(
-        item=ev.item[rows].astype(np.int64),
-        action=ev.action[rows].astype(np.int64),
-        value=ev.value[rows].astype(np.float32),
-        timestamp=ev.timestamp[rows].astype(np.int64),
-        scene=ev.scene[rows].astype(np.int64),
-        device=ev.device[rows].astype(np.int64),
-        user_features=features,
-    )
+    return history_from_rows(dataset.events, rows, dataset.user_features, user)
 
 
 def _request(dataset: Dataset, user: int, user_start: int, start: int, end: int) -> RankingRequest | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.data.histories import history_from_rows
 from models.data.schema import FIRST_REAL_ID, Dataset, EventTable
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import JaggedTokens, build_layout, pad_jagged, stack_layouts
@@ -28,20 +29,12 @@ def histories_by_user(events: EventTable, dataset: Dataset) -> dict[int, UserHis
     users = events.user[order]
     starts = np.flatnonzero(np.concatenate([[True], users[1:] != users[:-1]]))
     ends = np.append(starts[1:], len(users))
-    feature_names = sorted(dataset.user_features)
+    features = {name: dataset.user_features[name] for name in sorted(dataset.user_features)}
     result: dict[int, UserHistory] = {}
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
         rows = order[start:end]
         user = int(users[start])
-        result[user] = UserHistory(
-            item=events.item[rows].astype(np.int64),
-            action=events.action[rows].astype(np.int64),
-            value=events.value[rows].astype(np.float32),
-            timestamp=events.timestamp[rows].astype(np.int64),
-            scene=events.scene[rows].astype(np.int64),
-            device=events.device[rows].astype(np.int64),
-            user_features={name: int(dataset.user_features[name][user]) for name in feature_names},
-        )
+        result[user] = history_from_rows(events, rows, features, user)
     return result
 
 
