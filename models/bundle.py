@@ -36,7 +36,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.data.histories import history_from_rows
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, Catalogue, Dataset, EventTable
+from models.data.storage import read_catalogue
 from models.index import IndexBuildConfig, ItemIndex
 from models.index.from_encoder import build_index_for_encoder
 from models.inference import CandidateRanker, UserEncoder, UserHistory
@@ -254,15 +256,7 @@ class Bundle:
             user = int(users[start])
             yield (
                 self._user_raw_id[user],
-                UserHistory(
-                    item=columns["item"][start:stop].astype(np.int64),
-                    action=columns["action"][start:stop].astype(np.int64),
-                    value=columns["value"][start:stop].astype(np.float32),
-                    timestamp=columns["timestamp"][start:stop].astype(np.int64),
-                    scene=columns["scene"][start:stop].astype(np.int64),
-                    device=columns["device"][start:stop].astype(np.int64),
-                    user_features={name: int(values[user]) for name, values in self._user_features.items()},
-                ),
+                history_from_rows(columns, slice(start, stop), self._user_features, user),
             )
 
     @classmethod
@@ -280,14 +274,7 @@ class Bundle:
             if key not in manifest:
                 raise ValueError(f"{manifest_path}: field '{key}' missing")
         files = manifest["files"]
-        items = pq.read_table(path / "catalogue.parquet").to_pydict()
-        catalogue = Catalogue(
-            raw_id=items["raw_id"],
-            title=items["title"],
-            category=np.asarray(items["category"], dtype=np.int32),
-            genres=items["genres"],
-            year=np.asarray(items["year"], dtype=np.int16),
-        )
+        catalogue = read_catalogue(path / "catalogue.parquet")
         users = pq.read_table(path / "users.parquet")
         user_raw_id = [str(u) for u in users.column("raw_id").to_pylist()]
         features = {
@@ -301,7 +288,10 @@ class Bundle:
             catalogue=catalogue,
             item_index={raw: row for row, raw in enumerate(catalogue.raw_id) if row >= 2},
             user_index={raw: row for row, raw in enumerate(user_raw_id) if row >= 2},
-            popularity=np.asarray(items["popularity"], dtype=np.float32),
+            popularity=pq.read_table(path / "catalogue.parquet", columns=["popularity"])
+            .column("popularity")
+            .to_numpy()
+            .astype(np.float32),
             _history_table=pq.read_table(path / "recent_events.parquet"),
             _user_features=features,
             _user_raw_id=user_raw_id,
@@ -423,14 +413,7 @@ def history_sample(dataset: Dataset, max_users: int = 300) -> list[tuple[UserHis
     picks = np.random.default_rng(0).permutation(starts.shape[0])[:max_users]
     sample = []
     for start, stop in zip(starts[picks].tolist(), stops[picks].tolist(), strict=True):
-        history = UserHistory(
-            item=recent["item"][start:stop].astype(np.int64),
-            action=recent["action"][start:stop].astype(np.int64),
-            value=recent["value"][start:stop].astype(np.float32),
-            timestamp=recent["timestamp"][start:stop].astype(np.int64),
-            scene=recent["scene"][start:stop].astype(np.int64),
-            device=recent["device"][start:stop].astype(np.int64),
-        )
+        history = history_from_rows(recent, slice(start, stop))
         sample.append((history, int(history.timestamp[-1])))
     return sample
 

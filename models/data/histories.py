@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from models.data.schema import EventTable
@@ -9,16 +11,20 @@ from models.inference import UserHistory
 
 
 def history_from_rows(
-    events: EventTable, rows: slice | np.ndarray, user_features: dict[str, np.ndarray], user: int
+    events: EventTable | Mapping[str, np.ndarray],
+    rows: slice | np.ndarray,
+    user_features: Mapping[str, np.ndarray] | None = None,
+    user: int = 0,
 ) -> UserHistory:
-    """events[rows] (one user's events, oldest first) -> UserHistory, with that user's static features
-    read from ``user_features`` (name -> [num_users] index column)."""
+    """events[rows] (one user's events, oldest first; an EventTable or its columns by name) ->
+    UserHistory, with that user's static features read from ``user_features`` (name -> [num_users])."""
+    columns = events if isinstance(events, Mapping) else vars(events)
     return UserHistory(
-        item=events.item[rows].astype(np.int64),
-        action=events.action[rows].astype(np.int64),
-        value=events.value[rows].astype(np.float32),
-        timestamp=events.timestamp[rows].astype(np.int64),
-        scene=events.scene[rows].astype(np.int64),
-        device=events.device[rows].astype(np.int64),
-        user_features={name: int(column[user]) for name, column in user_features.items()},
+        item=columns["item"][rows].astype(np.int64),
+        action=columns["action"][rows].astype(np.int64),
+        value=columns["value"][rows].astype(np.float32),
+        timestamp=columns["timestamp"][rows].astype(np.int64),
+        scene=columns["scene"][rows].astype(np.int64),
+        device=columns["device"][rows].astype(np.int64),
+        user_features={name: int(column[user]) for name, column in (user_features or {}).items()},
     )

@@ -115,14 +115,7 @@ def load_prepared(directory: Path, verify: bool = True) -> Dataset:
             for name, dtype in EVENT_COLUMNS.items()
         }
     )
-    items = pq.read_table(directory / "items.parquet").to_pydict()
-    catalogue = Catalogue(
-        raw_id=items["raw_id"],
-        title=items["title"],
-        category=np.asarray(items["category"], dtype=np.int32),
-        genres=items["genres"],
-        year=np.asarray(items["year"], dtype=np.int16),
-    )
+    catalogue = read_catalogue(directory / "items.parquet")
     users = pq.read_table(directory / "users.parquet")
     features = {
         name: users.column(name).to_numpy().astype(np.int32)
@@ -140,4 +133,16 @@ def load_prepared(directory: Path, verify: bool = True) -> Dataset:
         num_scenes=int(manifest["num_scenes"]),
         num_devices=int(manifest["num_devices"]),
         num_categories=int(manifest["num_categories"]),
+    )
+
+
+def read_catalogue(path: Path) -> Catalogue:
+    """An items/catalogue Parquet file (columns raw_id, title, category, genres, year) -> Catalogue."""
+    items = pq.read_table(path).to_pydict()
+    return Catalogue(
+        raw_id=items["raw_id"],
+        title=items["title"],
+        category=np.asarray(items["category"], dtype=np.int32),
+        genres=items["genres"],
+        year=np.asarray(items["year"], dtype=np.int16),
     )
