@@ -15,8 +15,14 @@ from typing import Protocol
 
 import numpy as np
 
+from models.baselines.top_k import top_k_items
 from models.data.schema import FIRST_REAL_ID, EventTable
 from models.inference import RequestContext, UserEncoder, UserHistory
+
+
+def seen_items(history: UserHistory, exclude_seen: bool) -> np.ndarray | None:
+    """The history's items when they are to be excluded from its candidates, else None."""
+    return history.item.astype(np.int64) if exclude_seen and len(history) else None
 
 
 class CandidateRetriever(Protocol):
@@ -99,11 +105,7 @@ class CooccurrenceRetriever:
         for history in histories:
             recent = history.item[-self.recent :].astype(np.int64)
             scores = cooccurrence_scores(self.table, recent[recent >= FIRST_REAL_ID]) + self._prior
-            if self.exclude_seen and len(history):
-                scores[history.item.astype(np.int64)] = -np.inf
-            k_eff = min(k, int(np.isfinite(scores).sum()))
-            top = np.argpartition(-scores, k_eff - 1)[:k_eff] if k_eff > 0 else np.zeros(0, np.int64)
-            out.append(top[np.argsort(-scores[top], kind="stable")].astype(np.int64))
+            out.append(top_k_items(scores, k, seen_items(history, self.exclude_seen)))
         return out
 
 
@@ -134,11 +136,6 @@ class EncoderRetriever:
                 for h in chunk
             ]
             scores = self.encoder.encode(chunk, contexts) @ self._items.T  # [b, I]
-            scores[:, :FIRST_REAL_ID] = -np.inf
             for row, history in zip(scores, chunk, strict=True):
-                if self.exclude_seen and len(history):
-                    row[history.item.astype(np.int64)] = -np.inf
-                k_eff = min(k, int(np.isfinite(row).sum()))
-                top = np.argpartition(-row, k_eff - 1)[:k_eff] if k_eff > 0 else np.zeros(0, np.int64)
-                out.append(top[np.argsort(-row[top], kind="stable")].astype(np.int64))
+                out.append(top_k_items(row, k, seen_items(history, self.exclude_seen)))
         return out
