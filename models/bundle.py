@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from models.data.histories import history_from_rows
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, Catalogue, Dataset, EventTable
-from models.data.storage import read_catalogue
+from models.data.storage import catalogue_columns, read_catalogue
 from models.index import IndexBuildConfig, ItemIndex
 from models.index.from_encoder import build_index_for_encoder
 from models.inference import CandidateRanker, UserEncoder, UserHistory
@@ -308,18 +308,7 @@ class Bundle:
 
 
 def _write_tables(dataset: Dataset, popularity: np.ndarray, directory: Path) -> None:
-    cat = dataset.catalogue
-    genres = cat.genres or [""] * cat.num_items
-    year = cat.year if cat.year is not None else np.zeros(cat.num_items, dtype=np.int16)
-    catalogue = {
-        "item": np.arange(cat.num_items, dtype=np.int32),
-        "raw_id": pa.array(cat.raw_id, pa.string()),
-        "title": pa.array(cat.title, pa.string()),
-        "category": cat.category.astype(np.int32),
-        "genres": pa.array(genres, pa.string()),
-        "year": year.astype(np.int16),
-        "popularity": popularity.astype(np.float32),
-    }
+    catalogue = {**catalogue_columns(dataset.catalogue), "popularity": popularity.astype(np.float32)}
     pq.write_table(pa.table(catalogue), directory / "catalogue.parquet", compression="zstd")
     users: dict[str, Any] = {
         "user": np.arange(dataset.num_users, dtype=np.int32),

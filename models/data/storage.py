@@ -50,20 +50,7 @@ def save_dataset(dataset: Dataset, out_dir: Path) -> dict[str, Any]:
     """Writes the four files into ``out_dir`` and returns the manifest that was written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_table({name: getattr(dataset.events, name) for name in EVENT_COLUMNS}, out_dir / "events.parquet")
-    cat = dataset.catalogue
-    year = cat.year if cat.year is not None else np.zeros(cat.num_items, dtype=np.int16)
-    genres = cat.genres if cat.genres else [""] * cat.num_items
-    _write_table(
-        {
-            "item": np.arange(cat.num_items, dtype=np.int32),
-            "raw_id": pa.array(cat.raw_id, pa.string()),
-            "title": pa.array(cat.title, pa.string()),
-            "category": cat.category.astype(np.int32),
-            "genres": pa.array(genres, pa.string()),
-            "year": year.astype(np.int16),
-        },
-        out_dir / "items.parquet",
-    )
+    _write_table(catalogue_columns(dataset.catalogue), out_dir / "items.parquet")
     user_columns: dict[str, Any] = {
         "user": np.arange(dataset.num_users, dtype=np.int32),
         "raw_id": pa.array(dataset.user_raw_id, pa.string()),
@@ -134,6 +121,20 @@ def load_prepared(directory: Path, verify: bool = True) -> Dataset:
         num_devices=int(manifest["num_devices"]),
         num_categories=int(manifest["num_categories"]),
     )
+
+
+def catalogue_columns(cat: Catalogue) -> dict[str, Any]:
+    """Catalogue -> the columns of items.parquet (the inverse of ``read_catalogue``)."""
+    year = cat.year if cat.year is not None else np.zeros(cat.num_items, dtype=np.int16)
+    genres = cat.genres if cat.genres else [""] * cat.num_items
+    return {
+        "item": np.arange(cat.num_items, dtype=np.int32),
+        "raw_id": pa.array(cat.raw_id, pa.string()),
+        "title": pa.array(cat.title, pa.string()),
+        "category": cat.category.astype(np.int32),
+        "genres": pa.array(genres, pa.string()),
+        "year": year.astype(np.int16),
+    }
 
 
 def read_catalogue(path: Path) -> Catalogue:
