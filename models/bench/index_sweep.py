@@ -10,7 +10,6 @@ latency runs with 1 faiss thread (how serving calls it); batch latency with ``--
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt
 from tqdm import tqdm
 
 from models.bench.machine import command_line, machine_info
+from models.bench.report import write_report
 from models.index import IndexBuildConfig, build_index
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
 from models.index.tuning import exact_top_k, sweep
@@ -176,11 +176,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(report))
-    _plot(report, args.out.with_suffix(".png"))
-    print(_markdown(report))
+    write_report(report, args.out, _markdown, _plot)
     return 0
 
 

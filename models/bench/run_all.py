@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.bench.machine import command_line, machine_info
+from models.bench.report import write_report
 from models.bundle import history_sample
 from models.data.schema import Dataset
 from models.index import IndexBuildConfig, build_index, set_faiss_threads
@@ -247,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("ann_1m", lambda: bench_ann(1_000_000, args.repeats, ("flat", "ivf"))))
     for name, step in tqdm(steps, desc="bench stages", unit="stage"):
         report["stages"][name] = step()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(report))
-    _plot(report, args.out.with_suffix(".png"))
-    print(_markdown(report))
+    write_report(report, args.out, _markdown, _plot, indent=1)
     return 0
 
 
