@@ -65,9 +65,7 @@ class CandidateRanker(Protocol):
 
     version: str
 
-    def score(
-        self, history: UserHistory, context: RequestContext, candidates: np.ndarray
-    ) -> np.ndarray:
+    def score(self, history: UserHistory, context: RequestContext, candidates: np.ndarray) -> np.ndarray:
         """candidates: [N] int64 item indices -> [N] float32 scores (higher is better)."""
         ...
 
