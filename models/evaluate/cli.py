@@ -115,7 +115,9 @@ def evaluate_dataset(
             scorer = factory(FitInput(dataset, split, protocol, seed, args.max_history))
             train_seconds = time.perf_counter() - started
             per_user = evaluate(scorer, task, dataset.num_items, args.batch_size)
-            report.add(model, {k: float(np.nanmean(per_user[k])) for k in metrics}, train_seconds)
+            training = getattr(scorer, "training", None)
+            means = {k: float(np.nanmean(per_user[k])) for k in metrics}
+            report.add(model, means, train_seconds, None if training is None else {"seed": seed, **training})
     if dataset.name == "ml-1m" and dataset.manifest.get("counts", {}).get("users", 0) < 6040:
         report.notes.append(
             "ML-1M here is the shipped subset (users 1-2998), not the full 6,040 users behind the "

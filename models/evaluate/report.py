@@ -1,7 +1,9 @@
 """Evaluation reports: markdown table, JSON and a PNG bar plot, side by side (``<out>.md/.json/.png``).
 
 JSON layout: {"command", "commit", "machine", "dataset", "protocol", "users", "seeds",
-"models": {name: {metric: seed mean}}, "std": {name: {metric: seed std}}, "train_seconds": {name: s}}.
+"models": {name: {metric: seed mean}}, "std": {name: {metric: seed std}}, "train_seconds": {name: s},
+"training": {name: [{"seed", "epochs", "best_epoch", "history": [per-epoch records]}]}} (trained models only).
+Trained models also get ``<out>-curves.png`` (training loss and validation NDCG@10 by epoch).
 """
 
 from __future__ import annotations
@@ -27,11 +29,21 @@ class EvalReport:
     seeds: list[int] = field(default_factory=list)
     per_seed: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # model -> one dict per seed
     train_seconds: dict[str, list[float]] = field(default_factory=dict)
+    training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> one run per seed
     notes: list[str] = field(default_factory=list)
 
-    def add(self, model: str, metrics: dict[str, float], train_seconds: float) -> None:
+    def add(
+        self,
+        model: str,
+        metrics: dict[str, float],
+        train_seconds: float,
+        training: dict[str, Any] | None = None,
+    ) -> None:
+        """One seed's result; ``training``: {"seed", "epochs", "best_epoch", "history"} of a trained model."""
         self.per_seed.setdefault(model, []).append(metrics)
         self.train_seconds.setdefault(model, []).append(train_seconds)
+        if training is not None:
+            self.training.setdefault(model, []).append(training)
 
     def means(self) -> dict[str, dict[str, float]]:
         return {
@@ -57,6 +69,7 @@ class EvalReport:
             "models": self.means(),
             "std": self.stds(),
             "train_seconds": {m: float(np.mean(s)) for m, s in self.train_seconds.items()},
+            "training": self.training,
             "notes": self.notes,
         }
 
@@ -78,6 +91,11 @@ class EvalReport:
             cells = [f"{means[model][k]:.4f} ± {stds[model][k]:.4f}" for k in self.metrics]
             seconds = float(np.mean(self.train_seconds[model]))
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+        if self.training:
+            lines.append("")
+        for model, runs in self.training.items():
+            epochs = ", ".join(f"seed {r['seed']}: best {r['best_epoch']} of {r['epochs']}" for r in runs)
+            lines.append(f"Epochs, {model}: {epochs}  ")
         lines += ["", *self.notes] if self.notes else []
         return "\n".join(lines) + "\n"
 
@@ -88,6 +106,17 @@ class EvalReport:
         paths[0].write_text(self.markdown(), encoding="utf-8")
         paths[1].write_text(json.dumps(self.as_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
         plot_metrics(self.means(), self.stds(), self.metrics, f"{self.dataset} · {self.protocol}", paths[2])
+        if self.training:
+            from models.train.plots import plot_training_curves
+
+            curves = {
+                f"{model} seed {run['seed']}": run["history"]
+                for model, runs in self.training.items()
+                for run in runs
+                if run["history"]
+            }
+            if curves:
+                paths.append(plot_training_curves(curves, out.with_name(out.name + "-curves.png")))
         return paths
 
 

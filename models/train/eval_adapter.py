@@ -2,27 +2,36 @@
 protocol's split, then score the whole catalogue with the serving path (``encode_histories``).
 
 Size and budget: ``TANDEM_ENCODER_PRESET`` (tiny | quick | default, default ``default``),
-``TANDEM_ENCODER_EPOCHS`` and ``TANDEM_ENCODER_MAX_MINUTES`` (per model and seed) override the preset.
+``TANDEM_ENCODER_EPOCHS`` and ``TANDEM_ENCODER_MAX_MINUTES`` (per model and seed) override the preset;
+``TANDEM_ENCODER_OVERRIDES`` (a JSON object of ``EncoderConfig`` / ``TrainConfig`` fields, for ablations)
+overrides any other field, e.g. ``{"max_items_per_session": 4, "temperature": 0.05}``.
 Training uses the split's train part only: validation targets are held out for early stopping.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
+from typing import Any
 
 import numpy as np
 import torch
 
+from models.encoder.config import EncoderConfig
 from models.evaluate.scorer import FitInput, Scorer
 from models.inference import RequestContext, UserHistory
 from models.train.fit import FitResult, fit_encoder, next_item_cases, subsample
 from models.train.presets import preset
+from models.train.trainer import TrainConfig
 
 
 class EncoderScorer:
     def __init__(self, result: FitResult) -> None:
         self.result = result
+        state = result.state
+        # read by the eval report: epochs run, best epoch and the per-epoch curve
+        self.training = {"epochs": state.epoch, "best_epoch": state.best_epoch, "history": state.history}
         with torch.inference_mode():
             self.items = result.model.item_vectors().float().numpy()
 
@@ -33,6 +42,23 @@ class EncoderScorer:
         return (users @ self.items.T).astype(np.float32)
 
 
+def apply_overrides(model: EncoderConfig, train: TrainConfig, text: str) -> tuple[EncoderConfig, TrainConfig]:
+    """Apply a JSON object of field overrides to the two configs; unknown fields are an error."""
+    values: dict[str, Any] = json.loads(text) if text.strip() else {}
+    if not isinstance(values, dict):
+        raise ValueError("TANDEM_ENCODER_OVERRIDES must be a JSON object")
+    model_fields = {f.name for f in fields(EncoderConfig)}
+    train_fields = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - model_fields - train_fields
+    if unknown:
+        raise ValueError(f"TANDEM_ENCODER_OVERRIDES: unknown fields {sorted(unknown)}")
+    model = EncoderConfig.from_dict(
+        {**model.to_dict(), **{k: v for k, v in values.items() if k in model_fields}}
+    )
+    train = replace(train, **{k: v for k, v in values.items() if k in train_fields})
+    return model, train
+
+
 def _fit(kind: str, fit: FitInput) -> Scorer:
     model_config, train = preset(os.environ.get("TANDEM_ENCODER_PRESET", "default"), kind)
     overrides: dict[str, float | int | bool] = {"seed": fit.seed, "progress": False}
@@ -41,6 +67,7 @@ def _fit(kind: str, fit: FitInput) -> Scorer:
     if os.environ.get("TANDEM_ENCODER_MAX_MINUTES"):
         overrides["max_minutes"] = float(os.environ["TANDEM_ENCODER_MAX_MINUTES"])
     train = replace(train, **overrides)  # type: ignore[arg-type]
+    model_config, train = apply_overrides(model_config, train, os.environ.get("TANDEM_ENCODER_OVERRIDES", ""))
     if not model_config.is_session:
         model_config = replace(model_config, max_tokens=fit.max_history)
     dataset, split = fit.dataset, fit.split

@@ -23,3 +23,21 @@ def test_report_files(tmp_path: Path) -> None:
     table = paths[0].read_text()
     assert "| a | 0.3000 ± 0.1000 | 0.1000 ± 0.0000 | 2.0 |" in table
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_records_training_curves(tmp_path: Path) -> None:
+    report = EvalReport("tandem eval", "ml-100k", "leave-last-out", ("NDCG@10",), users=5, seeds=[0])
+    history = [
+        {"epoch": 1.0, "train_loss": 3.0, "val_NDCG@10": 0.05},
+        {"epoch": 2.0, "train_loss": 2.5, "val_NDCG@10": 0.07},
+    ]
+    report.add("hstu", {"NDCG@10": 0.07}, 10.0, {"seed": 0, "epochs": 2, "best_epoch": 2, "history": history})
+    report.add("popularity", {"NDCG@10": 0.02}, 0.0)
+    paths = report.write(tmp_path / "retrieval-ml-100k")
+    assert paths[-1].name == "retrieval-ml-100k-curves.png"
+    assert paths[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(paths[1].read_text())
+    assert data["training"]["hstu"][0]["best_epoch"] == 2
+    assert data["training"]["hstu"][0]["history"][1]["val_NDCG@10"] == 0.07
+    assert "popularity" not in data["training"]
+    assert "Epochs, hstu: seed 0: best 2 of 2" in paths[0].read_text()
