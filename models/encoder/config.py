@@ -44,6 +44,8 @@ class EncoderConfig:
 
     # session layout (models.md 1.7): the same rules at training and serving time
     session_gap_s: int = 1800
+    # items per request: longer sessions are cut into chunks; 0 (presets only) = chosen per dataset by
+    # models.train.data.encoder_config_for (1 for rating-only logs, 20 otherwise)
     max_items_per_session: int = 20
 
     # positional signals

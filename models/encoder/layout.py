@@ -73,6 +73,8 @@ class Sessions:
 
 def sessionise(history: UserHistory, funnel: Funnel, gap_s: int, max_items: int) -> Sessions:
     """Cut a time-ordered history into sessions (see module docstring)."""
+    if max_items < 1:
+        raise ValueError("max_items_per_session must be >= 1; 0 is resolved by encoder_config_for")
     n = len(history)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)

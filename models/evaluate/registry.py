@@ -14,6 +14,7 @@ MODELS: dict[str, str] = {
     "cooccurrence": "models.baselines.cooccurrence:build_cooccurrence",
     "sasrec": "models.train.eval_adapter:build_sasrec",
     "hstu": "models.train.eval_adapter:build_hstu",
+    "hstu_tau02": "models.train.eval_adapter:build_hstu_tau02",
     "session_encoder": "models.train.eval_adapter:build_session_encoder",
 }
 

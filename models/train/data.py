@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models.data.histories import history_from_rows
-from models.data.schema import FIRST_REAL_ID, Dataset, EventTable
+from models.data.schema import FIRST_REAL_ID, Action, Dataset, EventTable
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import JaggedTokens, build_layout, pad_jagged, stack_layouts
 from models.encoder.serving import user_feature_matrix
@@ -49,9 +49,30 @@ def target_probabilities(events: EventTable, num_items: int) -> torch.Tensor:
     return torch.as_tensor(counts / max(counts.sum(), 1.0))
 
 
+REQUEST_ITEMS_DEFAULT = 20  # models.md 1.7: sessions longer than this are cut into chunks
+
+
+def request_items_for(dataset: Dataset) -> int:
+    """Items per request when a preset leaves ``max_items_per_session`` at 0 (auto).
+
+    A log made only of explicit ratings (MovieLens) has no requests: a sitting is hundreds of ratings
+    entered one at a time, so each rating is its own request (1). Logs with views, carts and buys keep
+    the 20-item chunks of models.md 1.7. Measured on ML-100K (docs/retrieval.md, "Items per request").
+    """
+    if len(dataset.events) and bool(np.all(dataset.events.action == Action.RATE)):
+        return 1
+    return REQUEST_ITEMS_DEFAULT
+
+
 def encoder_config_for(dataset: Dataset, base: EncoderConfig) -> EncoderConfig:
-    """Fill the vocabulary sizes and funnel of ``base`` from a dataset."""
+    """Fill the vocabulary sizes and funnel of ``base`` from a dataset, and resolve an automatic (0)
+    ``max_items_per_session`` with ``request_items_for``. With one item per request the dense item-token
+    term repeats the context tokens' targets, so it is switched off."""
     values = base.to_dict()
+    if values["max_items_per_session"] == 0:
+        values["max_items_per_session"] = request_items_for(dataset)
+        if values["max_items_per_session"] == 1:
+            values["item_query_weight"] = 0.0
     values.update(
         num_items=dataset.num_items,
         num_categories=max(dataset.num_categories, int(dataset.catalogue.category.max(initial=1)) + 1),

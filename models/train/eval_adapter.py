@@ -59,8 +59,9 @@ def apply_overrides(model: EncoderConfig, train: TrainConfig, text: str) -> tupl
     return model, train
 
 
-def _fit(kind: str, fit: FitInput) -> Scorer:
+def _fit(kind: str, fit: FitInput, **fixed: float) -> Scorer:
     model_config, train = preset(os.environ.get("TANDEM_ENCODER_PRESET", "default"), kind)
+    model_config = replace(model_config, **fixed)  # type: ignore[arg-type]
     overrides: dict[str, float | int | bool] = {"seed": fit.seed, "progress": False}
     if os.environ.get("TANDEM_ENCODER_EPOCHS"):
         overrides["epochs"] = int(os.environ["TANDEM_ENCODER_EPOCHS"])
@@ -83,6 +84,12 @@ def build_session_encoder(fit: FitInput) -> Scorer:
 
 def build_hstu(fit: FitInput) -> Scorer:
     return _fit("hstu", fit)
+
+
+def build_hstu_tau02(fit: FitInput) -> Scorer:
+    """Causal HSTU at the session encoder's temperature (0.2) instead of the reference 0.05: separates
+    what the temperature buys from what the session layout buys."""
+    return _fit("hstu", fit, temperature=0.2)
 
 
 def build_sasrec(fit: FitInput) -> Scorer:
