@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -140,7 +141,13 @@ def run_ranker_stage(args: argparse.Namespace, command: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    command = "tandem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # the environment knobs that shape training are part of the command that reproduces a report
+    knobs = [
+        f"{key}={shlex.quote(value)}"
+        for key, value in sorted(os.environ.items())
+        if key.startswith("TANDEM_ENCODER_")
+    ]
+    command = " ".join([*knobs, "tandem", *(shlex.quote(a) for a in sys.argv[1:])])
     try:
         if args.stage == "ranker":
             return run_ranker_stage(args, command)
