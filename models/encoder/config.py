@@ -58,6 +58,9 @@ class EncoderConfig:
 
     # session_encoder: add the mean item-table row of the previous session to each context token's input
     context_pool: bool = False
+    # session_encoder: item vector = normalize(E_item[i] + E_category[category(i)]) instead of E_item[i]
+    # alone, so rarely seen items borrow their category's direction (the category table is the input one)
+    item_side_info: bool = False
 
     # optional mixture-of-experts feed-forward after each HSTU block (models.md 1.6)
     moe_experts: int = 0  # 0 = off
@@ -88,6 +91,7 @@ class EncoderConfig:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
         if self.kind != "session_encoder":
             self.token_specific = False
+            self.item_side_info = False
             self.msp_horizon = 1
 
     def funnel(self) -> Funnel:

@@ -117,6 +117,9 @@ class RetrievalEncoder(nn.Module):
             MoEFeedForward(config.dim, config.moe_experts, config.dropout)
             for _ in range(config.num_blocks if config.moe_experts > 0 else 0)
         )
+        if config.item_side_info:
+            # category of every item row, set from the dataset by ``set_item_category`` (saved with weights)
+            self.register_buffer("item_category", torch.zeros(config.num_items, dtype=torch.long))
         # g_0 .. g_{m-1}: one head per predicted session (MSP, models.md 1.7); causal kinds use none
         self.heads = nn.ModuleList(
             nn.Linear(config.dim, config.dim) for _ in range(config.msp_horizon if config.is_session else 0)
@@ -151,9 +154,21 @@ class RetrievalEncoder(nn.Module):
             hidden = self.heads[head](hidden)
         return F.normalize(hidden, dim=-1)
 
+    def set_item_category(self, item_category: np.ndarray) -> None:
+        """item_category: [num_items] category index per item row (needed with ``item_side_info``)."""
+        if self.config.item_side_info:
+            categories = np.zeros(self.config.num_items, dtype=np.int64)
+            known = min(len(item_category), self.config.num_items)
+            categories[:known] = np.clip(item_category[:known], 0, self.config.num_categories - 1)
+            buffer = self.get_buffer("item_category")
+            buffer.copy_(torch.as_tensor(categories))
+
     def item_vectors(self) -> torch.Tensor:
         """[num_items, d] unit item vectors; rows 0 (pad) and 1 (unknown) are zero."""
-        vectors = F.normalize(self.embed.item.weight, dim=-1).clone()
+        table = self.embed.item.weight
+        if self.config.item_side_info:
+            table = table + self.embed.category(self.get_buffer("item_category"))
+        vectors = F.normalize(table, dim=-1).clone()
         vectors[:2] = 0.0
         return vectors
 

@@ -69,6 +69,8 @@ def initialise_from(model: RetrievalEncoder, source: Path | str) -> None:
         raise ValueError(f"{source}: encoder kind {previous.config.kind!r} != {model.config.kind!r}")
     own = model.state_dict()
     for name, tensor in previous.state_dict().items():
+        if name == "item_category":
+            continue  # categories come from the current dataset (fit_encoder sets them)
         if name not in own:
             raise ValueError(f"{source}: unexpected tensor {name}")
         if own[name].shape == tensor.shape:
@@ -101,6 +103,7 @@ def fit_encoder(
     elif init_from is not None:
         initialise_from(model, init_from)
     item_category = item_categories(dataset)
+    model.set_item_category(item_category)
     store = LayoutStore(histories_by_user(train_events, dataset), config, item_category)
     item_prob = target_probabilities(train_events, config.num_items)
     validate = None

@@ -109,3 +109,17 @@ def test_previous_session_mean_reads_only_the_previous_session():
     rows = torch.arange(7, dtype=torch.float32).view(1, 7, 1).expand(1, 7, 2)
     pooled = previous_session_mean(rows, tokens)[0, :, 0]
     assert pooled.tolist() == [0.0, 0.0, 0.0, 1.5, 1.5, 4.0, 0.0]
+
+
+def test_item_side_info_adds_the_category_row():
+    torch.manual_seed(0)
+    model = RetrievalEncoder(tiny_config("session_encoder", item_side_info=True)).eval()
+    model.set_item_category(CATEGORY)
+    with torch.no_grad():
+        model.embed.item.weight[4:12] = 0.0  # items 4..11: no id signal left, only their category
+        vectors = model.item_vectors()
+        expected = torch.nn.functional.normalize(model.embed.category.weight[CATEGORY[4:12]], dim=-1)
+    assert torch.allclose(vectors[4:12], expected, atol=1e-6)
+    assert torch.allclose(vectors[4], vectors[8]) and not torch.allclose(vectors[4], vectors[5])
+    without = RetrievalEncoder(tiny_config("session_encoder")).eval()
+    assert "item_category" not in without.state_dict()  # old checkpoints keep loading

@@ -12,8 +12,11 @@ from tests.models.encoder.test_model import CATEGORY, NUM_ITEMS, random_history,
 
 def test_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
-    config = tiny_config("session_encoder", moe_experts=2, context_pool=True, item_query_weight=1.0)
+    config = tiny_config(
+        "session_encoder", moe_experts=2, context_pool=True, item_query_weight=1.0, item_side_info=True
+    )
     model = RetrievalEncoder(config).eval()
+    model.set_item_category(CATEGORY)
     rng = np.random.default_rng(0)
     histories = [random_history(rng, n) for n in (0, 5, 33)]
     contexts = [RequestContext(timestamp=2_000_000_000 + i, scene=1) for i in range(3)]
@@ -27,6 +30,7 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)  # empty history included
     assert np.array_equal(first, again.encode(histories, contexts))
     items = original.item_vectors()
+    assert np.array_equal(items, model.item_vectors().detach().numpy())  # categories travel with weights
     assert items.shape == (NUM_ITEMS, 16) and not items[:2].any()
     assert np.allclose(np.linalg.norm(items[2:], axis=1), 1.0, atol=1e-5)
 
