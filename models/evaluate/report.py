@@ -31,6 +31,8 @@ class EvalReport:
     train_seconds: dict[str, list[float]] = field(default_factory=dict)
     training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> one run per seed
     notes: list[str] = field(default_factory=list)
+    # taken when the evaluation starts: the code that trained the models, not what HEAD is at write time
+    commit: str = field(default_factory=lambda: git_commit())
 
     def add(
         self,
@@ -60,7 +62,7 @@ class EvalReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "command": self.command,
-            "commit": git_commit(),
+            "commit": self.commit,
             "machine": machine_description(),
             "dataset": self.dataset,
             "protocol": self.protocol,
@@ -82,7 +84,7 @@ class EvalReport:
             f"Command: `{self.command}`  ",
             f"Requests scored: {self.users:,}; seeds: {', '.join(map(str, self.seeds))} "
             "(mean ± std over seeds)  ",
-            f"Commit: {git_commit()}; machine: {machine_description()}",
+            f"Commit: {self.commit}; machine: {machine_description()}",
             "",
             header,
             "|" + "---|" * (len(self.metrics) + 2),
@@ -151,13 +153,21 @@ def plot_metrics(
 
 
 def git_commit() -> str:
+    """Short HEAD hash, with ``+modified`` when tracked code under models/ differs from it."""
     try:
-        result = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "models"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return result.stdout.strip() or "unknown"
+    commit = head.stdout.strip() or "unknown"
+    return commit + ("+modified" if commit != "unknown" and changed.stdout.strip() else "")
 
 
 def machine_description() -> str:
