@@ -19,6 +19,7 @@ def test_commerce_log_keeps_session_chunks(tiny_synthetic: Dataset) -> None:
     assert request_items_for(tiny_synthetic) == 20
     assert config.max_items_per_session == 20
     assert config.item_query_weight == model.item_query_weight > 0
+    assert config.item_side_info
 
 
 def test_rating_log_makes_each_rating_a_request(tiny_synthetic: Dataset) -> None:
@@ -27,6 +28,7 @@ def test_rating_log_makes_each_rating_a_request(tiny_synthetic: Dataset) -> None
     config = encoder_config_for(ratings, model)
     assert config.max_items_per_session == 1
     assert config.item_query_weight == 0.0
+    assert not config.item_side_info
 
 
 def test_explicit_request_size_is_kept(tiny_synthetic: Dataset) -> None:
