@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--exclude-seen", action="store_true", help="next-session: also exclude history items"
     )
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (.md/.json/.png)")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows of models not named here from the existing <out>.json (same dataset and seeds)",
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -95,8 +102,13 @@ def _load(name: str, args: argparse.Namespace) -> Dataset:
 
 
 def evaluate_dataset(
-    dataset: Dataset, models: list[str], args: argparse.Namespace, command: str
+    dataset: Dataset,
+    models: list[str],
+    args: argparse.Namespace,
+    command: str,
+    previous: dict[str, Any] | None = None,
 ) -> EvalReport:
+    """Fit and score ``models``; ``previous`` (an earlier report's JSON) lends the rows of other models."""
     protocol = args.protocol
     split = leave_last_out(dataset.events) if protocol == "leave-last-out" else time_split(dataset.events)
     if protocol == "leave-last-out":
@@ -109,6 +121,8 @@ def evaluate_dataset(
     report = EvalReport(
         command, dataset.name, protocol, metrics, users=len(task), seeds=parse_seeds(args.seeds)
     )
+    if previous is not None:
+        report.carry_from(previous, models)  # before training, so a mismatch fails fast
     for model in models:
         factory = get_factory(model)
         for seed in report.seeds:
@@ -155,11 +169,17 @@ def run(args: argparse.Namespace) -> int:
         datasets = _datasets(args)
         for name in datasets:
             dataset = _load(name, args)
-            report = evaluate_dataset(dataset, models, args, command)
             suffix = "" if args.protocol == "leave-last-out" else f"-{args.protocol}"
             out = args.out or DEFAULT_OUT_DIR / f"retrieval-{name}{suffix}"
             if args.out is not None and len(datasets) > 1:
                 out = out.with_name(f"{out.name}-{name}")
+            previous = None
+            if args.append:
+                earlier = out.with_suffix(".json")
+                if not earlier.is_file():
+                    raise ValueError(f"--append: {earlier} does not exist")
+                previous = json.loads(earlier.read_text(encoding="utf-8"))
+            report = evaluate_dataset(dataset, models, args, command, previous)
             paths = report.write(out)
             print(report.markdown())
             print("wrote " + ", ".join(str(p) for p in paths))

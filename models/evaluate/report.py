@@ -31,6 +31,8 @@ class EvalReport:
     train_seconds: dict[str, list[float]] = field(default_factory=dict)
     training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> one run per seed
     notes: list[str] = field(default_factory=list)
+    # rows kept from an earlier report of the same dataset/protocol/seeds (``carry_from``): model -> row
+    carried: dict[str, dict[str, Any]] = field(default_factory=dict)
     # taken when the evaluation starts: the code that trained the models, not what HEAD is at write time
     commit: str = field(default_factory=lambda: git_commit())
 
@@ -47,17 +49,49 @@ class EvalReport:
         if training is not None:
             self.training.setdefault(model, []).append(training)
 
+    def carry_from(self, previous: dict[str, Any], rerun: list[str]) -> None:
+        """Keep the rows of an earlier report's JSON for models not in ``rerun`` (``tandem eval --append``).
+        The earlier report must cover the same dataset, protocol, seeds and request count."""
+        for key in ("dataset", "protocol", "seeds", "users"):
+            if previous.get(key) != getattr(self, key):
+                raise ValueError(
+                    f"--append: earlier report has {key}={previous.get(key)!r}, not {getattr(self, key)!r}"
+                )
+        kept = [m for m in previous["models"] if m not in rerun]
+        for model in kept:
+            self.carried[model] = {
+                "mean": previous["models"][model],
+                "std": previous["std"][model],
+                "train_seconds": previous["train_seconds"][model],
+                "training": previous.get("training", {}).get(model, []),
+            }
+        if kept:
+            self.notes.append(
+                f"Rows {', '.join(kept)} are carried from an earlier run: `{previous['command']}` "
+                f"(commit {previous['commit']})."
+            )
+
     def means(self) -> dict[str, dict[str, float]]:
-        return {
+        fresh = {
             m: {k: float(np.mean([r[k] for r in runs])) for k in self.metrics}
             for m, runs in self.per_seed.items()
         }
+        return {**{m: row["mean"] for m, row in self.carried.items()}, **fresh}
 
     def stds(self) -> dict[str, dict[str, float]]:
-        return {
+        fresh = {
             m: {k: float(np.std([r[k] for r in runs])) for k in self.metrics}
             for m, runs in self.per_seed.items()
         }
+        return {**{m: row["std"] for m, row in self.carried.items()}, **fresh}
+
+    def seconds(self) -> dict[str, float]:
+        fresh = {m: float(np.mean(s)) for m, s in self.train_seconds.items()}
+        return {**{m: float(row["train_seconds"]) for m, row in self.carried.items()}, **fresh}
+
+    def runs(self) -> dict[str, list[dict[str, Any]]]:
+        carried = {m: row["training"] for m, row in self.carried.items() if row["training"]}
+        return {**carried, **self.training}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -70,8 +104,8 @@ class EvalReport:
             "seeds": self.seeds,
             "models": self.means(),
             "std": self.stds(),
-            "train_seconds": {m: float(np.mean(s)) for m, s in self.train_seconds.items()},
-            "training": self.training,
+            "train_seconds": self.seconds(),
+            "training": self.runs(),
             "notes": self.notes,
         }
 
@@ -91,11 +125,12 @@ class EvalReport:
         ]
         for model in means:
             cells = [f"{means[model][k]:.4f} ± {stds[model][k]:.4f}" for k in self.metrics]
-            seconds = float(np.mean(self.train_seconds[model]))
+            seconds = self.seconds()[model]
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds:.1f} |")
-        if self.training:
+        runs_by_model = self.runs()
+        if runs_by_model:
             lines.append("")
-        for model, runs in self.training.items():
+        for model, runs in runs_by_model.items():
             epochs = ", ".join(f"seed {r['seed']}: best {r['best_epoch']} of {r['epochs']}" for r in runs)
             lines.append(f"Epochs, {model}: {epochs}  ")
         lines += ["", *self.notes] if self.notes else []
@@ -108,12 +143,12 @@ class EvalReport:
         paths[0].write_text(self.markdown(), encoding="utf-8")
         paths[1].write_text(json.dumps(self.as_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
         plot_metrics(self.means(), self.stds(), self.metrics, f"{self.dataset} · {self.protocol}", paths[2])
-        if self.training:
+        if self.runs():
             from models.train.plots import plot_training_curves
 
             curves = {
                 f"{model} seed {run['seed']}": run["history"]
-                for model, runs in self.training.items()
+                for model, runs in self.runs().items()
                 for run in runs
                 if run["history"]
             }

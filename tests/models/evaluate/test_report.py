@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from models.evaluate.report import EvalReport
 
 
@@ -41,3 +43,28 @@ def test_report_records_training_curves(tmp_path: Path) -> None:
     assert data["training"]["hstu"][0]["history"][1]["val_NDCG@10"] == 0.07
     assert "popularity" not in data["training"]
     assert "Epochs, hstu: seed 0: best 2 of 2" in paths[0].read_text()
+
+
+def test_carried_rows_join_fresh_ones(tmp_path: Path) -> None:
+    first = EvalReport(
+        "tandem eval --model a --model b", "ml-100k", "leave-last-out", ("MRR",), users=4, seeds=[0]
+    )
+    first.add("a", {"MRR": 0.1}, 1.0)
+    first.add("b", {"MRR": 0.2}, 2.0, {"seed": 0, "epochs": 1, "best_epoch": 1, "history": []})
+    earlier = json.loads(first.write(tmp_path / "r")[1].read_text())
+    second = EvalReport(
+        "tandem eval --model b --append", "ml-100k", "leave-last-out", ("MRR",), users=4, seeds=[0]
+    )
+    second.carry_from(earlier, ["b"])
+    second.add("b", {"MRR": 0.3}, 3.0)
+    data = second.as_json()
+    assert data["models"] == {"a": {"MRR": 0.1}, "b": {"MRR": 0.3}}
+    assert data["train_seconds"] == {"a": 1.0, "b": 3.0}
+    assert "carried from an earlier run" in second.markdown()
+
+
+def test_carry_refuses_a_different_run() -> None:
+    report = EvalReport("tandem eval", "ml-100k", "leave-last-out", ("MRR",), users=4, seeds=[0, 1])
+    earlier = {"dataset": "ml-100k", "protocol": "leave-last-out", "seeds": [0], "users": 4, "models": {}}
+    with pytest.raises(ValueError, match="seeds"):
+        report.carry_from(earlier, [])
