@@ -42,6 +42,19 @@ def test_taobao_sample(shared_data_dir: Path, tmp_path: Path) -> None:
     assert category == first[2]
 
 
+def test_taobao_keeps_only_the_documented_window(tmp_path: Path) -> None:
+    path = tmp_path / "UserBehavior.csv"
+    rows = [
+        "1,10,100,pv,1505117799",
+        "1,11,100,pv,1511544070",
+        "1,12,100,buy,1512316763",
+        "2,10,100,pv,1512400000",
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="ascii")
+    events = load_taobao(path, BadRows()).events
+    assert sorted(events.timestamp.tolist()) == [1511544070, 1512316763]
+
+
 def test_taobao_unknown_behaviour(tmp_path: Path) -> None:
     path = tmp_path / "UserBehavior.csv"
     path.write_text("1,10,100,pv,1511544070\n1,11,100,like,1511544071\n", encoding="ascii")
