@@ -35,10 +35,15 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert np.allclose(np.linalg.norm(items[2:], axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("context_pool", [False, True])
-def test_serving_matches_training_time_forward(tmp_path, context_pool):
+@pytest.mark.parametrize(("context_pool", "request_items"), [(False, 20), (True, 20), (True, 1)])
+def test_serving_matches_training_time_forward(tmp_path, context_pool, request_items):
     torch.manual_seed(1)
-    config: EncoderConfig = tiny_config("session_encoder", context_pool=context_pool, item_query_weight=1.0)
+    config: EncoderConfig = tiny_config(
+        "session_encoder",
+        context_pool=context_pool,
+        item_query_weight=1.0,
+        max_items_per_session=request_items,
+    )
     model = RetrievalEncoder(config).eval()
     rng = np.random.default_rng(3)
     histories: list[UserHistory] = [random_history(rng, n) for n in (7, 40)]
