@@ -89,8 +89,9 @@ def bench_encoder(dataset: Dataset, repeats: int) -> dict[str, Any]:
     torch.manual_seed(0)
     config = encoder_config_for(dataset, preset("quick", "session_encoder")[0])
     model = RetrievalEncoder(config)
-    model.set_item_category(item_categories(dataset))
-    encoder = TorchUserEncoder(model, item_categories(dataset), "bench-random")
+    categories = item_categories(dataset)
+    model.set_item_category(categories)
+    encoder = TorchUserEncoder(model, categories, "bench-random")
     histories, contexts = _requests(dataset, 64)
     results: dict[str, Any] = {}
     for batch in (1, 32):

@@ -71,19 +71,19 @@ class EvalReport:
                 f"(commit {previous['commit']})."
             )
 
-    def means(self) -> dict[str, dict[str, float]]:
+    def _over_seeds(self, statistic: Any, carried_key: str) -> dict[str, dict[str, float]]:
+        """Carried rows' ``carried_key`` entry, then ``statistic`` over the seeds of each fresh model."""
         fresh = {
-            m: {k: float(np.mean([r[k] for r in runs])) for k in self.metrics}
+            m: {k: float(statistic([r[k] for r in runs])) for k in self.metrics}
             for m, runs in self.per_seed.items()
         }
-        return {**{m: row["mean"] for m, row in self.carried.items()}, **fresh}
+        return {**{m: row[carried_key] for m, row in self.carried.items()}, **fresh}
+
+    def means(self) -> dict[str, dict[str, float]]:
+        return self._over_seeds(np.mean, "mean")
 
     def stds(self) -> dict[str, dict[str, float]]:
-        fresh = {
-            m: {k: float(np.std([r[k] for r in runs])) for k in self.metrics}
-            for m, runs in self.per_seed.items()
-        }
-        return {**{m: row["std"] for m, row in self.carried.items()}, **fresh}
+        return self._over_seeds(np.std, "std")
 
     def seconds(self) -> dict[str, float]:
         fresh = {m: float(np.mean(s)) for m, s in self.train_seconds.items()}
@@ -123,10 +123,10 @@ class EvalReport:
             header,
             "|" + "---|" * (len(self.metrics) + 2),
         ]
+        seconds = self.seconds()
         for model in means:
             cells = [f"{means[model][k]:.4f} ± {stds[model][k]:.4f}" for k in self.metrics]
-            seconds = self.seconds()[model]
-            lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds[model]:.1f} |")
         runs_by_model = self.runs()
         if runs_by_model:
             lines.append("")
@@ -143,17 +143,16 @@ class EvalReport:
         paths[0].write_text(self.markdown(), encoding="utf-8")
         paths[1].write_text(json.dumps(self.as_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
         plot_metrics(self.means(), self.stds(), self.metrics, f"{self.dataset} · {self.protocol}", paths[2])
-        if self.runs():
+        curves = {
+            f"{model} seed {run['seed']}": run["history"]
+            for model, runs in self.runs().items()
+            for run in runs
+            if run["history"]
+        }
+        if curves:
             from models.train.plots import plot_training_curves
 
-            curves = {
-                f"{model} seed {run['seed']}": run["history"]
-                for model, runs in self.runs().items()
-                for run in runs
-                if run["history"]
-            }
-            if curves:
-                paths.append(plot_training_curves(curves, out.with_name(out.name + "-curves.png")))
+            paths.append(plot_training_curves(curves, out.with_name(out.name + "-curves.png")))
         return paths
 
 

@@ -12,11 +12,11 @@ from models.data.errors import BadRows, DataError
 from models.data.loaders.text_table import Column, read_delimited
 from models.data.schema import COMMERCE_FUNNEL, Action, Dataset
 
+logger = logging.getLogger(__name__)
+
 # The data set's documented window, 2017-11-25 .. 2017-12-03 in China time (UTC+8), as unix seconds
 # [start, end). A few rows lie weeks outside it; kept, they stretch a global time split so far that the
 # training period holds only them (the next-session protocol then had no training users).
-logger = logging.getLogger(__name__)
-
 TAOBAO_WINDOW = (1_511_539_200, 1_512_316_800)
 TAOBAO_BEHAVIOURS = {"pv": Action.VIEW, "fav": Action.FAV, "cart": Action.CART, "buy": Action.PURCHASE}
 RETAILROCKET_EVENTS = {"view": Action.VIEW, "addtocart": Action.CART, "transaction": Action.PURCHASE}
