@@ -58,6 +58,9 @@ class RankerConfig:
     # a candidate token also carries its log2-bucketed retrieval rank (cascade feature; breaks the
     # independence of a candidate's score from the list order, so off by default)
     use_retrieval_rank: bool = False
+    # names of the candidate sources (models.candidates) whose per-candidate rank is an input feature;
+    # () = none. Each candidate token adds one embedding per source: its log2 rank bucket, or "not found".
+    candidate_sources: tuple[str, ...] = ()
     popular_days: int = 7
 
     def __post_init__(self) -> None:

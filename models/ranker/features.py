@@ -76,10 +76,12 @@ def collate(
     candidates: list[np.ndarray],
     generator: torch.Generator | None = None,
     ranks: list[np.ndarray] | None = None,
+    source_ranks: list[np.ndarray] | None = None,
 ) -> RankerBatch:
     """Pads candidate lists to the longest. With ``generator`` the groups are random (training), else the
     deterministic serving grouping of ``config.serving_grouping``. ``ranks``: retrieval rank per candidate
-    (-1 = not retrieved); None = the lists are in retrieval order."""
+    (-1 = not retrieved); None = the lists are in retrieval order. ``source_ranks``: per request [n, S]
+    ranks in each of ``config.candidate_sources`` (-1 = not found), required when that is non-empty."""
     longest = max((len(c) for c in candidates), default=0)
     candidate_item = np.zeros((len(candidates), longest), dtype=np.int64)
     for row, items in enumerate(candidates):
@@ -97,6 +99,15 @@ def collate(
     def stack(name: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([getattr(f, name) for f in features]))
 
+    source_rank = None
+    if config.candidate_sources:
+        if source_ranks is None:
+            raise ValueError("config.candidate_sources needs source_ranks for every request")
+        padded = np.full((len(candidates), longest, len(config.candidate_sources)), -1, dtype=np.int64)
+        for row, values in enumerate(source_ranks):
+            padded[row, : len(values)] = values
+        source_rank = torch.from_numpy(padded)
+
     return RankerBatch(
         history_item=stack("history_item"),
         history_action=stack("history_action"),
@@ -107,4 +118,5 @@ def collate(
         candidate_item=candidate_tensor,
         group=group,
         candidate_rank=torch.from_numpy(rank),
+        candidate_source_rank=source_rank,
     )

@@ -101,7 +101,9 @@ class OnePieceRanker(nn.Module):
         index, slot_valid = group_layout(batch.group)  # [B, G, S]
         batch_size, num_groups, size = index.shape
         rows = torch.arange(batch_size, device=index.device)[:, None, None].expand_as(index)
-        tokens = self.embed.candidates(batch.candidate_item, batch.candidate_rank)  # [B, N, d]
+        tokens = self.embed.candidates(
+            batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank
+        )  # [B, N, d]
         block = tokens[rows, index].reshape(batch_size * num_groups, size, -1)  # [B*G, S, d]
         grouped_cache = [
             (k.repeat_interleave(num_groups, dim=0), v.repeat_interleave(num_groups, dim=0))
@@ -130,7 +132,9 @@ class OnePieceRanker(nn.Module):
         """Uncached reference: the whole ``[context ; blocks 0..k]`` sequence is recomputed at each step."""
         context, context_valid = self.embed.context(batch)
         num_context, num_candidates = context.shape[1], batch.candidate_item.shape[1]
-        blocks = [self.embed.candidates(batch.candidate_item, batch.candidate_rank)]
+        blocks = [
+            self.embed.candidates(batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank)
+        ]
         stages = []
         for step in range(self.config.reasoning_steps + 1):
             hidden = torch.cat([context, *blocks], dim=1)

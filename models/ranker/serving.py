@@ -34,14 +34,28 @@ class TorchCandidateRanker:
         self.funnel = funnel
         self.version = version
 
-    def score(self, history: UserHistory, context: RequestContext, candidates: np.ndarray) -> np.ndarray:
-        return self.score_batch([history], [context], [candidates])[0]
+    @property
+    def candidate_sources(self) -> tuple[str, ...]:
+        """The candidate sources whose ranks this ranker reads (() = it reads none)."""
+        return self.model.config.candidate_sources
+
+    def score(
+        self,
+        history: UserHistory,
+        context: RequestContext,
+        candidates: np.ndarray,
+        source_rank: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """candidates [N] item indices (+ source_rank [N, S] when the ranker reads sources) -> [N] scores."""
+        ranks = None if source_rank is None else [source_rank]
+        return self.score_batch([history], [context], [candidates], ranks)[0]
 
     def score_batch(
         self,
         histories: list[UserHistory],
         contexts: list[RequestContext],
         candidates: list[np.ndarray],
+        source_ranks: list[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         if not (len(histories) == len(contexts) == len(candidates)):
             raise ValueError("histories, contexts and candidates must have the same length")
@@ -61,7 +75,7 @@ class TorchCandidateRanker:
             request_features(config, sizes, self.funnel, self.sources, h, c)
             for h, c in zip(histories, contexts, strict=True)
         ]
-        batch = collate(config, features, cleaned)
+        batch = collate(config, features, cleaned, source_ranks=source_ranks)
         with torch.inference_mode():
             scores = self.model.serving_score(self.model(batch).task_logits).numpy()
         return [scores[row, : len(items)].astype(np.float32) for row, items in enumerate(cleaned)]

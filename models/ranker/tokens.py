@@ -42,6 +42,8 @@ class RankerBatch:
     candidate_item: torch.Tensor
     group: torch.Tensor
     candidate_rank: torch.Tensor | None = None  # [B, N] 0-based retrieval rank, -1 = not retrieved
+    # [B, N, S] 0-based rank of each candidate in each of config.candidate_sources, -1 = not found there
+    candidate_source_rank: torch.Tensor | None = None
 
 
 class ItemProjection(nn.Module):
@@ -85,6 +87,9 @@ class TokenEmbedder(nn.Module):
         self.situation_proj = nn.Linear(d, d)
         self.segment = nn.Embedding(5, d)
         self.retrieval_rank = nn.Embedding(RANK_BUCKETS + 1, d)
+        if config.candidate_sources:
+            self.source_rank = nn.Embedding(len(config.candidate_sources) * (RANK_BUCKETS + 1), d)
+            nn.init.normal_(self.source_rank.weight, std=0.02)
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
         self.register_buffer(
@@ -139,18 +144,32 @@ class TokenEmbedder(nn.Module):
         return self.dropout(self.norm(tokens)), valid
 
     def candidates(
-        self, candidate_item: torch.Tensor, candidate_rank: torch.Tensor | None = None
+        self,
+        candidate_item: torch.Tensor,
+        candidate_rank: torch.Tensor | None = None,
+        candidate_source_rank: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """candidate_item [B, N] (+ retrieval rank [B, N] if configured) -> tokens [B, N, d], no positions."""
+        """candidate_item [B, N] (+ retrieval rank [B, N], per-source ranks [B, N, S] if configured)
+        -> tokens [B, N, d], no positions."""
         tokens = (
             self._item_features(candidate_item, self.candidate_items) + self.segment.weight[SEGMENT_CANDIDATE]
         )
         if self.config.use_retrieval_rank:
             if candidate_rank is None:
                 raise ValueError("config.use_retrieval_rank needs batch.candidate_rank")
-            bucket = torch.floor(torch.log2(candidate_rank.clamp(min=0).to(torch.float32) + 1)).to(
-                torch.int64
-            )
-            bucket = torch.where(candidate_rank < 0, RANK_BUCKETS, bucket.clamp(max=RANK_BUCKETS - 1))
-            tokens = tokens + self.retrieval_rank(bucket)
+            tokens = tokens + self.retrieval_rank(rank_bucket(candidate_rank))
+        sources = len(self.config.candidate_sources)
+        if sources:
+            if candidate_source_rank is None or candidate_source_rank.shape[-1] != sources:
+                raise ValueError(
+                    f"config.candidate_sources needs batch.candidate_source_rank [B, N, {sources}]"
+                )
+            offset = torch.arange(sources, device=tokens.device) * (RANK_BUCKETS + 1)
+            tokens = tokens + self.source_rank(rank_bucket(candidate_source_rank) + offset).sum(dim=2)
         return self.dropout(self.norm(tokens))
+
+
+def rank_bucket(rank: torch.Tensor) -> torch.Tensor:
+    """0-based ranks (any shape, -1 = absent) -> log2 buckets 0..RANK_BUCKETS-1, RANK_BUCKETS = absent."""
+    bucket = torch.floor(torch.log2(rank.clamp(min=0).to(torch.float32) + 1)).to(torch.int64)
+    return torch.where(rank < 0, RANK_BUCKETS, bucket.clamp(max=RANK_BUCKETS - 1))

@@ -34,6 +34,9 @@ class EncodedRequests:
     positive_item: list[np.ndarray]
     positive_level: list[np.ndarray]
     retrieved: list[np.ndarray]
+    # per request [len(retrieved), S]: rank of each retrieved item in each candidate source (-1 = absent);
+    # required when the model reads config.candidate_sources
+    source_ranks: list[np.ndarray] | None = None
 
 
 def feature_sizes(dataset: Dataset) -> FeatureSizes:
@@ -126,6 +129,14 @@ def retrieval_ranks(items: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
     return np.where(retrieved[order][found] == items, order[found], -1).astype(np.int64)
 
 
+def gather_rows(table: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """table [n, S], positions [m] (-1 = absent) -> [m, S] rows of ``table``, -1 rows where absent."""
+    out = np.full((len(positions), table.shape[1]), -1, dtype=np.int64)
+    found = positions >= 0
+    out[found] = table[positions[found]]
+    return out
+
+
 def task_labels(levels: list[np.ndarray], tasks: tuple[int, ...], width: int) -> torch.Tensor:
     """Per-request levels -> [B, num_tasks, width] float labels (level >= task level)."""
     padded = np.zeros((len(levels), width), dtype=np.int64)
@@ -172,8 +183,18 @@ def train_ranker(
                 for i in rows
             ]
             ranks = [retrieval_ranks(s[0], data.retrieved[i]) for s, i in zip(sampled, rows, strict=True)]
+            source_ranks = None
+            if data.source_ranks is not None:
+                source_ranks = [
+                    gather_rows(data.source_ranks[i], r) for r, i in zip(ranks, rows, strict=True)
+                ]
             batch = collate(
-                config, [data.features[i] for i in rows], [s[0] for s in sampled], generator, ranks
+                config,
+                [data.features[i] for i in rows],
+                [s[0] for s in sampled],
+                generator,
+                ranks,
+                source_ranks,
             )
             labels = task_labels([s[1] for s in sampled], config.tasks, batch.candidate_item.shape[1])
             output = model(batch)

@@ -1,0 +1,79 @@
+"""``CandidateGenerator``: the configured sources, asked once per request, merged into one list.
+
+``fit_sources`` builds the encoder-free sources from a period of events (co-occurrence, the user's recent
+items, recency-weighted popularity), so a bundle and an offline replay make them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.baselines.cooccurrence import CooccurrenceConfig, cooccurrence_matrix
+from models.baselines.popularity import PopularityConfig, PopularityScorer
+from models.candidates.merge import MergeConfig, MergedCandidates, merge_lists
+from models.candidates.sources import (
+    CandidateRequest,
+    CandidateSource,
+    CooccurrenceSource,
+    PopularSource,
+    RecentItemsSource,
+    SourceList,
+)
+from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, EventTable
+
+
+class CandidateGenerator:
+    """sources: by name; config.sources picks which are used and in which feature order."""
+
+    def __init__(self, sources: Sequence[CandidateSource], config: MergeConfig) -> None:
+        by_name = {source.name: source for source in sources}
+        missing = [name for name in config.sources if name not in by_name]
+        if missing:
+            raise ValueError(f"merge config names sources that are not available: {missing}")
+        self.sources = [by_name[name] for name in config.sources]
+        self.config = config
+
+    def source_lists(self, request: CandidateRequest) -> list[SourceList]:
+        """One list per configured source, each cut at its quota. [S] lists."""
+        return [
+            source.candidates(request, quota)
+            for source, quota in zip(self.sources, self.config.quotas, strict=True)
+        ]
+
+    def generate(self, request: CandidateRequest) -> MergedCandidates:
+        return merge_lists(self.source_lists(request), self.config)
+
+
+def recency_popularity(events: EventTable, num_items: int, num_scenes: int) -> np.ndarray:
+    """[num_items] float32: recency-weighted popularity share just after the last event (rows 0/1 = 0)."""
+    scorer = PopularityScorer(events, num_items, num_scenes, PopularityConfig())
+    query_time = int(events.timestamp.max()) + 1 if len(events) else 0
+    scores = scorer.score_at(np.array([query_time]), np.array([UNKNOWN_ID]))[0].astype(np.float32)
+    scores[:FIRST_REAL_ID] = 0.0
+    return scores
+
+
+def plain_popularity(events: EventTable, num_items: int) -> np.ndarray:
+    """[num_items] float32 event counts (rows 0/1 = 0)."""
+    counts = np.bincount(events.item.astype(np.int64), minlength=num_items).astype(np.float32)
+    counts[:FIRST_REAL_ID] = 0.0
+    return counts
+
+
+def fit_sources(
+    events: EventTable, num_items: int, num_scenes: int, cooccurrence: CooccurrenceConfig | None = None
+) -> dict[str, CandidateSource]:
+    """The encoder-free sources from ``events`` (sorted by user, then time): cooccurrence, recent,
+    popular (recency-weighted) and popular_plain (counts)."""
+    config = cooccurrence or CooccurrenceConfig()
+    matrix = cooccurrence_matrix(events, num_items, config)
+    return {
+        "cooccurrence": CooccurrenceSource(
+            matrix.indptr, matrix.indices, matrix.data, config.history_length, config.history_decay
+        ),
+        "recent": RecentItemsSource(),
+        "popular": PopularSource(recency_popularity(events, num_items, num_scenes), "popular"),
+        "popular_plain": PopularSource(plain_popularity(events, num_items), "popular_plain"),
+    }

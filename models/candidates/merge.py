@@ -1,0 +1,126 @@
+"""Merging several sources' lists into one candidate set, in an order that stands on its own.
+
+Each source contributes its first ``quota`` items. Duplicates collapse into one candidate that remembers
+its rank and score in every source. The merged order is a weighted reciprocal-rank fusion
+(Cormack et al., SIGIR 2009): merge_score(i) = Σ_s w_s / (k_rrf + rank_s(i) + 1), ties by the best single
+rank, then item index. Without a ranker this order is what users receive; with one, the ranker reads the
+per-source ranks and scores as features and may reorder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.candidates.sources import SourceList
+
+NOT_FOUND = -1
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """sources: names in feature order; quotas / weights: per source (same order); total: list length."""
+
+    sources: tuple[str, ...]
+    quotas: tuple[int, ...]
+    weights: tuple[float, ...]
+    total: int = 200
+    rrf_k: float = 10.0
+    allow_seen: bool = False  # may items from the user's own history be recommended again?
+
+    def __post_init__(self) -> None:
+        if not (len(self.sources) == len(self.quotas) == len(self.weights)):
+            raise ValueError("sources, quotas and weights must have the same length")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"duplicate source names in {self.sources}")
+        if self.total < 1 or any(q < 0 for q in self.quotas) or any(w < 0 for w in self.weights):
+            raise ValueError("total must be >= 1, quotas and weights >= 0")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "sources": list(self.sources),
+            "quotas": list(self.quotas),
+            "weights": list(self.weights),
+            "total": self.total,
+            "rrf_k": self.rrf_k,
+            "allow_seen": self.allow_seen,
+        }
+
+    @staticmethod
+    def from_dict(values: dict[str, object]) -> MergeConfig:
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return MergeConfig(**fixed)  # type: ignore[arg-type]
+
+    def quota(self, name: str) -> int:
+        return self.quotas[self.sources.index(name)]
+
+
+@dataclass
+class MergedCandidates:
+    """N candidates in merged order.
+
+    items [N] int64; merge_score [N] float32; source_rank [N, S] int64 (0-based rank in each source,
+    -1 = that source did not return it); source_score [N, S] float32 (0 where absent).
+    """
+
+    items: np.ndarray
+    merge_score: np.ndarray
+    source_rank: np.ndarray
+    source_score: np.ndarray
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def take(self, order: np.ndarray) -> MergedCandidates:
+        """The candidates reordered (or subset) by ``order`` [M] int64 positions."""
+        return MergedCandidates(
+            self.items[order],
+            self.merge_score[order],
+            self.source_rank[order],
+            self.source_score[order],
+            self.sources,
+        )
+
+    def primary_source(self) -> list[str]:
+        """Per candidate, the source that ranked it best (the name shown to callers). [N] names."""
+        if len(self) == 0:
+            return []
+        ranks = np.where(self.source_rank < 0, np.iinfo(np.int64).max, self.source_rank)
+        return [self.sources[s] for s in ranks.argmin(axis=1).tolist()]
+
+
+def merge_lists(lists: Sequence[SourceList], config: MergeConfig) -> MergedCandidates:
+    """lists: one ``SourceList`` per ``config.sources`` entry (same order) -> the merged candidates."""
+    if len(lists) != len(config.sources):
+        raise ValueError(f"{len(lists)} lists for {len(config.sources)} sources")
+    num_sources = len(config.sources)
+    cut = [(s.items[:quota], s.scores[:quota]) for s, quota in zip(lists, config.quotas, strict=True)]
+    all_items = np.concatenate([items for items, _ in cut] + [np.zeros(0, np.int64)]).astype(np.int64)
+    if all_items.size == 0:
+        empty_ranks = np.zeros((0, num_sources), dtype=np.int64)
+        return MergedCandidates(
+            all_items,
+            np.zeros(0, np.float32),
+            empty_ranks,
+            np.zeros((0, num_sources), np.float32),
+            config.sources,
+        )
+    items, inverse = np.unique(all_items, return_inverse=True)
+    source_rank = np.full((len(items), num_sources), NOT_FOUND, dtype=np.int64)
+    source_score = np.zeros((len(items), num_sources), dtype=np.float32)
+    begin = 0
+    for column, (source_items, source_scores) in enumerate(cut):
+        rows = inverse[begin : begin + len(source_items)]
+        source_rank[rows, column] = np.arange(len(source_items))
+        source_score[rows, column] = source_scores
+        begin += len(source_items)
+    weights = np.asarray(config.weights, dtype=np.float64)[None, :]
+    fused = np.where(source_rank >= 0, weights / (config.rrf_k + source_rank + 1.0), 0.0).sum(axis=1)
+    best_rank = np.where(source_rank >= 0, source_rank, np.iinfo(np.int64).max).min(axis=1)
+    order = np.lexsort((items, best_rank, -fused))[: config.total]
+    return MergedCandidates(
+        items[order], fused[order].astype(np.float32), source_rank[order], source_score[order], config.sources
+    )

@@ -1,0 +1,177 @@
+"""Candidate sources: one request -> one ranked list of item indices with scores.
+
+Every source drops the request's excluded items and the reserved rows (0 = pad, 1 = unknown) itself, so
+the merge never has to. Sources never fail on an empty history: they return an empty list, and the merge
+fills the answer from the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from models.data.schema import FIRST_REAL_ID
+from models.inference import RequestContext, UserHistory
+
+
+@dataclass
+class CandidateRequest:
+    """What every source may read for one request.
+
+    history: the user's events, oldest first; user_vector: [d] float32 unit vector or None (no encoder,
+    or it failed); exclude: [m] int64 items that must not be returned (seen items, the caller's list).
+    """
+
+    history: UserHistory
+    context: RequestContext
+    user_vector: np.ndarray | None = None
+    exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class SourceList:
+    """items [n] int64 best first, scores [n] float32 (higher is better, comparable within a source)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+
+    @staticmethod
+    def empty() -> SourceList:
+        return SourceList(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+
+class CandidateSource(Protocol):
+    name: str
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        """At most ``count`` items, best first, none excluded and none below FIRST_REAL_ID."""
+        ...
+
+
+def _allowed(items: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    """[n] bool: real items not in ``exclude``."""
+    keep = items >= FIRST_REAL_ID
+    if exclude.size:
+        keep &= ~np.isin(items, exclude)
+    return keep
+
+
+def _top(items: np.ndarray, scores: np.ndarray, exclude: np.ndarray, count: int) -> SourceList:
+    """Best ``count`` of (items, scores) after the exclusions; ties by smaller item index (deterministic)."""
+    keep = _allowed(items, exclude)
+    items, scores = items[keep], scores[keep]
+    order = np.lexsort((items, -scores))[:count]
+    return SourceList(items[order].astype(np.int64), scores[order].astype(np.float32))
+
+
+class ItemSearch(Protocol):
+    def search(
+        self, queries: np.ndarray, k: int, exclude: list[set[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class AnnSource:
+    """Nearest item vectors to the request's user vector (the session encoder's retrieval)."""
+
+    name = "ann"
+
+    def __init__(self, index: ItemSearch) -> None:
+        self.index = index
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        if request.user_vector is None or count <= 0:
+            return SourceList.empty()
+        exclude = {int(item) for item in request.exclude.tolist()}
+        items, scores = self.index.search(request.user_vector[None, :].astype(np.float32), count, [exclude])
+        keep = items[0] >= FIRST_REAL_ID
+        return SourceList(items[0][keep].astype(np.int64), scores[0][keep].astype(np.float32))
+
+
+class CooccurrenceSource:
+    """Items that co-occur with the user's last ``history_length`` items (item-kNN).
+
+    neighbours: CSR rows (indptr [I + 1], indices [nnz], data [nnz]) of item-to-item similarity. Score of
+    item j = Σ over recent items h (newest first, age a) of decay^a · sim(h, j). Sparse: the cost grows with
+    the neighbours gathered, not with the catalogue.
+    """
+
+    name = "cooccurrence"
+
+    def __init__(
+        self,
+        indptr: np.ndarray,
+        indices: np.ndarray,
+        data: np.ndarray,
+        history_length: int = 20,
+        decay: float = 0.8,
+    ) -> None:
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.history_length = history_length
+        self.decay = decay
+
+    def seed_items(self, request: CandidateRequest) -> np.ndarray:
+        """Anchors first (the caller's "more like these"), then the history, newest first. [m] int64."""
+        history = request.history.item[::-1][: self.history_length].astype(np.int64)
+        seeds = np.concatenate([np.asarray(request.context.anchors, dtype=np.int64), history])
+        return seeds[(seeds >= FIRST_REAL_ID) & (seeds < len(self.indptr) - 1)]
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        seeds = self.seed_items(request)
+        if seeds.size == 0 or count <= 0:
+            return SourceList.empty()
+        starts, stops = self.indptr[seeds], self.indptr[seeds + 1]
+        lengths = stops - starts
+        if int(lengths.sum()) == 0:
+            return SourceList.empty()
+        positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(
+            int(lengths.sum())
+        )
+        weights = np.repeat(self.decay ** np.arange(len(seeds), dtype=np.float64), lengths)
+        items, inverse = np.unique(self.indices[positions], return_inverse=True)
+        scores = np.bincount(inverse, weights * self.data[positions], minlength=len(items))
+        return _top(items.astype(np.int64), scores, request.exclude, count)
+
+
+class RecentItemsSource:
+    """The user's own recent distinct items, newest first (re-visits, re-orders). Score = decay^age, where
+    age counts distinct items since the last interaction; items seen more often score a little higher."""
+
+    name = "recent"
+
+    def __init__(self, max_items: int = 50, decay: float = 0.9) -> None:
+        self.max_items = max_items
+        self.decay = decay
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        items = request.history.item[::-1].astype(np.int64)  # newest first
+        if items.size == 0 or count <= 0:
+            return SourceList.empty()
+        distinct, first, counts = np.unique(items, return_index=True, return_counts=True)
+        order = np.argsort(first, kind="stable")[: self.max_items]
+        distinct, counts = distinct[order], counts[order]
+        scores = self.decay ** np.arange(len(distinct), dtype=np.float64) * (1.0 + 0.01 * np.log(counts))
+        keep = _allowed(distinct, request.exclude)
+        return SourceList(distinct[keep][:count], scores[keep][:count].astype(np.float32))
+
+
+class PopularSource:
+    """A fixed popularity order computed when the bundle was built (recency-weighted or plain counts)."""
+
+    def __init__(self, scores: np.ndarray, name: str = "popular") -> None:
+        """scores: [num_items] float (rows 0/1 are never returned)."""
+        self.name = name
+        self.scores = np.asarray(scores, dtype=np.float32)
+        order = np.argsort(-self.scores, kind="stable")
+        self.order = order[(order >= FIRST_REAL_ID) & (self.scores[order] > 0)].astype(np.int64)
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        if count <= 0:
+            return SourceList.empty()
+        head = self.order[: count + request.exclude.size]
+        head = head[_allowed(head, request.exclude)][:count]
+        return SourceList(head, self.scores[head])

@@ -1,0 +1,354 @@
+"""Offline replay of the served pipeline (``tandem eval --stage pipeline``).
+
+Per seed: fit every candidate source (and train the session encoder) on the fit period, tune the merge
+weights and train the ranker on the ranker period (80% of its users train, 20% validate), decide on the
+validation users whether the ranker beats the merged order, then answer every test request with the very
+objects serving uses (``models.candidates``). A target no source found is a miss. Rows: each source alone,
+the merged order, and the served pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.candidates.generator import CandidateGenerator, fit_sources
+from models.candidates.merge import MergeConfig, MergedCandidates, merge_lists
+from models.candidates.served import ServedPipeline
+from models.candidates.sources import AnnSource, CandidateRequest, CandidateSource, SourceList
+from models.data.schema import Dataset
+from models.evaluate.metrics import ranking_metrics
+from models.evaluate.pipeline_data import PipelinePeriods
+from models.evaluate.protocols import EvalTask
+
+PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
+MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What one replay trains and how long: encoder/ranker presets and budgets, list sizes."""
+
+    encoder_preset: str = "quick"
+    encoder_minutes: float = 3.0  # wall-clock cap per seed; 0 = no encoder (no ANN source)
+    encoder_overrides: dict[str, Any] = field(default_factory=dict)
+    ranker_preset: str = "quick"
+    ranker_epochs: int = 4
+    ranker_train_candidates: int = 32
+    total: int = 200
+    quotas: dict[str, int] = field(
+        default_factory=lambda: {"ann": 200, "cooccurrence": 200, "recent": 50, "popular": 100}
+    )
+    valid_share: float = 0.2
+    threads: int = 1
+    progress: bool = True
+
+
+@dataclass
+class SeedOutcome:
+    """Per-row metrics (name -> metric -> mean over test requests), row kinds, and what was decided."""
+
+    metrics: dict[str, dict[str, float]]
+    kinds: dict[str, str]
+    merge: MergeConfig
+    ranker_served: bool
+    valid: dict[str, float]
+    seconds: dict[str, float]
+    encoder_training: dict[str, Any] | None
+
+
+def list_ranks(lists: Sequence[np.ndarray], task: EvalTask) -> np.ndarray:
+    """1-based rank of every target in its request's served list (``MISS_RANK`` when absent). [U, T]"""
+    ranks = np.zeros(task.targets.shape, dtype=np.int64)
+    for row, items in enumerate(lists):
+        position = {int(item): rank for rank, item in enumerate(items.tolist(), start=1)}
+        for slot in np.flatnonzero(task.target_mask[row]).tolist():
+            ranks[row, slot] = position.get(int(task.targets[row, slot]), MISS_RANK)
+    return ranks
+
+
+def list_metrics(
+    lists: Sequence[np.ndarray], task: EvalTask, rows: np.ndarray | None = None
+) -> dict[str, float]:
+    """Mean NDCG@10, HR@10, Recall@50, MRR of served lists over the requests ``rows`` (default all)."""
+    rows = np.arange(len(task)) if rows is None else rows
+    sub = EvalTask(
+        task.protocol,
+        task.users[rows],
+        [task.histories[i] for i in rows],
+        [task.contexts[i] for i in rows],
+        task.targets[rows],
+        task.target_mask[rows],
+        task.exclude,
+        task.ks,
+    )
+    ranks = list_ranks([lists[i] for i in rows], sub)
+    values = ranking_metrics(ranks, sub.target_mask, (10, 50))
+    return {name: float(np.nanmean(values[name])) for name in PIPELINE_METRICS}
+
+
+def candidate_requests(task: EvalTask, vectors: np.ndarray | None) -> list[CandidateRequest]:
+    """The task's requests as the candidate sources see them (exclusions from the protocol)."""
+    out = []
+    for row in range(len(task)):
+        start, stop = task.exclude.offsets[row], task.exclude.offsets[row + 1]
+        out.append(
+            CandidateRequest(
+                history=task.histories[row],
+                context=task.contexts[row],
+                user_vector=None if vectors is None else vectors[row],
+                exclude=task.exclude.columns["item"][start:stop].astype(np.int64),
+            )
+        )
+    return out
+
+
+def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: PipelineSettings, seed: int) -> Any:
+    from models.encoder.config import EncoderConfig
+    from models.train.fit import fit_encoder, next_item_cases, subsample
+    from models.train.presets import preset
+
+    model_config, train = preset(settings.encoder_preset, "session_encoder")
+    train = replace(train, seed=seed, progress=settings.progress, max_minutes=settings.encoder_minutes)
+    train_fields = set(vars(train))
+    values = settings.encoder_overrides
+    train = replace(train, **{k: v for k, v in values.items() if k in train_fields})
+    model_config = EncoderConfig.from_dict(
+        {**model_config.to_dict(), **{k: v for k, v in values.items() if k not in train_fields}}
+    )
+    fit_events = periods.fit_events(dataset)
+    valid = next_item_cases(dataset, fit_events, dataset.events.take(np.sort(periods.ranker_target_rows)))
+    return fit_encoder(dataset, fit_events, model_config, train, subsample(valid, 1000, seed))
+
+
+def _user_vectors(result: Any, task: EvalTask) -> np.ndarray:
+    from models.encoder.serving import encode_histories
+
+    return encode_histories(result.model, result.item_category, task.histories, task.contexts)
+
+
+def _ann_source(result: Any) -> AnnSource:
+    from models.index.builder import build_index
+
+    with torch.inference_mode():
+        item_vectors = result.model.item_vectors().float().numpy()
+    return AnnSource(build_index(item_vectors, "flat"))
+
+
+def tune_weights(
+    lists: list[list[SourceList]], task: EvalTask, rows: np.ndarray, base: MergeConfig
+) -> MergeConfig:
+    """Coordinate ascent over ``WEIGHT_GRID`` per source (two passes) on validation NDCG@10 of the merged
+    order; the best first, ties keep the earlier (smaller-change) setting."""
+    weights = list(base.weights)
+
+    def score(candidate: list[float]) -> float:
+        config = replace(base, weights=tuple(candidate))
+        merged = {i: merge_lists(lists[i], config).items for i in rows.tolist()}
+        return list_metrics([merged.get(i, np.zeros(0, np.int64)) for i in range(len(task))], task, rows)[
+            "NDCG@10"
+        ]
+
+    best = score(weights)
+    for _ in range(2):
+        for column in range(len(weights)):
+            for value in WEIGHT_GRID:
+                trial = [*weights[:column], value, *weights[column + 1 :]]
+                if trial == weights or not any(trial):
+                    continue
+                result = score(trial)
+                if result > best + 1e-9:
+                    best, weights = result, trial
+    return replace(base, weights=tuple(weights))
+
+
+def _ranker_training(
+    dataset: Dataset,
+    periods: PipelinePeriods,
+    requests: list[CandidateRequest],
+    merged: list[MergedCandidates],
+    rows: np.ndarray,
+    names: tuple[str, ...],
+    settings: PipelineSettings,
+    seed: int,
+) -> tuple[Any, list[dict[str, float]]]:
+    """Trains the ranker on the merged candidates of ``rows`` (positives only where a source found them)."""
+    from models.ranker.config import preset
+    from models.ranker.model import OnePieceRanker
+    from models.ranker.samples import RankingRequest
+    from models.ranker.serving import TorchCandidateRanker
+    from models.ranker.train import encode_requests, feature_sizes, fit_anchor_sources, train_ranker
+
+    config, train_config = preset(
+        settings.ranker_preset,
+        candidate_sources=names,
+        train_positives_in_retrieved=True,
+        train_uniform_negatives=0,
+        train_candidates=settings.ranker_train_candidates,
+        use_retrieval_rank=True,  # the merged position: the ranker starts from the order it must beat
+        serving_weights=(1.0, 0.0, 0.0),  # test targets are any interaction: the level-1 head decides
+    )
+    train_config = replace(train_config, epochs=settings.ranker_epochs, seed=seed, threads=settings.threads)
+    task = periods.ranker
+    chosen, retrieved, source_ranks = [], [], []
+    for row in rows.tolist():
+        mask = task.target_mask[row]
+        found = np.isin(task.targets[row][mask], merged[row].items)
+        if not found.any():
+            continue  # at serving such a request has nothing right to rank
+        chosen.append(
+            RankingRequest(
+                int(task.users[row]),
+                requests[row].history,
+                requests[row].context,
+                task.targets[row][mask],
+                np.maximum(periods.ranker_levels[row][mask], 1),
+            )
+        )
+        retrieved.append(merged[row].items)
+        source_ranks.append(merged[row].source_rank)
+    if not chosen:
+        raise ValueError(f"{dataset.name}: no ranker request has a positive among its candidates")
+    fit_events = periods.fit_events(dataset)
+    sizes = feature_sizes(dataset)
+    anchors = fit_anchor_sources(fit_events, fit_events, dataset.num_items, config)
+    data = encode_requests(config, sizes, dataset.funnel, anchors, chosen, retrieved)
+    data.source_ranks = source_ranks
+    torch.manual_seed(seed)
+    model = OnePieceRanker(config, sizes, torch.from_numpy(dataset.catalogue.category))
+    log = train_ranker(model, data, train_config, progress=settings.progress)
+    return TorchCandidateRanker(model, anchors, dataset.funnel, f"ranker-{dataset.name}-{seed}"), log
+
+
+def _served_items(
+    pipeline: ServedPipeline, requests: list[CandidateRequest], merged: list[MergedCandidates]
+) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for begin in range(0, len(requests), 64):
+        served = pipeline.order(requests[begin : begin + 64], merged[begin : begin + 64])
+        out += [s.candidates.items for s in served]
+    return out
+
+
+def run_seed(
+    dataset: Dataset, periods: PipelinePeriods, seed: int, settings: PipelineSettings
+) -> SeedOutcome:
+    torch.set_num_threads(settings.threads)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    fit_events = periods.fit_events(dataset)
+    sources: dict[str, CandidateSource] = dict(fit_sources(fit_events, dataset.num_items, dataset.num_scenes))
+    seconds["fit_sources"] = time.perf_counter() - started
+    ranker_vectors = test_vectors = None
+    encoder_training = None
+    if settings.encoder_minutes > 0:
+        started = time.perf_counter()
+        result = _train_encoder(dataset, periods, settings, seed)
+        seconds["encoder"] = time.perf_counter() - started
+        state = result.state
+        encoder_training = {
+            "seed": seed,
+            "epochs": state.epoch,
+            "best_epoch": state.best_epoch,
+            "history": state.history,
+        }
+        sources["ann"] = _ann_source(result)
+        ranker_vectors = _user_vectors(result, periods.ranker)
+        test_vectors = _user_vectors(result, periods.test)
+    allow_seen = periods.protocol == "next-session"
+    names = tuple(
+        n
+        for n in ("ann", "cooccurrence", "recent", "popular")
+        if n in sources and (n != "recent" or allow_seen)
+    )
+    base = MergeConfig(
+        sources=names,
+        quotas=tuple(settings.quotas.get(n, settings.total) for n in names),
+        weights=tuple(1.0 for _ in names),
+        total=settings.total,
+        allow_seen=allow_seen,
+    )
+    ranker_requests = candidate_requests(periods.ranker, ranker_vectors)
+    test_requests = candidate_requests(periods.test, test_vectors)
+    generator = CandidateGenerator(list(sources.values()), base)
+
+    def lists_for(requests: list[CandidateRequest], desc: str) -> list[list[SourceList]]:
+        return [
+            generator.source_lists(r)
+            for r in tqdm(requests, desc=desc, disable=not settings.progress, leave=False)
+        ]
+
+    ranker_lists = lists_for(ranker_requests, "candidates (ranker period)")
+    test_lists = lists_for(test_requests, "candidates (test)")
+    rng = np.random.default_rng(seed)
+    users = np.unique(periods.ranker.users)
+    valid_users = rng.choice(users, size=max(1, int(len(users) * settings.valid_share)), replace=False)
+    is_valid = np.isin(periods.ranker.users, valid_users)
+    valid_rows, train_rows = np.flatnonzero(is_valid), np.flatnonzero(~is_valid)
+
+    started = time.perf_counter()
+    merge = tune_weights(ranker_lists, periods.ranker, valid_rows, base)
+    seconds["tune_merge"] = time.perf_counter() - started
+    ranker_merged = [merge_lists(lists, merge) for lists in ranker_lists]
+    test_merged = [merge_lists(lists, merge) for lists in test_lists]
+
+    started = time.perf_counter()
+    ranker, _ = _ranker_training(
+        dataset, periods, ranker_requests, ranker_merged, train_rows, names, settings, seed
+    )
+    seconds["ranker"] = time.perf_counter() - started
+    candidate = ServedPipeline(CandidateGenerator(list(sources.values()), merge), ranker)
+    valid_requests = [ranker_requests[i] for i in valid_rows]
+    valid_served = _served_items(candidate, valid_requests, [ranker_merged[i] for i in valid_rows])
+    merged_valid = list_metrics([m.items for m in ranker_merged], periods.ranker, valid_rows)
+    full = [np.zeros(0, np.int64)] * len(periods.ranker)
+    for row, items in zip(valid_rows.tolist(), valid_served, strict=True):
+        full[row] = items
+    ranker_valid = list_metrics(full, periods.ranker, valid_rows)
+    use_ranker = ranker_valid["NDCG@10"] > merged_valid["NDCG@10"]
+    served = ServedPipeline(candidate.generator, ranker, use_ranker)
+
+    metrics: dict[str, dict[str, float]] = {}
+    kinds: dict[str, str] = {}
+    for column, name in enumerate(names):
+        metrics[name] = list_metrics([lists[column].items for lists in test_lists], periods.test)
+        kinds[name] = "source"
+    plain = sources["popular_plain"]
+    metrics["popular_plain"] = list_metrics(
+        [plain.candidates(r, settings.total).items for r in test_requests], periods.test
+    )
+    kinds["popular_plain"] = "source"
+    metrics["merged"] = list_metrics([m.items for m in test_merged], periods.test)
+    kinds["merged"] = "merged"
+    metrics["ranker_over_merged"] = list_metrics(
+        _served_items(candidate, test_requests, test_merged), periods.test
+    )
+    kinds["ranker_over_merged"] = "ranker"
+    metrics["pipeline"] = list_metrics(_served_items(served, test_requests, test_merged), periods.test)
+    kinds["pipeline"] = "pipeline"
+    return SeedOutcome(
+        metrics,
+        kinds,
+        merge,
+        use_ranker,
+        {"merged_NDCG@10": merged_valid["NDCG@10"], "ranker_NDCG@10": ranker_valid["NDCG@10"]},
+        {k: round(v, 1) for k, v in seconds.items()},
+        encoder_training,
+    )
+
+
+def history_share(task: EvalTask) -> float:
+    """Share of test targets that are already in the request's history (what a repeat source can find)."""
+    hits, total = 0, 0
+    for row in range(len(task)):
+        targets = task.targets[row][task.target_mask[row]]
+        hits += int(np.isin(targets, task.histories[row].item).sum())
+        total += len(targets)
+    return hits / max(total, 1)
