@@ -43,7 +43,11 @@ class Filters(_Strict):
 class Options(_Strict):
     explain: bool = Field(default=False, description="add per-stage timings to meta")
     diversity: float = Field(default=0.0, ge=0.0, le=1.0, description="MMR trade-off; 0 = off")
-    exclude_seen: bool = Field(default=True, description="drop items in the user's recent history")
+    exclude_seen: bool | None = Field(
+        default=None,
+        description="drop items in the user's recent history; default: the bundle's choice (it allows "
+        "re-recommending seen items only where its data has re-visits)",
+    )
 
 
 class RecommendRequest(_Strict):

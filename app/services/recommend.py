@@ -19,6 +19,8 @@ from app.services.rules import CategoryFilter, mmr_order, passing
 from app.services.serving_bundle import ServingBundle
 from app.services.user_vectors import UserVector, resolve_user_vector
 from app.stores.base import UserStateStore
+from models.candidates.served import ServedList
+from models.candidates.sources import CandidateRequest
 from models.inference import RequestContext
 
 log = logging.getLogger("tandem.recommend")
@@ -38,7 +40,7 @@ class RecommendQuery:
     category_in: list[str] | None = None
     category_not_in: list[str] = field(default_factory=list)
     diversity: float = 0.0
-    exclude_seen: bool = True
+    exclude_seen: bool | None = None  # None: the bundle decides (its merge config's allow_seen)
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Recommendation:
 class _Candidates:
     items: np.ndarray  # [N] int64 item indices
     scores: np.ndarray  # [N] float32
-    source: str
+    sources: list[str]  # [N] the source that ranked each candidate best
 
 
 class _Timer:
@@ -92,46 +94,44 @@ def _category_filter(serving: ServingBundle, query: RecommendQuery, warnings: li
     return CategoryFilter(allowed=allowed, blocked=lookup(query.category_not_in))
 
 
-def _retrieve(
-    serving: ServingBundle, user_vector: UserVector, anchors: list[int], excluded: set[int], count: int
-) -> _Candidates:
-    """ANN over the vector, else co-occurrence around history/anchors, else popularity. [N] each."""
-    if user_vector.vector is not None and serving.index is not None:
-        items, scores = serving.index.search(user_vector.vector[None, :], count, exclude=[excluded])
-        keep = items[0] >= 0
-        return _Candidates(items[0][keep].astype(np.int64), scores[0][keep].astype(np.float32), "ann")
-    seeds = [*anchors, *user_vector.history.item[-20:].tolist()]
-    if serving.cooccurrence is not None and seeds:
-        items, scores = serving.cooccurrence.neighbours(
-            np.asarray(seeds, dtype=np.int64), count + len(excluded)
-        )
-        items, scores = (
-            np.asarray(items, dtype=np.int64).reshape(-1),
-            np.asarray(scores, np.float32).reshape(-1),
-        )
-        if items.size:
-            return _Candidates(items, scores, "cooccurrence")
-    return _popular(serving, count + len(excluded))
-
-
-def _popular(serving: ServingBundle, count: int) -> _Candidates:
-    items = serving.popular_order[:count]
-    return _Candidates(items, serving.popularity[items].astype(np.float32), "popular")
-
-
-def _rank(
-    serving: ServingBundle, found: _Candidates, user_vector: UserVector, context: RequestContext
-) -> tuple[_Candidates, str | None]:
-    if serving.ranker is None or found.source == "popular" or found.items.size == 0:
-        return found, None
-    try:
-        scores = np.asarray(serving.ranker.score(user_vector.history, context, found.items), dtype=np.float32)
-    except (RuntimeError, ValueError, IndexError) as exc:
-        metrics.STAGE_FAILURES.labels("rank").inc()
-        log.exception("ranker failed; keeping retrieval order", extra={"error": str(exc)})
-        return found, "ranker failed: candidates in retrieval order"
-    order = np.argsort(-scores, kind="stable")
-    return _Candidates(found.items[order], scores[order], "ranker"), None
+def _serve(
+    serving: ServingBundle,
+    user_vector: UserVector,
+    context: RequestContext,
+    excluded: set[int],
+    category_filter: CategoryFilter,
+    count: int,
+    timer: _Timer,
+) -> tuple[_Candidates, list[str]]:
+    """Sources -> merge -> rules -> ranker (models.candidates, the path the offline replay measures)."""
+    started = time.perf_counter()
+    pipeline = serving.pipeline(count)
+    request = CandidateRequest(
+        history=user_vector.history,
+        context=context,
+        user_vector=user_vector.vector if serving.index is not None else None,
+        exclude=np.fromiter(excluded, dtype=np.int64, count=len(excluded)),
+    )
+    merged = pipeline.generator.generate(request)
+    merged = merged.take(
+        np.flatnonzero(passing(merged.items, excluded, category_filter, serving.item_category))
+    )
+    served = ServedList(merged, merged.merge_score, False)
+    timer.record("retrieve", started)
+    started = time.perf_counter()
+    warnings: list[str] = []
+    # nothing personal to rank by (unknown user, no anchors): the popularity order stands
+    personal = request.user_vector is not None or len(request.history) > 0 or context.anchors.size > 0
+    if pipeline.use_ranker and personal and len(merged):
+        try:
+            served = pipeline.order([request], [merged])[0]
+        except (RuntimeError, ValueError, IndexError) as exc:
+            metrics.STAGE_FAILURES.labels("rank").inc()
+            log.exception("ranker failed; keeping the merged order", extra={"error": str(exc)})
+            warnings.append("ranker failed: candidates in merged order")
+    found = served.candidates
+    timer.record("rank", started)
+    return _Candidates(found.items, np.asarray(served.scores, np.float32), found.primary_source()), warnings
 
 
 def _select(
@@ -147,18 +147,8 @@ def _select(
     """Retrieve, rank and apply the rules (CPU work, run in a worker thread)."""
     import torch
 
-    warnings: list[str] = []
     with torch.inference_mode():
-        started = time.perf_counter()
-        found = _retrieve(serving, user_vector, context.anchors.tolist(), excluded, count)
-        timer.record("retrieve", started)
-
-        started = time.perf_counter()
-        keep = passing(found.items, excluded, category_filter, serving.item_category)
-        found = _Candidates(found.items[keep], found.scores[keep], found.source)
-        found, rank_warning = _rank(serving, found, user_vector, context)
-        warnings += [rank_warning] if rank_warning else []
-        timer.record("rank", started)
+        found, warnings = _serve(serving, user_vector, context, excluded, category_filter, count, timer)
 
     started = time.perf_counter()
     if query.diversity > 0 and found.items.size:
@@ -166,9 +156,11 @@ def _select(
             warnings.append("diversity needs item vectors; this bundle has none, ignored")
         else:
             order = mmr_order(found.scores, serving.item_vectors[found.items], query.k, query.diversity)
-            found = _Candidates(found.items[order], found.scores[order], found.source)
-    pairs = zip(found.items[: query.k].tolist(), found.scores[: query.k].tolist(), strict=True)
-    chosen = [(int(item), float(score), found.source) for item, score in pairs]
+            found = _Candidates(found.items[order], found.scores[order], [found.sources[i] for i in order])
+    pairs = zip(
+        found.items[: query.k].tolist(), found.scores[: query.k].tolist(), found.sources, strict=False
+    )
+    chosen = [(int(item), float(score), source) for item, score, source in pairs]
     if len(chosen) < query.k:  # top up from popularity under the same rules
         taken = excluded | {item for item, _, _ in chosen}
         extra = serving.popular_order
@@ -211,7 +203,10 @@ async def recommend(
     warnings += user_vector.warnings
 
     excluded = set(excluded_known) | set(anchors)
-    if query.exclude_seen:
+    exclude_seen = query.exclude_seen
+    if exclude_seen is None:
+        exclude_seen = not serving.pipeline(candidate_count).generator.config.allow_seen
+    if exclude_seen:
         excluded |= {int(item) for item in user_vector.history.item.tolist()}
     category_filter = _category_filter(serving, query, warnings)
     items, select_warnings = await asyncio.to_thread(

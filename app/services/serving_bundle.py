@@ -19,6 +19,8 @@ import numpy as np
 from app.core import metrics
 from app.services.items import RankedItem
 from app.stores.base import StoredEvent
+from models.candidates.from_bundle import bundle_sources, serving_pipeline
+from models.candidates.served import ServedPipeline
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
 from models.inference import RequestContext, UserHistory
 
@@ -71,11 +73,25 @@ class ServingBundle:
         self.item_vectors: np.ndarray | None = (
             np.asarray(self.encoder.item_vectors(), dtype=np.float32) if self.encoder is not None else None
         )
+        # The candidate sources and their merge (models.candidates), one served pipeline per list length.
+        self.serving_config: dict[str, Any] | None = dict(manifest.get("config") or {}).get("serving")
+        self.candidate_sources = bundle_sources(
+            self.index, getattr(self.cooccurrence, "scorer", None), self.popularity
+        )
+        self._pipelines: dict[int, ServedPipeline] = {}
         # Recent histories of training users: seeds the store, and serves the online path when it is down.
         self.history_length = history_length
         self.fallback_histories: dict[str, UserHistory] = {}
         for raw_user, history in bundle.recent_histories():
             self.fallback_histories[str(raw_user)] = _tail(history, history_length)
+
+    def pipeline(self, total: int) -> ServedPipeline:
+        """The served pipeline (sources -> merge -> ranker) for lists of ``total`` candidates."""
+        if total not in self._pipelines:
+            self._pipelines[total] = serving_pipeline(
+                self.serving_config, self.candidate_sources, self.ranker, total
+            )
+        return self._pipelines[total]
 
     # ------------------------------------------------------------------ id mapping
     def item_of(self, raw_item: str | int) -> int | None:

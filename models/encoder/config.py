@@ -58,6 +58,10 @@ class EncoderConfig:
 
     # session_encoder: add the mean item-table row of the previous session to each context token's input
     context_pool: bool = False
+    # session_encoder start-up: item rows enter the token sum scaled by sqrt(d) (as causal HSTU does), and
+    # the TSN projections and MSP heads start as identities without bias, so the first epochs do not have
+    # to learn their way out of random projections (measured: docs/retrieval.md, "Start-up")
+    identity_start: bool = False
     # session_encoder: item vector = normalize(E_item[i] + E_category[category(i)]) instead of E_item[i]
     # alone, so rarely seen items borrow their category's direction (the category table is the input one)
     item_side_info: bool = False

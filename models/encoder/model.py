@@ -53,8 +53,11 @@ class TokenEmbedder(nn.Module):
             for table in side_tables:
                 assert isinstance(table, nn.Embedding)
                 nn.init.normal_(table.weight, std=0.02)
-            self.project_context = nn.Linear(d, d) if config.token_specific else None
-            self.project_item = nn.Linear(d, d) if config.token_specific else None
+            self.project_context = (
+                identity_linear(d, config.identity_start) if config.token_specific else None
+            )
+            self.project_item = identity_linear(d, config.identity_start) if config.token_specific else None
+            self.item_scale = math.sqrt(d) if config.identity_start else 1.0
         else:
             self.position = nn.Embedding(config.max_tokens, d)
             nn.init.normal_(self.position.weight, std=math.sqrt(1.0 / d))
@@ -69,11 +72,12 @@ class TokenEmbedder(nn.Module):
             return self.dropout(x) * valid
         shared = self.scene(tokens["scene"]) + self.device(tokens["device"])
         shared = shared + self.hour(tokens["hour"]) + self.dow(tokens["dow"])
-        item_x = self.item(tokens["item"]) + self.action(tokens["action"]) + self.level(tokens["level"])
+        item_rows = self.item(tokens["item"]) * self.item_scale
+        item_x = item_rows + self.action(tokens["action"]) + self.level(tokens["level"])
         item_x = item_x + self.category(tokens["category"]) + shared
         context_x = shared + self.gap(tokens["gap"])
         if self.config.context_pool:
-            context_x = context_x + previous_session_mean(self.item(tokens["item"]), tokens)
+            context_x = context_x + previous_session_mean(item_rows, tokens)
         for column, table in enumerate(self.user.values()):
             context_x = context_x + table(user_features[:, column]).unsqueeze(1)
         is_context = (tokens["tok_type"] == CONTEXT_TOKEN).unsqueeze(-1)
@@ -81,6 +85,16 @@ class TokenEmbedder(nn.Module):
             context_x, item_x = self.project_context(context_x), self.project_item(item_x)
         x = torch.where(is_context, context_x, item_x)
         return self.dropout(x) * valid
+
+
+def identity_linear(dim: int, identity: bool) -> nn.Linear:
+    """A d -> d linear layer: an identity without bias when ``identity``, else PyTorch's default init."""
+    if not identity:
+        return nn.Linear(dim, dim)
+    layer = nn.Linear(dim, dim, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(dim))
+    return layer
 
 
 def previous_session_mean(item_x: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -122,7 +136,8 @@ class RetrievalEncoder(nn.Module):
             self.register_buffer("item_category", torch.zeros(config.num_items, dtype=torch.long))
         # g_0 .. g_{m-1}: one head per predicted session (MSP, models.md 1.7); causal kinds use none
         self.heads = nn.ModuleList(
-            nn.Linear(config.dim, config.dim) for _ in range(config.msp_horizon if config.is_session else 0)
+            identity_linear(config.dim, config.identity_start)
+            for _ in range(config.msp_horizon if config.is_session else 0)
         )
 
     def forward(

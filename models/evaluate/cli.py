@@ -38,17 +38,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stage",
-        choices=("retrieval", "ranker"),
+        choices=("retrieval", "ranker", "pipeline"),
         default="retrieval",
-        help="ranker: train the ranker variants and compare with the retrieval order (ranking-<dataset>.*)",
+        help="ranker: train the ranker variants and compare with the retrieval order (ranking-<dataset>.*); "
+        "pipeline: replay what /v1/recommend serves, every candidate source and the merge as rows "
+        "(pipeline-<dataset>.*)",
     )
+    parser.add_argument(
+        "--encoder-minutes",
+        type=float,
+        default=3.0,
+        help="pipeline: session encoder budget per seed (0 = none)",
+    )
+    parser.add_argument("--encoder-preset", default="quick", help="pipeline: session encoder preset")
+    parser.add_argument("--ranker-epochs", type=int, default=4, help="pipeline: ranker epochs")
+    parser.add_argument("--threads", type=int, default=1, help="pipeline: torch threads")
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument("--dataset", action="append", choices=DATASET_NAMES, default=[], help="repeatable")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
     )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="leave-last-out")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=None,
+        help="default: leave-last-out (pipeline stage: per dataset, next-session for session logs)",
+    )
     parser.add_argument("--seeds", default="1", help="a count (3 -> seeds 0,1,2) or a list (0,5,7)")
     parser.add_argument("--max-users", type=int, default=None, help="score a fixed random subset of requests")
     parser.add_argument("--max-history", type=int, default=200)
@@ -109,7 +125,7 @@ def evaluate_dataset(
     previous: dict[str, Any] | None = None,
 ) -> EvalReport:
     """Fit and score ``models``; ``previous`` (an earlier report's JSON) lends the rows of other models."""
-    protocol = args.protocol
+    protocol = args.protocol or "leave-last-out"
     split = leave_last_out(dataset.events) if protocol == "leave-last-out" else time_split(dataset.events)
     if protocol == "leave-last-out":
         task = leave_last_out_task(dataset, split, args.max_history, args.max_users)
@@ -165,11 +181,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.stage == "ranker":
             return run_ranker_stage(args, command)
+        if args.stage == "pipeline":
+            from models.evaluate.pipeline_cli import run_pipeline_stage
+
+            names = list(args.dataset) or ["ml-1m"]
+            return run_pipeline_stage(args, names, _load, command, DEFAULT_OUT_DIR)
         models = _models(args)
         datasets = _datasets(args)
         for name in datasets:
             dataset = _load(name, args)
-            suffix = "" if args.protocol == "leave-last-out" else f"-{args.protocol}"
+            suffix = "" if args.protocol in (None, "leave-last-out") else f"-{args.protocol}"
             out = args.out or DEFAULT_OUT_DIR / f"retrieval-{name}{suffix}"
             if args.out is not None and len(datasets) > 1:
                 out = out.with_name(f"{out.name}-{name}")

@@ -82,14 +82,14 @@ def list_metrics(
     sub = EvalTask(
         task.protocol,
         task.users[rows],
-        [task.histories[i] for i in rows],
-        [task.contexts[i] for i in rows],
+        [task.histories[i] for i in rows.tolist()],
+        [task.contexts[i] for i in rows.tolist()],
         task.targets[rows],
         task.target_mask[rows],
         task.exclude,
         task.ks,
     )
-    ranks = list_ranks([lists[i] for i in rows], sub)
+    ranks = list_ranks([lists[i] for i in rows.tolist()], sub)
     values = ranking_metrics(ranks, sub.target_mask, (10, 50))
     return {name: float(np.nanmean(values[name])) for name in PIPELINE_METRICS}
 

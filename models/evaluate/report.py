@@ -35,6 +35,10 @@ class EvalReport:
     carried: dict[str, dict[str, Any]] = field(default_factory=dict)
     # taken when the evaluation starts: the code that trained the models, not what HEAD is at write time
     commit: str = field(default_factory=lambda: git_commit())
+    # row name -> what the row is ("source", "merged", "ranker", "pipeline"); empty for model tables
+    kinds: dict[str, str] = field(default_factory=dict)
+    title: str = "Retrieval evaluation"
+    extra: dict[str, Any] = field(default_factory=dict)  # more top-level JSON fields (settings, decisions)
 
     def add(
         self,
@@ -107,13 +111,32 @@ class EvalReport:
             "train_seconds": self.seconds(),
             "training": self.runs(),
             "notes": self.notes,
+            **self.rows_json(),
+            **self.extra,
+        }
+
+    def rows_json(self) -> dict[str, Any]:
+        """``{"rows": {name: {"kind", "metrics": {metric: {"mean", "std"}}}}}`` when rows have kinds."""
+        if not self.kinds:
+            return {}
+        means, stds = self.means(), self.stds()
+        return {
+            "rows": {
+                name: {
+                    "kind": self.kinds.get(name, "model"),
+                    "metrics": {k: {"mean": means[name][k], "std": stds[name][k]} for k in self.metrics},
+                }
+                for name in means
+            }
         }
 
     def markdown(self) -> str:
         means, stds = self.means(), self.stds()
         header = "| model | " + " | ".join(self.metrics) + " | train s |"
+        if self.kinds:
+            header = "| row | kind | " + " | ".join(self.metrics) + " | train s |"
         lines = [
-            f"# Retrieval evaluation: {self.dataset}, {self.protocol}",
+            f"# {self.title}: {self.dataset}, {self.protocol}",
             "",
             f"Command: `{self.command}`  ",
             f"Requests scored: {self.users:,}; seeds: {', '.join(map(str, self.seeds))} "
@@ -121,12 +144,13 @@ class EvalReport:
             f"Commit: {self.commit}; machine: {machine_description()}",
             "",
             header,
-            "|" + "---|" * (len(self.metrics) + 2),
+            "|" + "---|" * (len(self.metrics) + 2 + bool(self.kinds)),
         ]
         seconds = self.seconds()
         for model in means:
             cells = [f"{means[model][k]:.4f} ± {stds[model][k]:.4f}" for k in self.metrics]
-            lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds[model]:.1f} |")
+            kind = f"{self.kinds.get(model, 'model')} | " if self.kinds else ""
+            lines.append(f"| {model} | {kind}" + " | ".join(cells) + f" | {seconds[model]:.1f} |")
         runs_by_model = self.runs()
         if runs_by_model:
             lines.append("")

@@ -21,7 +21,7 @@ def preset(name: str, kind: str) -> tuple[EncoderConfig, TrainConfig]:
     if kind == "session_encoder":
         # without these the context-token query collapses onto one popularity direction
         # (docs/retrieval.md, "Why the session encoder did not learn")
-        model = replace(model, temperature=0.2, context_pool=True, item_query_weight=1.0)
+        model = replace(model, temperature=0.2, context_pool=True, item_query_weight=1.0, identity_start=True)
         # items per request chosen per dataset (models.train.data.request_items_for)
         model = replace(model, max_items_per_session=0)
         # item vectors carry the item's category (measured on synthetic next-session, docs/retrieval.md)

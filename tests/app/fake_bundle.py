@@ -71,8 +71,14 @@ class FakeRanker:
         anchor = history.item[-1] if len(history) else (context.anchors[0] if context.anchors.size else 2)
         return (self._item_vectors[candidates] @ self._item_vectors[anchor]).astype(np.float32)
 
+    candidate_sources: tuple[str, ...] = ()  # reads no per-source ranks (models.candidates.served)
+
     def score_batch(
-        self, histories: list[UserHistory], contexts: list[RequestContext], candidates: list[np.ndarray]
+        self,
+        histories: list[UserHistory],
+        contexts: list[RequestContext],
+        candidates: list[np.ndarray],
+        source_ranks: list[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         return [self.score(h, c, x) for h, c, x in zip(histories, contexts, candidates, strict=True)]
 

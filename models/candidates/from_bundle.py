@@ -1,0 +1,85 @@
+"""The served pipeline of a bundle: which sources it has, how they merge, whether the ranker is trusted.
+
+A bundle built by the pipeline trainer stores its tuned merge and the ranker decision in the manifest
+(``config.serving``); an older or hand-built bundle gets ``default_merge``: the ANN list first, co-occurrence
+next, popularity as the filler, and its ranker (if any) over the merged list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.candidates.generator import CandidateGenerator
+from models.candidates.merge import MergeConfig
+from models.candidates.served import ServedPipeline, SourceAwareRanker
+from models.candidates.sources import (
+    AnnSource,
+    CandidateSource,
+    CooccurrenceSource,
+    ItemSearch,
+    PopularSource,
+    RecentItemsSource,
+)
+
+DEFAULT_WEIGHTS = {"ann": 1.0, "cooccurrence": 0.5, "recent": 1.0, "popular": 0.1}
+DEFAULT_QUOTAS = {"ann": 1.0, "cooccurrence": 1.0, "recent": 0.25, "popular": 0.5}  # shares of the total
+
+
+def bundle_sources(
+    index: ItemSearch | None, cooccurrence_scorer: Any | None, popularity: np.ndarray
+) -> list[CandidateSource]:
+    """Sources a bundle can feed: ANN (with an index), co-occurrence (with the fitted baseline scorer,
+    ``models.baselines.cooccurrence.CooccurrenceScorer``), the user's recent items, popularity."""
+    sources: list[CandidateSource] = []
+    if index is not None:
+        sources.append(AnnSource(index))
+    matrix = getattr(cooccurrence_scorer, "matrix", None)
+    if matrix is not None and cooccurrence_scorer is not None:
+        config = cooccurrence_scorer.config
+        sources.append(
+            CooccurrenceSource(
+                matrix.indptr, matrix.indices, matrix.data, config.history_length, config.history_decay
+            )
+        )
+    scores = np.where(np.isfinite(popularity), popularity, 0.0)
+    sources += [RecentItemsSource(), PopularSource(scores, "popular")]
+    return sources
+
+
+def default_merge(available: list[str], total: int, allow_seen: bool = False) -> MergeConfig:
+    names = tuple(n for n in DEFAULT_WEIGHTS if n in available and (n != "recent" or allow_seen))
+    return MergeConfig(
+        sources=names,
+        quotas=tuple(max(1, int(DEFAULT_QUOTAS[n] * total)) for n in names),
+        weights=tuple(DEFAULT_WEIGHTS[n] for n in names),
+        total=total,
+        allow_seen=allow_seen,
+    )
+
+
+def serving_pipeline(
+    serving_config: dict[str, Any] | None,
+    sources: list[CandidateSource],
+    ranker: SourceAwareRanker | None,
+    total: int,
+) -> ServedPipeline:
+    """``serving_config``: the manifest's ``config.serving`` ({"merge": MergeConfig dict, "ranker_served"})
+    or None. Sources the stored merge names but this bundle lacks are dropped; ``total`` caps the list."""
+    available = [source.name for source in sources]
+    if serving_config and serving_config.get("merge"):
+        stored = MergeConfig.from_dict(dict(serving_config["merge"]))
+        keep = [i for i, name in enumerate(stored.sources) if name in available]
+        merge = MergeConfig(
+            sources=tuple(stored.sources[i] for i in keep),
+            quotas=tuple(stored.quotas[i] for i in keep),
+            weights=tuple(stored.weights[i] for i in keep),
+            total=min(total, stored.total),
+            rrf_k=stored.rrf_k,
+            allow_seen=stored.allow_seen,
+        )
+        use_ranker = bool(serving_config.get("ranker_served", True))
+    else:
+        merge, use_ranker = default_merge(available, total), True
+    return ServedPipeline(CandidateGenerator(sources, merge), ranker, use_ranker)
