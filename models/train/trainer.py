@@ -38,6 +38,7 @@ class TrainConfig:
     n_uniform: int = 512
     logq: str = "corrected"
     patience: int = 3  # epochs without a better validation NDCG@10 before stopping (0 = never stop)
+    min_epochs: int = 3  # early stopping never fires before this many epochs
     seed: int = 0
     threads: int = 2
     max_minutes: float = 0.0  # wall-clock budget for the loop (0 = none); no epoch starts that would overrun
@@ -50,6 +51,7 @@ class TrainState:
     epoch: int = 0
     best_epoch: int = 0
     best_score: float = float("-inf")
+    best_loss: float = float("inf")
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
 
@@ -144,6 +146,21 @@ def make_optimizer(model: RetrievalEncoder, train: TrainConfig) -> torch.optim.O
     )
 
 
+def improved(record: dict[str, float], state: TrainState) -> bool:
+    """Is this epoch the best so far? Higher validation NDCG@10 wins; an equal score (a flat zero early
+    on, say) goes to the lower training loss, so a model still learning is never judged stuck. Without
+    validation, the lower training loss wins."""
+    score = record.get("val_NDCG@10", -record["train_loss"])
+    if score > state.best_score + 1e-12:
+        return True
+    return abs(score - state.best_score) <= 1e-12 and record["train_loss"] < state.best_loss
+
+
+def should_stop(epoch: int, best_epoch: int, train: TrainConfig) -> bool:
+    """Patience ran out since the best epoch, and at least ``train.min_epochs`` epochs have run."""
+    return bool(train.patience) and epoch >= train.min_epochs and epoch - best_epoch >= train.patience
+
+
 def train_encoder(
     model: RetrievalEncoder,
     store: LayoutStore,
@@ -196,16 +213,17 @@ def train_encoder(
         state.epoch = epoch
         state.history.append(record)
         state.train_seconds += record["epoch_seconds"]
-        score = record.get("val_NDCG@10", -record["train_loss"])
-        if score > state.best_score:
-            state.best_score, state.best_epoch = score, epoch
+        if improved(record, state):
+            state.best_epoch = epoch
+            state.best_score = record.get("val_NDCG@10", -record["train_loss"])
+            state.best_loss = record["train_loss"]
             best_state = copy.deepcopy(model.state_dict())
         if train.progress:
             shown = {k: round(v, 4) for k, v in record.items() if k != "epoch"}
             tqdm.write(f"{model.config.kind} epoch {epoch}: {shown}")
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, optimizer, state, train, item_category, best_state)
-        if train.patience and epoch - state.best_epoch >= train.patience:
+        if should_stop(epoch, state.best_epoch, train):
             break
         # stop when another epoch like the last one would overrun the wall-clock budget
         elapsed = time.perf_counter() - started

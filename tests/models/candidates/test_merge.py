@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from models.candidates.merge import MergeConfig, merge_lists
+from models.candidates.sources import SourceList
+
+
+def lists(*rows: list[int]) -> list[SourceList]:
+    return [
+        SourceList(np.asarray(r, dtype=np.int64), np.linspace(1, 0, len(r)).astype(np.float32)) for r in rows
+    ]
+
+
+def config(**changes: object) -> MergeConfig:
+    values: dict[str, object] = {
+        "sources": ("a", "b"),
+        "quotas": (10, 10),
+        "weights": (1.0, 1.0),
+        "total": 10,
+    }
+    values.update(changes)
+    return MergeConfig(**values)  # type: ignore[arg-type]
+
+
+def test_duplicates_collapse_and_keep_their_rank_in_every_source() -> None:
+    merged = merge_lists(lists([5, 6, 7], [7, 8]), config())
+    assert sorted(merged.items.tolist()) == [5, 6, 7, 8]
+    row = merged.items.tolist().index(7)
+    assert merged.source_rank[row].tolist() == [2, 0]
+    row = merged.items.tolist().index(8)
+    assert merged.source_rank[row].tolist() == [-1, 1]
+    # found by both sources, 7 outranks everything found once
+    assert merged.items[0] == 7
+
+
+def test_quotas_cut_each_source_and_total_cuts_the_list() -> None:
+    merged = merge_lists(lists([2, 3, 4, 5], [6, 7, 8, 9]), config(quotas=(2, 1), total=2))
+    assert len(merged) == 2
+    merged = merge_lists(lists([2, 3, 4, 5], [6, 7, 8, 9]), config(quotas=(2, 1)))
+    assert set(merged.items.tolist()) == {2, 3, 6}
+
+
+def test_weights_decide_the_interleaving() -> None:
+    heavy_b = merge_lists(lists([2, 3], [4, 5]), config(weights=(0.1, 1.0)))
+    assert heavy_b.items.tolist()[:2] == [4, 5]
+    heavy_a = merge_lists(lists([2, 3], [4, 5]), config(weights=(1.0, 0.1)))
+    assert heavy_a.items.tolist()[:2] == [2, 3]
+
+
+def test_an_empty_source_leaves_a_full_list_from_the_others() -> None:
+    merged = merge_lists(lists([], [4, 5, 6]), config())
+    assert merged.items.tolist() == [4, 5, 6]
+    assert merged.primary_source() == ["b", "b", "b"]
+    empty = merge_lists(lists([], []), config())
+    assert len(empty) == 0 and empty.source_rank.shape == (0, 2)
+
+
+def test_take_reorders_every_column_together() -> None:
+    merged = merge_lists(lists([5, 6], [6, 9]), config())
+    reordered = merged.take(np.arange(len(merged))[::-1])
+    assert reordered.items.tolist() == merged.items.tolist()[::-1]
+    assert reordered.source_rank.tolist() == merged.source_rank.tolist()[::-1]
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(ValueError):
+        config(quotas=(1,))
+    with pytest.raises(ValueError):
+        config(sources=("a", "a"))
+    with pytest.raises(ValueError):
+        config(total=0)
+    assert MergeConfig.from_dict(config().to_dict()) == config()

@@ -1,0 +1,96 @@
+import numpy as np
+
+from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
+from models.candidates.sources import (
+    AnnSource,
+    CandidateRequest,
+    CooccurrenceSource,
+    PopularSource,
+    RecentItemsSource,
+)
+from models.data.schema import EventTable
+from models.inference import RequestContext, UserHistory
+
+
+def history(items: list[int]) -> UserHistory:
+    n = len(items)
+    z = np.zeros(n, dtype=np.int64)
+    return UserHistory(np.asarray(items, np.int64), z + 1, np.ones(n, np.float32), np.arange(n), z + 1, z + 1)
+
+
+def request(
+    items: list[int], exclude: list[int] | None = None, vector: np.ndarray | None = None
+) -> CandidateRequest:
+    return CandidateRequest(
+        history(items), RequestContext(timestamp=100), vector, np.asarray(exclude or [], dtype=np.int64)
+    )
+
+
+def test_recent_items_newest_first_distinct_and_excluded() -> None:
+    source = RecentItemsSource(max_items=10)
+    found = source.candidates(request([5, 6, 5, 7, 8]), 10)
+    assert found.items.tolist() == [8, 7, 5, 6]
+    assert np.all(np.diff(found.scores) < 0)
+    assert source.candidates(request([5, 6, 7], exclude=[7]), 10).items.tolist() == [6, 5]
+    assert len(source.candidates(request([]), 10)) == 0
+
+
+def test_popular_source_skips_reserved_rows_and_exclusions() -> None:
+    scores = np.array([9, 9, 1, 5, 3, 0], dtype=np.float32)  # rows 0/1 are pad/unknown; item 5 never seen
+    source = PopularSource(scores)
+    assert source.candidates(request([]), 10).items.tolist() == [3, 4, 2]
+    assert source.candidates(request([], exclude=[3]), 2).items.tolist() == [4, 2]
+
+
+def table(users: list[int], items: list[int]) -> EventTable:
+    n = len(items)
+    z = np.zeros(n, dtype=np.int64)
+    return EventTable(
+        user=np.asarray(users, np.int64),
+        item=np.asarray(items, np.int64),
+        action=z + 1,
+        value=np.ones(n, np.float32),
+        timestamp=np.arange(n, dtype=np.int64),
+        session=np.asarray(users, np.int64),
+        scene=z + 1,
+        device=z + 1,
+        hour=z,
+        dow=z,
+    )
+
+
+def test_cooccurrence_source_equals_the_baseline_scores_on_its_list() -> None:
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(2, 30), 12)
+    events = table(users.tolist(), rng.integers(2, 40, size=len(users)).tolist())
+    config = CooccurrenceConfig()
+    baseline = CooccurrenceScorer(events, 40, config)
+    m = baseline.matrix
+    source = CooccurrenceSource(m.indptr, m.indices, m.data, config.history_length, config.history_decay)
+    items = [3, 9, 17, 4]
+    found = source.candidates(request(items), 15)
+    dense = baseline.score_items([np.asarray(items)])[0] - config.popularity_weight * baseline.popularity
+    assert len(found) == 15
+    np.testing.assert_allclose(found.scores, dense[found.items], rtol=1e-5)
+    # and they are the best co-occurrence scores
+    assert found.scores.min() >= np.sort(dense[2:])[::-1][14] - 1e-6
+
+
+def test_ann_source_needs_a_vector_and_honours_exclusions() -> None:
+    class Exact:
+        def __init__(self, vectors: np.ndarray) -> None:
+            self.vectors = vectors
+
+        def search(self, queries: np.ndarray, k: int, exclude: list[set[int]] | None = None):
+            scores = queries @ self.vectors.T
+            scores[:, :2] = -np.inf
+            for row, skip in enumerate(exclude or []):
+                scores[row, list(skip)] = -np.inf
+            order = np.argsort(-scores, axis=1)[:, :k]
+            return order, np.take_along_axis(scores, order, 1)
+
+    vectors = np.eye(6, dtype=np.float32)
+    source = AnnSource(Exact(vectors))
+    assert len(source.candidates(request([2]), 3)) == 0
+    found = source.candidates(request([2], exclude=[4], vector=vectors[4] + 0.5 * vectors[5]), 2)
+    assert found.items[0] == 5 and 4 not in found.items.tolist() and len(found) == 2

@@ -1,0 +1,83 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from models.candidates.merge import MergeConfig
+from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
+from models.data.schema import Dataset
+from models.evaluate.pipeline import MISS_RANK, PipelineSettings, list_metrics, list_ranks, run_seed
+from models.evaluate.pipeline_cli import evaluate_pipeline
+from models.evaluate.pipeline_data import pipeline_periods
+
+TINY = SyntheticConfig(num_users=60, num_items=150, num_events=4_000, num_clusters=5, seed=3)
+FAST = PipelineSettings(
+    encoder_preset="tiny",
+    encoder_minutes=0.0,
+    ranker_preset="tiny",
+    ranker_epochs=1,
+    total=40,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return generate_synthetic(TINY)
+
+
+@pytest.mark.parametrize("protocol", ["leave-last-out", "next-session"])
+def test_periods_never_let_a_test_request_see_its_answer(dataset: Dataset, protocol: str) -> None:
+    periods = pipeline_periods(dataset, protocol)
+    events = dataset.events
+    assert len(periods.test) > 0 and len(periods.ranker) > 0
+    # nothing the bundle is fitted on comes at or after a ranker target or a test request of that user
+    for task in (periods.ranker, periods.test):
+        for user, context in zip(task.users.tolist(), task.contexts, strict=True):
+            fitted = periods.fit & (events.user == user)
+            assert np.all(events.timestamp[fitted] <= context.timestamp)
+    if protocol == "leave-last-out":  # one target per request, excluded history
+        assert periods.test.targets.shape[1] == 1
+        assert not periods.fit[periods.ranker_target_rows].any()
+
+
+def test_a_target_outside_the_list_is_a_miss(dataset: Dataset) -> None:
+    task = pipeline_periods(dataset, "leave-last-out").test
+    target = int(task.targets[0, 0])
+    lists = [np.array([target + 1, target], dtype=np.int64)] + [np.zeros(0, np.int64)] * (len(task) - 1)
+    ranks = list_ranks(lists, task)
+    assert ranks[0, 0] == 2 and np.all(ranks[1:, 0] == MISS_RANK)
+    metrics = list_metrics(lists, task)
+    assert metrics["HR@10"] == pytest.approx(1 / len(task))
+    assert metrics["MRR"] == pytest.approx(0.5 / len(task), rel=1e-6)
+
+
+def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
+    periods = pipeline_periods(dataset, "next-session")
+    outcome = run_seed(dataset, periods, 0, FAST)
+    kinds = outcome.kinds
+    assert kinds["merged"] == "merged" and kinds["pipeline"] == "pipeline"
+    assert {n for n, k in kinds.items() if k == "source"} == {
+        "cooccurrence",
+        "recent",
+        "popular",
+        "popular_plain",
+    }
+    for metrics in outcome.metrics.values():
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    # the served row is the ranker's when it won on validation, else exactly the merged order
+    chosen = "ranker_over_merged" if outcome.ranker_served else "merged"
+    assert outcome.metrics["pipeline"] == outcome.metrics[chosen]
+    assert outcome.ranker_served == (outcome.valid["ranker_NDCG@10"] > outcome.valid["merged_NDCG@10"])
+    assert isinstance(outcome.merge, MergeConfig) and outcome.merge.allow_seen
+
+
+def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, tmp_path) -> None:
+    report = evaluate_pipeline(dataset, "leave-last-out", [0, 1], replace(FAST, total=30), "tandem eval test")
+    paths = report.write(tmp_path / "pipeline-tiny")
+    data = report.as_json()
+    assert data["seeds"] == [0, 1] and data["protocol"] == "leave-last-out" and data["command"]
+    assert data["rows"]["pipeline"]["kind"] == "pipeline"
+    assert set(data["rows"]["merged"]["metrics"]) == {"NDCG@10", "HR@10", "Recall@50", "MRR"}
+    assert "recent" not in data["rows"]  # leave-last-out excludes the history: no repeat source
+    assert all(p.exists() for p in paths)
