@@ -116,7 +116,13 @@ def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: Pipelin
     from models.train.presets import preset
 
     model_config, train = preset(settings.encoder_preset, "session_encoder")
-    train = replace(train, seed=seed, progress=settings.progress, max_minutes=settings.encoder_minutes)
+    train = replace(
+        train,
+        seed=seed,
+        progress=settings.progress,
+        max_minutes=settings.encoder_minutes,
+        threads=settings.threads,
+    )
     train_fields = set(vars(train))
     values = settings.encoder_overrides
     train = replace(train, **{k: v for k, v in values.items() if k in train_fields})
