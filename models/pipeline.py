@@ -41,6 +41,10 @@ QUICK_TRAINERS: dict[str, str] = {
 REQUIRED_MODULES: dict[str, str] = {"encoder": "models.train.fit", "ranker": "models.ranker.serving"}
 Trainer = Callable[..., tuple[Path, dict[str, Any]]]
 QUICK_VALID_USERS = 500
+# bumped when what the trainers put into a bundle changes, so older bundles of the same data are rebuilt
+RECIPE = "served-pipeline-1"
+# the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
+QUICK_PIPELINE: dict[str, Any] = {"encoder_minutes": 2.5, "ranker_epochs": 2, "threads": 2, "progress": True}
 
 
 def _importable(module_name: str) -> bool:
@@ -88,6 +92,50 @@ def train_quick_encoder(dataset: Dataset, out_dir: Path) -> tuple[Path, dict[str
     return path, metrics
 
 
+def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Path | None], dict[str, Any]]:
+    """The configuration the offline replay measures (``tandem eval --stage pipeline``), at the quick
+    budget: session encoder, candidate sources with tuned merge weights, the source-aware ranker and the
+    gate that decides whether it is served. Returns the checkpoints and the manifest's ``config.serving``
+    (merge, ranker decision, offline metrics of this very run on the held-out test period)."""
+    from models.encoder.serving import save_user_encoder
+    from models.evaluate.pipeline import PipelineSettings, run_seed
+    from models.evaluate.pipeline_cli import protocol_for
+    from models.evaluate.pipeline_data import pipeline_periods
+    from models.ranker.serving import save_ranker
+
+    protocol = protocol_for(dataset.name, None)
+    settings = PipelineSettings(**QUICK_PIPELINE)
+    started = time.perf_counter()
+    outcome = run_seed(dataset, pipeline_periods(dataset, protocol), 0, settings)
+    seconds = time.perf_counter() - started
+    checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}
+    if outcome.encoder is not None:
+        result = outcome.encoder
+        checkpoints["encoder"] = save_user_encoder(
+            result.model,
+            out_dir / "encoder.pt",
+            result.item_category,
+            extra={
+                "dataset": dataset.name,
+                "train_seconds": outcome.seconds.get("encoder"),
+                "preset": "quick",
+            },
+        )
+    if outcome.ranker is not None:
+        ranker = outcome.ranker
+        checkpoints["ranker"] = save_ranker(
+            out_dir / "ranker.pt", ranker.model, ranker.sources, ranker.funnel, ranker.version
+        )
+    serving = {
+        "merge": outcome.merge.to_dict(),
+        "ranker_served": outcome.ranker_served,
+        "protocol": protocol,
+        "offline": {"test": outcome.metrics, "valid": outcome.valid},
+        "seconds": {**outcome.seconds, "total": round(seconds, 1)},
+    }
+    return checkpoints, serving
+
+
 def bundle_name(dataset: Dataset, fingerprint: str, stages: list[str]) -> str:
     return f"{dataset.name}-{fingerprint[:12]}-{'+'.join(stages) or 'baseline'}"
 
@@ -104,9 +152,11 @@ def reusable(path: Path, fingerprint: str, stages: list[str]) -> bool:
         return False
     files = manifest.get("files", {})
     has_stages = [stage for stage in ("encoder", "ranker") if files.get(stage)]
+    recipe = manifest.get("config", {}).get("recipe")
     return (
         manifest.get("data_fingerprint") == fingerprint
         and has_stages == stages
+        and (recipe == RECIPE or not stages)
         and all((path / relative).exists() for relative in files.values() if relative)
     )
 
@@ -170,23 +220,39 @@ def ensure_default_bundle(
             return target
         work = root / "work" / target.name
         metrics: dict[str, Any] = {}
+        serving: dict[str, Any] | None = None
         checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}
-        for stage in ("encoder", "ranker"):
-            with steps.step(f"train {stage}"):
-                trainer = trainers[stage]
-                if trainer is None:
-                    logger.info("no quick %s trainer installed (%s): skipped", stage, QUICK_TRAINERS[stage])
-                    continue
-                extra = {"encoder_path": checkpoints["encoder"]} if stage == "ranker" else {}
-                checkpoints[stage], metrics[stage] = trainer(dataset, work / stage, **extra)
+        if stages == ["encoder", "ranker"]:
+            with steps.step("train encoder"), steps.step("train ranker"):
+                checkpoints, serving = train_served_pipeline(dataset, work)
+                metrics = {"pipeline": serving["offline"]}
+        else:
+            for stage in ("encoder", "ranker"):
+                with steps.step(f"train {stage}"):
+                    trainer = trainers[stage]
+                    if trainer is None:
+                        logger.info(
+                            "no quick %s trainer installed (%s): skipped", stage, QUICK_TRAINERS[stage]
+                        )
+                        continue
+                    extra = {"encoder_path": checkpoints["encoder"]} if stage == "ranker" else {}
+                    checkpoints[stage], metrics[stage] = trainer(dataset, work / stage, **extra)
         with steps.step("build bundle"):
+            config: dict[str, Any] = {
+                "pipeline": "default",
+                "recipe": RECIPE,
+                "stages": stages,
+                "step_seconds": steps.timings,
+            }
+            if serving is not None:
+                config["serving"] = serving
             path = build_bundle(
                 dataset,
                 target,
                 encoder_path=checkpoints["encoder"],
                 ranker_path=checkpoints["ranker"],
                 metrics=metrics,
-                config={"pipeline": "default", "stages": stages, "step_seconds": steps.timings},
+                config=config,
                 overwrite=True,
             )
         steps.bar.close()

@@ -1,4 +1,4 @@
-"""Operations: /livez, /readyz, /metrics, POST /v1/admin/reload."""
+"""Operations: /livez, /readyz, /metrics, GET /v1/admin/bundle, POST /v1/admin/reload."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import ServicesDep, require_admin_key
-from app.api.schemas import HealthResponse, ReloadRequest, ReloadResponse
+from app.api.schemas import BundleResponse, HealthResponse, ReloadRequest, ReloadResponse
 from app.core import metrics
 from app.core.errors import ApiError
 from app.stores.base import StoreUnavailable
@@ -49,6 +49,31 @@ async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
 async def get_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(content=body, media_type=content_type)
+
+
+@router.get(
+    "/v1/admin/bundle",
+    response_model=BundleResponse,
+    dependencies=[Depends(require_admin_key)],
+    summary="the live bundle: versions, candidate sources and merge, ranker decision, offline metrics",
+)
+async def bundle_info(services: ServicesDep) -> BundleResponse:
+    if not services.holder.loaded:
+        raise ApiError(503, "not_ready", "no bundle loaded yet")
+    serving = services.holder.current
+    pipeline = serving.pipeline(services.settings.candidate_count)
+    merge = pipeline.generator.config
+    return BundleResponse(
+        bundle_path=str(services.holder.path) if services.holder.path else None,
+        model_version=serving.model_version,
+        index_version=serving.index_version,
+        serving_path=serving.serving_path,
+        candidate_sources=list(merge.sources),
+        merge_weights=list(merge.weights),
+        ranker_served=pipeline.use_ranker,
+        allow_seen=merge.allow_seen,
+        offline=dict((serving.serving_config or {}).get("offline", {})),
+    )
 
 
 @router.post(

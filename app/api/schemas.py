@@ -115,6 +115,22 @@ class ReloadResponse(BaseModel):
     bundle_path: str
 
 
+class BundleResponse(BaseModel):
+    """The live bundle and the served pipeline it runs."""
+
+    bundle_path: str | None
+    model_version: str
+    index_version: str
+    serving_path: str
+    candidate_sources: list[str] = Field(description="the sources merged into the candidate list, in order")
+    merge_weights: list[float]
+    ranker_served: bool = Field(description="false: the merged order is served (the ranker did not beat it)")
+    allow_seen: bool
+    offline: dict[str, Any] = Field(
+        default_factory=dict, description="the bundle's offline replay metrics (test and validation periods)"
+    )
+
+
 class HealthResponse(BaseModel):
     status: str
     detail: dict[str, Any] = Field(default_factory=dict)

@@ -62,6 +62,8 @@ class SeedOutcome:
     valid: dict[str, float]
     seconds: dict[str, float]
     encoder_training: dict[str, Any] | None
+    encoder: Any | None = None  # models.train.fit.FitResult of the session encoder (None without one)
+    ranker: Any | None = None  # models.ranker.serving.TorchCandidateRanker trained on the merged lists
 
 
 def list_ranks(lists: Sequence[np.ndarray], task: EvalTask) -> np.ndarray:
@@ -254,6 +256,7 @@ def run_seed(
     seconds["fit_sources"] = time.perf_counter() - started
     ranker_vectors = test_vectors = None
     encoder_training = None
+    result: Any = None
     if settings.encoder_minutes > 0:
         started = time.perf_counter()
         result = _train_encoder(dataset, periods, settings, seed)
@@ -347,6 +350,8 @@ def run_seed(
         {"merged_NDCG@10": merged_valid["NDCG@10"], "ranker_NDCG@10": ranker_valid["NDCG@10"]},
         {k: round(v, 1) for k, v in seconds.items()},
         encoder_training,
+        result,
+        ranker,
     )
 
 

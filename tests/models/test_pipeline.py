@@ -65,3 +65,31 @@ def test_incomplete_bundle_is_rebuilt(dataset: Dataset, tmp_path: Path, monkeypa
     rebuilt = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
     assert rebuilt == path
     assert Bundle.load(rebuilt).popularity[FIRST_REAL_ID:].sum() > 0
+
+
+def test_default_bundle_serves_the_replayed_pipeline(dataset: Dataset, tmp_path: Path, monkeypatch) -> None:
+    from models.candidates.from_bundle import bundle_sources, serving_pipeline
+    from models.candidates.sources import CandidateRequest
+    from models.inference import RequestContext
+
+    tiny = {"encoder_preset": "tiny", "ranker_preset": "tiny", "encoder_minutes": 0.2, "ranker_epochs": 1}
+    monkeypatch.setattr(pipeline, "QUICK_PIPELINE", {**tiny, "threads": 1, "progress": False, "total": 50})
+    path = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
+    loaded = Bundle.load(path)
+    serving = loaded.manifest["config"]["serving"]
+    assert serving["protocol"] == "next-session" and set(serving["offline"]["test"]) >= {"merged", "pipeline"}
+    assert loaded.encoder is not None and loaded.ranker is not None
+    assert loaded.ranker.candidate_sources == tuple(serving["merge"]["sources"])
+    served = serving_pipeline(
+        serving,
+        bundle_sources(loaded.index, loaded.cooccurrence.scorer, loaded.popularity),
+        loaded.ranker,
+        50,
+    )
+    assert served.use_ranker == serving["ranker_served"]
+    assert served.generator.config.weights == tuple(serving["merge"]["weights"])
+    _, history = next(loaded.recent_histories())
+    context = RequestContext(timestamp=int(history.timestamp[-1]) + 1)
+    vector = loaded.encoder.encode([history], [context])[0]
+    answer = served.recommend(CandidateRequest(history, context, vector))
+    assert len(answer.candidates) == 50 and len(set(answer.candidates.items.tolist())) == 50

@@ -93,3 +93,13 @@ async def test_vectors_cached_by_the_old_model_are_not_reused(bundle_v1: Path, b
         await client.post("/v1/admin/reload", json={"bundle_path": str(bundle_v2)}, headers=ADMIN)
         after = (await client.post("/v1/recommend", json={"user_id": "u9"})).json()["meta"]
         assert (after["served_by"], after["model_version"]) == ("online", "fake-v2")
+
+
+async def test_admin_bundle_route_names_the_served_pipeline(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1, admin_key="secret-admin")) as (_, client):
+        assert (await client.get("/v1/admin/bundle")).status_code == 401
+        info = (await client.get("/v1/admin/bundle", headers=ADMIN)).json()
+        assert info["model_version"] == "fake-v1" and info["bundle_path"] == str(bundle_v1)
+        # the fake bundle has an index and popularity, no co-occurrence, no stored merge: the default merge
+        assert info["candidate_sources"] == ["ann", "popular"]
+        assert info["ranker_served"] is True and info["allow_seen"] is False
