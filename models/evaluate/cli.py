@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -27,7 +26,8 @@ from models.evaluate.protocols import (
 )
 from models.evaluate.registry import MODELS, available_models, get_factory
 from models.evaluate.report import EvalReport
-from models.evaluate.scorer import FitInput
+from models.evaluate.scorer import EncoderBudget, FitInput
+from models.train.eval_adapter import parse_overrides
 
 DEFAULT_OUT_DIR = Path("docs/results")
 
@@ -47,10 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder-minutes",
         type=float,
-        default=3.0,
-        help="pipeline: session encoder budget per seed (0 = none)",
+        default=None,
+        help="wall-clock budget per trained model and seed (pipeline: default 3, 0 = no encoder)",
     )
-    parser.add_argument("--encoder-preset", default="quick", help="pipeline: session encoder preset")
+    parser.add_argument(
+        "--encoder-preset", default=None, help="tiny | quick | default (retrieval: default; pipeline: quick)"
+    )
+    parser.add_argument("--encoder-epochs", type=int, default=None, help="retrieval: epoch cap per model")
+    parser.add_argument(
+        "--encoder-overrides",
+        default="",
+        help="retrieval: JSON of EncoderConfig/TrainConfig fields, e.g. '{\"max_items_per_session\": 4}'",
+    )
     parser.add_argument("--ranker-epochs", type=int, default=4, help="pipeline: ranker epochs")
     parser.add_argument("--threads", type=int, default=1, help="pipeline: torch threads")
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
@@ -77,6 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--append",
         action="store_true",
         help="keep the rows of models not named here from the existing <out>.json (same dataset and seeds)",
+    )
+
+
+def encoder_budget(args: argparse.Namespace) -> EncoderBudget:
+    return EncoderBudget(
+        preset=args.encoder_preset or "default",
+        epochs=args.encoder_epochs,
+        max_minutes=args.encoder_minutes,
+        overrides=parse_overrides(args.encoder_overrides),
     )
 
 
@@ -143,7 +160,7 @@ def evaluate_dataset(
         factory = get_factory(model)
         for seed in report.seeds:
             started = time.perf_counter()
-            scorer = factory(FitInput(dataset, split, protocol, seed, args.max_history))
+            scorer = factory(FitInput(dataset, split, protocol, seed, args.max_history, encoder_budget(args)))
             train_seconds = time.perf_counter() - started
             per_user = evaluate(scorer, task, dataset.num_items, args.batch_size)
             training = getattr(scorer, "training", None)
@@ -171,13 +188,7 @@ def run_ranker_stage(args: argparse.Namespace, command: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    # the environment knobs that shape training are part of the command that reproduces a report
-    knobs = [
-        f"{key}={shlex.quote(value)}"
-        for key, value in sorted(os.environ.items())
-        if key.startswith("TANDEM_ENCODER_")
-    ]
-    command = " ".join([*knobs, "tandem", *(shlex.quote(a) for a in sys.argv[1:])])
+    command = " ".join(["tandem", *(shlex.quote(a) for a in sys.argv[1:])])
     try:
         if args.stage == "ranker":
             return run_ranker_stage(args, command)

@@ -133,7 +133,9 @@ def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: Pipelin
     )
     fit_events = periods.fit_events(dataset)
     valid = next_item_cases(dataset, fit_events, dataset.events.take(np.sort(periods.ranker_target_rows)))
-    return fit_encoder(dataset, fit_events, model_config, train, subsample(valid, 1000, seed))
+    cases = subsample(valid, 1000, seed)
+    exclude = periods.protocol == "leave-last-out"
+    return fit_encoder(dataset, fit_events, model_config, train, cases, valid_exclude_history=exclude)
 
 
 def _user_vectors(result: Any, task: EvalTask) -> np.ndarray:

@@ -25,8 +25,8 @@ def protocol_for(name: str, explicit: str | None) -> str:
 
 def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
     return PipelineSettings(
-        encoder_preset=args.encoder_preset,
-        encoder_minutes=args.encoder_minutes,
+        encoder_preset=args.encoder_preset or "quick",
+        encoder_minutes=3.0 if args.encoder_minutes is None else args.encoder_minutes,
         ranker_epochs=args.ranker_epochs,
         threads=args.threads,
     )

@@ -7,8 +7,8 @@ takes a ``FitInput`` and returns a ``Scorer``. The harness hands the scorer the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,19 @@ class Scorer(Protocol):
         """Returns [B, num_items] float32 (higher is better). Columns 0 and 1 (pad, unknown) are ignored;
         the harness masks excluded items itself, so a scorer need not."""
         ...
+
+
+@dataclass(frozen=True)
+class EncoderBudget:
+    """How a trained retriever is sized and budgeted under ``tandem eval`` (CLI flags, not the environment).
+
+    preset: tiny | quick | default; epochs / max_minutes: per model and seed (None = the preset's);
+    overrides: ``EncoderConfig`` / ``TrainConfig`` fields by name, for ablations."""
+
+    preset: str = "default"
+    epochs: int | None = None
+    max_minutes: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +55,7 @@ class FitInput:
     protocol: str  # "leave-last-out" or "next-session"
     seed: int
     max_history: int = 200
+    encoder: EncoderBudget = field(default_factory=EncoderBudget)
 
     @property
     def train_events(self) -> EventTable:

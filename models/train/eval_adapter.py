@@ -1,17 +1,15 @@
 """Registry factories for ``tandem eval`` (``models.evaluate.registry``): train an encoder under the
 protocol's split, then score the whole catalogue with the serving path (``encode_histories``).
 
-Size and budget: ``TANDEM_ENCODER_PRESET`` (tiny | quick | default, default ``default``),
-``TANDEM_ENCODER_EPOCHS`` and ``TANDEM_ENCODER_MAX_MINUTES`` (per model and seed) override the preset;
-``TANDEM_ENCODER_OVERRIDES`` (a JSON object of ``EncoderConfig`` / ``TrainConfig`` fields, for ablations)
-overrides any other field, e.g. ``{"max_items_per_session": 4, "temperature": 0.05}``.
+Size and budget come in ``FitInput.encoder`` (``EncoderBudget``, set from ``tandem eval``'s
+``--encoder-preset``, ``--encoder-epochs``, ``--encoder-minutes`` and ``--encoder-overrides``, a JSON
+object of ``EncoderConfig`` / ``TrainConfig`` fields such as ``{"max_items_per_session": 4}``).
 Training uses the split's train part only: validation targets are held out for early stopping.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields, replace
 from typing import Any
 
@@ -42,16 +40,23 @@ class EncoderScorer:
         return (users @ self.items.T).astype(np.float32)
 
 
-def apply_overrides(model: EncoderConfig, train: TrainConfig, text: str) -> tuple[EncoderConfig, TrainConfig]:
-    """Apply a JSON object of field overrides to the two configs; unknown fields are an error."""
-    values: dict[str, Any] = json.loads(text) if text.strip() else {}
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``--encoder-overrides`` text -> a dict (empty text -> {}); anything but a JSON object is an error."""
+    values: Any = json.loads(text) if text.strip() else {}
     if not isinstance(values, dict):
-        raise ValueError("TANDEM_ENCODER_OVERRIDES must be a JSON object")
+        raise ValueError("--encoder-overrides must be a JSON object")
+    return values
+
+
+def apply_overrides(
+    model: EncoderConfig, train: TrainConfig, values: dict[str, Any]
+) -> tuple[EncoderConfig, TrainConfig]:
+    """Apply field overrides to the two configs; unknown fields are an error."""
     model_fields = {f.name for f in fields(EncoderConfig)}
     train_fields = {f.name for f in fields(TrainConfig)}
     unknown = set(values) - model_fields - train_fields
     if unknown:
-        raise ValueError(f"TANDEM_ENCODER_OVERRIDES: unknown fields {sorted(unknown)}")
+        raise ValueError(f"--encoder-overrides: unknown fields {sorted(unknown)}")
     model = EncoderConfig.from_dict(
         {**model.to_dict(), **{k: v for k, v in values.items() if k in model_fields}}
     )
@@ -60,21 +65,24 @@ def apply_overrides(model: EncoderConfig, train: TrainConfig, text: str) -> tupl
 
 
 def _fit(kind: str, fit: FitInput, **fixed: float) -> Scorer:
-    model_config, train = preset(os.environ.get("TANDEM_ENCODER_PRESET", "default"), kind)
+    budget = fit.encoder
+    model_config, train = preset(budget.preset, kind)
     model_config = replace(model_config, **fixed)  # type: ignore[arg-type]
     overrides: dict[str, float | int | bool] = {"seed": fit.seed, "progress": False}
-    if os.environ.get("TANDEM_ENCODER_EPOCHS"):
-        overrides["epochs"] = int(os.environ["TANDEM_ENCODER_EPOCHS"])
-    if os.environ.get("TANDEM_ENCODER_MAX_MINUTES"):
-        overrides["max_minutes"] = float(os.environ["TANDEM_ENCODER_MAX_MINUTES"])
+    if budget.epochs is not None:
+        overrides["epochs"] = budget.epochs
+    if budget.max_minutes is not None:
+        overrides["max_minutes"] = budget.max_minutes
     train = replace(train, **overrides)  # type: ignore[arg-type]
-    model_config, train = apply_overrides(model_config, train, os.environ.get("TANDEM_ENCODER_OVERRIDES", ""))
+    model_config, train = apply_overrides(model_config, train, budget.overrides)
     if not model_config.is_session:
         model_config = replace(model_config, max_tokens=fit.max_history)
     dataset, split = fit.dataset, fit.split
     train_events = dataset.events.take(split.train)
     valid = next_item_cases(dataset, train_events, dataset.events.take(split.valid))
-    result = fit_encoder(dataset, train_events, model_config, train, subsample(valid, 1000, fit.seed))
+    cases = subsample(valid, 1000, fit.seed)
+    exclude = fit.protocol == "leave-last-out"  # validation scored like the protocol's test
+    result = fit_encoder(dataset, train_events, model_config, train, cases, valid_exclude_history=exclude)
     return EncoderScorer(result)
 
 

@@ -93,7 +93,11 @@ def fit_encoder(
     init_from: Path | str | None = None,
     checkpoint_path: Path | None = None,
     resume: dict[str, Any] | None = None,
+    valid_exclude_history: bool = True,
 ) -> FitResult:
+    """Trains an encoder on ``train_events``; ``valid_cases`` (if any) pick the epoch, scored as the test
+    protocol does: history items excluded (leave-last-out) or not (``valid_exclude_history=False``,
+    next-session)."""
     torch.set_num_threads(train.threads)
     torch.manual_seed(train.seed)
     config = EncoderConfig.from_dict(resume["config"]) if resume else encoder_config_for(dataset, base_config)
@@ -111,7 +115,8 @@ def fit_encoder(
         cases = valid_cases
 
         def validate(m: RetrievalEncoder) -> dict[str, float]:
-            ranks = target_ranks(m, item_category, cases, exclude_window=config.max_tokens)
+            window = config.max_tokens if valid_exclude_history else 0
+            ranks = target_ranks(m, item_category, cases, exclude_window=window)
             return rank_metrics(ranks, cutoffs=(10, 50))
 
     state = train_encoder(model, store, item_prob, item_category, train, validate, checkpoint_path, resume)

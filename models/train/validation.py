@@ -2,7 +2,8 @@
 
 For each user: history = events before the target, query = a request at the target's time (scene/device
 of the target event), full ranking over the catalogue excluding the history window's items (models.md 2.5).
-The shared harness in ``models.evaluate`` produces the reported numbers; this is the in-training monitor.
+The shared harness in ``models.evaluate`` produces the reported numbers; this in-training monitor uses its
+metric module, so a validation number means what a test number means.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 from models.data.schema import FIRST_REAL_ID
 from models.encoder.model import RetrievalEncoder
 from models.encoder.serving import encode_histories
+from models.evaluate.metrics import ranking_metrics
+from models.evaluate.metrics import target_ranks as shared_target_ranks
 from models.inference import RequestContext, UserHistory
 
 
@@ -59,7 +62,11 @@ def target_ranks(
     exclude_window: int,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """1-based rank of each target among all real items, history-window items excluded. [B] int64."""
+    """1-based rank of each target among all real items. [B] int64.
+
+    Computed exactly as the reported test numbers are (``models.evaluate.metrics``): the items of the last
+    ``exclude_window`` history events are excluded *whatever the target is* (0 = exclude nothing, as the
+    next-session protocol does), and ties rank the target below every equal score."""
     users = torch.as_tensor(
         encode_histories(model, item_category, cases.histories, cases.contexts, batch_size)
     )
@@ -67,26 +74,21 @@ def target_ranks(
         items = model.item_vectors()
     ranks = np.zeros(len(cases.targets), dtype=np.int64)
     for start in range(0, len(users), batch_size):
-        scores = users[start : start + batch_size] @ items.T  # [b, I]
-        scores[:, :FIRST_REAL_ID] = -torch.inf
-        targets = torch.as_tensor(cases.targets[start : start + batch_size])
-        rows = torch.arange(len(targets))
-        target_scores = scores[rows, targets].clone()
-        for offset, history in enumerate(cases.histories[start : start + batch_size]):
-            window = history.item[-exclude_window:]
-            scores[offset, torch.as_tensor(window[window != cases.targets[start + offset]])] = -torch.inf
-        ranks[start : start + len(targets)] = ((scores > target_scores.unsqueeze(1)).sum(1) + 1).numpy()
+        scores = (users[start : start + batch_size] @ items.T).numpy().astype(np.float32)  # [b, I]
+        scores[:, :FIRST_REAL_ID] = -np.inf
+        if exclude_window > 0:
+            for offset, history in enumerate(cases.histories[start : start + batch_size]):
+                scores[offset, history.item[-exclude_window:]] = -np.inf
+        targets = cases.targets[start : start + len(scores), None]
+        found = shared_target_ranks(scores, targets, np.ones_like(targets, dtype=bool))
+        ranks[start : start + len(scores)] = found[:, 0]
     return ranks
 
 
 def rank_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = (10, 50, 200)) -> dict[str, float]:
-    """HR@K, NDCG@K (single target) and MRR from 1-based ranks."""
-    metrics: dict[str, float] = {}
-    for k in cutoffs:
-        hit = ranks <= k
-        metrics[f"HR@{k}"] = float(hit.mean()) if len(ranks) else 0.0
-        metrics[f"NDCG@{k}"] = (
-            float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean()) if len(ranks) else 0.0
-        )
-    metrics["MRR"] = float((1.0 / ranks).mean()) if len(ranks) else 0.0
-    return metrics
+    """HR@K, NDCG@K (single target) and MRR from 1-based ranks (the shared metric definitions)."""
+    if len(ranks) == 0:
+        return {**{f"{m}@{k}": 0.0 for k in cutoffs for m in ("HR", "NDCG")}, "MRR": 0.0}
+    per_row = ranking_metrics(ranks[:, None], np.ones((len(ranks), 1), dtype=bool), cutoffs)
+    names = [f"{m}@{k}" for k in cutoffs for m in ("HR", "NDCG")] + ["MRR"]
+    return {name: float(per_row[name].mean()) for name in names}
