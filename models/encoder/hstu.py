@@ -24,6 +24,11 @@ def time_bucket(delta_s: torch.Tensor) -> torch.Tensor:
     return scaled.floor().long().clamp(0, NUM_TIME_BUCKETS - 1)
 
 
+def pair_time_buckets(ts: torch.Tensor, query_ts: torch.Tensor) -> torch.Tensor:
+    """Bucket of query_ts[i] - ts[j] for every token pair. ts, query_ts: [B, T] -> [B, T, T] long."""
+    return time_bucket(query_ts.unsqueeze(2) - ts.unsqueeze(1))
+
+
 class RelativeBias(nn.Module):
     """rab = rab_p (Toeplitz over token offsets) + rab_t (bucketed query_ts[i] - ts[j]); shared by heads."""
 
@@ -33,8 +38,11 @@ class RelativeBias(nn.Module):
         self.position_weights = nn.Parameter(torch.randn(2 * max_tokens - 1) * 0.02) if use_position else None
         self.time_weights = nn.Parameter(torch.randn(NUM_TIME_BUCKETS) * 0.02) if use_time else None
 
-    def forward(self, ts: torch.Tensor, query_ts: torch.Tensor) -> torch.Tensor | None:
-        """ts, query_ts: [B, T] seconds -> [B, 1, T, T] or None when both biases are off."""
+    def forward(
+        self, ts: torch.Tensor, query_ts: torch.Tensor, buckets: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """ts, query_ts: [B, T] seconds -> [B, 1, T, T] or None when both biases are off. ``buckets``:
+        the [B, T, T] time buckets when the caller computed them once for every block."""
         bias: torch.Tensor | None = None
         length = ts.shape[1]
         if self.position_weights is not None:
@@ -42,17 +50,33 @@ class RelativeBias(nn.Module):
             offset = (pos.unsqueeze(0) - pos.unsqueeze(1)).clamp(-self.max_tokens + 1, self.max_tokens - 1)
             bias = self.position_weights[offset + self.max_tokens - 1].unsqueeze(0)
         if self.time_weights is not None:
-            rab_t = self.time_weights[time_bucket(query_ts.unsqueeze(2) - ts.unsqueeze(1))]
+            if buckets is None:
+                buckets = pair_time_buckets(ts, query_ts)
+            rab_t = self.time_weights[buckets]
             bias = rab_t if bias is None else bias + rab_t
         return None if bias is None else bias.unsqueeze(1)
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary embedding with an explicit position per token. x: [B, h, T, d] (d even), positions: [B, T]."""
+def rotary_angles(
+    positions: torch.Tensor, dim: int, dtype: torch.dtype, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [B, 1, T, dim/2] of the rotary embedding for explicit positions [B, T]."""
+    half = dim // 2
+    freqs = base ** (-torch.arange(half, device=positions.device, dtype=dtype) / half)
+    angles = positions.to(dtype).unsqueeze(-1) * freqs  # [B, T, half]
+    return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
+
+
+def rotary(
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    base: float = 10000.0,
+    angles: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Rotary embedding with an explicit position per token. x: [B, h, T, d] (d even), positions: [B, T].
+    ``angles``: ``rotary_angles`` computed once for every block and both of q and k."""
+    cos, sin = angles if angles is not None else rotary_angles(positions, x.shape[-1], x.dtype, base)
     half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, device=x.device, dtype=x.dtype) / half)
-    angles = positions.to(x.dtype).unsqueeze(-1) * freqs  # [B, T, half]
-    cos, sin = angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -84,9 +108,12 @@ class HSTUBlock(nn.Module):
         query_ts: torch.Tensor,
         positions: torch.Tensor,
         is_context: torch.Tensor,
+        time_buckets: torch.Tensor | None = None,
+        angles: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """x: [B, T, d]; mask: [B, T, T] bool; ts, query_ts, positions: [B, T]; is_context: [B, T] bool.
-        Returns [B, T, d]."""
+        ``time_buckets`` [B, T, T] and rotary ``angles``: shared by all blocks when the encoder computed
+        them once (``pair_time_buckets``, ``rotary_angles``). Returns [B, T, d]."""
         batch, length, dim = x.shape
         normed = F.layer_norm(x, (dim,))
         projected = self.uvqk(normed)
@@ -95,9 +122,11 @@ class HSTUBlock(nn.Module):
         u, v, q, k = F.silu(projected).split(self.num_heads * self.head_dim, dim=-1)
         q, k, v = (t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         if self.use_rope:
-            q, k = rotary(q, positions), rotary(k, positions)
+            if angles is None:
+                angles = rotary_angles(positions, self.head_dim, q.dtype)
+            q, k = rotary(q, positions, angles=angles), rotary(k, positions, angles=angles)
         scores = q @ k.transpose(-1, -2)  # [B, h, T, T]
-        rab = self.bias(ts, query_ts)
+        rab = self.bias(ts, query_ts, time_buckets)
         if rab is not None:
             scores = scores + rab
         if self.normalise_by_keys:

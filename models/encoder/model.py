@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encoder.config import NUM_GAP_BUCKETS, EncoderConfig
-from models.encoder.hstu import HSTUBlock, scaled_init_
+from models.encoder.hstu import HSTUBlock, pair_time_buckets, rotary_angles, scaled_init_
 from models.encoder.layout import CONTEXT_TOKEN, ITEM_TOKEN
 from models.encoder.masks import causal_mask, session_mask
 from models.encoder.moe import MoEFeedForward
@@ -152,11 +152,20 @@ class RetrievalEncoder(nn.Module):
         x = self.embed(tokens, user_features)
         is_context = tok_type == CONTEXT_TOKEN
         aux = x.new_zeros(())
+        # per-pair time buckets and rotary angles depend on the layout only: once for all blocks
+        buckets = angles = None
+        if self.config.kind != "sasrec":
+            if self.config.use_rab_t:
+                buckets = pair_time_buckets(tokens["ts"], tokens["query_ts"])
+            if self.config.use_rope:
+                angles = rotary_angles(tokens["sess"], self.config.head_dim, x.dtype)
         for index, block in enumerate(self.blocks):
             if isinstance(block, SASRecBlock):
                 x = block(x, mask)
             else:
-                x = block(x, mask, tokens["ts"], tokens["query_ts"], tokens["sess"], is_context)
+                x = block(
+                    x, mask, tokens["ts"], tokens["query_ts"], tokens["sess"], is_context, buckets, angles
+                )
             if len(self.moe):
                 x, block_aux = self.moe[index](x)
                 aux = aux + block_aux
