@@ -38,7 +38,7 @@ log = logging.getLogger("tandem.app")
 def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
     """Redis when TANDEM_REDIS_URL is set, else the in-process store."""
     if settings.redis_url is None:
-        return MemoryStore(settings.history_length, settings.stream_maxlen)
+        return MemoryStore(settings.history_length, settings.stream_maxlen, settings.event_dedupe_ttl_s)
     return RedisStore(
         settings.redis_url,
         socket_timeout_s=settings.redis_socket_timeout_s,
@@ -49,6 +49,7 @@ def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
         history_length=settings.history_length,
         stream_maxlen=settings.stream_maxlen,
         block_ms=block_ms,
+        dedupe_ttl_s=settings.event_dedupe_ttl_s,
     )
 
 

@@ -25,15 +25,20 @@ async def post_events(body: EventsRequest, store: StoreDep) -> EventsResponse:
             value=event.value,
             scene=event.context.scene if event.context else None,
             device=event.context.device if event.context else None,
+            event_id=event.event_id,
         )
         for event in body.events
     ]
     try:
-        accepted = await accept_events(store, events)
+        result = await accept_events(store, events)
     except StoreUnavailable as exc:
-        # Unlike reads, an event we cannot make durable must not be acknowledged: the client retries.
+        # Unlike reads, an event we cannot make durable must not be acknowledged. The events may have been
+        # stored (a lost reply); retrying the same events is safe: their idempotency keys dedupe them.
         metrics.STORE_DEGRADED.labels("append_events").inc()
         raise ApiError(
-            503, "store_unavailable", "events could not be stored; retry", {"Retry-After": "1"}
+            503,
+            "store_unavailable",
+            "events may not have been stored; retrying the same events is safe",
+            {"Retry-After": "1"},
         ) from exc
-    return EventsResponse(accepted=accepted)
+    return EventsResponse(accepted=len(events), duplicates=result.duplicates)

@@ -83,6 +83,10 @@ class RecommendResponse(BaseModel):
 
 
 class EventBody(_Strict):
+    event_id: Name | None = Field(
+        default=None,
+        description="idempotency key, unique per user (e.g. a UUID); default: a hash of the event's fields",
+    )
     user_id: RawId
     item_id: RawId
     action: ActionName  # type: ignore[valid-type]
@@ -97,7 +101,10 @@ class EventsRequest(_Strict):
 
 
 class EventsResponse(BaseModel):
-    accepted: int
+    accepted: int = Field(description="events now stored (each exactly once)")
+    duplicates: int = Field(
+        default=0, description="of those, events whose idempotency key was already stored (a retry)"
+    )
 
 
 class ReloadRequest(_Strict):

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="readyz answers 503 this long before shutdown"
     )
 
+    # events
+    event_dedupe_ttl_s: int = Field(
+        default=86400, ge=1, description="how long an event's idempotency key is remembered (retries dedupe)"
+    )
+
     # near-line worker
     stream_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the event stream")
     worker_batch_size: int = Field(default=256, ge=1, description="stream entries read per worker step")

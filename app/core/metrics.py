@@ -46,7 +46,10 @@ STAGE_FAILURES = Counter(
 )
 LOAD_SHED = Counter("tandem_load_shed_total", "requests refused with 429 because too many were in flight")
 IN_FLIGHT = Gauge("tandem_in_flight_requests", "requests being served", multiprocess_mode="livesum")
-EVENTS_ACCEPTED = Counter("tandem_events_accepted_total", "events accepted by POST /v1/events")
+EVENTS_ACCEPTED = Counter("tandem_events_accepted_total", "events newly stored by POST /v1/events")
+EVENTS_DUPLICATE = Counter(
+    "tandem_events_duplicate_total", "events whose idempotency key was already stored (not stored again)"
+)
 STREAM_LAG = Gauge(
     "tandem_stream_lag_entries",
     "stream entries not yet delivered to the worker group",

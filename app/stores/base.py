@@ -8,10 +8,16 @@ is the read-your-writes rule, and it does not depend on clients' clocks.
 
 The store also carries the event stream the near-line worker consumes (Redis Stream + consumer group, or
 its in-process equivalent). Accepted events are appended to the history and the stream in one step.
+
+Exactly-once: every event carries an idempotency key (the client's ``event_id``, else a hash of its
+fields, see ``event_key``). The store remembers each user's keys for ``dedupe_ttl_s`` and stores an event
+only when its key is new, in the same atomic step as the append; a retry (by the Redis client after a lost
+reply, or by the caller after a 503) therefore never stores an event twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +48,40 @@ class StoredEvent:
     def decode(raw: str | bytes) -> StoredEvent:
         item, action, value, timestamp, scene, device = json.loads(raw)
         return StoredEvent(str(item), int(action), float(value), int(timestamp), scene, device)
+
+
+def event_key(user: str, event: StoredEvent, event_id: str | None = None) -> str:
+    """The idempotency key of one event: ``id:<event_id>`` when the client gave one, else ``h:`` and a
+    hash of every field (same user, item, action, value, time, scene and device -> same key)."""
+    if event_id is not None:
+        return f"id:{event_id}"
+    digest = hashlib.sha256(json.dumps([user, event.encode()]).encode()).hexdigest()
+    return f"h:{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class KeyedEvent:
+    """An event on its way into the store: the user, the event and its idempotency key."""
+
+    user: str
+    event: StoredEvent
+    key: str
+
+    @staticmethod
+    def of(user: str, event: StoredEvent, event_id: str | None = None) -> KeyedEvent:
+        return KeyedEvent(user, event, event_key(user, event, event_id))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What ``append_events`` did: events newly stored, and events whose key was already stored."""
+
+    stored: int
+    duplicates: int
+
+
+class BacklogFull(Exception):
+    """The event stream holds ``stream_maxlen`` unprocessed entries: nothing was stored, retry later."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +143,9 @@ class UserStateStore(Protocol):
 
     async def put_vectors(self, vectors: dict[str, StoredVector], ttl_s: int) -> None: ...
 
-    async def append_events(self, events: list[tuple[str, StoredEvent]]) -> int:
-        """Append to the histories (bounded), bump sequence numbers, add one stream entry; returns count."""
+    async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
+        """Atomically, for each event whose key the user has not stored within the dedupe window: append to
+        the history (bounded), bump the sequence number; then one stream entry for the new ones."""
         ...
 
     async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
@@ -122,6 +163,11 @@ class UserStateStore(Protocol):
     async def backlog(self) -> StreamBacklog: ...
 
 
-def users_of(events: list[tuple[str, StoredEvent]]) -> list[str]:
+def users_of(events: list[KeyedEvent]) -> list[str]:
     """Distinct users in arrival order."""
-    return list(dict.fromkeys(user for user, _ in events))
+    return list(dict.fromkeys(keyed.user for keyed in events))
+
+
+def keyed(events: list[tuple[str, StoredEvent]]) -> list[KeyedEvent]:
+    """Events without client ids -> keyed by their fields (tests, seeding tools)."""
+    return [KeyedEvent.of(user, event) for user, event in events]

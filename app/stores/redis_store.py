@@ -4,7 +4,13 @@ Keys (``{user}`` in braces so one user's keys share a Redis Cluster slot):
     <prefix>:u:{<user>}:h   list of encoded StoredEvent, oldest first, trimmed to history_length
     <prefix>:u:{<user>}:s   hash {seq}: events accepted for the user
     <prefix>:u:{<user>}:v   hash {vec, model, seq, ts, at} with a TTL: the cached user vector
+    <prefix>:u:{<user>}:d   sorted set: idempotency keys of the user's stored events, scored by the time
+                            (ms) they were stored; entries older than the dedupe window are removed
     <prefix>:events         stream; one entry per accepted batch {users, events}; group ``workers``
+
+Appending events is one Lua script (``APPEND_SCRIPT``): Redis runs it atomically, and it stores an event
+only if its idempotency key is new for the user, so a retried call (redis-py retries after a timeout, or
+the caller retries after a 503) finds the keys and stores nothing twice.
 
 Every call runs under a socket timeout, a connect timeout, bounded retries and an overall deadline, and
 raises ``StoreUnavailable`` when Redis cannot answer, so callers can degrade instead of failing.
@@ -24,6 +30,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from app.stores.base import (
+    AppendResult,
+    KeyedEvent,
     StoredEvent,
     StoredVector,
     StoreUnavailable,
@@ -31,13 +39,56 @@ from app.stores.base import (
     StreamEntry,
     UserHistoryRecord,
     UserState,
-    users_of,
 )
 
 T = TypeVar("T")
 GROUP = "workers"
 _SEED_CHUNK = 500
 _UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError, OSError)
+
+# KEYS: [stream, then per event: dedupe zset, history list, sequence hash]
+# ARGV: [history_length, dedupe_ttl_ms, then per event: idempotency key, encoded event, user]
+# Returns one flag per event: 1 = stored now, 0 = its key was already stored (a duplicate).
+APPEND_SCRIPT = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local history_length = tonumber(ARGV[1])
+local ttl_ms = tonumber(ARGV[2])
+local count = (#KEYS - 1) / 3
+local flags, users, seen_user, payload, trimmed, histories = {}, {}, {}, {}, {}, {}
+for i = 1, count do
+  local dedupe, history, sequence = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local key, encoded, user = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  if not trimmed[dedupe] then
+    redis.call('ZREMRANGEBYSCORE', dedupe, '-inf', now_ms - ttl_ms)
+    trimmed[dedupe] = true
+  end
+  if redis.call('ZADD', dedupe, 'NX', now_ms, key) == 1 then
+    flags[i] = 1
+    redis.call('RPUSH', history, encoded)
+    redis.call('HINCRBY', sequence, 'seq', 1)
+    histories[history] = true
+    payload[#payload + 1] = '[' .. cjson.encode(user) .. ',' .. encoded .. ']'
+    if not seen_user[user] then
+      seen_user[user] = true
+      users[#users + 1] = user
+    end
+  else
+    flags[i] = 0
+  end
+end
+for dedupe, _ in pairs(trimmed) do
+  redis.call('PEXPIRE', dedupe, ttl_ms)
+end
+for history, _ in pairs(histories) do
+  redis.call('LTRIM', history, -history_length, -1)
+end
+if #payload > 0 then
+  local batch = '[' .. table.concat(payload, ',') .. ']'
+  redis.call('XADD', KEYS[1], '*', 'users', cjson.encode(users), 'events', batch)
+end
+return flags
+"""
 
 
 class RedisStore:
@@ -55,6 +106,7 @@ class RedisStore:
         history_length: int = 200,
         stream_maxlen: int = 1_000_000,
         block_ms: int = 0,
+        dedupe_ttl_s: float = 86400,
     ):
         # A blocking stream read legitimately waits block_ms; the socket must outlast it.
         read_timeout_s = socket_timeout_s + block_ms / 1000
@@ -71,6 +123,8 @@ class RedisStore:
         self.history_length = history_length
         self.stream_maxlen = stream_maxlen
         self.stream = f"{key_prefix}:events"
+        self.dedupe_ttl_ms = int(dedupe_ttl_s * 1000)
+        self._append_script = self.client.register_script(APPEND_SCRIPT)
         # Overall deadline per call: every attempt may use its connect + read timeout.
         self.deadline_s = (retries + 1) * (connect_timeout_s + read_timeout_s) + 0.1
 
@@ -132,21 +186,19 @@ class RedisStore:
 
         await self._call("put_vectors", run)
 
-    async def append_events(self, events: list[tuple[str, StoredEvent]]) -> int:
-        async def run() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            for user, event in events:
-                pipe.rpush(self._key(user, "h"), event.encode())
-                pipe.hincrby(self._key(user, "s"), "seq", 1)
-            for user in users_of(events):
-                pipe.ltrim(self._key(user, "h"), -self.history_length, -1)
-            payload = json.dumps([[user, json.loads(event.encode())] for user, event in events])
-            fields: dict[Any, Any] = {"users": json.dumps(users_of(events)), "events": payload}
-            pipe.xadd(self.stream, fields, maxlen=self.stream_maxlen, approximate=True)
-            await pipe.execute()
+    async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
+        keys: list[Any] = [self.stream]
+        args: list[Any] = [self.history_length, self.dedupe_ttl_ms]
+        for keyed in events:
+            keys += [self._key(keyed.user, "d"), self._key(keyed.user, "h"), self._key(keyed.user, "s")]
+            args += [keyed.key, keyed.event.encode(), keyed.user]
 
-        await self._call("append_events", run)
-        return len(events)
+        async def run() -> list[Any]:
+            return list(await self._append_script(keys=keys, args=args))
+
+        flags = await self._call("append_events", run)
+        stored = sum(int(flag) for flag in flags)
+        return AppendResult(stored=stored, duplicates=len(events) - stored)
 
     async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
         written = 0

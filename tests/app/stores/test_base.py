@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from app.stores.base import StoredEvent, StoredVector, StoreUnavailable, UserStateStore
+from app.stores.base import KeyedEvent, StoredEvent, StoredVector, StoreUnavailable, UserStateStore, keyed
 from app.stores.memory import MemoryStore
 from app.stores.redis_store import RedisStore
 from tests.app.conftest import free_port
@@ -24,10 +24,10 @@ def event(item: str, timestamp: int) -> StoredEvent:
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[UserStateStore]:
     if request.param == "memory":
-        yield MemoryStore(history_length=3)
+        yield MemoryStore(history_length=3, dedupe_ttl_s=1)
         return
     url = request.getfixturevalue("redis_url")
-    redis_store = RedisStore(url, key_prefix=key_prefix, history_length=3, block_ms=100)
+    redis_store = RedisStore(url, key_prefix=key_prefix, history_length=3, block_ms=100, dedupe_ttl_s=1)
     try:
         yield redis_store
     finally:
@@ -36,8 +36,8 @@ async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterato
 
 
 async def test_histories_are_bounded_and_sequence_counts_every_event(store: UserStateStore) -> None:
-    await store.append_events([("a", event("i1", 1)), ("a", event("i2", 2)), ("b", event("i9", 5))])
-    await store.append_events([("a", event("i3", 3)), ("a", event("i4", 4))])
+    await store.append_events(keyed([("a", event("i1", 1)), ("a", event("i2", 2)), ("b", event("i9", 5))]))
+    await store.append_events(keyed([("a", event("i3", 3)), ("a", event("i4", 4))]))
     state = await store.get_state("a")
     assert [e.item for e in state.events] == ["i2", "i3", "i4"]  # history_length = 3, oldest dropped
     assert state.sequence == 4 and state.vector is None
@@ -57,8 +57,16 @@ async def test_vectors_round_trip_and_expire(store: UserStateStore) -> None:
     assert (await store.get_state("a")).vector is None
 
 
+async def test_keys_are_forgotten_after_the_dedupe_window(store: UserStateStore) -> None:
+    batch = keyed([("a", event("i1", 1))])
+    await store.append_events(batch)
+    await asyncio.sleep(1.1)  # dedupe_ttl_s = 1
+    assert (await store.append_events(batch)).stored == 1
+    assert (await store.get_state("a")).sequence == 2
+
+
 async def test_seeding_only_writes_users_the_store_does_not_know(store: UserStateStore) -> None:
-    await store.append_events([("known", event("live", 10))])
+    await store.append_events(keyed([("known", event("live", 10))]))
     written = await store.seed_histories(
         [("known", [event("old", 1)]), ("new", [event("s1", 1), event("s2", 2)])]
     )
@@ -69,10 +77,34 @@ async def test_seeding_only_writes_users_the_store_does_not_know(store: UserStat
     assert await store.seed_histories([("new", [event("again", 3)])]) == 0
 
 
+async def test_a_retried_append_stores_nothing_twice(store: UserStateStore) -> None:
+    await store.ensure_group()
+    batch = keyed([("a", event("i1", 1)), ("a", event("i2", 2)), ("b", event("i3", 3))])
+    first = await store.append_events(batch)
+    again = await store.append_events(batch)  # a retry after a lost reply or a 503
+    assert (first.stored, first.duplicates) == (3, 0)
+    assert (again.stored, again.duplicates) == (0, 3)
+    state = await store.get_state("a")
+    assert [e.item for e in state.events] == ["i1", "i2"] and state.sequence == 2
+    assert len(await store.read_new("w", count=10, block_ms=10)) == 1  # no stream entry for the retry
+
+
+async def test_client_event_ids_decide_what_is_a_duplicate(store: UserStateStore) -> None:
+    same_fields = event("i1", 1)
+    two_clicks = [KeyedEvent.of("a", same_fields, "click-1"), KeyedEvent.of("a", same_fields, "click-2")]
+    assert (await store.append_events(two_clicks)).stored == 2
+    # Same id, other fields: the id wins (the client said it is the same event).
+    result = await store.append_events([KeyedEvent.of("a", event("i9", 9), "click-1")])
+    assert (result.stored, result.duplicates) == (0, 1)
+    # Keys are per user: another user's event with the same id is stored.
+    assert (await store.append_events([KeyedEvent.of("b", same_fields, "click-1")])).stored == 1
+    assert (await store.get_state("a")).sequence == 2
+
+
 async def test_stream_read_ack_and_claim(store: UserStateStore) -> None:
     await store.ensure_group()
-    await store.append_events([("a", event("i1", 1)), ("b", event("i2", 1))])
-    await store.append_events([("c", event("i3", 1))])
+    await store.append_events(keyed([("a", event("i1", 1)), ("b", event("i2", 1))]))
+    await store.append_events(keyed([("c", event("i3", 1))]))
     first = await store.read_new("one", count=1, block_ms=10)
     assert len(first) == 1 and sorted(first[0].users) == ["a", "b"]
     assert (await store.backlog()).pending == 1
@@ -98,7 +130,7 @@ async def test_redis_down_raises_store_unavailable_quickly() -> None:
         with pytest.raises(StoreUnavailable, match="get_state"):
             await store.get_state("a")
         with pytest.raises(StoreUnavailable):
-            await store.append_events([("a", event("i1", 1))])
+            await store.append_events(keyed([("a", event("i1", 1))]))
     finally:
         await store.close()
     assert time.perf_counter() - started < 5
