@@ -6,6 +6,7 @@ Pure ASGI (not BaseHTTPMiddleware) so streaming bodies are counted as they arriv
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -19,6 +20,7 @@ from app.core.logging import request_id_var
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 SERVED_BY_KEY = "tandem.served_by"
+log = logging.getLogger("tandem.errors")
 
 
 class BodyTooLarge(Exception):
@@ -78,6 +80,15 @@ class RequestGuard:
                 await _reply(send_with_id, 413, "payload_too_large", self._too_large())
             else:
                 await self._serve(scope, receive, send_with_id, status_holder)
+        except Exception:
+            # Here, not in Starlette's outermost handler, so the answer still carries the request id.
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            metrics.UNHANDLED_ERRORS.inc()
+            if status_holder["started"]:
+                raise
+            await _reply(
+                send_with_id, 500, "internal_error", "internal error; see the server log for this request id"
+            )
         finally:
             served_by = str(scope.get(SERVED_BY_KEY, "none"))
             path = route_label(scope)

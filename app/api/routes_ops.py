@@ -64,10 +64,16 @@ async def reload_bundle(services: ServicesDep, body: ReloadRequest | None = None
         raise ApiError(422, "validation_error", "bundle_path: required (no bundle configured)")
     try:
         serving = await services.holder.load(path)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
+    except Exception as exc:
+        # Whatever the loader raises (a changed file, a truncated checkpoint or index, a missing directory),
+        # the old bundle keeps serving and the caller gets the one error shape.
         metrics.RELOADS.labels("failed").inc()
-        log.warning("reload failed; keeping the current bundle", extra={"bundle_path": str(path)})
-        raise ApiError(422, "reload_failed", f"{path}: {exc}") from exc
+        log.warning(
+            "reload failed; keeping the current bundle",
+            extra={"bundle_path": str(path), "error": f"{exc.__class__.__name__}: {exc}"},
+            exc_info=not isinstance(exc, (FileNotFoundError, ValueError, KeyError, OSError)),
+        )
+        raise ApiError(422, "reload_failed", f"{path}: {_first_line(exc)}") from exc
     metrics.RELOADS.labels("ok").inc()
     return ReloadResponse(
         model_version=serving.model_version,
@@ -75,3 +81,7 @@ async def reload_bundle(services: ServicesDep, body: ReloadRequest | None = None
         serving_path=serving.serving_path,
         bundle_path=str(path),
     )
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0][:300]

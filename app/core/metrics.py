@@ -70,6 +70,7 @@ BUNDLE_INFO = Gauge(
     ["model_version", "index_version", "serving_path"],
     multiprocess_mode="liveall",
 )
+UNHANDLED_ERRORS = Counter("tandem_unhandled_errors_total", "requests answered 500 by an unexpected error")
 RELOADS = Counter("tandem_bundle_reloads_total", "bundle reloads by outcome", ["outcome"])
 
 

@@ -49,7 +49,11 @@ class ServingBundle:
         self.ranker = bundle.ranker
         self.index = bundle.index
         self.cooccurrence = getattr(bundle, "cooccurrence", None)
-        self.model_version = str(manifest.get("model_version", getattr(self.encoder, "version", "none")))
+        # The bundle's own (verified, content-derived) version first: the manifest field alone can lie.
+        self.model_version = str(
+            getattr(bundle, "model_version", None)
+            or manifest.get("model_version", getattr(self.encoder, "version", "none"))
+        )
         self.index_version = str(manifest.get("index_version", getattr(self.index, "version", "none")))
         self.serving_path = str(manifest.get("serving_path", "unknown"))
         self.catalogue = bundle.catalogue

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.checkpoints import load_checkpoint
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import FIRST_REAL_ID, Dataset
 from models.data.splits import leave_last_out
@@ -98,7 +99,7 @@ def test_resume_continues_from_checkpoint(planted, tmp_path):
     train = replace(train, epochs=1, threads=1)
     checkpoint = tmp_path / "run.resume.pt"
     fit_encoder(planted, train_events, model_config, train, checkpoint_path=checkpoint)
-    saved = torch.load(checkpoint, weights_only=False)
+    saved = load_checkpoint(checkpoint)
     assert {"config", "state_dict", "optimizer", "epoch", "metrics"} <= set(saved)
     resumed = fit_encoder(
         planted,
