@@ -8,6 +8,7 @@ scalars are allowed too; object arrays still go through the same allow-list for 
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,12 @@ _NUMPY_DTYPES = [
     np.dtypes.Float32DType,
     np.dtypes.Float64DType,
 ]
+_MULTIARRAY = importlib.import_module("numpy._core.multiarray")  # the functions pickles of arrays name
 SAFE_NUMPY_GLOBALS: list[Any] = [
     np.ndarray,
     np.dtype,
-    np._core.multiarray._reconstruct,
-    np._core.multiarray.scalar,
+    _MULTIARRAY._reconstruct,
+    _MULTIARRAY.scalar,
     *_NUMPY_DTYPES,
 ]
 
