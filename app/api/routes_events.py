@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 
-from app.api.deps import StoreDep
+from app.api.deps import ServicesDep, StoreDep
 from app.api.schemas import EventsRequest, EventsResponse
 from app.core import metrics
 from app.core.errors import ApiError
-from app.services.events import IncomingEvent, accept_events
+from app.services.events import IncomingEvent, accept_events, future_timestamps
 from app.stores.base import StoreUnavailable
 
 router = APIRouter()
 
 
 @router.post("/v1/events", status_code=202, response_model=EventsResponse, summary="record behaviour events")
-async def post_events(body: EventsRequest, store: StoreDep) -> EventsResponse:
+async def post_events(body: EventsRequest, store: StoreDep, services: ServicesDep) -> EventsResponse:
     events = [
         IncomingEvent(
             user_id=str(event.user_id),
@@ -29,6 +31,9 @@ async def post_events(body: EventsRequest, store: StoreDep) -> EventsResponse:
         )
         for event in body.events
     ]
+    too_new = future_timestamps(events, time.time(), services.settings.event_max_future_s)
+    if too_new:
+        raise ApiError(422, "validation_error", "; ".join(too_new[:10]))
     try:
         result = await accept_events(store, events)
     except StoreUnavailable as exc:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     )
 
     # events
+    event_max_future_s: int = Field(
+        default=86400, ge=0, description="events timestamped further ahead of the server clock get 422"
+    )
     event_dedupe_ttl_s: int = Field(
         default=86400, ge=1, description="how long an event's idempotency key is remembered (retries dedupe)"
     )

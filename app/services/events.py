@@ -24,6 +24,19 @@ class IncomingEvent:
     event_id: str | None = None  # the client's idempotency key; None = derived from the fields
 
 
+def future_timestamps(events: list[IncomingEvent], now: float, max_future_s: int) -> list[str]:
+    """One message per event timestamped more than ``max_future_s`` after ``now`` (unix seconds).
+
+    Such an event would stay the user's "newest" and pin part of the list until enough newer events push
+    it out. Old timestamps are accepted: late-arriving events are normal."""
+    limit = int(now) + max_future_s
+    return [
+        f"events.{position}.timestamp: {event.timestamp} is more than {max_future_s} s ahead of the clock"
+        for position, event in enumerate(events)
+        if event.timestamp > limit
+    ]
+
+
 def to_stored(event: IncomingEvent) -> KeyedEvent:
     stored = StoredEvent(
         item=event.item_id,

@@ -17,7 +17,7 @@ def category(raw_item: str) -> int:
     return int(raw_item[1:]) // ITEMS_PER_CATEGORY
 
 
-def events_for(user: str, items: list[str], start: int = 1_800_000_000) -> dict:
+def events_for(user: str, items: list[str], start: int = 1_750_000_000) -> dict:
     return {
         "events": [
             {

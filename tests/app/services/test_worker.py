@@ -51,7 +51,7 @@ async def test_events_worker_fresher_vector_changed_recommendations(
         assert await worker.step() == 1  # one stream entry read, vectors written, acknowledged
         state = await worker.store.get_state("u1")
         assert state.vector is not None and state.vector.sequence == state.sequence
-        assert state.vector.model_version == "fake-v1" and state.vector.newest_event_ts == 1_800_000_004
+        assert state.vector.model_version == "fake-v1" and state.vector.newest_event_ts == 1_750_000_004
         after = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 6})).json()
         assert after["meta"]["served_by"] == "cache"  # the worker's vector covers the new events
         assert sum(category(item["item_id"]) == 0 for item in after["items"]) >= 4
@@ -64,7 +64,7 @@ async def test_crash_between_read_and_ack_is_recovered_idempotently(
     settings = make_settings(bundle_v1, redis_url=redis_url, key_prefix=key_prefix)
     async with running_app(settings) as (_, client):
         await client.post("/v1/events", json=events_for("u2", ["i50", "i51"]))
-        await client.post("/v1/events", json=events_for("u3", ["i5", "i6"], start=1_800_000_100))
+        await client.post("/v1/events", json=events_for("u3", ["i5", "i6"], start=1_750_000_100))
 
         async with worker_for(settings, bundle_v1, "doomed") as doomed:
             read = await doomed.store.read_new("doomed", 10, 50)
