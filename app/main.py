@@ -100,6 +100,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 block_ms=min(settings.worker_block_ms, 200),
                 claim_idle_ms=settings.worker_claim_idle_ms,
                 vector_ttl_s=settings.vector_ttl_s,
+                consumer_idle_ms=settings.worker_consumer_idle_ms,
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
         services.lifecycle.ready = True

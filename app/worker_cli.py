@@ -42,6 +42,7 @@ async def _serve(args: argparse.Namespace) -> int:
         block_ms=settings.worker_block_ms,
         claim_idle_ms=settings.worker_claim_idle_ms,
         vector_ttl_s=settings.vector_ttl_s,
+        consumer_idle_ms=settings.worker_consumer_idle_ms,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,7 +11,7 @@ from app.api.schemas import EventsRequest, EventsResponse
 from app.core import metrics
 from app.core.errors import ApiError
 from app.services.events import IncomingEvent, accept_events, future_timestamps
-from app.stores.base import StoreUnavailable
+from app.stores.base import BacklogFull, StoreUnavailable
 
 router = APIRouter()
 
@@ -36,6 +36,14 @@ async def post_events(body: EventsRequest, store: StoreDep, services: ServicesDe
         raise ApiError(422, "validation_error", "; ".join(too_new[:10]))
     try:
         result = await accept_events(store, events)
+    except BacklogFull as exc:
+        metrics.EVENTS_REFUSED.inc(len(events))
+        raise ApiError(
+            503,
+            "backlog_full",
+            "the worker is behind: nothing was stored; retry later",
+            {"Retry-After": "5"},
+        ) from exc
     except StoreUnavailable as exc:
         # Unlike reads, an event we cannot make durable must not be acknowledged. The events may have been
         # stored (a lost reply); retrying the same events is safe: their idempotency keys dedupe them.

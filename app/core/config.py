@@ -84,13 +84,20 @@ class Settings(BaseSettings):
     )
 
     # near-line worker
-    stream_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the event stream")
+    stream_maxlen: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="most unprocessed stream entries; beyond it events get 503 backlog_full (none dropped)",
+    )
     worker_batch_size: int = Field(default=256, ge=1, description="stream entries read per worker step")
     worker_block_ms: int = Field(
         default=500, ge=1, description="how long a worker read waits for new entries"
     )
     worker_claim_idle_ms: int = Field(default=30_000, ge=0, description="pending this long = re-claimed")
     worker_consumer: str | None = Field(default=None, description="consumer name; unset = host-pid")
+    worker_consumer_idle_ms: int = Field(
+        default=3_600_000, ge=1000, description="consumers idle this long with nothing pending are removed"
+    )
 
     log_level: str = Field(default="INFO", description="log level of the JSON logs")
 

@@ -58,6 +58,17 @@ STREAM_LAG = Gauge(
 STREAM_PENDING = Gauge(
     "tandem_stream_pending_entries", "entries delivered but not acknowledged", multiprocess_mode="max"
 )
+GROUP_RECREATED = Counter(
+    "tandem_stream_group_recreated_total", "times the worker group was missing (NOGROUP) and recreated"
+)
+STREAM_TRIMMED = Counter("tandem_stream_trimmed_total", "acknowledged stream entries deleted by the worker")
+CONSUMERS_REMOVED = Counter(
+    "tandem_worker_consumers_removed_total", "idle consumers with nothing pending removed"
+)
+WORKER_ERRORS = Counter("tandem_worker_errors_total", "unexpected worker errors survived (logged, retried)")
+EVENTS_REFUSED = Counter(
+    "tandem_events_backlog_refused_total", "events refused with 503 because the stream backlog is full"
+)
 WORKER_ENTRIES = Counter("tandem_worker_entries_total", "stream entries processed and acknowledged")
 WORKER_CLAIMED = Counter("tandem_worker_claimed_total", "pending entries re-claimed from another consumer")
 WORKER_VECTORS = Counter("tandem_worker_vectors_written_total", "user vectors recomputed and written")

@@ -81,7 +81,10 @@ class AppendResult:
 
 
 class BacklogFull(Exception):
-    """The event stream holds ``stream_maxlen`` unprocessed entries: nothing was stored, retry later."""
+    """The event stream holds ``stream_maxlen`` unprocessed entries: nothing was stored, retry later.
+
+    The stream is never trimmed below unprocessed entries, so when the worker is down or far behind,
+    ingestion pushes back instead of silently dropping work."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,14 @@ class UserStateStore(Protocol):
     async def ack(self, entry_ids: list[str]) -> None: ...
 
     async def backlog(self) -> StreamBacklog: ...
+
+    async def trim_processed(self) -> int:
+        """Delete stream entries every consumer has acknowledged (never an unprocessed one)."""
+        ...
+
+    async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
+        """Forget consumers idle that long with nothing pending (crashed workers); returns their names."""
+        ...
 
 
 def users_of(events: list[KeyedEvent]) -> list[str]:

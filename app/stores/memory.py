@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from app.stores.base import (
     AppendResult,
+    BacklogFull,
     KeyedEvent,
     StoredEvent,
     StoredVector,
@@ -46,7 +47,8 @@ class MemoryStore:
         self._histories: dict[str, deque[StoredEvent]] = {}
         self._sequence: dict[str, int] = {}
         self._vectors: dict[str, tuple[StoredVector, float]] = {}  # user -> (vector, expires monotonic)
-        self._stream: deque[StreamEntry] = deque(maxlen=stream_maxlen)  # not yet delivered
+        self.stream_maxlen = stream_maxlen  # most unprocessed entries (undelivered + pending)
+        self._stream: deque[StreamEntry] = deque()  # not yet delivered
         self._pending: dict[str, _Pending] = {}
         self._next_id = 0
         self._arrived = asyncio.Event()
@@ -83,6 +85,8 @@ class MemoryStore:
             self._vectors[user] = (vector, expires)
 
     async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
+        if len(self._stream) + len(self._pending) >= self.stream_maxlen:
+            raise BacklogFull(f"the event stream holds {self.stream_maxlen} unprocessed entries")
         now = time.monotonic()
         fresh: list[KeyedEvent] = []
         for keyed in events:
@@ -156,3 +160,9 @@ class MemoryStore:
 
     async def backlog(self) -> StreamBacklog:
         return StreamBacklog(lag=len(self._stream), pending=len(self._pending))
+
+    async def trim_processed(self) -> int:
+        return 0  # acknowledged entries are dropped at once
+
+    async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
+        return []  # one in-process consumer; nothing to clean up

@@ -105,3 +105,47 @@ async def test_worker_run_loop_stops_cleanly(bundle_v1: Path, redis_url: str, ke
         worker.stop()
         await asyncio.wait_for(task, timeout=5)
         assert np.isclose(np.linalg.norm(state.vector.vector), 1.0, atol=1e-5)
+
+
+async def wait_for_fresh_vector(store, user: str) -> bool:
+    import asyncio
+
+    for _ in range(200):
+        state = await store.get_state(user)
+        if state.vector is not None and state.vector.sequence == state.sequence:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("failure", ["unexpected error", "group flushed"])
+async def test_the_worker_survives_errors_and_a_flushed_redis(
+    bundle_v1: Path, redis_url: str, key_prefix: str, failure: str
+) -> None:
+    import asyncio
+
+    settings = make_settings(bundle_v1, redis_url=redis_url, key_prefix=key_prefix)
+    async with running_app(settings) as (_, client), worker_for(settings, bundle_v1, "survivor") as worker:
+        assert isinstance(worker.store, RedisStore)
+        store = worker.store
+        if failure == "unexpected error":
+            real_read = store.read_new
+            calls = {"n": 0}
+
+            async def flaky_read(*args, **kwargs):
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise RuntimeError("a bug in one step")
+                return await real_read(*args, **kwargs)
+
+            store.read_new = flaky_read  # type: ignore[method-assign]
+        task = asyncio.create_task(worker.run(backoff_s=0.05))
+        await client.post("/v1/events", json=events_for("u6", ["i30"]))
+        assert await wait_for_fresh_vector(store, "u6")
+        if failure == "group flushed":
+            await store.flush_prefix()  # stream, group and users gone (FLUSHALL, empty replica)
+            await client.post("/v1/events", json=events_for("u7", ["i31"]))
+            assert await wait_for_fresh_vector(store, "u7")
+        worker.stop()
+        await asyncio.wait_for(task, timeout=5)
+        assert not task.done() or task.exception() is None

@@ -9,10 +9,18 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from app.stores.base import KeyedEvent, StoredEvent, StoredVector, StoreUnavailable, UserStateStore, keyed
+from app.stores.base import (
+    BacklogFull,
+    KeyedEvent,
+    StoredEvent,
+    StoredVector,
+    StoreUnavailable,
+    UserStateStore,
+    keyed,
+)
 from app.stores.memory import MemoryStore
 from app.stores.redis_store import RedisStore
-from tests.app.conftest import free_port
+from tests.app.conftest import REDIS_HOST, REDIS_PORT, free_port, port_open
 
 pytestmark = pytest.mark.anyio
 
@@ -134,3 +142,82 @@ async def test_redis_down_raises_store_unavailable_quickly() -> None:
     finally:
         await store.close()
     assert time.perf_counter() - started < 5
+
+
+async def test_a_full_backlog_refuses_events_and_drops_nothing(key_prefix: str, request) -> None:
+    for store in await _small_stores(request, key_prefix, stream_maxlen=2):
+        try:
+            await store.ensure_group()
+            await store.append_events(keyed([("a", event("i1", 1))]))
+            await store.append_events(keyed([("a", event("i2", 2))]))
+            with pytest.raises(BacklogFull):
+                await store.append_events(keyed([("a", event("i3", 3))]))
+            assert (await store.get_state("a")).sequence == 2  # the refused event was not stored
+            entries = await store.read_new("w", count=10, block_ms=10)
+            assert len(entries) == 2  # both unprocessed entries are still there
+            await store.ack([entry.entry_id for entry in entries])
+            await store.trim_processed()
+            assert (await store.append_events(keyed([("a", event("i3", 3))]))).stored == 1
+        finally:
+            await _close(store)
+
+
+async def _small_stores(request, key_prefix: str, stream_maxlen: int) -> list[UserStateStore]:
+    stores: list[UserStateStore] = [MemoryStore(history_length=3, stream_maxlen=stream_maxlen)]
+    if port_open(REDIS_HOST, REDIS_PORT):
+        url = request.getfixturevalue("redis_url")
+        stores.append(RedisStore(url, key_prefix=key_prefix, stream_maxlen=stream_maxlen, block_ms=100))
+    return stores
+
+
+async def _close(store: UserStateStore) -> None:
+    if isinstance(store, RedisStore):
+        await store.flush_prefix()
+    await store.close()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str, key_prefix: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url, key_prefix=key_prefix, history_length=3, block_ms=100)
+    try:
+        yield store
+    finally:
+        await store.flush_prefix()
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_trimming_deletes_only_acknowledged_entries(redis_store: RedisStore) -> None:
+    await redis_store.ensure_group()
+    for n in range(3):
+        await redis_store.append_events(keyed([("a", event(f"i{n}", n))]))
+    first, second = await redis_store.read_new("w", count=2, block_ms=10)
+    await redis_store.ack([first.entry_id])  # second stays pending, the third is undelivered
+    assert await redis_store.trim_processed() == 1
+    assert await redis_store.client.xlen(redis_store.stream) == 2
+    claimed = await redis_store.claim_stale("w2", min_idle_ms=0, count=10)
+    assert [entry.entry_id for entry in claimed] == [second.entry_id]
+
+
+@pytest.mark.redis
+async def test_a_vanished_group_is_recreated_and_reading_continues(redis_store: RedisStore) -> None:
+    await redis_store.ensure_group()
+    await redis_store.client.delete(redis_store.stream)  # FLUSHALL / failover to an empty replica
+    assert await redis_store.read_new("w", count=10, block_ms=10) == []  # NOGROUP -> group recreated
+    await redis_store.append_events(keyed([("a", event("i1", 1))]))
+    assert [entry.users for entry in await redis_store.read_new("w", count=10, block_ms=10)] == [["a"]]
+    await redis_store.client.delete(redis_store.stream)
+    assert await redis_store.claim_stale("w", min_idle_ms=0, count=10) == []
+
+
+@pytest.mark.redis
+async def test_idle_consumers_with_nothing_pending_are_removed(redis_store: RedisStore) -> None:
+    await redis_store.ensure_group()
+    await redis_store.append_events(keyed([("a", event("i1", 1)), ("b", event("i2", 2))]))
+    await redis_store.append_events(keyed([("c", event("i3", 3))]))
+    (done,) = await redis_store.read_new("finished", count=1, block_ms=10)
+    await redis_store.ack([done.entry_id])
+    await redis_store.read_new("crashed", count=1, block_ms=10)  # holds one pending entry
+    await redis_store.read_new("live", count=1, block_ms=10)
+    removed = await redis_store.remove_idle_consumers(min_idle_ms=0, keep="live")
+    assert removed == ["finished"]  # "crashed" keeps its pending entry until it is re-claimed
