@@ -26,6 +26,7 @@ from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
+from app.services.bundle_sync import BundleSync, process_name
 from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
 from app.services.worker import VectorWorker
 from app.stores.base import StoreUnavailable, UserStateStore
@@ -103,12 +104,21 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 consumer_idle_ms=settings.worker_consumer_idle_ms,
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
+        services.sync = BundleSync(
+            services.store, services.holder, process_name("api"), interval_s=settings.bundle_sync_interval_s
+        )
+        with contextlib.suppress(StoreUnavailable):
+            await services.sync.tick()  # follow a reload made before this process started
+        services.sync_task = asyncio.create_task(services.sync.run(), name="bundle-sync")
         services.lifecycle.ready = True
         log.info("ready", extra={"store": services.store.kind, "bundle_path": str(path)})
         try:
             yield
         finally:
             services.lifecycle.start_draining()
+            if services.sync is not None and services.sync_task is not None:
+                services.sync.stop()
+                await services.sync_task
             if services.worker is not None and services.worker_task is not None:
                 services.worker.stop()
                 await services.worker_task

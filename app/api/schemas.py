@@ -116,6 +116,11 @@ class ReloadResponse(BaseModel):
     index_version: str
     serving_path: str
     bundle_path: str
+    process: str = Field(description="the process that answered: role:host:pid")
+    processes: dict[str, str] = Field(
+        default_factory=dict, description="every live process -> the model version it serves"
+    )
+    converged: bool = Field(description="every live process serves this model version")
 
 
 class HealthResponse(BaseModel):

@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         default=256, ge=1, description="concurrent /v1 requests before 429 load shedding"
     )
+    bundle_sync_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often each process checks for a reload and reports its bundle",
+    )
+    reload_wait_s: float = Field(
+        default=15.0, ge=0, le=300, description="how long a reload answer waits for every process to follow"
+    )
     drain_seconds: float = Field(
         default=5.0, ge=0, description="readyz answers 503 this long before shutdown"
     )

@@ -85,9 +85,16 @@ UNHANDLED_ERRORS = Counter("tandem_unhandled_errors_total", "requests answered 5
 RELOADS = Counter("tandem_bundle_reloads_total", "bundle reloads by outcome", ["outcome"])
 
 
+_bundle_labels: list[tuple[str, str, str]] = []
+
+
 def set_bundle_info(model_version: str, index_version: str, serving_path: str) -> None:
-    """Mark exactly one bundle as loaded in this process."""
-    BUNDLE_INFO.clear()
+    """Mark exactly one bundle as loaded (1) in this process; earlier ones drop to 0. (Setting 0 rather
+    than clearing: in multiprocess mode cleared values would linger in the process's file.) With several
+    processes each series carries the process's ``pid`` label, so each process's bundle is visible."""
+    for labels in _bundle_labels:
+        BUNDLE_INFO.labels(*labels).set(0)
+    _bundle_labels[:] = [(model_version, index_version, serving_path)]
     BUNDLE_INFO.labels(model_version, index_version, serving_path).set(1)
 
 

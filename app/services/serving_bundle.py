@@ -206,10 +206,17 @@ class BundleHolder:
         )
         return serving
 
-    async def load(self, path: Path) -> ServingBundle:
-        """Load (in a thread), warm up, then publish. Concurrent reloads run one after the other."""
+    async def load(self, path: Path, expected_version: str | None = None) -> ServingBundle:
+        """Load (in a thread), warm up, then publish. Concurrent reloads run one after the other.
+
+        With ``expected_version`` a bundle whose verified model version differs is refused (``ValueError``)
+        and the current one keeps serving: another process verified other content under that path."""
         async with self._lock:
             serving = await asyncio.to_thread(self._load_and_warm, path)
+            if expected_version is not None and serving.model_version != expected_version:
+                raise ValueError(
+                    f"{path}: model version {serving.model_version}, not {expected_version} (files changed?)"
+                )
             self._current, self.path = serving, path
             metrics.set_bundle_info(serving.model_version, serving.index_version, serving.serving_path)
             return serving

@@ -124,6 +124,23 @@ class StreamEntry:
 
 
 @dataclass(frozen=True)
+class BundleRecord:
+    """A bundle a process should serve (the last successful reload) or serves (a process's report)."""
+
+    path: str
+    model_version: str
+    at: float  # unix seconds it was written
+
+    def encode(self) -> str:
+        return json.dumps([self.path, self.model_version, self.at])
+
+    @staticmethod
+    def decode(raw: str | bytes) -> BundleRecord:
+        path, model_version, at = json.loads(raw)
+        return BundleRecord(str(path), str(model_version), float(at))
+
+
+@dataclass(frozen=True)
 class StreamBacklog:
     lag: int  # entries not yet delivered to the group
     pending: int  # delivered, not acknowledged
@@ -164,6 +181,20 @@ class UserStateStore(Protocol):
     async def ack(self, entry_ids: list[str]) -> None: ...
 
     async def backlog(self) -> StreamBacklog: ...
+
+    async def set_desired_bundle(self, record: BundleRecord) -> None:
+        """Record the bundle every process should serve (after a successful reload)."""
+        ...
+
+    async def desired_bundle(self) -> BundleRecord | None: ...
+
+    async def report_bundle(self, process: str, record: BundleRecord | None) -> None:
+        """Heartbeat: ``process`` serves ``record`` now; None removes the process (shutdown)."""
+        ...
+
+    async def served_bundles(self, max_age_s: float) -> dict[str, BundleRecord]:
+        """Processes that reported within ``max_age_s``, with what they serve."""
+        ...
 
     async def trim_processed(self) -> int:
         """Delete stream entries every consumer has acknowledged (never an unprocessed one)."""

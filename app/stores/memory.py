@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from app.stores.base import (
     AppendResult,
     BacklogFull,
+    BundleRecord,
     KeyedEvent,
     StoredEvent,
     StoredVector,
@@ -52,6 +53,8 @@ class MemoryStore:
         self._pending: dict[str, _Pending] = {}
         self._next_id = 0
         self._arrived = asyncio.Event()
+        self._desired_bundle: BundleRecord | None = None
+        self._served: dict[str, BundleRecord] = {}
 
     async def ping(self) -> bool:
         return True
@@ -166,3 +169,19 @@ class MemoryStore:
 
     async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
         return []  # one in-process consumer; nothing to clean up
+
+    async def set_desired_bundle(self, record: BundleRecord) -> None:
+        self._desired_bundle = record
+
+    async def desired_bundle(self) -> BundleRecord | None:
+        return self._desired_bundle
+
+    async def report_bundle(self, process: str, record: BundleRecord | None) -> None:
+        if record is None:
+            self._served.pop(process, None)
+        else:
+            self._served[process] = record
+
+    async def served_bundles(self, max_age_s: float) -> dict[str, BundleRecord]:
+        oldest = time.time() - max_age_s
+        return {process: record for process, record in self._served.items() if record.at >= oldest}

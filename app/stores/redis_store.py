@@ -7,6 +7,8 @@ Keys (``{user}`` in braces so one user's keys share a Redis Cluster slot):
     <prefix>:u:{<user>}:d   sorted set: idempotency keys of the user's stored events, scored by the time
                             (ms) they were stored; entries older than the dedupe window are removed
     <prefix>:events         stream; one entry per accepted batch {users, events}; group ``workers``
+    <prefix>:bundle:desired the bundle every process should serve (written by a successful reload)
+    <prefix>:bundle:served  hash process -> the bundle it serves, refreshed every second by each process
 
 Stream bound: the worker trims entries every consumer has acknowledged (``trim_processed``: XTRIM MINID
 below the oldest pending entry and the group's last delivered one), so the stream holds only unprocessed
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any, TypeVar
@@ -43,6 +46,7 @@ from app.core import metrics
 from app.stores.base import (
     AppendResult,
     BacklogFull,
+    BundleRecord,
     KeyedEvent,
     StoredEvent,
     StoredVector,
@@ -362,6 +366,31 @@ class RedisStore:
                 )
                 removed.append(name)
         return removed
+
+    async def set_desired_bundle(self, record: BundleRecord) -> None:
+        await self._call(
+            "set_desired_bundle", lambda: self.client.set(f"{self.prefix}:bundle:desired", record.encode())
+        )
+
+    async def desired_bundle(self) -> BundleRecord | None:
+        raw = await self._call("desired_bundle", lambda: self.client.get(f"{self.prefix}:bundle:desired"))
+        return BundleRecord.decode(raw) if raw else None
+
+    async def report_bundle(self, process: str, record: BundleRecord | None) -> None:
+        key = f"{self.prefix}:bundle:served"
+        if record is None:
+            await self._call("report_bundle", lambda: self.client.hdel(key, process))
+        else:
+            await self._call("report_bundle", lambda: self.client.hset(key, process, record.encode()))
+
+    async def served_bundles(self, max_age_s: float) -> dict[str, BundleRecord]:
+        key = f"{self.prefix}:bundle:served"
+        raw: dict[Any, Any] = await self._call("served_bundles", lambda: self.client.hgetall(key))
+        records = {_text(process): BundleRecord.decode(value) for process, value in raw.items()}
+        gone = [process for process, record in records.items() if record.at < time.time() - max_age_s]
+        if gone:  # processes that stopped reporting (killed): forget them
+            await self._call("served_bundles", lambda: self.client.hdel(key, *gone))
+        return {process: record for process, record in records.items() if process not in gone}
 
     async def flush_prefix(self) -> None:
         """Delete every key under this store's prefix (tests and local resets only)."""

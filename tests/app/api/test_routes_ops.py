@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,15 @@ async def test_health_metrics_and_docs(bundle_v1: Path) -> None:
         assert (await client.get("/livez")).json()["status"] == "alive"
         ready = await client.get("/readyz")
         assert ready.status_code == 200
+        process = f"api:{socket.gethostname()}:{os.getpid()}"
         assert ready.json()["detail"] == {
             "store": "memory:ok",
             "model_version": "fake-v1",
             "index_version": "index-v1",
             "serving_path": "session_encoder+ranker",
+            "pid": os.getpid(),
+            "process": process,
+            "processes": {process: "fake-v1"},
         }
         await client.post("/v1/recommend", json={"user_id": "u1"})
         text = (await client.get("/metrics")).text
@@ -137,3 +143,37 @@ async def test_any_loader_failure_is_a_reload_failed_answer(bundle_v1: Path, bun
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "reload_failed"
         assert "faiss: read error" in refused.json()["error"]["message"]
         assert refused.json()["error"]["request_id"] == refused.headers["x-request-id"]
+
+
+@pytest.mark.redis
+async def test_a_reload_reaches_every_process_sharing_the_store(
+    bundle_v1: Path, bundle_v2: Path, redis_url: str, key_prefix: str, monkeypatch
+) -> None:
+    import app.main
+
+    settings = make_settings(
+        bundle_v1,
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        admin_key="secret-admin",
+        bundle_sync_interval_s=0.1,
+    )
+    monkeypatch.setattr(app.main, "process_name", lambda role: f"{role}:one")
+    async with running_app(settings) as (_, first):
+        monkeypatch.setattr(app.main, "process_name", lambda role: f"{role}:two")
+        async with running_app(settings) as (_, second):
+            reloaded = await first.post(
+                "/v1/admin/reload", json={"bundle_path": str(bundle_v2)}, headers=ADMIN
+            )
+            assert reloaded.status_code == 200
+            body = reloaded.json()
+            assert body["process"] == "api:one" and body["converged"] is True
+            assert body["processes"] == {"api:one": "fake-v2", "api:two": "fake-v2"}
+            answer = (await second.post("/v1/recommend", json={"user_id": "u1"})).json()
+            assert answer["meta"]["model_version"] == "fake-v2"
+            ready = (await second.get("/readyz")).json()["detail"]
+            assert ready["process"] == "api:two" and ready["model_version"] == "fake-v2"
+            monkeypatch.setattr(app.main, "process_name", lambda role: f"{role}:three")
+            async with running_app(settings) as (_, late):  # started after the reload: follows it first
+                answer = (await late.post("/v1/recommend", json={"user_id": "u1"})).json()
+                assert answer["meta"]["model_version"] == "fake-v2"
