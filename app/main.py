@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None, *, bundle_loader: BundleLoader 
     app.include_router(routes_items.router, dependencies=keyed, tags=["items"])
     app.include_router(routes_ops.router, tags=["operations"])
     app.add_middleware(
-        RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.max_in_flight
+        RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.in_flight_limit
     )
     return app
 
