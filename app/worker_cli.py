@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger("tandem.worker")
 
@@ -24,12 +26,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=9101, help="Prometheus port; 0 = none")
 
 
+def runtime_modules() -> list[ModuleType]:
+    """What the worker process imports to run (lazily, so ``tandem --help`` stays fast): never the FastAPI
+    app or the web stack (a test checks it)."""
+    names = [
+        "app.core.config",
+        "app.services.bundle_sync",
+        "app.services.serving_bundle",
+        "app.services.worker",
+        "app.startup",
+    ]
+    return [importlib.import_module(name) for name in names]
+
+
 async def _serve(args: argparse.Namespace) -> int:
+    runtime_modules()
     from app.core.config import Settings
-    from app.main import open_store, resolve_bundle_path, set_thread_counts
     from app.services.bundle_sync import BundleSync, process_name
     from app.services.serving_bundle import BundleHolder
     from app.services.worker import VectorWorker
+    from app.startup import open_store, resolve_bundle_path, set_thread_counts
 
     settings = Settings()
     set_thread_counts(settings.torch_threads)

@@ -299,7 +299,7 @@ class Bundle:
     encoder: UserEncoder | None = None
     ranker: CandidateRanker | None = None
     index: ItemIndex | None = None
-    cooccurrence: Any | None = None  # exposes neighbours(item_ids [n], k) -> (items, scores)
+    cooccurrence: CooccurrenceNeighbours | None = None
     _history_table: pa.Table | None = field(default=None, repr=False)
     _user_features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _user_raw_id: list[str] = field(default_factory=list, repr=False)

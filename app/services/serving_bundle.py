@@ -20,11 +20,11 @@ from app.core import metrics
 from app.services.items import RankedItem
 from app.stores.base import StoredEvent
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
-from models.inference import RequestContext, UserHistory
+from models.inference import RequestContext, ServableBundle, UserHistory
 
 log = logging.getLogger("tandem.bundle")
 
-BundleLoader = Callable[[Path], Any]
+BundleLoader = Callable[[Path], ServableBundle]
 
 
 def _vocabularies(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -42,19 +42,15 @@ def _index_of(names: list[str]) -> dict[str, int]:
 class ServingBundle:
     """A bundle plus the lookups serving derives from it once at load time."""
 
-    def __init__(self, bundle: Any, history_length: int = 200):
+    def __init__(self, bundle: ServableBundle, history_length: int = 200):
         self.bundle = bundle
-        manifest: dict[str, Any] = dict(getattr(bundle, "manifest", {}) or {})
+        manifest = bundle.manifest
         self.encoder = bundle.encoder
         self.ranker = bundle.ranker
         self.index = bundle.index
-        self.cooccurrence = getattr(bundle, "cooccurrence", None)
-        # The bundle's own (verified, content-derived) version first: the manifest field alone can lie.
-        self.model_version = str(
-            getattr(bundle, "model_version", None)
-            or manifest.get("model_version", getattr(self.encoder, "version", "none"))
-        )
-        self.index_version = str(manifest.get("index_version", getattr(self.index, "version", "none")))
+        self.cooccurrence = bundle.cooccurrence
+        self.model_version = bundle.model_version  # verified from the model files' content
+        self.index_version = bundle.index_version
         self.serving_path = str(manifest.get("serving_path", "unknown"))
         self.catalogue = bundle.catalogue
         self.item_index: dict[str, int] = bundle.item_index
@@ -167,7 +163,7 @@ def _tail(history: UserHistory, length: int) -> UserHistory:
     )
 
 
-def load_bundle(path: Path) -> Any:
+def load_bundle(path: Path) -> ServableBundle:
     """The default loader: ``models.bundle.Bundle.load``."""
     from models.bundle import Bundle
 

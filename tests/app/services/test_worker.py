@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.main import open_store
 from app.services.serving_bundle import BundleHolder
 from app.services.worker import VectorWorker
+from app.startup import open_store
 from app.stores.redis_store import RedisStore
 from tests.app.api.test_routes_events import category, events_for
 from tests.app.conftest import make_settings, running_app
