@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -26,48 +25,13 @@ from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
+from app.services.bundle_sync import BundleSync, process_name
 from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
 from app.services.worker import VectorWorker
-from app.stores.base import StoreUnavailable, UserStateStore
-from app.stores.memory import MemoryStore
-from app.stores.redis_store import RedisStore
+from app.startup import open_store, resolve_bundle_path, set_thread_counts
+from app.stores.base import StoreUnavailable
 
 log = logging.getLogger("tandem.app")
-
-
-def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
-    """Redis when TANDEM_REDIS_URL is set, else the in-process store."""
-    if settings.redis_url is None:
-        return MemoryStore(settings.history_length, settings.stream_maxlen)
-    return RedisStore(
-        settings.redis_url,
-        socket_timeout_s=settings.redis_socket_timeout_s,
-        connect_timeout_s=settings.redis_connect_timeout_s,
-        retries=settings.redis_retries,
-        max_connections=settings.redis_max_connections,
-        key_prefix=settings.key_prefix,
-        history_length=settings.history_length,
-        stream_maxlen=settings.stream_maxlen,
-        block_ms=block_ms,
-    )
-
-
-def resolve_bundle_path(settings: Settings) -> Path:
-    """The configured bundle, else the default one for the configured data (built on first use)."""
-    if settings.bundle_path is not None:
-        return settings.bundle_path
-    from models.pipeline import ensure_default_bundle
-
-    return Path(ensure_default_bundle(settings.data_dir, root=str(settings.var_dir)))
-
-
-def set_thread_counts(threads: int) -> None:
-    """Deliberate CPU threading: a few intra-op threads per process, no inter-op pool oversubscription."""
-    import torch
-
-    torch.set_num_threads(threads)
-    with contextlib.suppress(RuntimeError):  # already set once in this process (tests)
-        torch.set_num_interop_threads(1)
 
 
 async def _seed(services: Services) -> None:
@@ -99,14 +63,24 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 block_ms=min(settings.worker_block_ms, 200),
                 claim_idle_ms=settings.worker_claim_idle_ms,
                 vector_ttl_s=settings.vector_ttl_s,
+                consumer_idle_ms=settings.worker_consumer_idle_ms,
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
+        services.sync = BundleSync(
+            services.store, services.holder, process_name("api"), interval_s=settings.bundle_sync_interval_s
+        )
+        with contextlib.suppress(StoreUnavailable):
+            await services.sync.tick()  # follow a reload made before this process started
+        services.sync_task = asyncio.create_task(services.sync.run(), name="bundle-sync")
         services.lifecycle.ready = True
         log.info("ready", extra={"store": services.store.kind, "bundle_path": str(path)})
         try:
             yield
         finally:
             services.lifecycle.start_draining()
+            if services.sync is not None and services.sync_task is not None:
+                services.sync.stop()
+                await services.sync_task
             if services.worker is not None and services.worker_task is not None:
                 services.worker.stop()
                 await services.worker_task
@@ -142,7 +116,7 @@ def create_app(settings: Settings | None = None, *, bundle_loader: BundleLoader 
     app.include_router(routes_items.router, dependencies=keyed, tags=["items"])
     app.include_router(routes_ops.router, tags=["operations"])
     app.add_middleware(
-        RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.max_in_flight
+        RequestGuard, max_body_bytes=settings.max_body_bytes, max_in_flight=settings.in_flight_limit
     )
     return app
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("--workers > 1 needs TANDEM_REDIS_URL: each process would hold its own in-memory store")
         return 2
     if settings.bundle_path is None:
-        from app.main import resolve_bundle_path
+        from app.startup import resolve_bundle_path
 
         # Build (first run) or find the default bundle once, here, not in every worker process.
         os.environ["TANDEM_BUNDLE_PATH"] = str(resolve_bundle_path(settings))

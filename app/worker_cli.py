@@ -1,18 +1,21 @@
 """``tandem worker``: the near-line user-vector worker against Redis (one consumer of the worker group).
 
 Run as many as needed: each is a consumer; entries a crashed one left pending are re-claimed after
-``TANDEM_WORKER_CLAIM_IDLE_MS``. SIGTERM stops after the batch in hand is written and acknowledged.
-Metrics are served on ``--metrics-port`` for Prometheus.
+``TANDEM_WORKER_CLAIM_IDLE_MS``. Each worker follows bundle reloads made through the API (``BundleSync``).
+SIGTERM stops after the batch in hand is written and acknowledged. Metrics are served on ``--metrics-port``
+for Prometheus.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger("tandem.worker")
 
@@ -23,11 +26,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=9101, help="Prometheus port; 0 = none")
 
 
+def runtime_modules() -> list[ModuleType]:
+    """What the worker process imports to run (lazily, so ``tandem --help`` stays fast): never the FastAPI
+    app or the web stack (a test checks it)."""
+    names = [
+        "app.core.config",
+        "app.services.bundle_sync",
+        "app.services.serving_bundle",
+        "app.services.worker",
+        "app.startup",
+    ]
+    return [importlib.import_module(name) for name in names]
+
+
 async def _serve(args: argparse.Namespace) -> int:
+    runtime_modules()
     from app.core.config import Settings
-    from app.main import open_store, resolve_bundle_path, set_thread_counts
+    from app.services.bundle_sync import BundleSync, process_name
     from app.services.serving_bundle import BundleHolder
     from app.services.worker import VectorWorker
+    from app.startup import open_store, resolve_bundle_path, set_thread_counts
 
     settings = Settings()
     set_thread_counts(settings.torch_threads)
@@ -42,13 +60,24 @@ async def _serve(args: argparse.Namespace) -> int:
         block_ms=settings.worker_block_ms,
         claim_idle_ms=settings.worker_claim_idle_ms,
         vector_ttl_s=settings.vector_ttl_s,
+        consumer_idle_ms=settings.worker_consumer_idle_ms,
     )
+    # Follow reloads made through the API, so the vectors it writes are the serving model's.
+    sync = BundleSync(store, holder, process_name("worker"), interval_s=settings.bundle_sync_interval_s)
+    sync_task = asyncio.create_task(sync.run(), name="bundle-sync")
+
+    def stop() -> None:
+        worker.stop()
+        sync.stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        loop.add_signal_handler(sig, stop)
     try:
         await worker.run()
     finally:
+        sync.stop()
+        await sync_task
         await store.close()
     return 0
 

@@ -15,6 +15,13 @@ reader never sees half a bundle):
 
 ``model_version`` is a hash of the checkpoint bytes (of the data and baseline method for a baseline-only
 bundle); ``index_version`` is the item-vector hash.
+
+Integrity: the manifest lists the sha256 of every file of the bundle (``file_sha256``, relative path ->
+hex digest). ``Bundle.load`` recomputes them before loading anything and refuses a missing or changed file
+with ``BundleIntegrityError`` naming it; the model version it reports is recomputed from the checkpoints'
+bytes, never read from the manifest alone, so vectors cached under other weights never count as fresh.
+Bundles of format 1 (before the file list) have their checkpoints verified and the rest logged as
+unverified.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from models.inference import CandidateRanker, UserEncoder, UserHistory
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest carries file_sha256
 MANIFEST = "manifest.json"
 HISTORY_LENGTH = 200
 ENCODER_LOADER = "models.encoder.serving:load_user_encoder"
@@ -69,6 +76,67 @@ def _sha256_path(path: Path) -> str:
             while block := handle.read(1 << 22):
                 digest.update(block)
     return digest.hexdigest()
+
+
+class BundleIntegrityError(ValueError):
+    """A bundle file is missing or its bytes differ from the sha256 in the manifest."""
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` except the manifest, by POSIX relative path."""
+    return {
+        file.relative_to(directory).as_posix(): _sha256_bytes(file)
+        for file in sorted(directory.rglob("*"))
+        if file.is_file() and file.name != MANIFEST
+    }
+
+
+def _sha256_bytes(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_version_of(checkpoint_hashes: dict[str, str]) -> str:
+    """The model version: a hash of the checkpoints' hashes (or the baseline's description)."""
+    return sha256_hex("|".join(f"{k}:{v}" for k, v in sorted(checkpoint_hashes.items())))[:12]
+
+
+def verify_bundle(path: Path, manifest: dict[str, Any]) -> str:
+    """Checks every listed file's sha256 and the checkpoints' hashes; returns the verified model version.
+
+    Raises ``BundleIntegrityError`` naming the first missing or changed file."""
+    expected: dict[str, str] = manifest.get("file_sha256") or {}
+    if not expected:
+        if int(manifest.get("format_version", 1)) >= 2:
+            raise BundleIntegrityError(f"{path / MANIFEST}: field 'file_sha256' missing")
+        logger.warning("bundle %s has no file hashes (format 1): only its checkpoints are verified", path)
+    for relative, digest in sorted(expected.items()):
+        file = path / relative
+        if not file.is_file():
+            raise BundleIntegrityError(f"{file}: missing (listed in the manifest)")
+        actual = _sha256_bytes(file)
+        if actual != digest:
+            raise BundleIntegrityError(
+                f"{file}: sha256 {actual[:12]} does not match the manifest's {digest[:12]}"
+            )
+    hashes = dict(manifest.get("checkpoint_sha256") or {})
+    files = manifest.get("files") or {}
+    for name in ("encoder", "ranker"):
+        if files.get(name):
+            checkpoint = path / files[name]
+            if not checkpoint.exists():
+                raise BundleIntegrityError(f"{checkpoint}: missing (listed in the manifest)")
+            if hashes.get(name) != _sha256_path(checkpoint):
+                raise BundleIntegrityError(
+                    f"{checkpoint}: sha256 does not match the manifest's checkpoint hash"
+                )
+    version = model_version_of(hashes)
+    if hashes and version != str(manifest.get("model_version")):
+        raise BundleIntegrityError(f"{path / MANIFEST}: model_version does not match the checkpoint hashes")
+    return version
 
 
 def copy_checkpoint(source: Path, directory: Path) -> tuple[str, str]:
@@ -231,14 +299,15 @@ class Bundle:
     encoder: UserEncoder | None = None
     ranker: CandidateRanker | None = None
     index: ItemIndex | None = None
-    cooccurrence: Any | None = None  # exposes neighbours(item_ids [n], k) -> (items, scores)
+    cooccurrence: CooccurrenceNeighbours | None = None
     _history_table: pa.Table | None = field(default=None, repr=False)
     _user_features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _user_raw_id: list[str] = field(default_factory=list, repr=False)
+    verified_model_version: str | None = None  # set by ``load`` from the checkpoints' bytes
 
     @property
     def model_version(self) -> str:
-        return str(self.manifest["model_version"])
+        return self.verified_model_version or str(self.manifest["model_version"])
 
     @property
     def index_version(self) -> str:
@@ -274,6 +343,7 @@ class Bundle:
             if key not in manifest:
                 raise ValueError(f"{manifest_path}: field '{key}' missing")
         files = manifest["files"]
+        verified_version = verify_bundle(path, manifest)
         catalogue = read_catalogue(path / "catalogue.parquet")
         users = pq.read_table(path / "users.parquet")
         user_raw_id = [str(u) for u in users.column("raw_id").to_pylist()]
@@ -295,6 +365,7 @@ class Bundle:
             _history_table=pq.read_table(path / "recent_events.parquet"),
             _user_features=features,
             _user_raw_id=user_raw_id,
+            verified_model_version=verified_version,
         )
         if files.get("encoder"):
             bundle.encoder = _load_with(ENCODER_LOADER, path / files["encoder"])
@@ -368,7 +439,7 @@ def build_bundle(
             hashes["baseline"] = sha256_hex(f"{fingerprint}|{popularity_method}|{cooccurrence_method}")
         manifest = {
             "format_version": FORMAT_VERSION,
-            "model_version": sha256_hex("|".join(f"{k}:{v}" for k, v in sorted(hashes.items())))[:12],
+            "model_version": model_version_of(hashes),
             "index_version": index_version,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "dataset": dataset.name,
@@ -383,6 +454,7 @@ def build_bundle(
             "baselines": {"popularity": popularity_method, "cooccurrence": cooccurrence_method},
             "files": files,
             "checkpoint_sha256": hashes,
+            "file_sha256": file_hashes(directory),
             "config": dict(config or {}),
             "metrics": all_metrics,
             "build_seconds": round(time.perf_counter() - started, 3),

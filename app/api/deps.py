@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 
 from app.core.config import Settings
 from app.core.errors import ApiError
+from app.services.bundle_sync import BundleSync
 from app.services.serving_bundle import BundleHolder, ServingBundle
 from app.services.worker import VectorWorker
 from app.stores.base import UserStateStore
@@ -35,6 +36,8 @@ class Services:
     store: UserStateStore | None = None
     worker: VectorWorker | None = None
     worker_task: asyncio.Task[None] | None = None
+    sync: BundleSync | None = None
+    sync_task: asyncio.Task[None] | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 
-from app.api.deps import StoreDep
+from app.api.deps import ServicesDep, StoreDep
 from app.api.schemas import EventsRequest, EventsResponse
 from app.core import metrics
 from app.core.errors import ApiError
-from app.services.events import IncomingEvent, accept_events
-from app.stores.base import StoreUnavailable
+from app.services.events import IncomingEvent, accept_events, future_timestamps
+from app.stores.base import BacklogFull, StoreUnavailable
 
 router = APIRouter()
 
 
 @router.post("/v1/events", status_code=202, response_model=EventsResponse, summary="record behaviour events")
-async def post_events(body: EventsRequest, store: StoreDep) -> EventsResponse:
+async def post_events(body: EventsRequest, store: StoreDep, services: ServicesDep) -> EventsResponse:
     events = [
         IncomingEvent(
             user_id=str(event.user_id),
@@ -25,15 +27,31 @@ async def post_events(body: EventsRequest, store: StoreDep) -> EventsResponse:
             value=event.value,
             scene=event.context.scene if event.context else None,
             device=event.context.device if event.context else None,
+            event_id=event.event_id,
         )
         for event in body.events
     ]
+    too_new = future_timestamps(events, time.time(), services.settings.event_max_future_s)
+    if too_new:
+        raise ApiError(422, "validation_error", "; ".join(too_new[:10]))
     try:
-        accepted = await accept_events(store, events)
+        result = await accept_events(store, events)
+    except BacklogFull as exc:
+        metrics.EVENTS_REFUSED.inc(len(events))
+        raise ApiError(
+            503,
+            "backlog_full",
+            "the worker is behind: nothing was stored; retry later",
+            {"Retry-After": "5"},
+        ) from exc
     except StoreUnavailable as exc:
-        # Unlike reads, an event we cannot make durable must not be acknowledged: the client retries.
+        # Unlike reads, an event we cannot make durable must not be acknowledged. The events may have been
+        # stored (a lost reply); retrying the same events is safe: their idempotency keys dedupe them.
         metrics.STORE_DEGRADED.labels("append_events").inc()
         raise ApiError(
-            503, "store_unavailable", "events could not be stored; retry", {"Retry-After": "1"}
+            503,
+            "store_unavailable",
+            "events may not have been stored; retrying the same events is safe",
+            {"Retry-After": "1"},
         ) from exc
-    return EventsResponse(accepted=accepted)
+    return EventsResponse(accepted=len(events), duplicates=result.duplicates)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Response
@@ -34,15 +36,19 @@ async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
         metrics.STORE_DEGRADED.labels("ping").inc()
         store_state = "degraded"  # still ready: requests are served on the online path
     serving = services.holder.current
-    return HealthResponse(
-        status="ready",
-        detail={
-            "store": f"{services.store.kind}:{store_state}",
-            "model_version": serving.model_version,
-            "index_version": serving.index_version,
-            "serving_path": serving.serving_path,
-        },
-    )
+    detail: dict[str, object] = {
+        "store": f"{services.store.kind}:{store_state}",
+        "model_version": serving.model_version,
+        "index_version": serving.index_version,
+        "serving_path": serving.serving_path,
+        "pid": os.getpid(),
+    }
+    if services.sync is not None:
+        detail["process"] = services.sync.process
+        if store_state == "ok":
+            with contextlib.suppress(StoreUnavailable):
+                detail["processes"] = await services.sync.served()
+    return HealthResponse(status="ready", detail=detail)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -87,16 +93,46 @@ async def reload_bundle(services: ServicesDep, body: ReloadRequest | None = None
     path = Path(requested) if requested else (services.holder.path or services.settings.bundle_path)
     if path is None:
         raise ApiError(422, "validation_error", "bundle_path: required (no bundle configured)")
+    sync = services.sync
     try:
-        serving = await services.holder.load(path)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
+        serving = await (sync.reload(path) if sync is not None else services.holder.load(path))
+    except StoreUnavailable as exc:
+        metrics.RELOADS.labels("unpublished").inc()
+        raise ApiError(
+            503,
+            "store_unavailable",
+            "loaded in this process only: the store could not tell the other processes; retry the reload",
+            {"Retry-After": "1"},
+        ) from exc
+    except Exception as exc:
+        # Whatever the loader raises (a changed file, a truncated checkpoint or index, a missing directory),
+        # the old bundle keeps serving and the caller gets the one error shape.
         metrics.RELOADS.labels("failed").inc()
-        log.warning("reload failed; keeping the current bundle", extra={"bundle_path": str(path)})
-        raise ApiError(422, "reload_failed", f"{path}: {exc}") from exc
+        log.warning(
+            "reload failed; keeping the current bundle",
+            extra={"bundle_path": str(path), "error": f"{exc.__class__.__name__}: {exc}"},
+            exc_info=not isinstance(exc, (FileNotFoundError, ValueError, KeyError, OSError)),
+        )
+        raise ApiError(422, "reload_failed", f"{path}: {_first_line(exc)}") from exc
     metrics.RELOADS.labels("ok").inc()
+    converged, processes = False, dict[str, str]()
+    if sync is not None:
+        try:
+            converged, processes = await sync.wait_converged(
+                serving.model_version, services.settings.reload_wait_s
+            )
+        except StoreUnavailable:
+            metrics.STORE_DEGRADED.labels("reload_wait").inc()
     return ReloadResponse(
         model_version=serving.model_version,
         index_version=serving.index_version,
         serving_path=serving.serving_path,
         bundle_path=str(path),
+        process=sync.process if sync is not None else "",
+        processes=processes,
+        converged=converged,
     )
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0][:300]

@@ -87,6 +87,10 @@ class RecommendResponse(BaseModel):
 
 
 class EventBody(_Strict):
+    event_id: Name | None = Field(
+        default=None,
+        description="idempotency key, unique per user (e.g. a UUID); default: a hash of the event's fields",
+    )
     user_id: RawId
     item_id: RawId
     action: ActionName  # type: ignore[valid-type]
@@ -101,7 +105,10 @@ class EventsRequest(_Strict):
 
 
 class EventsResponse(BaseModel):
-    accepted: int
+    accepted: int = Field(description="events now stored (each exactly once)")
+    duplicates: int = Field(
+        default=0, description="of those, events whose idempotency key was already stored (a retry)"
+    )
 
 
 class ReloadRequest(_Strict):
@@ -113,6 +120,11 @@ class ReloadResponse(BaseModel):
     index_version: str
     serving_path: str
     bundle_path: str
+    process: str = Field(description="the process that answered: role:host:pid")
+    processes: dict[str, str] = Field(
+        default_factory=dict, description="every live process -> the model version it serves"
+    )
+    converged: bool = Field(description="every live process serves this model version")
 
 
 class BundleResponse(BaseModel):

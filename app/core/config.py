@@ -6,6 +6,7 @@ checks that each ``TANDEM_*`` variable used in ``docker-compose.yml`` names one 
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -68,21 +69,57 @@ class Settings(BaseSettings):
         default=None, description="X-Admin-Key for /v1/admin/*; unset = admin disabled"
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="largest accepted request body")
-    max_in_flight: int = Field(
-        default=256, ge=1, description="concurrent /v1 requests before 429 load shedding"
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="concurrent /v1 requests per process before 429; unset = capacity_rps x latency budget",
+    )
+    capacity_rps: float = Field(
+        default=45.0,
+        gt=0,
+        description="requests/s one process sustains (measured; sizes the in-flight limit)",
+    )
+    latency_budget_ms: float = Field(
+        default=250.0,
+        gt=0,
+        description="longest a request may wait in this process (sizes the in-flight limit)",
+    )
+    bundle_sync_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often each process checks for a reload and reports its bundle",
+    )
+    reload_wait_s: float = Field(
+        default=15.0, ge=0, le=300, description="how long a reload answer waits for every process to follow"
     )
     drain_seconds: float = Field(
         default=5.0, ge=0, description="readyz answers 503 this long before shutdown"
     )
 
+    # events
+    event_max_future_s: int = Field(
+        default=86400, ge=0, description="events timestamped further ahead of the server clock get 422"
+    )
+    event_dedupe_ttl_s: int = Field(
+        default=86400, ge=1, description="how long an event's idempotency key is remembered (retries dedupe)"
+    )
+
     # near-line worker
-    stream_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the event stream")
+    stream_maxlen: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="most unprocessed stream entries; beyond it events get 503 backlog_full (none dropped)",
+    )
     worker_batch_size: int = Field(default=256, ge=1, description="stream entries read per worker step")
     worker_block_ms: int = Field(
         default=500, ge=1, description="how long a worker read waits for new entries"
     )
     worker_claim_idle_ms: int = Field(default=30_000, ge=0, description="pending this long = re-claimed")
     worker_consumer: str | None = Field(default=None, description="consumer name; unset = host-pid")
+    worker_consumer_idle_ms: int = Field(
+        default=3_600_000, ge=1000, description="consumers idle this long with nothing pending are removed"
+    )
 
     log_level: str = Field(default="INFO", description="log level of the JSON logs")
 
@@ -101,6 +138,15 @@ class Settings(BaseSettings):
         if self.candidate_count < self.k_max:
             raise ValueError(f"candidate_count ({self.candidate_count}) must be >= k_max ({self.k_max})")
         return self
+
+    @property
+    def in_flight_limit(self) -> int:
+        """``max_in_flight``, else Little's law: a process that completes ``capacity_rps`` requests/s with
+        N in flight makes the last one wait about N / capacity_rps, so N = capacity x budget keeps an
+        admitted request within the budget and everything beyond it gets a fast 429."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return max(1, math.ceil(self.capacity_rps * self.latency_budget_ms / 1000))
 
     @property
     def embedded(self) -> bool:

@@ -46,7 +46,10 @@ STAGE_FAILURES = Counter(
 )
 LOAD_SHED = Counter("tandem_load_shed_total", "requests refused with 429 because too many were in flight")
 IN_FLIGHT = Gauge("tandem_in_flight_requests", "requests being served", multiprocess_mode="livesum")
-EVENTS_ACCEPTED = Counter("tandem_events_accepted_total", "events accepted by POST /v1/events")
+EVENTS_ACCEPTED = Counter("tandem_events_accepted_total", "events newly stored by POST /v1/events")
+EVENTS_DUPLICATE = Counter(
+    "tandem_events_duplicate_total", "events whose idempotency key was already stored (not stored again)"
+)
 STREAM_LAG = Gauge(
     "tandem_stream_lag_entries",
     "stream entries not yet delivered to the worker group",
@@ -54,6 +57,17 @@ STREAM_LAG = Gauge(
 )
 STREAM_PENDING = Gauge(
     "tandem_stream_pending_entries", "entries delivered but not acknowledged", multiprocess_mode="max"
+)
+GROUP_RECREATED = Counter(
+    "tandem_stream_group_recreated_total", "times the worker group was missing (NOGROUP) and recreated"
+)
+STREAM_TRIMMED = Counter("tandem_stream_trimmed_total", "acknowledged stream entries deleted by the worker")
+CONSUMERS_REMOVED = Counter(
+    "tandem_worker_consumers_removed_total", "idle consumers with nothing pending removed"
+)
+WORKER_ERRORS = Counter("tandem_worker_errors_total", "unexpected worker errors survived (logged, retried)")
+EVENTS_REFUSED = Counter(
+    "tandem_events_backlog_refused_total", "events refused with 503 because the stream backlog is full"
 )
 WORKER_ENTRIES = Counter("tandem_worker_entries_total", "stream entries processed and acknowledged")
 WORKER_CLAIMED = Counter("tandem_worker_claimed_total", "pending entries re-claimed from another consumer")
@@ -67,12 +81,20 @@ BUNDLE_INFO = Gauge(
     ["model_version", "index_version", "serving_path"],
     multiprocess_mode="liveall",
 )
+UNHANDLED_ERRORS = Counter("tandem_unhandled_errors_total", "requests answered 500 by an unexpected error")
 RELOADS = Counter("tandem_bundle_reloads_total", "bundle reloads by outcome", ["outcome"])
 
 
+_bundle_labels: list[tuple[str, str, str]] = []
+
+
 def set_bundle_info(model_version: str, index_version: str, serving_path: str) -> None:
-    """Mark exactly one bundle as loaded in this process."""
-    BUNDLE_INFO.clear()
+    """Mark exactly one bundle as loaded (1) in this process; earlier ones drop to 0. (Setting 0 rather
+    than clearing: in multiprocess mode cleared values would linger in the process's file.) With several
+    processes each series carries the process's ``pid`` label, so each process's bundle is visible."""
+    for labels in _bundle_labels:
+        BUNDLE_INFO.labels(*labels).set(0)
+    _bundle_labels[:] = [(model_version, index_version, serving_path)]
     BUNDLE_INFO.labels(model_version, index_version, serving_path).set(1)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core import metrics
-from app.stores.base import StoredEvent, UserStateStore
+from app.stores.base import AppendResult, KeyedEvent, StoredEvent, UserStateStore
 from models.data.schema import Action
 
 # Names accepted at the API for models.data.schema.Action (padding excluded).
@@ -21,9 +21,23 @@ class IncomingEvent:
     value: float = 1.0
     scene: str | None = None
     device: str | None = None
+    event_id: str | None = None  # the client's idempotency key; None = derived from the fields
 
 
-def to_stored(event: IncomingEvent) -> tuple[str, StoredEvent]:
+def future_timestamps(events: list[IncomingEvent], now: float, max_future_s: int) -> list[str]:
+    """One message per event timestamped more than ``max_future_s`` after ``now`` (unix seconds).
+
+    Such an event would stay the user's "newest" and pin part of the list until enough newer events push
+    it out. Old timestamps are accepted: late-arriving events are normal."""
+    limit = int(now) + max_future_s
+    return [
+        f"events.{position}.timestamp: {event.timestamp} is more than {max_future_s} s ahead of the clock"
+        for position, event in enumerate(events)
+        if event.timestamp > limit
+    ]
+
+
+def to_stored(event: IncomingEvent) -> KeyedEvent:
     stored = StoredEvent(
         item=event.item_id,
         action=int(ACTION_NAMES[event.action]),
@@ -32,11 +46,13 @@ def to_stored(event: IncomingEvent) -> tuple[str, StoredEvent]:
         scene=event.scene,
         device=event.device,
     )
-    return event.user_id, stored
+    return KeyedEvent.of(event.user_id, stored, event.event_id)
 
 
-async def accept_events(store: UserStateStore, events: list[IncomingEvent]) -> int:
-    """Durable once this returns (Redis: one MULTI with the stream append). Raises StoreUnavailable."""
-    accepted = await store.append_events([to_stored(event) for event in events])
-    metrics.EVENTS_ACCEPTED.inc(accepted)
-    return accepted
+async def accept_events(store: UserStateStore, events: list[IncomingEvent]) -> AppendResult:
+    """Durable once this returns, each event exactly once (Redis: one Lua script with the stream append).
+    Raises StoreUnavailable: the events may or may not be stored; retrying the same events is safe."""
+    result = await store.append_events([to_stored(event) for event in events])
+    metrics.EVENTS_ACCEPTED.inc(result.stored)
+    metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+    return result

@@ -22,11 +22,11 @@ from app.stores.base import StoredEvent
 from models.candidates.from_bundle import bundle_sources, serving_pipeline
 from models.candidates.served import ServedPipeline
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
-from models.inference import RequestContext, UserHistory
+from models.inference import RequestContext, ServableBundle, UserHistory
 
 log = logging.getLogger("tandem.bundle")
 
-BundleLoader = Callable[[Path], Any]
+BundleLoader = Callable[[Path], ServableBundle]
 
 
 def _vocabularies(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -44,15 +44,15 @@ def _index_of(names: list[str]) -> dict[str, int]:
 class ServingBundle:
     """A bundle plus the lookups serving derives from it once at load time."""
 
-    def __init__(self, bundle: Any, history_length: int = 200):
+    def __init__(self, bundle: ServableBundle, history_length: int = 200):
         self.bundle = bundle
-        manifest: dict[str, Any] = dict(getattr(bundle, "manifest", {}) or {})
+        manifest = bundle.manifest
         self.encoder = bundle.encoder
         self.ranker = bundle.ranker
         self.index = bundle.index
-        self.cooccurrence = getattr(bundle, "cooccurrence", None)
-        self.model_version = str(manifest.get("model_version", getattr(self.encoder, "version", "none")))
-        self.index_version = str(manifest.get("index_version", getattr(self.index, "version", "none")))
+        self.cooccurrence = bundle.cooccurrence
+        self.model_version = bundle.model_version  # verified from the model files' content
+        self.index_version = bundle.index_version
         self.serving_path = str(manifest.get("serving_path", "unknown"))
         self.catalogue = bundle.catalogue
         self.item_index: dict[str, int] = bundle.item_index
@@ -179,7 +179,7 @@ def _tail(history: UserHistory, length: int) -> UserHistory:
     )
 
 
-def load_bundle(path: Path) -> Any:
+def load_bundle(path: Path) -> ServableBundle:
     """The default loader: ``models.bundle.Bundle.load``."""
     from models.bundle import Bundle
 
@@ -218,10 +218,17 @@ class BundleHolder:
         )
         return serving
 
-    async def load(self, path: Path) -> ServingBundle:
-        """Load (in a thread), warm up, then publish. Concurrent reloads run one after the other."""
+    async def load(self, path: Path, expected_version: str | None = None) -> ServingBundle:
+        """Load (in a thread), warm up, then publish. Concurrent reloads run one after the other.
+
+        With ``expected_version`` a bundle whose verified model version differs is refused (``ValueError``)
+        and the current one keeps serving: another process verified other content under that path."""
         async with self._lock:
             serving = await asyncio.to_thread(self._load_and_warm, path)
+            if expected_version is not None and serving.model_version != expected_version:
+                raise ValueError(
+                    f"{path}: model version {serving.model_version}, not {expected_version} (files changed?)"
+                )
             self._current, self.path = serving, path
             metrics.set_bundle_info(serving.model_version, serving.index_version, serving.serving_path)
             return serving

@@ -4,6 +4,12 @@ At-least-once and idempotent: an entry is acknowledged only after the vectors of
 entries a crashed consumer left pending are re-claimed (XAUTOCLAIM) after ``claim_idle_ms``; a vector is a
 pure function of the user's stored history (its request context is taken from the newest event, not the
 clock), so processing an entry twice writes the same vector.
+
+Resilience: the loop never exits on its own. A store outage pauses and retries; a vanished consumer group
+(Redis flushed or failed over to an empty replica) is recreated by the store; any other error is logged,
+counted and retried after a pause. Every ``maintain_every_s`` the worker deletes acknowledged stream
+entries (the stream keeps only unprocessed ones) and removes consumers idle ``consumer_idle_ms`` with
+nothing pending (crashed workers, after their entries were re-claimed).
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class VectorWorker:
         claim_idle_ms: int = 30_000,
         vector_ttl_s: int = 86400,
         claim_every_s: float = 5.0,
+        consumer_idle_ms: int = 3_600_000,
+        maintain_every_s: float = 5.0,
     ):
         self.store = store
         self.holder = holder
@@ -85,7 +93,10 @@ class VectorWorker:
         self.claim_idle_ms = claim_idle_ms
         self.vector_ttl_s = vector_ttl_s
         self.claim_every_s = claim_every_s
+        self.consumer_idle_ms = consumer_idle_ms
+        self.maintain_every_s = maintain_every_s
         self._last_claim = -float("inf")
+        self._last_maintenance = -float("inf")
         self._stopping = asyncio.Event()
 
     async def next_entries(self) -> list[StreamEntry]:
@@ -129,23 +140,41 @@ class VectorWorker:
         metrics.STREAM_LAG.set(backlog.lag)
         metrics.STREAM_PENDING.set(backlog.pending)
 
+    async def maintain(self) -> None:
+        """Backlog gauges, trim acknowledged entries, forget dead consumers (every maintain_every_s)."""
+        if time.monotonic() - self._last_maintenance < self.maintain_every_s:
+            return
+        self._last_maintenance = time.monotonic()
+        await self.report_backlog()
+        metrics.STREAM_TRIMMED.inc(await self.store.trim_processed())
+        removed = await self.store.remove_idle_consumers(self.consumer_idle_ms, keep=self.consumer)
+        if removed:
+            metrics.CONSUMERS_REMOVED.inc(len(removed))
+            log.info("removed idle consumers", extra={"consumers": removed})
+
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self, idle_sleep_s: float = 0.0, backoff_s: float = 1.0) -> None:
-        """Loop until ``stop()``; a store outage pauses and retries instead of exiting."""
-        await self.store.ensure_group()
-        last_report = 0.0
+        """Loop until ``stop()``; store outages and unexpected errors pause and retry, never exit."""
         log.info("worker started", extra={"consumer": self.consumer})
+        group_ready = False
         while not self._stopping.is_set():
             try:
+                if not group_ready:
+                    await self.store.ensure_group()
+                    group_ready = True
                 done = await self.step()
-                if time.monotonic() - last_report > 1.0:
-                    last_report = time.monotonic()
-                    await self.report_backlog()
+                await self.maintain()
             except StoreUnavailable as exc:
                 metrics.STORE_DEGRADED.labels("worker").inc()
                 log.warning("store unavailable; worker retrying", extra={"error": str(exc)})
+                await self._pause(backoff_s)
+                continue
+            except Exception:
+                metrics.WORKER_ERRORS.inc()
+                log.exception("worker step failed; retrying")
+                group_ready = False  # whatever broke, start again from a known group
                 await self._pause(backoff_s)
                 continue
             if not done and idle_sleep_s:

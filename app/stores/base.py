@@ -8,10 +8,16 @@ is the read-your-writes rule, and it does not depend on clients' clocks.
 
 The store also carries the event stream the near-line worker consumes (Redis Stream + consumer group, or
 its in-process equivalent). Accepted events are appended to the history and the stream in one step.
+
+Exactly-once: every event carries an idempotency key (the client's ``event_id``, else a hash of its
+fields, see ``event_key``). The store remembers each user's keys for ``dedupe_ttl_s`` and stores an event
+only when its key is new, in the same atomic step as the append; a retry (by the Redis client after a lost
+reply, or by the caller after a 503) therefore never stores an event twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +48,43 @@ class StoredEvent:
     def decode(raw: str | bytes) -> StoredEvent:
         item, action, value, timestamp, scene, device = json.loads(raw)
         return StoredEvent(str(item), int(action), float(value), int(timestamp), scene, device)
+
+
+def event_key(user: str, event: StoredEvent, event_id: str | None = None) -> str:
+    """The idempotency key of one event: ``id:<event_id>`` when the client gave one, else ``h:`` and a
+    hash of every field (same user, item, action, value, time, scene and device -> same key)."""
+    if event_id is not None:
+        return f"id:{event_id}"
+    digest = hashlib.sha256(json.dumps([user, event.encode()]).encode()).hexdigest()
+    return f"h:{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class KeyedEvent:
+    """An event on its way into the store: the user, the event and its idempotency key."""
+
+    user: str
+    event: StoredEvent
+    key: str
+
+    @staticmethod
+    def of(user: str, event: StoredEvent, event_id: str | None = None) -> KeyedEvent:
+        return KeyedEvent(user, event, event_key(user, event, event_id))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What ``append_events`` did: events newly stored, and events whose key was already stored."""
+
+    stored: int
+    duplicates: int
+
+
+class BacklogFull(Exception):
+    """The event stream holds ``stream_maxlen`` unprocessed entries: nothing was stored, retry later.
+
+    The stream is never trimmed below unprocessed entries, so when the worker is down or far behind,
+    ingestion pushes back instead of silently dropping work."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +124,23 @@ class StreamEntry:
 
 
 @dataclass(frozen=True)
+class BundleRecord:
+    """A bundle a process should serve (the last successful reload) or serves (a process's report)."""
+
+    path: str
+    model_version: str
+    at: float  # unix seconds it was written
+
+    def encode(self) -> str:
+        return json.dumps([self.path, self.model_version, self.at])
+
+    @staticmethod
+    def decode(raw: str | bytes) -> BundleRecord:
+        path, model_version, at = json.loads(raw)
+        return BundleRecord(str(path), str(model_version), float(at))
+
+
+@dataclass(frozen=True)
 class StreamBacklog:
     lag: int  # entries not yet delivered to the group
     pending: int  # delivered, not acknowledged
@@ -103,8 +163,9 @@ class UserStateStore(Protocol):
 
     async def put_vectors(self, vectors: dict[str, StoredVector], ttl_s: int) -> None: ...
 
-    async def append_events(self, events: list[tuple[str, StoredEvent]]) -> int:
-        """Append to the histories (bounded), bump sequence numbers, add one stream entry; returns count."""
+    async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
+        """Atomically, for each event whose key the user has not stored within the dedupe window: append to
+        the history (bounded), bump the sequence number; then one stream entry for the new ones."""
         ...
 
     async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
@@ -121,7 +182,34 @@ class UserStateStore(Protocol):
 
     async def backlog(self) -> StreamBacklog: ...
 
+    async def set_desired_bundle(self, record: BundleRecord) -> None:
+        """Record the bundle every process should serve (after a successful reload)."""
+        ...
 
-def users_of(events: list[tuple[str, StoredEvent]]) -> list[str]:
+    async def desired_bundle(self) -> BundleRecord | None: ...
+
+    async def report_bundle(self, process: str, record: BundleRecord | None) -> None:
+        """Heartbeat: ``process`` serves ``record`` now; None removes the process (shutdown)."""
+        ...
+
+    async def served_bundles(self, max_age_s: float) -> dict[str, BundleRecord]:
+        """Processes that reported within ``max_age_s``, with what they serve."""
+        ...
+
+    async def trim_processed(self) -> int:
+        """Delete stream entries every consumer has acknowledged (never an unprocessed one)."""
+        ...
+
+    async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
+        """Forget consumers idle that long with nothing pending (crashed workers); returns their names."""
+        ...
+
+
+def users_of(events: list[KeyedEvent]) -> list[str]:
     """Distinct users in arrival order."""
-    return list(dict.fromkeys(user for user, _ in events))
+    return list(dict.fromkeys(keyed.user for keyed in events))
+
+
+def keyed(events: list[tuple[str, StoredEvent]]) -> list[KeyedEvent]:
+    """Events without client ids -> keyed by their fields (tests, seeding tools)."""
+    return [KeyedEvent.of(user, event) for user, event in events]

@@ -13,6 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from app.stores.base import (
+    AppendResult,
+    BacklogFull,
+    BundleRecord,
+    KeyedEvent,
     StoredEvent,
     StoredVector,
     StreamBacklog,
@@ -35,15 +39,22 @@ class MemoryStore:
 
     kind = "memory"
 
-    def __init__(self, history_length: int = 200, stream_maxlen: int = 1_000_000):
+    def __init__(
+        self, history_length: int = 200, stream_maxlen: int = 1_000_000, dedupe_ttl_s: float = 86400
+    ):
         self.history_length = history_length
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self._seen: dict[str, dict[str, float]] = {}  # user -> idempotency key -> expires (monotonic)
         self._histories: dict[str, deque[StoredEvent]] = {}
         self._sequence: dict[str, int] = {}
         self._vectors: dict[str, tuple[StoredVector, float]] = {}  # user -> (vector, expires monotonic)
-        self._stream: deque[StreamEntry] = deque(maxlen=stream_maxlen)  # not yet delivered
+        self.stream_maxlen = stream_maxlen  # most unprocessed entries (undelivered + pending)
+        self._stream: deque[StreamEntry] = deque()  # not yet delivered
         self._pending: dict[str, _Pending] = {}
         self._next_id = 0
         self._arrived = asyncio.Event()
+        self._desired_bundle: BundleRecord | None = None
+        self._served: dict[str, BundleRecord] = {}
 
     async def ping(self) -> bool:
         return True
@@ -76,14 +87,32 @@ class MemoryStore:
         for user, vector in vectors.items():
             self._vectors[user] = (vector, expires)
 
-    async def append_events(self, events: list[tuple[str, StoredEvent]]) -> int:
-        for user, event in events:
-            self._history(user).append(event)
-            self._sequence[user] = self._sequence.get(user, 0) + 1
-        self._next_id += 1
-        self._stream.append(StreamEntry(f"{self._next_id}-0", users_of(events)))
-        self._arrived.set()
-        return len(events)
+    async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
+        if len(self._stream) + len(self._pending) >= self.stream_maxlen:
+            raise BacklogFull(f"the event stream holds {self.stream_maxlen} unprocessed entries")
+        now = time.monotonic()
+        fresh: list[KeyedEvent] = []
+        for keyed in events:
+            seen = self._seen_keys(keyed.user, now)
+            if keyed.key in seen:
+                continue
+            seen[keyed.key] = now + self.dedupe_ttl_s
+            self._history(keyed.user).append(keyed.event)
+            self._sequence[keyed.user] = self._sequence.get(keyed.user, 0) + 1
+            fresh.append(keyed)
+        if fresh:
+            self._next_id += 1
+            self._stream.append(StreamEntry(f"{self._next_id}-0", users_of(fresh)))
+            self._arrived.set()
+        return AppendResult(stored=len(fresh), duplicates=len(events) - len(fresh))
+
+    def _seen_keys(self, user: str, now: float) -> dict[str, float]:
+        """The user's idempotency keys still inside the dedupe window (expired ones dropped)."""
+        seen = self._seen.setdefault(user, {})
+        expired = [key for key, expires in seen.items() if expires <= now]
+        for key in expired:
+            del seen[key]
+        return seen
 
     def _history(self, user: str) -> deque[StoredEvent]:
         if user not in self._histories:
@@ -134,3 +163,25 @@ class MemoryStore:
 
     async def backlog(self) -> StreamBacklog:
         return StreamBacklog(lag=len(self._stream), pending=len(self._pending))
+
+    async def trim_processed(self) -> int:
+        return 0  # acknowledged entries are dropped at once
+
+    async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
+        return []  # one in-process consumer; nothing to clean up
+
+    async def set_desired_bundle(self, record: BundleRecord) -> None:
+        self._desired_bundle = record
+
+    async def desired_bundle(self) -> BundleRecord | None:
+        return self._desired_bundle
+
+    async def report_bundle(self, process: str, record: BundleRecord | None) -> None:
+        if record is None:
+            self._served.pop(process, None)
+        else:
+            self._served[process] = record
+
+    async def served_bundles(self, max_age_s: float) -> dict[str, BundleRecord]:
+        oldest = time.time() - max_age_s
+        return {process: record for process, record in self._served.items() if record.at >= oldest}

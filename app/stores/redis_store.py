@@ -4,7 +4,23 @@ Keys (``{user}`` in braces so one user's keys share a Redis Cluster slot):
     <prefix>:u:{<user>}:h   list of encoded StoredEvent, oldest first, trimmed to history_length
     <prefix>:u:{<user>}:s   hash {seq}: events accepted for the user
     <prefix>:u:{<user>}:v   hash {vec, model, seq, ts, at} with a TTL: the cached user vector
+    <prefix>:u:{<user>}:d   sorted set: idempotency keys of the user's stored events, scored by the time
+                            (ms) they were stored; entries older than the dedupe window are removed
     <prefix>:events         stream; one entry per accepted batch {users, events}; group ``workers``
+    <prefix>:bundle:desired the bundle every process should serve (written by a successful reload)
+    <prefix>:bundle:served  hash process -> the bundle it serves, refreshed every second by each process
+
+Stream bound: the worker trims entries every consumer has acknowledged (``trim_processed``: XTRIM MINID
+below the oldest pending entry and the group's last delivered one), so the stream holds only unprocessed
+entries. When it holds ``stream_maxlen`` of them (the worker is down or far behind) appending refuses with
+``BacklogFull`` and stores nothing: an unprocessed entry is never dropped to make room.
+
+A missing consumer group (Redis flushed, failover to an empty replica) is recreated on the spot by every
+group command (NOGROUP), so the worker continues instead of dying.
+
+Appending events is one Lua script (``APPEND_SCRIPT``): Redis runs it atomically, and it stores an event
+only if its idempotency key is new for the user, so a retried call (redis-py retries after a timeout, or
+the caller retries after a 503) finds the keys and stores nothing twice.
 
 Every call runs under a socket timeout, a connect timeout, bounded retries and an overall deadline, and
 raises ``StoreUnavailable`` when Redis cannot answer, so callers can degrade instead of failing.
@@ -14,7 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,7 +42,12 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from app.core import metrics
 from app.stores.base import (
+    AppendResult,
+    BacklogFull,
+    BundleRecord,
+    KeyedEvent,
     StoredEvent,
     StoredVector,
     StoreUnavailable,
@@ -31,13 +55,62 @@ from app.stores.base import (
     StreamEntry,
     UserHistoryRecord,
     UserState,
-    users_of,
 )
 
 T = TypeVar("T")
+log = logging.getLogger("tandem.store")
 GROUP = "workers"
 _SEED_CHUNK = 500
 _UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError, OSError)
+
+# KEYS: [stream, then per event: dedupe zset, history list, sequence hash]
+# ARGV: [history_length, dedupe_ttl_ms, max_backlog, then per event: idempotency key, encoded event, user]
+# Returns one flag per event: 1 = stored now, 0 = its key was already stored (a duplicate); an error
+# ``BACKLOG`` (nothing written) when the stream already holds max_backlog entries.
+APPEND_SCRIPT = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local history_length = tonumber(ARGV[1])
+local ttl_ms = tonumber(ARGV[2])
+local max_backlog = tonumber(ARGV[3])
+if redis.call('XLEN', KEYS[1]) >= max_backlog then
+  return redis.error_reply('BACKLOG the event stream holds ' .. max_backlog .. ' unprocessed entries')
+end
+local count = (#KEYS - 1) / 3
+local flags, users, seen_user, payload, trimmed, histories = {}, {}, {}, {}, {}, {}
+for i = 1, count do
+  local dedupe, history, sequence = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local key, encoded, user = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+  if not trimmed[dedupe] then
+    redis.call('ZREMRANGEBYSCORE', dedupe, '-inf', now_ms - ttl_ms)
+    trimmed[dedupe] = true
+  end
+  if redis.call('ZADD', dedupe, 'NX', now_ms, key) == 1 then
+    flags[i] = 1
+    redis.call('RPUSH', history, encoded)
+    redis.call('HINCRBY', sequence, 'seq', 1)
+    histories[history] = true
+    payload[#payload + 1] = '[' .. cjson.encode(user) .. ',' .. encoded .. ']'
+    if not seen_user[user] then
+      seen_user[user] = true
+      users[#users + 1] = user
+    end
+  else
+    flags[i] = 0
+  end
+end
+for dedupe, _ in pairs(trimmed) do
+  redis.call('PEXPIRE', dedupe, ttl_ms)
+end
+for history, _ in pairs(histories) do
+  redis.call('LTRIM', history, -history_length, -1)
+end
+if #payload > 0 then
+  local batch = '[' .. table.concat(payload, ',') .. ']'
+  redis.call('XADD', KEYS[1], '*', 'users', cjson.encode(users), 'events', batch)
+end
+return flags
+"""
 
 
 class RedisStore:
@@ -55,6 +128,7 @@ class RedisStore:
         history_length: int = 200,
         stream_maxlen: int = 1_000_000,
         block_ms: int = 0,
+        dedupe_ttl_s: float = 86400,
     ):
         # A blocking stream read legitimately waits block_ms; the socket must outlast it.
         read_timeout_s = socket_timeout_s + block_ms / 1000
@@ -71,6 +145,8 @@ class RedisStore:
         self.history_length = history_length
         self.stream_maxlen = stream_maxlen
         self.stream = f"{key_prefix}:events"
+        self.dedupe_ttl_ms = int(dedupe_ttl_s * 1000)
+        self._append_script = self.client.register_script(APPEND_SCRIPT)
         # Overall deadline per call: every attempt may use its connect + read timeout.
         self.deadline_s = (retries + 1) * (connect_timeout_s + read_timeout_s) + 0.1
 
@@ -132,21 +208,24 @@ class RedisStore:
 
         await self._call("put_vectors", run)
 
-    async def append_events(self, events: list[tuple[str, StoredEvent]]) -> int:
-        async def run() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            for user, event in events:
-                pipe.rpush(self._key(user, "h"), event.encode())
-                pipe.hincrby(self._key(user, "s"), "seq", 1)
-            for user in users_of(events):
-                pipe.ltrim(self._key(user, "h"), -self.history_length, -1)
-            payload = json.dumps([[user, json.loads(event.encode())] for user, event in events])
-            fields: dict[Any, Any] = {"users": json.dumps(users_of(events)), "events": payload}
-            pipe.xadd(self.stream, fields, maxlen=self.stream_maxlen, approximate=True)
-            await pipe.execute()
+    async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
+        keys: list[Any] = [self.stream]
+        args: list[Any] = [self.history_length, self.dedupe_ttl_ms, self.stream_maxlen]
+        for keyed in events:
+            keys += [self._key(keyed.user, "d"), self._key(keyed.user, "h"), self._key(keyed.user, "s")]
+            args += [keyed.key, keyed.event.encode(), keyed.user]
 
-        await self._call("append_events", run)
-        return len(events)
+        async def run() -> list[Any]:
+            return list(await self._append_script(keys=keys, args=args))
+
+        try:
+            flags = await self._call("append_events", run)
+        except redis_errors.ResponseError as exc:
+            if str(exc).startswith("BACKLOG"):
+                raise BacklogFull(str(exc)) from exc
+            raise
+        stored = sum(int(flag) for flag in flags)
+        return AppendResult(stored=stored, duplicates=len(events) - stored)
 
     async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
         written = 0
@@ -192,13 +271,25 @@ class RedisStore:
 
         await self._call("ensure_group", run)
 
+    async def _group_call(self, operation: str, make: Callable[[], Awaitable[T]], extra_s: float = 0.0) -> T:
+        """A consumer-group command; NOGROUP (stream or group vanished) recreates the group, retries once."""
+        try:
+            return await self._call(operation, make, extra_s)
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("consumer group missing; recreating it", extra={"operation": operation})
+            metrics.GROUP_RECREATED.inc()
+            await self.ensure_group()
+            return await self._call(operation, make, extra_s)
+
     async def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
         async def run() -> Any:
             return await self.client.xreadgroup(
                 GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
             )
 
-        reply = await self._call("read_new", run, extra_s=block_ms / 1000)
+        reply = await self._group_call("read_new", run, extra_s=block_ms / 1000)
         if not reply:
             return []
         messages = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
@@ -208,7 +299,7 @@ class RedisStore:
         async def run() -> Any:
             return await self.client.xautoclaim(self.stream, GROUP, consumer, min_idle_ms, "0-0", count=count)
 
-        reply = await self._call("claim_stale", run)
+        reply = await self._group_call("claim_stale", run)
         messages = reply[1] if reply else []
         entries = [_entry(entry_id, fields) for entry_id, fields in messages if fields]
         deleted = [_text(entry_id) for entry_id, fields in messages if not fields]
@@ -220,18 +311,86 @@ class RedisStore:
 
     async def ack(self, entry_ids: list[str]) -> None:
         if entry_ids:
-            await self._call("ack", lambda: self.client.xack(self.stream, GROUP, *entry_ids))
+            await self._group_call("ack", lambda: self.client.xack(self.stream, GROUP, *entry_ids))
+
+    async def _group_info(self) -> dict[Any, Any] | None:
+        async def run() -> list[dict[Any, Any]]:
+            try:
+                return list(await self.client.xinfo_groups(self.stream))
+            except redis_errors.ResponseError as exc:
+                if "no such key" in str(exc):
+                    return []
+                raise
+
+        for group in await self._call("group_info", run):
+            if _text(_field(group, "name") or b"") == GROUP:
+                return group
+        return None
 
     async def backlog(self) -> StreamBacklog:
-        groups: list[dict[Any, Any]] = await self._call(
-            "backlog", lambda: self.client.xinfo_groups(self.stream)
+        group = await self._group_info()
+        if group is None:
+            return StreamBacklog(lag=0, pending=0)
+        return StreamBacklog(lag=int(_field(group, "lag") or 0), pending=int(_field(group, "pending") or 0))
+
+    async def trim_processed(self) -> int:
+        """Deletes the entries the group has delivered and every consumer acknowledged; returns how many."""
+        group = await self._group_info()
+        if group is None:
+            return 0
+        delivered = _text(_field(group, "last-delivered-id") or "0-0")
+        summary = await self._call("pending", lambda: self.client.xpending(self.stream, GROUP))
+        oldest_pending = summary.get("min") if int(summary.get("pending") or 0) else None
+        # Entries strictly below min_id are delivered and acknowledged.
+        min_id = _text(oldest_pending) if oldest_pending else _next_id(delivered)
+        if min_id == "0-1":
+            return 0
+        return int(
+            await self._call("trim", lambda: self.client.xtrim(self.stream, minid=min_id, approximate=False))
         )
-        for group in groups:
-            if _text(group.get("name", group.get(b"name", b""))) == GROUP:
-                lag = group.get("lag", group.get(b"lag")) or 0
-                pending = group.get("pending", group.get(b"pending")) or 0
-                return StreamBacklog(lag=int(lag), pending=int(pending))
-        return StreamBacklog(lag=0, pending=0)
+
+    async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
+        """Deletes consumers with nothing pending that have been idle ``min_idle_ms`` (crashed or scaled-down
+        workers; their pending entries were re-claimed first); returns their names."""
+
+        async def consumers() -> list[dict[Any, Any]]:
+            return list(await self.client.xinfo_consumers(self.stream, GROUP))
+
+        removed = []
+        for consumer in await self._group_call("consumers", consumers):
+            name = _text(_field(consumer, "name") or b"")
+            idle = int(_field(consumer, "idle") or 0)  # since its last read or claim, blocking ones too
+            if name != keep and int(_field(consumer, "pending") or 0) == 0 and idle >= min_idle_ms:
+                await self._call(
+                    "delconsumer", partial(self.client.xgroup_delconsumer, self.stream, GROUP, name)
+                )
+                removed.append(name)
+        return removed
+
+    async def set_desired_bundle(self, record: BundleRecord) -> None:
+        await self._call(
+            "set_desired_bundle", lambda: self.client.set(f"{self.prefix}:bundle:desired", record.encode())
+        )
+
+    async def desired_bundle(self) -> BundleRecord | None:
+        raw = await self._call("desired_bundle", lambda: self.client.get(f"{self.prefix}:bundle:desired"))
+        return BundleRecord.decode(raw) if raw else None
+
+    async def report_bundle(self, process: str, record: BundleRecord | None) -> None:
+        key = f"{self.prefix}:bundle:served"
+        if record is None:
+            await self._call("report_bundle", lambda: self.client.hdel(key, process))
+        else:
+            await self._call("report_bundle", lambda: self.client.hset(key, process, record.encode()))
+
+    async def served_bundles(self, max_age_s: float) -> dict[str, BundleRecord]:
+        key = f"{self.prefix}:bundle:served"
+        raw: dict[Any, Any] = await self._call("served_bundles", lambda: self.client.hgetall(key))
+        records = {_text(process): BundleRecord.decode(value) for process, value in raw.items()}
+        gone = [process for process, record in records.items() if record.at < time.time() - max_age_s]
+        if gone:  # processes that stopped reporting (killed): forget them
+            await self._call("served_bundles", lambda: self.client.hdel(key, *gone))
+        return {process: record for process, record in records.items() if process not in gone}
 
     async def flush_prefix(self) -> None:
         """Delete every key under this store's prefix (tests and local resets only)."""
@@ -242,6 +401,17 @@ class RedisStore:
                 await self.client.delete(*keys)
 
         await self._call("flush_prefix", run, extra_s=5.0)
+
+
+def _field(info: dict[Any, Any], name: str) -> Any:
+    """A field of an XINFO reply, whichever way the client decoded its keys."""
+    return info.get(name, info.get(name.encode()))
+
+
+def _next_id(entry_id: str) -> str:
+    """The smallest stream id above ``entry_id`` (``ms-seq``)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
 
 
 def _text(value: Any) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from models.candidates.generator import CandidateGenerator
 from models.candidates.merge import MergeConfig
-from models.candidates.served import ServedPipeline, SourceAwareRanker
+from models.candidates.served import ServedPipeline
 from models.candidates.sources import (
     AnnSource,
     CandidateSource,
@@ -22,6 +22,7 @@ from models.candidates.sources import (
     PopularSource,
     RecentItemsSource,
 )
+from models.inference import CandidateRanker
 
 DEFAULT_WEIGHTS = {"ann": 1.0, "cooccurrence": 0.5, "recent": 1.0, "popular": 0.1}
 DEFAULT_QUOTAS = {"ann": 1.0, "cooccurrence": 1.0, "recent": 0.25, "popular": 0.5}  # shares of the total
@@ -62,7 +63,7 @@ def default_merge(available: list[str], total: int, allow_seen: bool = False) ->
 def serving_pipeline(
     serving_config: dict[str, Any] | None,
     sources: list[CandidateSource],
-    ranker: SourceAwareRanker | None,
+    ranker: CandidateRanker | None,
     total: int,
 ) -> ServedPipeline:
     """``serving_config``: the manifest's ``config.serving`` ({"merge": MergeConfig dict, "ranker_served"})

@@ -8,29 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from models.candidates.generator import CandidateGenerator
 from models.candidates.merge import MergedCandidates
 from models.candidates.sources import CandidateRequest
-from models.inference import RequestContext, UserHistory
-
-
-class SourceAwareRanker(Protocol):
-    """A ranker that may read each candidate's rank in the named sources (``models.ranker.serving``)."""
-
-    @property
-    def candidate_sources(self) -> tuple[str, ...]: ...
-
-    def score_batch(
-        self,
-        histories: list[UserHistory],
-        contexts: list[RequestContext],
-        candidates: list[np.ndarray],
-        source_ranks: list[np.ndarray] | None = None,
-    ) -> list[np.ndarray]: ...
+from models.inference import CandidateRanker
 
 
 @dataclass
@@ -63,7 +47,7 @@ class ServedPipeline:
     """generator -> merged candidates -> (ranker) -> served order."""
 
     def __init__(
-        self, generator: CandidateGenerator, ranker: SourceAwareRanker | None = None, use_ranker: bool = True
+        self, generator: CandidateGenerator, ranker: CandidateRanker | None = None, use_ranker: bool = True
     ) -> None:
         self.generator = generator
         self.ranker = ranker

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.checkpoints import load_checkpoint
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import build_layout, pad_jagged, stack_layouts
 from models.encoder.model import RetrievalEncoder, last_query_rows, to_tensors
@@ -127,7 +128,7 @@ def load_encoder_checkpoint(path: Path | str) -> tuple[RetrievalEncoder, dict[st
     target = encoder_path(path)
     if not target.exists():
         raise FileNotFoundError(f"encoder checkpoint not found: {target}")
-    payload = torch.load(target, map_location="cpu", weights_only=False)
+    payload = load_checkpoint(target)
     for key in ("config", "state_dict"):
         if key not in payload:
             raise ValueError(f"{target}: not an encoder checkpoint (missing {key!r})")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.checkpoints import load_checkpoint
 from models.data.schema import Funnel
 from models.inference import RequestContext, UserHistory
 from models.ranker.anchors import AnchorSources
@@ -123,7 +124,7 @@ def load_ranker(path: Path | str) -> TorchCandidateRanker:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ranker checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     if checkpoint.get("kind") != "onepiece-ranker" or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a ranker checkpoint of format {CHECKPOINT_FORMAT}")
     config = RankerConfig.from_dict(checkpoint["config"])

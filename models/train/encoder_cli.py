@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from models.checkpoints import load_checkpoint
 from models.data.datasets import DATASET_NAMES, load_dataset
 from models.data.splits import leave_last_out, time_split
 from models.encoder.config import ENCODER_KINDS
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     valid_cases = subsample(
         next_item_cases(dataset, train_events, dataset.events.take(split.valid)), args.valid_users, args.seed
     )
-    resume = torch.load(args.resume, map_location="cpu", weights_only=False) if args.resume else None
+    resume = load_checkpoint(args.resume) if args.resume else None
     started = time.perf_counter()
     result = fit_encoder(
         dataset,

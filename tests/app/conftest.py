@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from app.core.config import Settings
 from app.main import create_app
+from app.services.serving_bundle import BundleLoader
 from tests.app.fake_bundle import FakeBundle
 
 REDIS_HOST, REDIS_PORT, REDIS_TEST_DB = "127.0.0.1", 6379, 13
@@ -112,9 +113,11 @@ def make_settings(bundle_path: Path, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def running_app(
+    settings: Settings, bundle_loader: BundleLoader = FakeBundle.load
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The real app with its lifespan (bundle load, warm-up, store, worker), cleaned up afterwards."""
-    app = create_app(settings, bundle_loader=FakeBundle.load)
+    app = create_app(settings, bundle_loader=bundle_loader)
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

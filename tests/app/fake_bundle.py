@@ -1,4 +1,5 @@
-"""A tiny deterministic bundle with the models.bundle.Bundle attributes, for serving tests.
+"""A tiny deterministic bundle satisfying models.inference.ServableBundle (as models.bundle.Bundle does),
+for serving tests.
 
 Four categories of fifteen items; item vectors cluster by category, so a user's vector (recency-weighted
 mean of their recent items' vectors) retrieves their category first, and new events in another category
@@ -152,6 +153,14 @@ class FakeBundle:
                 scene=np.full(count, 3, dtype=np.int64),
                 device=np.full(count, 2, dtype=np.int64),
             )
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def index_version(self) -> str:
+        return str(self.manifest["index_version"])
 
     def recent_histories(self) -> Iterator[tuple[str, UserHistory]]:
         yield from self._histories.items()

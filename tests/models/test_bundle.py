@@ -171,3 +171,68 @@ def test_bundle_with_the_tiny_session_encoder(dataset: Dataset, tmp_path: Path) 
     assert (items[0] >= FIRST_REAL_ID).all() and not set(items[0].tolist()) & set(history.item.tolist())
     # The reloaded encoder gives the same vectors as the trained one.
     np.testing.assert_allclose(loaded.encoder.item_vectors(), np.load(path / "item_vectors.npy"), atol=1e-6)
+
+
+def _overwrite_middle(file: Path, size: int = 64) -> None:
+    """Same length, different bytes: what a bad copy or a tampering would leave."""
+    data = bytearray(file.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + size] = bytes(255 - b for b in data[middle : middle + size])
+    file.write_bytes(bytes(data))
+
+
+def test_manifest_lists_the_sha256_of_every_file(dataset: Dataset, tmp_path: Path) -> None:
+    path = build_bundle(dataset, tmp_path / "bundle")
+    manifest = json.loads((path / "manifest.json").read_text())
+    on_disk = sorted(
+        p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != "manifest.json"
+    )
+    assert sorted(manifest["file_sha256"]) == on_disk
+    assert manifest["format_version"] == 2
+
+
+@pytest.mark.parametrize("damage", ["changed", "truncated", "missing"])
+def test_a_damaged_file_is_refused_naming_it(dataset: Dataset, tmp_path: Path, damage: str) -> None:
+    path = build_bundle(dataset, tmp_path / "bundle")
+    target = path / "cooccurrence" / "cooccurrence.npz"
+    if damage == "changed":
+        _overwrite_middle(target)
+    elif damage == "truncated":
+        target.write_bytes(target.read_bytes()[:100])
+    else:
+        target.unlink()
+    with pytest.raises(bundle_module.BundleIntegrityError, match=r"cooccurrence/cooccurrence\.npz"):
+        Bundle.load(path)
+
+
+def test_a_changed_checkpoint_is_refused_even_with_a_rewritten_file_list(
+    dataset: Dataset, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(bundle_module, "ENCODER_LOADER", f"{__name__}:load_mean_vector_encoder")
+    vectors = np.random.default_rng(1).standard_normal((dataset.num_items, 8)).astype(np.float32)
+    np.save(tmp_path / "encoder.npy", vectors)
+    path = build_bundle(
+        dataset, tmp_path / "bundle", encoder_path=tmp_path / "encoder.npy", index_config=INDEX_CONFIG
+    )
+    assert (
+        Bundle.load(path).model_version == json.loads((path / "manifest.json").read_text())["model_version"]
+    )
+    _overwrite_middle(path / "encoder" / "encoder.npy")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["file_sha256"] = bundle_module.file_hashes(path)  # the list agrees with the new bytes...
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(bundle_module.BundleIntegrityError, match=r"encoder/encoder\.npy"):
+        Bundle.load(path)  # ...but the checkpoint hash behind the model version does not
+
+
+def test_a_format_1_bundle_without_file_hashes_still_loads(dataset: Dataset, tmp_path: Path) -> None:
+    path = build_bundle(dataset, tmp_path / "bundle")
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["file_sha256"]
+    manifest["format_version"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert Bundle.load(path).model_version == manifest["model_version"]
+    manifest["format_version"] = 2
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(bundle_module.BundleIntegrityError, match="file_sha256"):
+        Bundle.load(path)

@@ -17,7 +17,7 @@ def category(raw_item: str) -> int:
     return int(raw_item[1:]) // ITEMS_PER_CATEGORY
 
 
-def events_for(user: str, items: list[str], start: int = 1_800_000_000) -> dict:
+def events_for(user: str, items: list[str], start: int = 1_750_000_000) -> dict:
     return {
         "events": [
             {
@@ -45,7 +45,7 @@ async def test_events_are_in_the_stream_and_the_next_recommendation_reflects_the
 
         # u0 (category 0) now buys five category-3 items; no worker runs in this test.
         accepted = await client.post("/v1/events", json=events_for("u0", ["i45", "i46", "i47", "i48", "i49"]))
-        assert accepted.status_code == 202 and accepted.json() == {"accepted": 5}
+        assert accepted.status_code == 202 and accepted.json() == {"accepted": 5, "duplicates": 0}
         redis = Redis.from_url(redis_url)
         try:
             assert await redis.xlen(f"{key_prefix}:events") == 1
@@ -70,3 +70,20 @@ async def test_unknown_user_becomes_known_through_events(
         body = (await client.post("/v1/recommend", json={"user_id": "fresh", "k": 5})).json()
         assert body["meta"]["served_by"] == "online"
         assert sum(category(item["item_id"]) == 1 for item in body["items"]) >= 4
+
+
+async def test_a_retried_request_is_stored_once_and_reports_its_duplicates(
+    bundle_v1: Path, redis_url: str, key_prefix: str
+) -> None:
+    settings = make_settings(bundle_v1, redis_url=redis_url, key_prefix=key_prefix)
+    body = events_for("u5", ["i20", "i21"])
+    body["events"][0]["event_id"] = "client-1"
+    async with running_app(settings) as (app, client):
+        first = await client.post("/v1/events", json=body)
+        retry = await client.post("/v1/events", json=body)
+        assert first.json() == {"accepted": 2, "duplicates": 0}
+        assert retry.status_code == 202 and retry.json() == {"accepted": 2, "duplicates": 2}
+        store = app.state.services.store
+        state = await store.get_state("u5")
+        assert [event.item for event in state.events].count("i20") == 1
+        assert state.sequence == 8 + 2  # the seeded history plus the two events, once

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.app.conftest import make_settings, running_app
+from tests.app.fake_bundle import FakeBundle
 
 pytestmark = pytest.mark.anyio
 ADMIN = {"X-Admin-Key": "secret-admin"}
@@ -18,11 +22,15 @@ async def test_health_metrics_and_docs(bundle_v1: Path) -> None:
         assert (await client.get("/livez")).json()["status"] == "alive"
         ready = await client.get("/readyz")
         assert ready.status_code == 200
+        process = f"api:{socket.gethostname()}:{os.getpid()}"
         assert ready.json()["detail"] == {
             "store": "memory:ok",
             "model_version": "fake-v1",
             "index_version": "index-v1",
             "serving_path": "session_encoder+ranker",
+            "pid": os.getpid(),
+            "process": process,
+            "processes": {process: "fake-v1"},
         }
         await client.post("/v1/recommend", json={"user_id": "u1"})
         text = (await client.get("/metrics")).text
@@ -93,6 +101,82 @@ async def test_vectors_cached_by_the_old_model_are_not_reused(bundle_v1: Path, b
         await client.post("/v1/admin/reload", json={"bundle_path": str(bundle_v2)}, headers=ADMIN)
         after = (await client.post("/v1/recommend", json={"user_id": "u9"})).json()["meta"]
         assert (after["served_by"], after["model_version"]) == ("online", "fake-v2")
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "truncated"])
+async def test_a_damaged_bundle_is_refused_with_the_request_id_and_counted(
+    encoder_bundle: Path, tmp_path: Path, damage: str
+) -> None:
+    from app.services.serving_bundle import load_bundle
+
+    broken = Path(shutil.copytree(encoder_bundle, tmp_path / "broken"))
+    checkpoint = broken / "encoder" / "encoder.pt"
+    data = checkpoint.read_bytes()
+    if damage == "overwritten":
+        checkpoint.write_bytes(data[:1000] + bytes(len(data) - 2000) + data[-1000:])
+    else:
+        checkpoint.write_bytes(data[: len(data) // 2])
+    settings = make_settings(encoder_bundle, admin_key="secret-admin")
+    async with running_app(settings, bundle_loader=load_bundle) as (_, client):
+        good = (await client.post("/v1/recommend", json={"user_id": "u1"})).json()["meta"]["model_version"]
+        refused = await client.post(
+            "/v1/admin/reload", json={"bundle_path": str(broken)}, headers={**ADMIN, "X-Request-ID": "r-1"}
+        )
+        assert refused.status_code == 422
+        error = refused.json()["error"]
+        assert error["code"] == "reload_failed" and error["request_id"] == "r-1"
+        assert "encoder.pt" in error["message"]
+        after = await client.post("/v1/recommend", json={"user_id": "u1"})
+        assert after.status_code == 200 and after.json()["meta"]["model_version"] == good
+        metrics_text = (await client.get("/metrics")).text
+        assert 'tandem_bundle_reloads_total{outcome="failed"}' in metrics_text
+
+
+async def test_any_loader_failure_is_a_reload_failed_answer(bundle_v1: Path, bundle_v2: Path) -> None:
+    def flaky_loader(path: Path) -> FakeBundle:
+        if path == bundle_v2:
+            raise RuntimeError("faiss: read error")  # not one of the expected error types
+        return FakeBundle.load(path)
+
+    async with running_app(make_settings(bundle_v1, admin_key="secret-admin"), flaky_loader) as (_, client):
+        refused = await client.post("/v1/admin/reload", json={"bundle_path": str(bundle_v2)}, headers=ADMIN)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "reload_failed"
+        assert "faiss: read error" in refused.json()["error"]["message"]
+        assert refused.json()["error"]["request_id"] == refused.headers["x-request-id"]
+
+
+@pytest.mark.redis
+async def test_a_reload_reaches_every_process_sharing_the_store(
+    bundle_v1: Path, bundle_v2: Path, redis_url: str, key_prefix: str, monkeypatch
+) -> None:
+    import app.main
+
+    settings = make_settings(
+        bundle_v1,
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        admin_key="secret-admin",
+        bundle_sync_interval_s=0.1,
+    )
+    monkeypatch.setattr(app.main, "process_name", lambda role: f"{role}:one")
+    async with running_app(settings) as (_, first):
+        monkeypatch.setattr(app.main, "process_name", lambda role: f"{role}:two")
+        async with running_app(settings) as (_, second):
+            reloaded = await first.post(
+                "/v1/admin/reload", json={"bundle_path": str(bundle_v2)}, headers=ADMIN
+            )
+            assert reloaded.status_code == 200
+            body = reloaded.json()
+            assert body["process"] == "api:one" and body["converged"] is True
+            assert body["processes"] == {"api:one": "fake-v2", "api:two": "fake-v2"}
+            answer = (await second.post("/v1/recommend", json={"user_id": "u1"})).json()
+            assert answer["meta"]["model_version"] == "fake-v2"
+            ready = (await second.get("/readyz")).json()["detail"]
+            assert ready["process"] == "api:two" and ready["model_version"] == "fake-v2"
+            monkeypatch.setattr(app.main, "process_name", lambda role: f"{role}:three")
+            async with running_app(settings) as (_, late):  # started after the reload: follows it first
+                answer = (await late.post("/v1/recommend", json={"user_id": "u1"})).json()
+                assert answer["meta"]["model_version"] == "fake-v2"
 
 
 async def test_admin_bundle_route_names_the_served_pipeline(bundle_v1: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,18 @@ async def test_k_above_configured_maximum(bundle_v1: Path) -> None:
     async with running_app(make_settings(bundle_v1, k_max=20, candidate_count=50)) as (_, client):
         response = await client.post("/v1/recommend", json={"user_id": "u1", "k": 21})
         assert_error_shape(response, 422, "validation_error", "TANDEM_K_MAX")
+
+
+async def test_events_too_far_ahead_of_the_clock_are_refused_and_old_ones_accepted(bundle_v1: Path) -> None:
+    now = int(time.time())
+
+    def one(timestamp: int) -> dict:
+        return {"events": [{"user_id": "u1", "item_id": "i1", "action": "click", "timestamp": timestamp}]}
+
+    async with running_app(make_settings(bundle_v1, event_max_future_s=3600)) as (app, client):
+        ahead = await client.post("/v1/events", json=one(now + 2 * 3600))
+        assert_error_shape(ahead, 422, "validation_error", "events.0.timestamp")
+        assert (await client.post("/v1/events", json=one(now + 60))).status_code == 202  # clock skew
+        assert (await client.post("/v1/events", json=one(1_000_000))).status_code == 202  # late event
+        state = await app.state.services.store.get_state("u1")
+        assert now + 2 * 3600 not in [event.timestamp for event in state.events]

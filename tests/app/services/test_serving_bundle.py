@@ -81,14 +81,41 @@ async def test_encoder_bundle_serves_ann_cache_cold_start_and_worker_vectors(enc
             similar = (await client.get(f"/v1/items/{anchor}/similar", params={"k": 3})).json()
             assert similar["meta"]["served_by"] == "ann" and len(similar["items"]) == 3
 
-            event = {"user_id": user, "item_id": anchor, "action": "purchase", "timestamp": 1_900_000_000}
+            event = {"user_id": user, "item_id": anchor, "action": "purchase", "timestamp": 1_760_000_000}
             assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
             for _ in range(100):  # the embedded worker recomputes the vector
                 state = await services.store.get_state(user)
-                if state.vector is not None and state.vector.newest_event_ts == 1_900_000_000:
+                if state.vector is not None and state.vector.newest_event_ts == 1_760_000_000:
                     break
                 await asyncio.sleep(0.02)
             assert state.vector is not None and state.vector.sequence == state.sequence
             after = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
             assert after["meta"]["served_by"] == "cache"
             assert anchor not in [item["item_id"] for item in after["items"]]  # now seen
+
+
+def test_the_real_bundle_and_the_test_double_pass_through_the_same_door(
+    baseline_bundle: Path, encoder_bundle: Path, tmp_path: Path
+) -> None:
+    from models.inference import ServableBundle
+    from tests.app.fake_bundle import FakeBundle
+
+    for bundle in (load_bundle(baseline_bundle), load_bundle(encoder_bundle), FakeBundle(tmp_path)):
+        assert isinstance(bundle, ServableBundle)
+        serving = ServingBundle(bundle)
+        assert serving.model_version == bundle.model_version
+        assert serving.index_version == bundle.index_version
+
+
+def test_the_worker_command_does_not_import_the_web_app() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.worker_cli as w; w.runtime_modules(); "
+        "print(sorted(m for m in ('app.main', 'fastapi', 'starlette') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.main import open_store
 from app.services.serving_bundle import BundleHolder
 from app.services.worker import VectorWorker
+from app.startup import open_store
 from app.stores.redis_store import RedisStore
 from tests.app.api.test_routes_events import category, events_for
 from tests.app.conftest import make_settings, running_app
@@ -51,7 +51,7 @@ async def test_events_worker_fresher_vector_changed_recommendations(
         assert await worker.step() == 1  # one stream entry read, vectors written, acknowledged
         state = await worker.store.get_state("u1")
         assert state.vector is not None and state.vector.sequence == state.sequence
-        assert state.vector.model_version == "fake-v1" and state.vector.newest_event_ts == 1_800_000_004
+        assert state.vector.model_version == "fake-v1" and state.vector.newest_event_ts == 1_750_000_004
         after = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 6})).json()
         assert after["meta"]["served_by"] == "cache"  # the worker's vector covers the new events
         assert sum(category(item["item_id"]) == 0 for item in after["items"]) >= 4
@@ -64,7 +64,7 @@ async def test_crash_between_read_and_ack_is_recovered_idempotently(
     settings = make_settings(bundle_v1, redis_url=redis_url, key_prefix=key_prefix)
     async with running_app(settings) as (_, client):
         await client.post("/v1/events", json=events_for("u2", ["i50", "i51"]))
-        await client.post("/v1/events", json=events_for("u3", ["i5", "i6"], start=1_800_000_100))
+        await client.post("/v1/events", json=events_for("u3", ["i5", "i6"], start=1_750_000_100))
 
         async with worker_for(settings, bundle_v1, "doomed") as doomed:
             read = await doomed.store.read_new("doomed", 10, 50)
@@ -105,3 +105,47 @@ async def test_worker_run_loop_stops_cleanly(bundle_v1: Path, redis_url: str, ke
         worker.stop()
         await asyncio.wait_for(task, timeout=5)
         assert np.isclose(np.linalg.norm(state.vector.vector), 1.0, atol=1e-5)
+
+
+async def wait_for_fresh_vector(store, user: str) -> bool:
+    import asyncio
+
+    for _ in range(200):
+        state = await store.get_state(user)
+        if state.vector is not None and state.vector.sequence == state.sequence:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("failure", ["unexpected error", "group flushed"])
+async def test_the_worker_survives_errors_and_a_flushed_redis(
+    bundle_v1: Path, redis_url: str, key_prefix: str, failure: str
+) -> None:
+    import asyncio
+
+    settings = make_settings(bundle_v1, redis_url=redis_url, key_prefix=key_prefix)
+    async with running_app(settings) as (_, client), worker_for(settings, bundle_v1, "survivor") as worker:
+        assert isinstance(worker.store, RedisStore)
+        store = worker.store
+        if failure == "unexpected error":
+            real_read = store.read_new
+            calls = {"n": 0}
+
+            async def flaky_read(*args, **kwargs):
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise RuntimeError("a bug in one step")
+                return await real_read(*args, **kwargs)
+
+            store.read_new = flaky_read  # type: ignore[method-assign]
+        task = asyncio.create_task(worker.run(backoff_s=0.05))
+        await client.post("/v1/events", json=events_for("u6", ["i30"]))
+        assert await wait_for_fresh_vector(store, "u6")
+        if failure == "group flushed":
+            await store.flush_prefix()  # stream, group and users gone (FLUSHALL, empty replica)
+            await client.post("/v1/events", json=events_for("u7", ["i31"]))
+            assert await wait_for_fresh_vector(store, "u7")
+        worker.stop()
+        await asyncio.wait_for(task, timeout=5)
+        assert not task.done() or task.exception() is None

@@ -9,10 +9,18 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from app.stores.base import StoredEvent, StoredVector, StoreUnavailable, UserStateStore
+from app.stores.base import (
+    BacklogFull,
+    KeyedEvent,
+    StoredEvent,
+    StoredVector,
+    StoreUnavailable,
+    UserStateStore,
+    keyed,
+)
 from app.stores.memory import MemoryStore
 from app.stores.redis_store import RedisStore
-from tests.app.conftest import free_port
+from tests.app.conftest import REDIS_HOST, REDIS_PORT, free_port, port_open
 
 pytestmark = pytest.mark.anyio
 
@@ -24,10 +32,10 @@ def event(item: str, timestamp: int) -> StoredEvent:
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[UserStateStore]:
     if request.param == "memory":
-        yield MemoryStore(history_length=3)
+        yield MemoryStore(history_length=3, dedupe_ttl_s=1)
         return
     url = request.getfixturevalue("redis_url")
-    redis_store = RedisStore(url, key_prefix=key_prefix, history_length=3, block_ms=100)
+    redis_store = RedisStore(url, key_prefix=key_prefix, history_length=3, block_ms=100, dedupe_ttl_s=1)
     try:
         yield redis_store
     finally:
@@ -36,8 +44,8 @@ async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterato
 
 
 async def test_histories_are_bounded_and_sequence_counts_every_event(store: UserStateStore) -> None:
-    await store.append_events([("a", event("i1", 1)), ("a", event("i2", 2)), ("b", event("i9", 5))])
-    await store.append_events([("a", event("i3", 3)), ("a", event("i4", 4))])
+    await store.append_events(keyed([("a", event("i1", 1)), ("a", event("i2", 2)), ("b", event("i9", 5))]))
+    await store.append_events(keyed([("a", event("i3", 3)), ("a", event("i4", 4))]))
     state = await store.get_state("a")
     assert [e.item for e in state.events] == ["i2", "i3", "i4"]  # history_length = 3, oldest dropped
     assert state.sequence == 4 and state.vector is None
@@ -57,8 +65,16 @@ async def test_vectors_round_trip_and_expire(store: UserStateStore) -> None:
     assert (await store.get_state("a")).vector is None
 
 
+async def test_keys_are_forgotten_after_the_dedupe_window(store: UserStateStore) -> None:
+    batch = keyed([("a", event("i1", 1))])
+    await store.append_events(batch)
+    await asyncio.sleep(1.1)  # dedupe_ttl_s = 1
+    assert (await store.append_events(batch)).stored == 1
+    assert (await store.get_state("a")).sequence == 2
+
+
 async def test_seeding_only_writes_users_the_store_does_not_know(store: UserStateStore) -> None:
-    await store.append_events([("known", event("live", 10))])
+    await store.append_events(keyed([("known", event("live", 10))]))
     written = await store.seed_histories(
         [("known", [event("old", 1)]), ("new", [event("s1", 1), event("s2", 2)])]
     )
@@ -69,10 +85,34 @@ async def test_seeding_only_writes_users_the_store_does_not_know(store: UserStat
     assert await store.seed_histories([("new", [event("again", 3)])]) == 0
 
 
+async def test_a_retried_append_stores_nothing_twice(store: UserStateStore) -> None:
+    await store.ensure_group()
+    batch = keyed([("a", event("i1", 1)), ("a", event("i2", 2)), ("b", event("i3", 3))])
+    first = await store.append_events(batch)
+    again = await store.append_events(batch)  # a retry after a lost reply or a 503
+    assert (first.stored, first.duplicates) == (3, 0)
+    assert (again.stored, again.duplicates) == (0, 3)
+    state = await store.get_state("a")
+    assert [e.item for e in state.events] == ["i1", "i2"] and state.sequence == 2
+    assert len(await store.read_new("w", count=10, block_ms=10)) == 1  # no stream entry for the retry
+
+
+async def test_client_event_ids_decide_what_is_a_duplicate(store: UserStateStore) -> None:
+    same_fields = event("i1", 1)
+    two_clicks = [KeyedEvent.of("a", same_fields, "click-1"), KeyedEvent.of("a", same_fields, "click-2")]
+    assert (await store.append_events(two_clicks)).stored == 2
+    # Same id, other fields: the id wins (the client said it is the same event).
+    result = await store.append_events([KeyedEvent.of("a", event("i9", 9), "click-1")])
+    assert (result.stored, result.duplicates) == (0, 1)
+    # Keys are per user: another user's event with the same id is stored.
+    assert (await store.append_events([KeyedEvent.of("b", same_fields, "click-1")])).stored == 1
+    assert (await store.get_state("a")).sequence == 2
+
+
 async def test_stream_read_ack_and_claim(store: UserStateStore) -> None:
     await store.ensure_group()
-    await store.append_events([("a", event("i1", 1)), ("b", event("i2", 1))])
-    await store.append_events([("c", event("i3", 1))])
+    await store.append_events(keyed([("a", event("i1", 1)), ("b", event("i2", 1))]))
+    await store.append_events(keyed([("c", event("i3", 1))]))
     first = await store.read_new("one", count=1, block_ms=10)
     assert len(first) == 1 and sorted(first[0].users) == ["a", "b"]
     assert (await store.backlog()).pending == 1
@@ -98,7 +138,86 @@ async def test_redis_down_raises_store_unavailable_quickly() -> None:
         with pytest.raises(StoreUnavailable, match="get_state"):
             await store.get_state("a")
         with pytest.raises(StoreUnavailable):
-            await store.append_events([("a", event("i1", 1))])
+            await store.append_events(keyed([("a", event("i1", 1))]))
     finally:
         await store.close()
     assert time.perf_counter() - started < 5
+
+
+async def test_a_full_backlog_refuses_events_and_drops_nothing(key_prefix: str, request) -> None:
+    for store in await _small_stores(request, key_prefix, stream_maxlen=2):
+        try:
+            await store.ensure_group()
+            await store.append_events(keyed([("a", event("i1", 1))]))
+            await store.append_events(keyed([("a", event("i2", 2))]))
+            with pytest.raises(BacklogFull):
+                await store.append_events(keyed([("a", event("i3", 3))]))
+            assert (await store.get_state("a")).sequence == 2  # the refused event was not stored
+            entries = await store.read_new("w", count=10, block_ms=10)
+            assert len(entries) == 2  # both unprocessed entries are still there
+            await store.ack([entry.entry_id for entry in entries])
+            await store.trim_processed()
+            assert (await store.append_events(keyed([("a", event("i3", 3))]))).stored == 1
+        finally:
+            await _close(store)
+
+
+async def _small_stores(request, key_prefix: str, stream_maxlen: int) -> list[UserStateStore]:
+    stores: list[UserStateStore] = [MemoryStore(history_length=3, stream_maxlen=stream_maxlen)]
+    if port_open(REDIS_HOST, REDIS_PORT):
+        url = request.getfixturevalue("redis_url")
+        stores.append(RedisStore(url, key_prefix=key_prefix, stream_maxlen=stream_maxlen, block_ms=100))
+    return stores
+
+
+async def _close(store: UserStateStore) -> None:
+    if isinstance(store, RedisStore):
+        await store.flush_prefix()
+    await store.close()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str, key_prefix: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url, key_prefix=key_prefix, history_length=3, block_ms=100)
+    try:
+        yield store
+    finally:
+        await store.flush_prefix()
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_trimming_deletes_only_acknowledged_entries(redis_store: RedisStore) -> None:
+    await redis_store.ensure_group()
+    for n in range(3):
+        await redis_store.append_events(keyed([("a", event(f"i{n}", n))]))
+    first, second = await redis_store.read_new("w", count=2, block_ms=10)
+    await redis_store.ack([first.entry_id])  # second stays pending, the third is undelivered
+    assert await redis_store.trim_processed() == 1
+    assert await redis_store.client.xlen(redis_store.stream) == 2
+    claimed = await redis_store.claim_stale("w2", min_idle_ms=0, count=10)
+    assert [entry.entry_id for entry in claimed] == [second.entry_id]
+
+
+@pytest.mark.redis
+async def test_a_vanished_group_is_recreated_and_reading_continues(redis_store: RedisStore) -> None:
+    await redis_store.ensure_group()
+    await redis_store.client.delete(redis_store.stream)  # FLUSHALL / failover to an empty replica
+    assert await redis_store.read_new("w", count=10, block_ms=10) == []  # NOGROUP -> group recreated
+    await redis_store.append_events(keyed([("a", event("i1", 1))]))
+    assert [entry.users for entry in await redis_store.read_new("w", count=10, block_ms=10)] == [["a"]]
+    await redis_store.client.delete(redis_store.stream)
+    assert await redis_store.claim_stale("w", min_idle_ms=0, count=10) == []
+
+
+@pytest.mark.redis
+async def test_idle_consumers_with_nothing_pending_are_removed(redis_store: RedisStore) -> None:
+    await redis_store.ensure_group()
+    await redis_store.append_events(keyed([("a", event("i1", 1)), ("b", event("i2", 2))]))
+    await redis_store.append_events(keyed([("c", event("i3", 3))]))
+    (done,) = await redis_store.read_new("finished", count=1, block_ms=10)
+    await redis_store.ack([done.entry_id])
+    await redis_store.read_new("crashed", count=1, block_ms=10)  # holds one pending entry
+    await redis_store.read_new("live", count=1, block_ms=10)
+    removed = await redis_store.remove_idle_consumers(min_idle_ms=0, keep="live")
+    assert removed == ["finished"]  # "crashed" keeps its pending entry until it is re-claimed

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.checkpoints import load_checkpoint
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import FIRST_REAL_ID, Dataset
 from models.data.splits import leave_last_out
@@ -33,7 +34,7 @@ def popularity_hr10(dataset: Dataset, train_events, cases: NextItemCases) -> flo
     counts = np.bincount(train_events.item, minlength=dataset.num_items).astype(float)
     counts[:FIRST_REAL_ID] = -1
     hits = []
-    for history, target in zip(cases.histories, cases.targets, strict=True):
+    for target in cases.targets:
         scores = counts.copy()
         hits.append(int((scores > scores[target]).sum()) < 10)
     return float(np.mean(hits))
@@ -96,7 +97,7 @@ def test_resume_continues_from_checkpoint(planted, tmp_path):
     train = replace(train, epochs=1, threads=1)
     checkpoint = tmp_path / "run.resume.pt"
     fit_encoder(planted, train_events, model_config, train, checkpoint_path=checkpoint)
-    saved = torch.load(checkpoint, weights_only=False)
+    saved = load_checkpoint(checkpoint)
     assert {"config", "state_dict", "optimizer", "epoch", "metrics"} <= set(saved)
     resumed = fit_encoder(
         planted,

@@ -1,0 +1,147 @@
+"""One bundle for every process: a reload in one process reaches all of them through the store.
+
+A successful ``POST /v1/admin/reload`` records the bundle (path and verified model version) as the
+*desired* one in the store. Every process (each uvicorn worker, each ``tandem worker``) runs ``BundleSync``:
+once per ``interval_s`` it reports what it serves (process name -> path, model version; a heartbeat) and,
+when the desired bundle differs from its own, loads it. A process that starts later, or missed a reload
+while Redis was down, converges on its next tick. A desired bundle that fails to load in a process (or
+loads with another version: its files changed) is retried only after ``retry_after_s``, and the process
+keeps serving what it has.
+
+The reload answer and ``/readyz`` list the processes that reported within ``report_max_age_s`` with their
+versions, so a process still on the old bundle is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from app.core import metrics
+from app.services.serving_bundle import BundleHolder, ServingBundle
+from app.stores.base import BundleRecord, StoreUnavailable, UserStateStore
+
+log = logging.getLogger("tandem.bundle_sync")
+
+
+def process_name(role: str) -> str:
+    """``<role>:<host>:<pid>``: unique per process, readable in answers and logs."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}"
+
+
+class BundleSync:
+    """Follows the store's desired bundle and reports this process's one."""
+
+    def __init__(
+        self,
+        store: UserStateStore,
+        holder: BundleHolder,
+        process: str,
+        *,
+        interval_s: float = 1.0,
+        retry_after_s: float = 30.0,
+    ):
+        self.store = store
+        self.holder = holder
+        self.process = process
+        self.interval_s = interval_s
+        self.retry_after_s = retry_after_s
+        self.report_max_age_s = max(5.0, 5 * interval_s)
+        self._failed: dict[BundleRecord, float] = {}  # desired bundle -> monotonic time of the failure
+        self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()  # a reload and a tick never interleave (no flapping back)
+
+    def serving_record(self) -> BundleRecord:
+        serving = self.holder.current
+        return BundleRecord(str(self.holder.path), serving.model_version, time.time())
+
+    async def reload(self, path: Path) -> ServingBundle:
+        """Load ``path`` here, then make it every process's desired bundle.
+
+        Raises what the loader raises (nothing changes) or ``StoreUnavailable`` (this process serves the
+        new bundle until the store is back, then follows the desired one again: retry the reload)."""
+        async with self._lock:
+            serving = await self.holder.load(path)
+            record = self.serving_record()
+            await self.store.set_desired_bundle(record)
+            await self.store.report_bundle(self.process, record)
+            return serving
+
+    async def tick(self) -> None:
+        """Load the desired bundle if it differs from ours; then report what we serve."""
+        async with self._lock:
+            desired = await self.store.desired_bundle()
+            if desired is not None and self._differs(desired) and self._may_try(desired):
+                await self._follow(desired)
+            await self.store.report_bundle(self.process, self.serving_record())
+
+    def _differs(self, desired: BundleRecord) -> bool:
+        return (
+            desired.path != str(self.holder.path)
+            or desired.model_version != self.holder.current.model_version
+        )
+
+    def _may_try(self, desired: BundleRecord) -> bool:
+        failed_at = self._failed.get(_key(desired))
+        return failed_at is None or time.monotonic() - failed_at >= self.retry_after_s
+
+    async def _follow(self, desired: BundleRecord) -> None:
+        log.info(
+            "following a reload", extra={"bundle_path": desired.path, "model_version": desired.model_version}
+        )
+        try:
+            serving = await self.holder.load(Path(desired.path), expected_version=desired.model_version)
+        except Exception as exc:
+            self._failed[_key(desired)] = time.monotonic()
+            metrics.RELOADS.labels("failed").inc()
+            log.warning(
+                "could not follow a reload; keeping the current bundle",
+                extra={"bundle_path": desired.path, "error": f"{exc.__class__.__name__}: {exc}"},
+            )
+            return
+        metrics.RELOADS.labels("followed").inc()
+        log.info("reloaded", extra={"bundle_path": desired.path, "model_version": serving.model_version})
+
+    async def served(self) -> dict[str, str]:
+        """Process -> model version, for every process that reported recently."""
+        records = await self.store.served_bundles(self.report_max_age_s)
+        return {process: record.model_version for process, record in sorted(records.items())}
+
+    async def wait_converged(self, model_version: str, timeout_s: float) -> tuple[bool, dict[str, str]]:
+        """Poll the reports until every live process serves ``model_version`` (or the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            served = await self.served()
+            converged = all(version == model_version for version in served.values())
+            if converged or time.monotonic() >= deadline:
+                return converged, served
+            await asyncio.sleep(min(0.2, self.interval_s))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Tick until ``stop()``; a store outage or an error only delays the next tick."""
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except StoreUnavailable:
+                metrics.STORE_DEGRADED.labels("bundle_sync").inc()
+            except Exception:
+                log.exception("bundle sync tick failed")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval_s)
+            except TimeoutError:
+                continue
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.report_bundle(self.process, None)
+
+
+def _key(record: BundleRecord) -> BundleRecord:
+    """Failures are remembered per (path, version), whatever time the record was written."""
+    return BundleRecord(record.path, record.model_version, 0.0)

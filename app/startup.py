@@ -1,0 +1,48 @@
+"""Start-up helpers shared by the API (``app.main``) and ``tandem worker``: open the store, find the bundle,
+set torch threads. Kept apart from the FastAPI app so the worker process never imports the web stack."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from app.core.config import Settings
+from app.stores.base import UserStateStore
+from app.stores.memory import MemoryStore
+from app.stores.redis_store import RedisStore
+
+
+def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
+    """Redis when TANDEM_REDIS_URL is set, else the in-process store."""
+    if settings.redis_url is None:
+        return MemoryStore(settings.history_length, settings.stream_maxlen, settings.event_dedupe_ttl_s)
+    return RedisStore(
+        settings.redis_url,
+        socket_timeout_s=settings.redis_socket_timeout_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        retries=settings.redis_retries,
+        max_connections=settings.redis_max_connections,
+        key_prefix=settings.key_prefix,
+        history_length=settings.history_length,
+        stream_maxlen=settings.stream_maxlen,
+        block_ms=block_ms,
+        dedupe_ttl_s=settings.event_dedupe_ttl_s,
+    )
+
+
+def resolve_bundle_path(settings: Settings) -> Path:
+    """The configured bundle, else the default one for the configured data (built on first use)."""
+    if settings.bundle_path is not None:
+        return settings.bundle_path
+    from models.pipeline import ensure_default_bundle
+
+    return Path(ensure_default_bundle(settings.data_dir, root=str(settings.var_dir)))
+
+
+def set_thread_counts(threads: int) -> None:
+    """Deliberate CPU threading: a few intra-op threads per process, no inter-op pool oversubscription."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set once in this process (tests)
+        torch.set_num_interop_threads(1)

@@ -1,0 +1,106 @@
+"""RequestGuard on its own: unexpected errors keep the request id; body limits; load shedding."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from app.api.middleware import RequestGuard
+from tests.app.conftest import free_port
+
+
+async def crashing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("a bug")
+
+
+async def echo_length_app(scope: Scope, receive: Receive, send: Send) -> None:
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = str(size).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def client_for(app, **limits) -> httpx.AsyncClient:
+    guard = RequestGuard(app, max_body_bytes=limits.get("max_body_bytes", 2048), max_in_flight=8)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard, raise_app_exceptions=False), base_url="http://t"
+    )
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_is_a_500_in_the_one_shape_with_the_request_id() -> None:
+    async with client_for(crashing_app) as client:
+        response = await client.post("/v1/recommend", json={}, headers={"X-Request-ID": "req-9"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "internal error; see the server log for this request id",
+            "request_id": "req-9",
+        }
+    }
+    assert response.headers["x-request-id"] == "req-9"
+
+
+async def chunks(total: int, size: int = 1000):
+    for start in range(0, total, size):
+        yield b"x" * min(size, total - start)
+
+
+@pytest.mark.anyio
+async def test_a_chunked_body_over_the_limit_is_413_and_one_within_reaches_the_app() -> None:
+    async with client_for(echo_length_app, max_body_bytes=4096) as client:
+        over = await client.post("/v1/events", content=chunks(10_000))
+        within = await client.post("/v1/events", content=chunks(3_000))
+    assert over.status_code == 413 and over.json()["error"]["code"] == "payload_too_large"
+    assert within.status_code == 200 and within.text == "3000"
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 in a thread (the lingering close needs a real socket)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_urllib_reads_the_413_of_a_large_body_instead_of_a_reset(chunked: bool) -> None:
+    guard = RequestGuard(echo_length_app, max_body_bytes=64 * 1024, max_in_flight=8)
+    body = b"x" * (8 * 1024 * 1024)
+    with served(guard) as base:
+        data: bytes | Iterator[bytes] = body
+        headers = {"content-type": "application/json"}
+        if chunked:
+            data = iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
+            headers["transfer-encoding"] = "chunked"
+        request = urllib.request.Request(f"{base}/v1/events", data=data, headers=headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"]["code"] == "payload_too_large"
