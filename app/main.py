@@ -28,6 +28,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
 from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
+from app.services.user_vectors import wait_for_write_backs
 from app.services.worker import VectorWorker
 from app.stores.base import StoreUnavailable, UserStateStore
 from app.stores.memory import MemoryStore
@@ -127,6 +128,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
             if services.worker is not None and services.worker_task is not None:
                 services.worker.stop()
                 await services.worker_task
+            await wait_for_write_backs()
             await services.store.close()
             metrics.mark_process_dead(os.getpid())
             log.info("stopped")

@@ -155,6 +155,12 @@ def write_back_later(
     return task
 
 
+async def wait_for_write_backs() -> None:
+    """Waits until every background write-back started so far has finished (shutdown, tests)."""
+    while _PENDING_WRITES:
+        await asyncio.gather(*list(_PENDING_WRITES), return_exceptions=True)
+
+
 async def _write_back(
     store: UserStateStore,
     user: str,

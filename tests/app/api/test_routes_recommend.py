@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.services.user_vectors import wait_for_write_backs
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import CATEGORY_NAMES, ITEMS_PER_CATEGORY, NUM_CATEGORIES, FakeBundle
 
@@ -49,6 +50,7 @@ async def test_known_user_gets_k_ranked_unseen_items_and_request_id_is_echoed(bu
         scores = [item["score"] for item in items]
         assert scores == sorted(scores, reverse=True)
 
+        await wait_for_write_backs()  # the online vector is cached in the background
         again = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 5})).json()
         assert again["meta"]["served_by"] == "cache"  # the online vector was written back
         assert again["meta"]["timings_ms"] is None
