@@ -5,7 +5,8 @@
 For each bundle (the default one, and a 1M-item one when given):
 
 1. floors, in this process, 1 thread, the bundle's own models: encoder batch 1, ANN search for the
-   candidate count, ranker over 200 candidates, one store read (Redis GET), the answer's JSON; and the
+   candidate count (``--candidates``, 200), the ranker over those candidates (the service is started with
+   the same count, so it reranks as many), one store read (Redis HGETALL), the answer's JSON; and the
    HTTP floor: a FastAPI app with the same request shape and a fixed answer (models.bench.bare_app) under
    uvicorn, measured with wrk at 1 connection;
 2. the service (``tandem serve`` with ``--workers``, Redis when more than one) in its own process and wrk
@@ -57,7 +58,6 @@ from models.bench.service import (
 
 logger = logging.getLogger(__name__)
 REDIS_URL = "redis://127.0.0.1:6379/14"
-CANDIDATES_RERANKED = 200
 
 
 def _p50(timings: np.ndarray) -> float:
@@ -93,7 +93,8 @@ def _store_read(redis_url: str | None) -> Callable[[], object] | None:
 
 
 def stage_floors(bundle_path: Path, repeats: int, redis_url: str | None, candidates: int) -> dict[str, Any]:
-    """p50 ms of each stage with the bundle's own models, one thread, in this process."""
+    """p50 ms of each stage with the bundle's own models, one thread, in this process. The ranker scores what
+    the ANN returns for ``candidates``, the candidate count the service is started with."""
     import torch
 
     from models.bundle import Bundle
@@ -128,7 +129,7 @@ def stage_floors(bundle_path: Path, repeats: int, redis_url: str | None, candida
             row = next(rows) % len(requests)
             return index.search(vectors[row : row + 1], candidates, exclude=[set(requests[row][0].item)])
 
-        pools = [index.search(vectors[r : r + 1], CANDIDATES_RERANKED)[0][0] for r in range(len(requests))]
+        pools = [index.search(vectors[r : r + 1], candidates)[0][0] for r in range(len(requests))]
 
         def rank() -> object:
             row = next(rows) % len(requests)
@@ -142,7 +143,7 @@ def stage_floors(bundle_path: Path, repeats: int, redis_url: str | None, candida
     read = _store_read(redis_url)
     floors["store_read_ms"] = _p50(time_calls(read, repeats)) if read is not None else 0.0
     floors["ann_candidates"] = candidates
-    floors["ranker_candidates"] = CANDIDATES_RERANKED
+    floors["ranker_candidates"] = candidates
     return floors
 
 
@@ -177,8 +178,9 @@ def running_service(
         stop_process(process)
 
 
-def _service_env(workers: int, prefix: str, vector_ttl_s: int | None) -> dict[str, str]:
+def _service_env(workers: int, prefix: str, vector_ttl_s: int | None, candidates: int) -> dict[str, str]:
     env = {
+        "TANDEM_CANDIDATE_COUNT": str(candidates),
         "TANDEM_LOG_LEVEL": "WARNING",
         "TANDEM_DRAIN_SECONDS": "0",
         "TANDEM_KEY_PREFIX": prefix,
@@ -206,7 +208,11 @@ def service_paths(
     cache_users = Workload("recommend", users[0], min(users[1], users[0] + args.cache_users - 1))
     try:
         with running_service(
-            bundle, args.port, args.workers, _service_env(args.workers, prefix, None), log_dir / "cache.log"
+            bundle,
+            args.port,
+            args.workers,
+            _service_env(args.workers, prefix, None, args.candidates),
+            log_dir / "cache.log",
         ) as (url, pid):
             visit_every_user(url, cache_users)  # every user's vector cached before measuring
             before = served_by_counts(url)
@@ -221,7 +227,7 @@ def service_paths(
             bundle,
             args.port,
             args.workers,
-            _service_env(args.workers, prefix + "o", 1),
+            _service_env(args.workers, prefix + "o", 1, args.candidates),
             log_dir / "online.log",
         ) as (url, _):
             online_users = Workload("recommend", users[0], users[1])
@@ -380,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--seconds", type=float, default=5.0, help="per load point")
     parser.add_argument("--repeats", type=int, default=200, help="calls per in-process floor")
-    parser.add_argument("--budget-ms", type=float, default=50.0, help="p99 budget of the capacity sweep")
-    parser.add_argument("--candidates", type=int, default=300, help="ANN candidates (TANDEM_CANDIDATE_COUNT)")
+    parser.add_argument("--budget-ms", type=float, default=100.0, help="p99 budget of the capacity sweep")
+    parser.add_argument(
+        "--candidates", type=int, default=200, help="ANN candidates, all reranked (TANDEM_CANDIDATE_COUNT)"
+    )
     parser.add_argument("--cache-users", type=int, default=200, help="users cycled on the cache path")
     parser.add_argument("--out", type=Path, default=Path("docs/results/performance"))
     args = parser.parse_args(argv)

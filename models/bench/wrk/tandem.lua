@@ -1,6 +1,6 @@
 -- wrk script for the tandem service benchmark (models/bench/service.py runs it; one wrk thread).
 --   BENCH_ROUTE      recommend | similar | events
---   BENCH_FIRST/LAST raw ids cycled in order (users for recommend and events, items for similar; an event's
+--   BENCH_FIRST/LAST raw ids cycled in order from a random start (users for recommend and events, items for similar; an event's
 --                    item is the same number, so it must be a catalogue id too)
 --   BENCH_K          k of every request
 --   BENCH_DELAY_MS   pause of each connection before its next request (0 = closed loop)
@@ -13,6 +13,12 @@ local k = tonumber(os.getenv("BENCH_K") or "20")
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local span = last - first + 1
 local counter = 0
+
+-- each run starts at a random position, so a run does not revisit the users the previous one just saw
+init = function(args)
+  math.randomseed(os.time())
+  counter = math.random(0, span - 1)
+end
 
 request = function()
   local id = first + counter % span
