@@ -7,7 +7,9 @@ DATA_DIR ?= ../shared/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench eval clean venv worker loadtest
+LOADTEST_RESULTS := loadtest/results
+
+.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -32,16 +34,36 @@ lint: $(STAMP)
 	$(BIN)/ruff check app models tests loadtest
 	$(BIN)/mypy
 
+# One run: stage floors in-process, then the service over HTTP with wrk -> docs/results/performance.*
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install -y wrk)"; exit 2; }
+	$(BIN)/python -m models.bench.performance $(BENCH_ARGS)
+
+# Stage latency floors with random-weight models (encoder, ANN at 10K/1M, ranker) -> docs/results/bench-cpu.*
+bench-stages: $(STAMP)
 	$(BIN)/python -m models.bench.run_all
 
 eval: $(STAMP)
 	$(BIN)/tandem eval --all --data-dir $(DATA_DIR)
 
+# Targets a running service only (make serve / make stack-local); fails on the budget (p99, errors).
 loadtest: $(STAMP)
-	$(BIN)/pip install --quiet '.[load]'
+	@$(BIN)/python -c 'import locust' 2>/dev/null || $(BIN)/pip install --quiet -e '.[load]'
+	@$(BIN)/python loadtest/report.py check http://$(HOST):$(PORT)
+	mkdir -p $(LOADTEST_RESULTS)
 	$(BIN)/locust -f loadtest/locustfile.py --config loadtest/locust.conf --host http://$(HOST):$(PORT) \
-		--p99-budget-ms $${P99_BUDGET_MS:-250} --max-error-ratio $${MAX_ERROR_RATIO:-0.01}
+		--csv $(LOADTEST_RESULTS)/run --html $(LOADTEST_RESULTS)/report.html \
+		--p99-budget-ms $${P99_BUDGET_MS:-100} --max-error-ratio $${MAX_ERROR_RATIO:-0}; \
+	status=$$?; \
+	$(BIN)/python loadtest/report.py plot $(LOADTEST_RESULTS)/run_stats_history.csv $(LOADTEST_RESULTS)/latency.png; \
+	exit $$status
+
+# The compose topology without Docker (API x2 workers, tandem worker, Redis, Prometheus if installed).
+stack-local: $(STAMP)
+	HOST=$(HOST) PORT=$(PORT) TANDEM_DATA_DIR=$${TANDEM_DATA_DIR:-$(DATA_DIR)} scripts/stack-local.sh up
+
+stack-local-down:
+	scripts/stack-local.sh down
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

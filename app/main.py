@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -27,11 +28,19 @@ from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
 from app.services.bundle_sync import BundleSync, process_name
 from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
+from app.services.user_vectors import wait_for_write_backs
 from app.services.worker import VectorWorker
 from app.startup import open_store, resolve_bundle_path, set_thread_counts
 from app.stores.base import StoreUnavailable
 
 log = logging.getLogger("tandem.app")
+
+
+def cpu_executor(threads: int) -> ThreadPoolExecutor:
+    """The event loop's default executor: its threads set their torch/faiss thread counts when they start."""
+    return ThreadPoolExecutor(
+        thread_name_prefix="tandem-cpu", initializer=set_thread_counts, initargs=(threads,)
+    )
 
 
 async def _seed(services: Services) -> None:
@@ -50,6 +59,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = services.settings
         set_thread_counts(settings.torch_threads)
+        asyncio.get_running_loop().set_default_executor(cpu_executor(settings.torch_threads))
         path = await asyncio.to_thread(resolve_bundle_path, settings)
         await services.holder.load(path)
         services.store = open_store(settings)
@@ -84,6 +94,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
             if services.worker is not None and services.worker_task is not None:
                 services.worker.stop()
                 await services.worker_task
+            await wait_for_write_backs()
             await services.store.close()
             metrics.mark_process_dead(os.getpid())
             log.info("stopped")

@@ -40,9 +40,17 @@ def resolve_bundle_path(settings: Settings) -> Path:
 
 
 def set_thread_counts(threads: int) -> None:
-    """Deliberate CPU threading: a few intra-op threads per process, no inter-op pool oversubscription."""
+    """Deliberate CPU threading: a few intra-op threads per process, no inter-op pool oversubscription.
+
+    faiss's OpenMP thread count is a per-thread setting: call this in every thread that searches (the
+    event loop's, and each worker thread through ``app.main.cpu_executor``). Left at the default (one per
+    core), a single-query search on the loop thread took 0.85 ms instead of 0.47 ms here.
+    """
     import torch
+
+    from models.index import set_faiss_threads
 
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once in this process (tests)
         torch.set_num_interop_threads(1)
+    set_faiss_threads(threads)

@@ -1,4 +1,8 @@
-"""Shared per-app state and the ``Annotated`` dependency aliases the routes use."""
+"""Shared per-app state and the ``Annotated`` dependency aliases the routes use.
+
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, which cost
+one thread hop per dependency per request; these only read attributes and compare keys.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ class Services:
     sync_task: asyncio.Task[None] | None = None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -48,13 +52,13 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_store(services: ServicesDep) -> UserStateStore:
+async def get_store(services: ServicesDep) -> UserStateStore:
     if services.store is None:
         raise ApiError(503, "not_ready", "the service is starting")
     return services.store
 
 
-def get_serving(services: ServicesDep) -> ServingBundle:
+async def get_serving(services: ServicesDep) -> ServingBundle:
     if not services.holder.loaded:
         raise ApiError(503, "not_ready", "no bundle loaded yet")
     return services.holder.current  # one snapshot per request: a reload never mixes bundles
@@ -71,7 +75,7 @@ def _matches(given: str | None, accepted: list[str]) -> bool:
     return any([hmac.compare_digest(given.encode(), key.encode()) for key in accepted])
 
 
-def require_api_key(
+async def require_api_key(
     services: ServicesDep, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> None:
     keys = services.settings.api_keys
@@ -79,7 +83,7 @@ def require_api_key(
         raise ApiError(401, "unauthorized", "missing or invalid X-API-Key header")
 
 
-def require_admin_key(
+async def require_admin_key(
     services: ServicesDep, x_admin_key: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> None:
     admin_key = services.settings.admin_key

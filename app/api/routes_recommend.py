@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
+from app.api.answers import item_list_response
 from app.api.deps import ServicesDep, ServingDep, StoreDep
 from app.api.middleware import SERVED_BY_KEY
-from app.api.schemas import Item, Meta, RecommendRequest, RecommendResponse
+from app.api.schemas import RecommendRequest, RecommendResponse
 from app.core.errors import ApiError
-from app.core.logging import request_id_var
 from app.services.recommend import RecommendQuery, recommend
 
 router = APIRouter()
@@ -45,7 +45,7 @@ def to_query(body: RecommendRequest, services: ServicesDep) -> RecommendQuery:
 @router.post("/v1/recommend", response_model=RecommendResponse, summary="top-k items for a user")
 async def post_recommend(
     body: RecommendRequest, request: Request, services: ServicesDep, serving: ServingDep, store: StoreDep
-) -> RecommendResponse:
+) -> Response:
     query = to_query(body, services)
     result = await recommend(
         serving,
@@ -55,14 +55,11 @@ async def post_recommend(
         vector_ttl_s=services.settings.vector_ttl_s,
     )
     request.scope[SERVED_BY_KEY] = result.served_by
-    return RecommendResponse(
-        items=[Item(**vars(item)) for item in result.items],
-        meta=Meta(
-            request_id=request_id_var.get(),
-            model_version=result.model_version,
-            index_version=result.index_version,
-            served_by=result.served_by,
-            timings_ms=result.timings_ms if body.options.explain else None,
-        ),
+    return item_list_response(
+        result.items,
+        model_version=result.model_version,
+        index_version=result.index_version,
+        served_by=result.served_by,
         warnings=result.warnings,
+        timings_ms=result.timings_ms if body.options.explain else None,
     )

@@ -17,7 +17,13 @@ from app.core import metrics
 from app.services.items import RankedItem
 from app.services.rules import CategoryFilter, mmr_order, passing
 from app.services.serving_bundle import ServingBundle
-from app.services.user_vectors import UserVector, resolve_user_vector
+from app.services.user_vectors import (
+    UserVector,
+    VectorLookup,
+    finish_user_vector,
+    look_up_user,
+    write_back_later,
+)
 from app.stores.base import UserStateStore
 from models.candidates.served import ServedList
 from models.candidates.sources import CandidateRequest
@@ -137,17 +143,26 @@ def _serve(
 def _select(
     serving: ServingBundle,
     query: RecommendQuery,
-    user_vector: UserVector,
+    lookup: VectorLookup,
     context: RequestContext,
     excluded: set[int],
     category_filter: CategoryFilter,
     count: int,
     timer: _Timer,
-) -> tuple[list[RankedItem], list[str]]:
-    """Retrieve, rank and apply the rules (CPU work, run in a worker thread)."""
+    started: float,
+) -> tuple[UserVector, list[RankedItem], list[str]]:
+    """User vector (encoder when needed), retrieve, rank and apply the rules: the request's CPU work, in
+    one worker thread (one hop per request). ``started``: when the user-vector stage began (on the loop)."""
     import torch
 
     with torch.inference_mode():
+        user_vector = finish_user_vector(serving, lookup, context)
+        timer.record("user_vector", started)
+        exclude_seen = query.exclude_seen
+        if exclude_seen is None:  # the bundle decides: re-visits only where its data has them
+            exclude_seen = not serving.pipeline(count).generator.config.allow_seen
+        if exclude_seen:
+            excluded = excluded | set(user_vector.history.item.tolist())
         found, warnings = _serve(serving, user_vector, context, excluded, category_filter, count, timer)
 
     started = time.perf_counter()
@@ -173,7 +188,7 @@ def _select(
         serving.ranked_item(item, rank, score, source)
         for rank, (item, score, source) in enumerate(chosen, start=1)
     ]
-    return items, warnings
+    return user_vector, items, warnings
 
 
 async def recommend(
@@ -198,20 +213,15 @@ async def recommend(
         anchors=np.asarray(anchors, dtype=np.int64),
     )
     started = time.perf_counter()
-    user_vector = await resolve_user_vector(serving, store, query.user_id, context, vector_ttl_s)
-    timer.record("user_vector", started)
-    warnings += user_vector.warnings
-
+    lookup = await look_up_user(serving, store, query.user_id, context)
     excluded = set(excluded_known) | set(anchors)
-    exclude_seen = query.exclude_seen
-    if exclude_seen is None:
-        exclude_seen = not serving.pipeline(candidate_count).generator.config.allow_seen
-    if exclude_seen:
-        excluded |= {int(item) for item in user_vector.history.item.tolist()}
-    category_filter = _category_filter(serving, query, warnings)
-    items, select_warnings = await asyncio.to_thread(
-        _select, serving, query, user_vector, context, excluded, category_filter, candidate_count, timer
+    filter_warnings: list[str] = []
+    category_filter = _category_filter(serving, query, filter_warnings)
+    user_vector, items, select_warnings = await asyncio.to_thread(
+        _select, serving, query, lookup, context, excluded, category_filter, candidate_count, timer, started
     )
+    warnings += user_vector.warnings + filter_warnings
+    write_back_later(store, query.user_id, lookup, user_vector, serving, vector_ttl_s)
     timer.record("total", begun)
     return Recommendation(
         items=items,

@@ -71,13 +71,20 @@ async def read_state(store: UserStateStore, user: str) -> UserState | None:
         return None
 
 
-async def resolve_user_vector(
-    serving: ServingBundle,
-    store: UserStateStore,
-    user: str,
-    context: RequestContext,
-    vector_ttl_s: int,
-) -> UserVector:
+@dataclass
+class VectorLookup:
+    """What the store knows about a user, read on the event loop; ``resolved`` is set when nothing is left
+    to compute (cache hit, baseline bundle), else ``finish_user_vector`` does the CPU work in a thread."""
+
+    state: UserState | None
+    history: UserHistory
+    warnings: list[str]
+    resolved: UserVector | None = None
+
+
+async def look_up_user(
+    serving: ServingBundle, store: UserStateStore, user: str, context: RequestContext
+) -> VectorLookup:
     state = await read_state(store, user)
     warnings: list[str] = []
     if state is None:
@@ -91,30 +98,67 @@ async def resolve_user_vector(
 
     if serving.encoder is None:  # baseline bundle: the history itself drives co-occurrence candidates
         served_by = "online" if len(history) else ("cold_start" if context.anchors.size else "popular")
-        return UserVector(None, served_by, history, warnings)
+        return VectorLookup(state, history, warnings, UserVector(None, served_by, history, warnings))
 
     if state is not None and is_fresh(state.vector, state, serving):
         metrics.VECTOR_CACHE.labels("hit").inc()
         assert state.vector is not None
-        return UserVector(state.vector.vector, "cache", history, warnings)
+        return VectorLookup(
+            state, history, warnings, UserVector(state.vector.vector, "cache", history, warnings)
+        )
     metrics.VECTOR_CACHE.labels("stale" if state is not None and state.vector is not None else "miss").inc()
+    return VectorLookup(state, history, warnings)
 
+
+def finish_user_vector(serving: ServingBundle, lookup: VectorLookup, context: RequestContext) -> UserVector:
+    """The CPU part (run off the event loop): online encoder forward, else cold start, else none."""
+    if lookup.resolved is not None:
+        return lookup.resolved
+    history, warnings = lookup.history, lookup.warnings
     if len(history):
         try:
-            vector = await asyncio.to_thread(encode_one, serving, history, context)
+            vector = encode_one(serving, history, context)
         except (RuntimeError, ValueError, IndexError) as exc:
             metrics.STAGE_FAILURES.labels("encode").inc()
             log.exception("online encoder forward failed; falling back", extra={"error": str(exc)})
             warnings.append("online encoder failed: served without a user vector")
         else:
-            if state is not None:
-                await _write_back(store, user, vector, serving, state, history, vector_ttl_s)
             return UserVector(vector, "online", history, warnings)
-
     cold = anchor_vector(serving, context.anchors)
     if cold is not None:
         return UserVector(cold, "cold_start", history, warnings)
     return UserVector(None, "popular", history, warnings)
+
+
+_PENDING_WRITES: set[asyncio.Task[None]] = set()
+
+
+def write_back_later(
+    store: UserStateStore,
+    user: str,
+    lookup: VectorLookup,
+    found: UserVector,
+    serving: ServingBundle,
+    ttl_s: int,
+) -> asyncio.Task[None] | None:
+    """Caches an online vector in a background task, so the answer does not wait for the store write.
+
+    Returns the task (None when there is nothing to cache). The task keeps a reference until it ends.
+    """
+    if found.served_by != "online" or found.vector is None or lookup.state is None:
+        return None
+    task = asyncio.create_task(
+        _write_back(store, user, found.vector, serving, lookup.state, lookup.history, ttl_s)
+    )
+    _PENDING_WRITES.add(task)
+    task.add_done_callback(_PENDING_WRITES.discard)
+    return task
+
+
+async def wait_for_write_backs() -> None:
+    """Waits until every background write-back started so far has finished (shutdown, tests)."""
+    while _PENDING_WRITES:
+        await asyncio.gather(*list(_PENDING_WRITES), return_exceptions=True)
 
 
 async def _write_back(

@@ -87,16 +87,26 @@ class OnePieceRanker(nn.Module):
         return hidden
 
     def _heads(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """stages: K+1 tensors [B, N, d] -> logits [B, num_tasks, N]."""
-        logits = [
-            head(self.final_norm(stages[self.config.stage_of_task(t)])).squeeze(-1)
-            for t, head in enumerate(self.heads)
-        ]
+        """stages: K+1 tensors [R, M, d] -> logits [R, num_tasks, M] (only the stages a head reads)."""
+        normed: dict[int, torch.Tensor] = {}
+        logits = []
+        for task, head in enumerate(self.heads):
+            stage = self.config.stage_of_task(task)
+            if stage not in normed:
+                normed[stage] = self.final_norm(stages[stage])
+            logits.append(head(normed[stage]).squeeze(-1))
         return torch.stack(logits, dim=1)
 
     def forward(self, batch: RankerBatch) -> RankerOutput:
         """Grouped fast path: candidates are packed per group ([B*G, S, d]) so each one only computes
-        attention against the context and its own group, never against masked-out other groups."""
+        attention against the context and its own group, never against masked-out other groups.
+
+        The attention mask is a key-padding mask [B*G, 1, keys] shared by every query of a group (a valid
+        candidate sees the valid context and the valid members of its group, itself included). Empty slots
+        see the same keys; their outputs are never read and no valid query sees their keys, so the scores
+        of valid candidates equal ``forward_reference``'s. Only the stages a task head reads are scattered
+        back: the heads run on the grouped rows and the logits are scattered once.
+        """
         context_cache, context_valid = self.encode_context(batch)
         index, slot_valid = group_layout(batch.group)  # [B, G, S]
         batch_size, num_groups, size = index.shape
@@ -109,24 +119,21 @@ class OnePieceRanker(nn.Module):
             (k.repeat_interleave(num_groups, dim=0), v.repeat_interleave(num_groups, dim=0))
             for k, v in context_cache
         ]
-        valid = slot_valid.reshape(batch_size * num_groups, size)
-        context_part = context_valid.repeat_interleave(num_groups, dim=0)[:, None, :].expand(-1, size, -1)
-        members = valid[:, None, :] | torch.eye(size, dtype=torch.bool, device=valid.device)[None]
+        valid = slot_valid.reshape(batch_size * num_groups, 1, size)
+        context_part = context_valid.repeat_interleave(num_groups, dim=0)[:, None, :]  # [B*G, 1, T]
         block_caches: list[list[KeyValues]] = [[] for _ in self.layers]
         grouped_stages: list[torch.Tensor] = []
         for step in range(self.config.reasoning_steps + 1):
             if step > 0:
                 block = grouped_stages[-1] + self.step_embedding.weight[step - 1]
-            mask = torch.cat([context_part, members.repeat(1, 1, step + 1)], dim=2)
+            mask = torch.cat([context_part, valid.repeat(1, 1, step + 1)], dim=2)  # [B*G, 1, T + (k+1)S]
             grouped_stages.append(self._run_block(block, grouped_cache, block_caches, mask))
-        stages = []
-        for grouped in grouped_stages:
-            scattered = tokens.new_zeros(tokens.shape)
-            scattered[rows[slot_valid], index[slot_valid]] = grouped.reshape(
-                batch_size, num_groups, size, -1
-            )[slot_valid]
-            stages.append(scattered)
-        return RankerOutput(self._heads(stages), batch.group >= 0)
+        grouped_logits = self._heads(grouped_stages)  # [B*G, num_tasks, S]
+        grouped_logits = grouped_logits.reshape(batch_size, num_groups, -1, size).transpose(2, 3)
+        logits = grouped_logits.new_zeros(batch_size, tokens.shape[1], grouped_logits.shape[3])
+        logits[rows[slot_valid], index[slot_valid]] = grouped_logits[slot_valid]  # [B, N, num_tasks]
+        logits = logits.transpose(1, 2)
+        return RankerOutput(logits, batch.group >= 0)
 
     def forward_reference(self, batch: RankerBatch) -> RankerOutput:
         """Uncached reference: the whole ``[context ; blocks 0..k]`` sequence is recomputed at each step."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from app.services.user_vectors import wait_for_write_backs
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import ITEMS_PER_CATEGORY
 
@@ -40,6 +41,7 @@ async def test_events_are_in_the_stream_and_the_next_recommendation_reflects_the
         before = (await client.post("/v1/recommend", json={"user_id": "u0", "k": 6})).json()
         assert before["meta"]["served_by"] == "online"
         assert sum(category(item["item_id"]) == 0 for item in before["items"]) >= 4
+        await wait_for_write_backs()  # the online vector is cached in the background
         cached = (await client.post("/v1/recommend", json={"user_id": "u0", "k": 6})).json()
         assert cached["meta"]["served_by"] == "cache"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.services.user_vectors import wait_for_write_backs
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import FakeBundle
 
@@ -95,6 +96,7 @@ async def test_reload_under_concurrent_requests(bundle_v1: Path, bundle_v2: Path
 async def test_vectors_cached_by_the_old_model_are_not_reused(bundle_v1: Path, bundle_v2: Path) -> None:
     async with running_app(make_settings(bundle_v1, admin_key="secret-admin")) as (_, client):
         await client.post("/v1/recommend", json={"user_id": "u9"})
+        await wait_for_write_backs()  # the online vector is cached in the background
         assert (await client.post("/v1/recommend", json={"user_id": "u9"})).json()["meta"][
             "served_by"
         ] == "cache"

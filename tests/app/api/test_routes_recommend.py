@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.services.user_vectors import wait_for_write_backs
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import CATEGORY_NAMES, ITEMS_PER_CATEGORY, NUM_CATEGORIES, FakeBundle
 
@@ -51,6 +52,7 @@ async def test_known_user_gets_k_ranked_unseen_items_and_request_id_is_echoed(bu
         scores = [item["score"] for item in items]
         assert scores == sorted(scores, reverse=True)
 
+        await wait_for_write_backs()  # the online vector is cached in the background
         again = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 5})).json()
         assert again["meta"]["served_by"] == "cache"  # the online vector was written back
         assert again["meta"]["timings_ms"] is None
@@ -170,3 +172,41 @@ async def test_training_user_missing_from_the_store_is_served_from_the_bundle(bu
         body = (await client.post("/v1/recommend", json={"user_id": "u7", "k": 5})).json()
         assert body["meta"]["served_by"] == "online"
         assert not {item["item_id"] for item in body["items"]} & seen_items("u7")
+
+
+async def test_pre_serialised_answers_validate_as_the_documented_response(bundle_v1: Path) -> None:
+    from app.api.schemas import RecommendResponse
+
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        for body in ({"user_id": "u1", "k": 5, "options": {"explain": True}}, {"user_id": "nobody", "k": 3}):
+            response = await client.post("/v1/recommend", json=body)
+            assert response.headers["content-type"] == "application/json"
+            parsed = RecommendResponse.model_validate_json(response.content)
+            assert parsed.model_dump(mode="json") == response.json()  # no field missing, none extra
+        similar = await client.get("/v1/items/i3/similar?k=4")
+        parsed = RecommendResponse.model_validate_json(similar.content)
+        assert parsed.model_dump(mode="json") == similar.json()
+
+
+async def test_online_answer_does_not_wait_for_the_vector_write_back(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (app, client):
+        store = app.state.services.store
+        release = asyncio.Event()
+        written = store.put_vectors
+
+        async def slow_put_vectors(*args: object, **kwargs: object) -> None:
+            await release.wait()
+            await written(*args, **kwargs)
+
+        store.put_vectors = slow_put_vectors
+        first = await asyncio.wait_for(client.post("/v1/recommend", json={"user_id": "u1", "k": 5}), 5)
+        assert first.json()["meta"]["served_by"] == "online"  # answered while the write is held back
+        still_online = await client.post("/v1/recommend", json={"user_id": "u1", "k": 5})
+        assert still_online.json()["meta"]["served_by"] == "online"
+        release.set()
+        for _ in range(50):  # the background write lands; the next answer is a cache hit
+            await asyncio.sleep(0.01)
+            again = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 5})).json()
+            if again["meta"]["served_by"] == "cache":
+                break
+        assert again["meta"]["served_by"] == "cache"

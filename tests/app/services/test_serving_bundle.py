@@ -10,6 +10,7 @@ import pytest
 
 from app.main import create_app
 from app.services.serving_bundle import ServingBundle, load_bundle
+from app.services.user_vectors import wait_for_write_backs
 from tests.app.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -68,6 +69,7 @@ async def test_encoder_bundle_serves_ann_cache_cold_start_and_worker_vectors(enc
             assert serving.serving_path == "session_encoder" and serving.item_vectors is not None
             user = next(iter(serving.fallback_histories))
             first = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
+            await wait_for_write_backs()  # the online vector is cached in the background
             second = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
             assert (first["meta"]["served_by"], second["meta"]["served_by"]) == ("online", "cache")
             assert first["items"] == second["items"] and {i["source"] for i in first["items"]} == {"ann"}

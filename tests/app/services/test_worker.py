@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from app.services.serving_bundle import BundleHolder
+from app.services.user_vectors import wait_for_write_backs
 from app.services.worker import VectorWorker
 from app.startup import open_store
 from app.stores.redis_store import RedisStore
@@ -47,6 +48,7 @@ async def test_events_worker_fresher_vector_changed_recommendations(
     async with running_app(settings) as (_, client), worker_for(settings, bundle_v1, "w1") as worker:
         before = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 6})).json()
         assert sum(category(item["item_id"]) == 1 for item in before["items"]) >= 4
+        await wait_for_write_backs()  # the online answer's cache write lands before the worker's
         await client.post("/v1/events", json=events_for("u1", ["i0", "i1", "i2", "i3", "i4"]))
         assert await worker.step() == 1  # one stream entry read, vectors written, acknowledged
         state = await worker.store.get_state("u1")

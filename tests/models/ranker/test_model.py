@@ -2,6 +2,7 @@ import dataclasses
 
 import torch
 
+from models.ranker.config import preset
 from models.ranker.grouping import serving_groups
 from models.ranker.model import OnePieceRanker
 from models.ranker.tokens import RankerBatch
@@ -79,3 +80,23 @@ def test_without_reasoning_every_task_reads_the_backbone() -> None:
         assert torch.allclose(model(batch).task_logits, model.forward_reference(batch).task_logits, atol=1e-5)
     assert [config.stage_of_task(t) for t in range(3)] == [0, 0, 0]
     assert [tiny_config(reasoning_steps=2).stage_of_task(t) for t in range(3)] == [1, 2, 2]
+
+
+def test_serving_sized_forward_matches_the_reference_with_padding_and_a_partial_group() -> None:
+    """The fast path at serving size (quick preset widths, 2 layers, 200 candidates in hash groups of 12,
+    the last group partial, a padded second request) scores every valid candidate as the reference."""
+    config = dataclasses.replace(
+        preset("quick")[0], history_len=8, anchor_len=3, num_layers=2, dropout=0.0, group_size=12
+    )
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=2, num_candidates=200, seed=4)
+    valid = torch.ones(2, 200, dtype=torch.bool)
+    valid[1, 150:] = False
+    batch.candidate_item[1, 150:] = 0
+    batch.group = serving_groups(batch.candidate_item, valid, config.group_size, "item_hash")
+    with torch.inference_mode():
+        logits = model(batch).task_logits
+        fast = model.serving_score(logits)
+        reference = model.serving_score(model.forward_reference(batch).task_logits)
+    assert torch.allclose(fast[valid], reference[valid], atol=1e-5)
+    assert bool((logits[1, :, 150:] == 0).all())  # padding candidates get no logits written
