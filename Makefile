@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench eval clean venv worker loadtest
+.PHONY: serve test lint bench eval clean venv worker loadtest compose-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -42,6 +42,11 @@ loadtest: $(STAMP)
 	$(BIN)/pip install --quiet '.[load]'
 	$(BIN)/locust -f loadtest/locustfile.py --config loadtest/locust.conf --host http://$(HOST):$(PORT) \
 		--p99-budget-ms $${P99_BUDGET_MS:-250} --max-error-ratio $${MAX_ERROR_RATIO:-0.01}
+
+# Builds the image and runs docker-compose.yml for real (minutes, GBs; not part of make test). See
+# docker/compose_check.py and docs/operations.md.
+compose-check: $(STAMP)
+	$(BIN)/python docker/compose_check.py --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
