@@ -296,6 +296,9 @@ def test_compose_check_talks_to_real_routes_metrics_and_targets() -> None:
         assert re.sub(r"\{urllib\.parse\.quote\(seed_item\)\}", "{item_id}", used) in routes, used
     for metric in re.findall(r'"(tandem_[a-z_]+)"', source) + re.findall(r"\b(tandem_[a-z_]+)\{", source):
         assert metric in _metric_names(), metric
+    for labels in re.findall(r"tandem_requests_total\{([^}]*)\}", source):
+        names = {pair.split("=")[0] for pair in labels.split(",")}
+        assert names == {"job", *app_metrics.REQUESTS._labelnames}, names
     worker_port = SERVICES["worker"]["command"][SERVICES["worker"]["command"].index("--metrics-port") + 1]
     assert f'metrics_of("worker", {worker_port})' in source
     jobs = {
