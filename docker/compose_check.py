@@ -564,8 +564,6 @@ def check(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with contextlib.suppress(OSError):
-        os.nice(10)  # two cores shared with everything else; children inherit this
     engine = Engine()
     timings: dict[str, float] = {}
     report: dict[str, Any] = {"timings_s": timings}
@@ -583,4 +581,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the machine's cores are shared; every child (pip, debootstrap, compose) inherits it
     sys.exit(main())

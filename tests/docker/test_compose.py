@@ -339,3 +339,16 @@ def test_image_requirements_follow_pyproject() -> None:
     assert set(project["build-system"]["requires"]) <= set(requirements)
     script = STAGES["venv"]
     assert "['build-system']['requires'], 'wheel', *p['project']['dependencies']" in script
+
+
+def test_no_engine_and_no_way_to_install_one_is_one_line_and_a_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(CHECK, "_path_binaries", lambda name: [])
+    monkeypatch.setattr(CHECK.os, "geteuid", lambda: 1000)  # not root: apt-get is out of reach
+    monkeypatch.setattr(CHECK, "WORK", tmp_path)
+    assert CHECK.main(["--bundle", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    failures = [line for line in lines if "FAILED" in line]
+    assert len(failures) == 1 and "no Docker engine" in failures[0] and "cannot be installed" in failures[0]
+    assert [line for line in lines if line not in failures] == ["compose-check: engine ..."]
