@@ -9,7 +9,7 @@ PORT ?= 8000
 
 LOADTEST_RESULTS := loadtest/results
 
-.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down
+.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down compose-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -64,6 +64,11 @@ stack-local: $(STAMP)
 
 stack-local-down:
 	scripts/stack-local.sh down
+
+# Builds the image and runs docker-compose.yml for real (minutes, GBs; not part of make test). See
+# docker/compose_check.py and docs/operations.md.
+compose-check: $(STAMP)
+	$(BIN)/python docker/compose_check.py --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

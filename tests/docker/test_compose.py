@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -12,14 +13,29 @@ from typing import Any
 import pytest
 import yaml
 
+from app.api import routes_events, routes_items, routes_recommend
 from app.cli import build_parser
 from app.core import metrics as app_metrics
 from app.core.config import Settings
+from app.services.events import ACTION_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
+DOCKERFILE = (ROOT / "docker/Dockerfile").read_text()
 HTTP_ROUTES = {"/livez", "/readyz", "/metrics"}
+
+
+def _load_check_script() -> Any:
+    """docker/compose_check.py is a script, not a package module: load it from its path."""
+    spec = importlib.util.spec_from_file_location("compose_check", ROOT / "docker/compose_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CHECK = _load_check_script()
 
 
 def test_every_expected_service_has_a_healthcheck_and_healthy_dependencies() -> None:
@@ -48,7 +64,7 @@ def test_tandem_commands_parse_with_the_real_cli() -> None:
         assert command[0] == "tandem"
         args = parser.parse_args(command[1:])  # exits (fails the test) on an unknown command or flag
         assert callable(args.func)
-    dockerfile_cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "docker/Dockerfile").read_text(), re.M)
+    dockerfile_cmd = re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.M)
     assert dockerfile_cmd is not None
     assert callable(parser.parse_args(json.loads(dockerfile_cmd.group(1))[1:]).func)
 
@@ -60,7 +76,9 @@ def _urls(test: list[str]) -> list[str]:
 def test_healthchecks_hit_real_routes_on_the_right_ports() -> None:
     api_urls = _urls(SERVICES["api"]["healthcheck"]["test"])
     assert api_urls == ["http://127.0.0.1:8000/readyz"]
-    assert "8000:8000" in SERVICES["api"]["ports"] and "--port" in SERVICES["api"]["command"]
+    assert (
+        "${TANDEM_API_PORT:-8000}:8000" in SERVICES["api"]["ports"] and "--port" in SERVICES["api"]["command"]
+    )
     assert SERVICES["api"]["command"][SERVICES["api"]["command"].index("--port") + 1] == "8000"
     worker_urls = _urls(SERVICES["worker"]["healthcheck"]["test"])
     port = SERVICES["worker"]["command"][SERVICES["worker"]["command"].index("--metrics-port") + 1]
@@ -79,15 +97,98 @@ def test_mounted_files_exist() -> None:
 
 
 def test_dockerfile_matches_the_project_pins() -> None:
-    dockerfile = (ROOT / "docker/Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", DOCKERFILE, re.M), (
+        "default base: the public image"
+    )
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     torch_pin = next(dep for dep in project["dependencies"] if dep.startswith("torch=="))
-    install = next(line for line in dockerfile.splitlines() if "pip install torch" in line)
+    install = next(line for line in DOCKERFILE.splitlines() if "pip install torch" in line)
     words = shlex.split(install.removeprefix("RUN "))
     assert torch_pin in words and "https://download.pytorch.org/whl/cpu" in words
-    for copied in re.findall(r"^COPY (\S+) ", dockerfile, re.M):
-        assert (ROOT / copied).exists(), copied
+
+
+def _stages(dockerfile: str) -> dict[str, str]:
+    """Stage name -> its text (from its FROM line to the next one)."""
+    parts = re.split(r"^(?=FROM )", dockerfile, flags=re.M)
+    return {
+        re.match(r"FROM \S+(?: AS (\S+))?", part).group(1) or f"stage{i}": part  # type: ignore[union-attr]
+        for i, part in enumerate(parts)
+        if part.startswith("FROM ")
+    }
+
+
+STAGES = _stages(DOCKERFILE)
+
+
+def test_dockerfile_stages_chain_and_the_wheel_source_selects_a_real_stage() -> None:
+    known = {"${BASE_IMAGE}"}
+    for name, text in STAGES.items():
+        parent = text.split()[1]
+        assert parent in known or parent == "deps-${WHEELS}", f"{name} starts from unknown {parent}"
+        known.add(name)
+        for source_stage in re.findall(r"from=(\S+?),", text):
+            assert source_stage in known, f"{name} mounts from unknown stage {source_stage}"
+    choices = re.search(r"^#\s+WHEELS\s+index:.*\n(?:#.*\n)*?#\s+local:", DOCKERFILE, re.M)
+    assert choices, "the WHEELS values are documented at the top"
+    assert re.search(r"^ARG WHEELS=index$", DOCKERFILE, re.M)
+    assert {"deps-index", "deps-local"} <= set(STAGES)
+
+
+def test_dependencies_are_installed_before_the_sources_are_copied() -> None:
+    """A change to app/ or models/ must not invalidate the layer with torch in it."""
+    for name in ("venv", "deps-index", "deps-local"):
+        copied = re.findall(r"^COPY (.+)$", STAGES[name], re.M)
+        assert all(line.split()[:-1] == ["pyproject.toml"] for line in copied), f"{name}: {copied}"
+        assert "pip install" in STAGES[name] or name == "venv"
+    assert re.search(r"^COPY app ", STAGES["wheel"], re.M)
+    runtime = list(STAGES.values())[-1]
+    assert "COPY --from=deps /opt/venv /opt/venv" in runtime
+    assert "COPY app" not in runtime and "COPY models" not in runtime
+
+
+def test_the_image_runs_as_a_non_root_user_with_a_healthcheck() -> None:
+    runtime = list(STAGES.values())[-1]
+    user = re.findall(r"^USER (\S+)$", runtime, re.M)
+    assert user and user[-1] not in {"root", "0"}
+    assert re.search(rf"useradd .*{user[-1]}\b", runtime)
+    healthcheck = re.search(r"^HEALTHCHECK .*\n\s+CMD (\[.*\])$", runtime, re.M)
+    assert healthcheck is not None
+    urls = _urls(json.loads(healthcheck.group(1)))
+    assert [re.sub(r"^https?://[^/]+", "", url) for url in urls] == ["/livez"]
+
+
+def _ignored_by_docker(ignore_file: Path, path: str) -> bool:
+    """The outcome of a .dockerignore for one path (last matching pattern wins; only the forms used here)."""
+    ignored = False
+    for line in ignore_file.read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").rstrip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*", "[^/]*")
+        if re.fullmatch(rf"{regex}(?:/.*)?", path):
+            ignored = not negate
+    return ignored
+
+
+def test_everything_the_dockerfile_reads_is_in_the_build_context() -> None:
+    ignore = ROOT / "docker/Dockerfile.dockerignore"
+    copied = [
+        source
+        for line in re.findall(r"^COPY (?!--from)(.+)$", DOCKERFILE, re.M)
+        for source in line.split()[:-1]
+    ]
+    assert copied
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not _ignored_by_docker(ignore, source), f"{source} is not sent to the build"
+    mounted = re.findall(r"--mount=type=bind,source=(\S+?),", DOCKERFILE)
+    assert mounted == ["var/wheelhouse"]
+    assert not _ignored_by_docker(ignore, "var/wheelhouse/torch.whl")
+    for private in (".venv/bin/python", "var/bundles/x/manifest.json", "tests/conftest.py", ".git/HEAD"):
+        assert _ignored_by_docker(ignore, private), private
+    assert "/var/" in (ROOT / ".gitignore").read_text().splitlines(), "the wheelhouse stays out of git"
 
 
 def test_prometheus_scrapes_the_services_that_serve_metrics() -> None:
@@ -129,3 +230,125 @@ def test_dashboard_queries_use_existing_metrics(path: Path) -> None:
     uid = datasource["datasources"][0]["uid"]
     assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {uid}
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090" and "prometheus" in SERVICES
+
+
+# --- the overrides and make compose-check (docker/compose_check.py) ----------------------------------
+
+OVERRIDES = {name: yaml.safe_load((ROOT / "docker" / name).read_text()) for name in CHECK.OVERRIDES}
+
+
+def test_overrides_only_change_services_of_the_shipped_file() -> None:
+    for name, override in OVERRIDES.items():
+        assert set(override["services"]) <= set(SERVICES), name
+        assert set(override) <= {"services"} | {key for key in override if key.startswith("x-")}, name
+        for service in override["services"].values():
+            for variable in service.get("environment", {}):
+                assert variable.removeprefix("TANDEM_").lower() in Settings.model_fields, variable
+
+
+def test_the_check_override_mounts_the_bundle_it_points_the_settings_at() -> None:
+    for name in ("api", "worker"):
+        service = OVERRIDES["compose.check.yml"]["services"][name]
+        bundle_path = service["environment"]["TANDEM_BUNDLE_PATH"]
+        mounts = [volume.rsplit(":", 2) for volume in service["volumes"]]
+        assert [target for _, target, mode in mounts if mode == "ro"] == [bundle_path]
+        assert mounts[0][0].startswith("${TANDEM_BUNDLE_HOST_DIR:?")
+
+
+def test_debian_override_builds_from_files_that_exist_and_leaves_grafana_out() -> None:
+    services = OVERRIDES["compose.debian.yml"]["services"]
+    assert services["api"]["build"]["args"]["BASE_IMAGE"] == CHECK.LOCAL_BASE
+    assert services["api"]["build"]["args"]["WHEELS"] in {"index", "local"}
+    assert f"deps-{services['api']['build']['args']['WHEELS']}" in STAGES
+    for name in ("redis", "prometheus"):
+        build = services[name]["build"]
+        dockerfile = ROOT / build["context"] / build["dockerfile"]
+        text = dockerfile.read_text()
+        assert re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M).group(1) == CHECK.LOCAL_BASE  # type: ignore[union-attr]
+        assert build["args"]["BASE_IMAGE"] == CHECK.LOCAL_BASE
+        assert services[name]["image"] != SERVICES[name]["image"], f"{name} would shadow the public image"
+    assert services["grafana"] == {"profiles": ["grafana"]}
+    assert set(CHECK.SERVICES) == set(SERVICES) - {"grafana"}
+
+
+def test_debian_images_run_the_shipped_commands_like_the_official_ones() -> None:
+    prometheus = (ROOT / "docker/debian/prometheus.Dockerfile").read_text()
+    assert re.search(r'^ENTRYPOINT \["/usr/bin/prometheus"\]$', prometheus, re.M)
+    assert all(arg.startswith("--") for arg in SERVICES["prometheus"]["command"]), "arguments only"
+    assert "wget" in prometheus and SERVICES["prometheus"]["healthcheck"]["test"][1] == "wget"
+    config_mount = next(v for v in SERVICES["prometheus"]["volumes"] if "prometheus.yml" in v)
+    assert f"--config.file={config_mount.split(':')[1]}" in SERVICES["prometheus"]["command"]
+    redis = (ROOT / "docker/debian/redis.Dockerfile").read_text()
+    assert SERVICES["redis"]["command"][0] == "redis-server" and "/usr/local/bin/redis-server" in redis
+    assert "redis-server" in redis and "--protected-mode no" in redis
+    data_volume = next(v for v in SERVICES["redis"]["volumes"] if v.startswith("redis-data:"))
+    assert re.search(rf"^WORKDIR {data_volume.split(':')[1]}$", redis, re.M)
+
+
+def test_compose_check_talks_to_real_routes_metrics_and_targets() -> None:
+    source = (ROOT / "docker/compose_check.py").read_text()
+    routes = {
+        route.path
+        for router in (routes_recommend, routes_events, routes_items)
+        for route in router.router.routes
+    }  # type: ignore[attr-defined]
+    for used in re.findall(r'\{api\}(/v1/[^"?]+)', source):
+        assert re.sub(r"\{urllib\.parse\.quote\(seed_item\)\}", "{item_id}", used) in routes, used
+    for metric in re.findall(r'"(tandem_[a-z_]+)"', source) + re.findall(r"\b(tandem_[a-z_]+)\{", source):
+        assert metric in _metric_names(), metric
+    for labels in re.findall(r"tandem_requests_total\{([^}]*)\}", source):
+        names = {pair.split("=")[0] for pair in labels.split(",")}
+        assert names == {"job", *app_metrics.REQUESTS._labelnames}, names
+    worker_port = SERVICES["worker"]["command"][SERVICES["worker"]["command"].index("--metrics-port") + 1]
+    assert f'metrics_of("worker", {worker_port})' in source
+    jobs = {
+        job["job_name"]
+        for job in yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())["scrape_configs"]
+    }
+    assert (
+        set(re.findall(r'"(tandem-[a-z]+)"', source)) | set(re.findall(r'job="(tandem-[a-z]+)"', source))
+        <= jobs
+    )
+    assert '"action": "click"' in source and "click" in ACTION_NAMES
+
+
+def test_make_compose_check_runs_the_script() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^compose-check:.*\n\t(.+)$", makefile, re.M)
+    assert recipe is not None and "docker/compose_check.py" in recipe.group(1)
+    assert "compose-check" not in re.search(r"^test:.*\n\t(.+)$", makefile, re.M).group(1)  # type: ignore[union-attr]
+
+
+def test_metric_total_sums_every_label_set_of_one_metric_only() -> None:
+    text = (
+        "# TYPE tandem_worker_vectors_written_total counter\n"
+        'tandem_worker_vectors_written_total{model="a"} 3.0\n'
+        'tandem_worker_vectors_written_total{model="b"} 4.0\n'
+        "tandem_worker_vectors_written_created 1.7e9\n"
+        "tandem_worker_entries_total 9.0\n"
+    )
+    assert CHECK.metric_total(text, "tandem_worker_vectors_written_total") == 7.0
+    assert CHECK.metric_total(text, "tandem_worker_entries_total") == 9.0
+    assert CHECK.metric_total(text, "tandem_missing_total") == 0.0
+
+
+def test_image_requirements_follow_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = CHECK.image_requirements()
+    assert set(project["project"]["dependencies"]) <= set(requirements)
+    assert set(project["build-system"]["requires"]) <= set(requirements)
+    script = STAGES["venv"]
+    assert "['build-system']['requires'], 'wheel', *p['project']['dependencies']" in script
+
+
+def test_no_engine_and_no_way_to_install_one_is_one_line_and_a_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(CHECK, "_path_binaries", lambda name: [])
+    monkeypatch.setattr(CHECK.os, "geteuid", lambda: 1000)  # not root: apt-get is out of reach
+    monkeypatch.setattr(CHECK, "WORK", tmp_path)
+    assert CHECK.main(["--bundle", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    failures = [line for line in lines if "FAILED" in line]
+    assert len(failures) == 1 and "no Docker engine" in failures[0] and "cannot be installed" in failures[0]
+    assert [line for line in lines if line not in failures] == ["compose-check: engine ..."]
