@@ -45,6 +45,7 @@ QUICK_VALID_USERS = 500
 RECIPE = "served-pipeline-1"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {"encoder_minutes": 2.5, "ranker_epochs": 2, "threads": 2, "progress": True}
+QUICK_RANKER_EVENTS = 4  # ranker-period targets per user for the first bundle (the replay uses 10 / 4)
 
 
 def _importable(module_name: str) -> bool:
@@ -106,7 +107,8 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
     protocol = protocol_for(dataset.name, None)
     settings = PipelineSettings(**QUICK_PIPELINE)
     started = time.perf_counter()
-    outcome = run_seed(dataset, pipeline_periods(dataset, protocol), 0, settings)
+    periods = pipeline_periods(dataset, protocol, QUICK_RANKER_EVENTS)
+    outcome = run_seed(dataset, periods, 0, settings)
     seconds = time.perf_counter() - started
     checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}
     if outcome.encoder is not None:

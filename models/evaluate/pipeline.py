@@ -30,6 +30,7 @@ from models.evaluate.protocols import EvalTask
 PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on (the gate uses them all)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,8 @@ def run_seed(
     valid_rows, train_rows = np.flatnonzero(is_valid), np.flatnonzero(~is_valid)
 
     started = time.perf_counter()
-    merge = tune_weights(ranker_lists, periods.ranker, valid_rows, base)
+    tuning_rows = np.sort(rng.permutation(valid_rows)[:MAX_TUNING_REQUESTS])
+    merge = tune_weights(ranker_lists, periods.ranker, tuning_rows, base)
     seconds["tune_merge"] = time.perf_counter() - started
     ranker_merged = [merge_lists(lists, merge) for lists in ranker_lists]
     test_merged = [merge_lists(lists, merge) for lists in test_lists]
