@@ -42,6 +42,7 @@ class PipelineSettings:
     encoder_overrides: dict[str, Any] = field(default_factory=dict)
     ranker_preset: str = "quick"
     ranker_epochs: int = 4
+    ranker_min_steps: int = 300  # small ranker periods (Taobao) get more epochs: at least this many updates
     ranker_train_candidates: int = 32
     total: int = 200
     quotas: dict[str, int] = field(
@@ -227,6 +228,9 @@ def _ranker_training(
         source_ranks.append(merged[row].source_rank)
     if not chosen:
         raise ValueError(f"{dataset.name}: no ranker request has a positive among its candidates")
+    steps_per_epoch = -(-len(chosen) // train_config.batch_size)
+    epochs = max(train_config.epochs, -(-settings.ranker_min_steps // steps_per_epoch))
+    train_config = replace(train_config, epochs=epochs)
     fit_events = periods.fit_events(dataset)
     sizes = feature_sizes(dataset)
     anchors = fit_anchor_sources(fit_events, fit_events, dataset.num_items, config)

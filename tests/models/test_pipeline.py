@@ -72,7 +72,13 @@ def test_default_bundle_serves_the_replayed_pipeline(dataset: Dataset, tmp_path:
     from models.candidates.sources import CandidateRequest
     from models.inference import RequestContext
 
-    tiny = {"encoder_preset": "tiny", "ranker_preset": "tiny", "encoder_minutes": 0.2, "ranker_epochs": 1}
+    tiny = {
+        "encoder_preset": "tiny",
+        "ranker_preset": "tiny",
+        "encoder_minutes": 0.2,
+        "ranker_epochs": 1,
+        "ranker_min_steps": 0,
+    }
     monkeypatch.setattr(pipeline, "QUICK_PIPELINE", {**tiny, "threads": 1, "progress": False, "total": 50})
     path = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
     loaded = Bundle.load(path)
