@@ -16,6 +16,7 @@ FAST = PipelineSettings(
     encoder_minutes=0.0,
     ranker_preset="tiny",
     ranker_epochs=1,
+    ranker_min_steps=0,
     total=40,
     progress=False,
 )
