@@ -9,7 +9,7 @@ PORT ?= 8000
 
 LOADTEST_RESULTS := loadtest/results
 
-.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down compose-check
+.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down compose-check eval-pipeline
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -45,6 +45,13 @@ bench-stages: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/tandem eval --all --data-dir $(DATA_DIR)
+
+# The served pipeline replayed offline on the four datasets (docs/results/pipeline-*.*; about 30-60 min each).
+eval-pipeline: $(STAMP)
+	for dataset in ml-100k taobao synthetic ml-1m; do \
+		$(BIN)/tandem eval --stage pipeline --dataset $$dataset --seeds 3 --encoder-minutes 3 --ranker-epochs 3 \
+			--data-dir $(DATA_DIR) || exit 1; \
+	done
 
 # Targets a running service only (make serve / make stack-local); fails on the budget (p99, errors).
 loadtest: $(STAMP)
