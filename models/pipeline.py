@@ -44,7 +44,13 @@ QUICK_VALID_USERS = 500
 # bumped when what the trainers put into a bundle changes, so older bundles of the same data are rebuilt
 RECIPE = "served-pipeline-1"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
-QUICK_PIPELINE: dict[str, Any] = {"encoder_minutes": 2.5, "ranker_epochs": 2, "threads": 2, "progress": True}
+QUICK_PIPELINE: dict[str, Any] = {
+    "encoder_minutes": 2.5,
+    "ranker_epochs": 2,
+    "ranker_max_requests": 4000,
+    "threads": 2,
+    "progress": True,
+}
 QUICK_RANKER_EVENTS = 4  # ranker-period targets per user for the first bundle (the replay uses 10 / 4)
 
 

@@ -43,6 +43,9 @@ class PipelineSettings:
     ranker_preset: str = "quick"
     ranker_epochs: int = 4
     ranker_min_steps: int = 300  # small ranker periods (Taobao) get more epochs: at least this many updates
+    ranker_max_requests: int = (
+        0  # 0 = every ranker-period request with a found positive; else a random subset
+    )
     ranker_train_candidates: int = 32
     total: int = 200
     quotas: dict[str, int] = field(
@@ -228,6 +231,13 @@ def _ranker_training(
         source_ranks.append(merged[row].source_rank)
     if not chosen:
         raise ValueError(f"{dataset.name}: no ranker request has a positive among its candidates")
+    if settings.ranker_max_requests and len(chosen) > settings.ranker_max_requests:
+        keep = np.sort(
+            np.random.default_rng(seed).choice(len(chosen), settings.ranker_max_requests, replace=False)
+        )
+        chosen = [chosen[i] for i in keep.tolist()]
+        retrieved = [retrieved[i] for i in keep.tolist()]
+        source_ranks = [source_ranks[i] for i in keep.tolist()]
     steps_per_epoch = -(-len(chosen) // train_config.batch_size)
     epochs = max(train_config.epochs, -(-settings.ranker_min_steps // steps_per_epoch))
     train_config = replace(train_config, epochs=epochs)
