@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench eval clean venv worker loadtest
+.PHONY: serve test lint bench eval clean venv worker loadtest faults
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -27,6 +27,12 @@ worker: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Fault scenarios against real processes (redis-server, 2 API workers, tandem worker) and schemathesis
+# fuzzing; writes docs/results/reliability.{md,json}. Needs the redis-server binary. A few minutes.
+faults: $(STAMP)
+	$(BIN)/pip install --quiet '.[faults]'
+	$(BIN)/python -m pytest -m faults tests/faults -v
 
 lint: $(STAMP)
 	$(BIN)/ruff check app models tests loadtest
