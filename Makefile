@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench eval clean venv worker loadtest faults
+.PHONY: serve test lint bench eval clean venv worker loadtest faults soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -33,6 +33,10 @@ test: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/pip install --quiet '.[faults]'
 	$(BIN)/python -m pytest -m faults tests/faults -v
+
+# The stack at 70% of its measured capacity for SOAK_SECONDS; RSS growth per process (docs/results/soak.*).
+soak: $(STAMP)
+	$(BIN)/python -m tests.faults.soak --seconds $${SOAK_SECONDS:-600}
 
 lint: $(STAMP)
 	$(BIN)/ruff check app models tests loadtest
