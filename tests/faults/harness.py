@@ -217,6 +217,7 @@ class Ledger:
     failed: int = 0  # answers that are failures (5xx other than event 503s, connection errors on reads)
     shed: int = 0  # 429s (by design under overload)
     event_503: int = 0  # by design while Redis is down or stalled (retried)
+    deduplicated: int = 0  # events a retry found already stored (the 202's "duplicates")
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # client-side errors by exception type
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -232,6 +233,7 @@ class Ledger:
             "failed": self.failed,
             "shed_429": self.shed,
             "events_503_retried": self.event_503,
+            "retried_events_found_stored": self.deduplicated,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "client_errors": dict(self.errors),
         }
@@ -351,6 +353,7 @@ class Traffic:
             if response.status_code == 202:
                 with self.ledger.lock:
                     self.ledger.accepted.update(keys)
+                    self.ledger.deduplicated += int(response.json().get("duplicates", 0))
                 return
             with self.ledger.lock:
                 if response.status_code == 503:
