@@ -9,7 +9,7 @@ PORT ?= 8000
 
 LOADTEST_RESULTS := loadtest/results
 
-.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down compose-check eval-pipeline
+.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down compose-check eval-pipeline faults soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -29,6 +29,16 @@ worker: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Fault scenarios against real processes (redis-server, 2 API workers, tandem worker) and schemathesis
+# fuzzing; writes docs/results/reliability.{md,json}. Needs the redis-server binary. A few minutes.
+faults: $(STAMP)
+	$(BIN)/pip install --quiet '.[faults]'
+	$(BIN)/python -m pytest -m faults tests/faults -v
+
+# The stack at 70% of its measured capacity for SOAK_SECONDS; RSS growth per process (docs/results/soak.*).
+soak: $(STAMP)
+	$(BIN)/python -m tests.faults.soak --seconds $${SOAK_SECONDS:-600}
 
 lint: $(STAMP)
 	$(BIN)/ruff check app models tests loadtest

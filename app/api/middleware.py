@@ -78,8 +78,15 @@ class RequestGuard:
         try:
             if shed:
                 metrics.LOAD_SHED.inc()
+                # The unread body is drained after the answer, as for a 413: a client that closes after each
+                # request would otherwise risk a reset instead of reading its 429.
                 await _reply(
-                    send_with_id, 429, "too_many_requests", "server busy, retry later", retry_after=1
+                    send_with_id,
+                    429,
+                    "too_many_requests",
+                    "server busy, retry later",
+                    retry_after=1,
+                    drain=None if _expects_continue(scope) else receive,
                 )
             elif (declared := _header(scope, b"content-length")) is not None:
                 if declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -131,17 +138,8 @@ class RequestGuard:
 
     async def _refuse_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         """413 at once, then discard the rest of the body (bounded) so the client can read the 413."""
-        body = json.dumps(error_body("payload_too_large", self._too_large())).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        if (_header(scope, b"expect") or "").lower() != "100-continue":
-            await _discard_body(receive)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        drain = None if _expects_continue(scope) else receive
+        await _reply(send, 413, "payload_too_large", self._too_large(), drain=drain, close=True)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, status_holder: dict[str, Any]) -> None:
         received = 0
@@ -168,13 +166,34 @@ class RequestGuard:
             metrics.IN_FLIGHT.dec()
 
 
-async def _reply(send: Send, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+async def _reply(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    retry_after: int | None = None,
+    *,
+    drain: Receive | None = None,
+    close: bool = False,
+) -> None:
+    """The one error shape. With ``drain`` the whole answer is sent first, then the rest of the request
+    body is read and dropped (bounded, ``_discard_body``) before the response is finished."""
     body = json.dumps(error_body(code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": drain is not None})
+    if drain is not None:
+        await _discard_body(drain)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _expects_continue(scope: Scope) -> bool:
+    """The client waits for ``100 Continue`` before sending its body: nothing to drain."""
+    return (_header(scope, b"expect") or "").lower() == "100-continue"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

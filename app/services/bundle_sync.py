@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from app.core import metrics
@@ -74,11 +75,19 @@ class BundleSync:
 
     async def tick(self) -> None:
         """Load the desired bundle if it differs from ours; then report what we serve."""
+        await self.follow()
+        await self.report()
+
+    async def follow(self) -> None:
+        """Load the desired bundle if it differs from ours (and did not just fail here)."""
         async with self._lock:
             desired = await self.store.desired_bundle()
             if desired is not None and self._differs(desired) and self._may_try(desired):
                 await self._follow(desired)
-            await self.store.report_bundle(self.process, self.serving_record())
+
+    async def report(self) -> None:
+        """Heartbeat: what this process serves now (the old bundle while a new one is loading)."""
+        await self.store.report_bundle(self.process, self.serving_record())
 
     def _differs(self, desired: BundleRecord) -> bool:
         return (
@@ -126,20 +135,26 @@ class BundleSync:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Tick until ``stop()``; a store outage or an error only delays the next tick."""
+        """Until ``stop()``: follow reloads, and report every ``interval_s`` in a loop of its own, so a
+        process busy loading a bundle still reports (the old version) and never looks gone."""
+        heartbeat = asyncio.create_task(self._every_interval(self.report), name="bundle-heartbeat")
+        await self._every_interval(self.follow)
+        await heartbeat
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.report_bundle(self.process, None)
+
+    async def _every_interval(self, step: Callable[[], Awaitable[None]]) -> None:
         while not self._stopping.is_set():
             try:
-                await self.tick()
+                await step()
             except StoreUnavailable:
                 metrics.STORE_DEGRADED.labels("bundle_sync").inc()
             except Exception:
-                log.exception("bundle sync tick failed")
+                log.exception("bundle sync step failed")
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.interval_s)
             except TimeoutError:
                 continue
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.report_bundle(self.process, None)
 
 
 def _key(record: BundleRecord) -> BundleRecord:

@@ -61,6 +61,7 @@ T = TypeVar("T")
 log = logging.getLogger("tandem.store")
 GROUP = "workers"
 _SEED_CHUNK = 500
+_FORGET_PROCESS_S = 3600.0
 _UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError, OSError)
 
 # KEYS: [stream, then per event: dedupe zset, history list, sequence hash]
@@ -387,10 +388,11 @@ class RedisStore:
         key = f"{self.prefix}:bundle:served"
         raw: dict[Any, Any] = await self._call("served_bundles", lambda: self.client.hgetall(key))
         records = {_text(process): BundleRecord.decode(value) for process, value in raw.items()}
-        gone = [process for process, record in records.items() if record.at < time.time() - max_age_s]
-        if gone:  # processes that stopped reporting (killed): forget them
+        now = time.time()
+        gone = [process for process, record in records.items() if record.at < now - _FORGET_PROCESS_S]
+        if gone:  # processes killed long ago (a clean stop removes itself): forget them
             await self._call("served_bundles", lambda: self.client.hdel(key, *gone))
-        return {process: record for process, record in records.items() if process not in gone}
+        return {process: record for process, record in records.items() if record.at >= now - max_age_s}
 
     async def flush_prefix(self) -> None:
         """Delete every key under this store's prefix (tests and local resets only)."""

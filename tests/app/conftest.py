@@ -80,14 +80,21 @@ def baseline_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def encoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real bundle with a real (untrained, tiny) session encoder and its index: tests the contract only."""
-    bundle_module = pytest.importorskip("models.bundle")
-    synthetic = pytest.importorskip("models.data.loaders.synthetic")
-    encoder_config = pytest.importorskip("models.encoder.config")
-    encoder_model = pytest.importorskip("models.encoder.model")
-    encoder_serving = pytest.importorskip("models.encoder.serving")
+    return build_encoder_bundle(tmp_path_factory.mktemp("encoder-bundle"))
+
+
+def build_encoder_bundle(root: Path, weights_seed: int = 0) -> Path:
+    """Tiny synthetic data (60 users, 200 items) + an untrained dim-16 session encoder -> bundle under
+    ``root``; ``weights_seed`` changes the weights (and so the model version) and nothing else."""
     import torch
 
-    torch.manual_seed(0)
+    from models import bundle as bundle_module
+    from models.data.loaders import synthetic
+    from models.encoder import config as encoder_config
+    from models.encoder import model as encoder_model
+    from models.encoder import serving as encoder_serving
+
+    torch.manual_seed(weights_seed)
     config = synthetic.SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=8, seed=4)
     dataset = synthetic.generate_synthetic(config)
     model_config = encoder_config.EncoderConfig(
@@ -100,7 +107,6 @@ def encoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_heads=1,
         head_dim=8,
     )
-    root = tmp_path_factory.mktemp("encoder-bundle")
     model = encoder_model.RetrievalEncoder(model_config).eval()
     checkpoint = encoder_serving.save_user_encoder(model, root / "checkpoint", dataset.catalogue.category)
     return Path(bundle_module.build_bundle(dataset, root / "bundle", encoder_path=checkpoint))

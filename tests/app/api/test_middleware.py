@@ -104,3 +104,13 @@ def test_urllib_reads_the_413_of_a_large_body_instead_of_a_reset(chunked: bool) 
             urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 413
     assert json.loads(refused.value.read())["error"]["code"] == "payload_too_large"
+
+
+def test_urllib_reads_a_429_sent_before_its_body_was_read() -> None:
+    guard = RequestGuard(echo_length_app, max_body_bytes=4 * 1024 * 1024, max_in_flight=0)  # sheds everything
+    with served(guard) as base:
+        request = urllib.request.Request(f"{base}/v1/events", data=b"x" * (2 * 1024 * 1024), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 429 and refused.value.headers["retry-after"] == "1"
+    assert json.loads(refused.value.read())["error"]["code"] == "too_many_requests"

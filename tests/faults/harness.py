@@ -1,0 +1,427 @@
+"""Real processes for the fault suite: a redis-server the test owns, ``tandem serve --workers 2``,
+``tandem worker``; traffic threads that keep a ledger of every event they got a 202 for; and the check
+that compares the ledger with what Redis holds. Everything listens on 127.0.0.1 and free ports only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from tests.app.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "faults-admin"
+START_TIMEOUT_S = 90.0
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except Exception:
+            pass
+        time.sleep(interval_s)
+    return False
+
+
+class RedisServer:
+    """A redis-server on a free port with an fsync-always AOF, so a kill -9 + restart keeps every write."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=5)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+        ]
+        command += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (kept open for the process)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        assert wait_until(lambda: self.client().ping(), 20), "redis-server did not start"
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stall(self, seconds: float) -> None:
+        """SIGSTOP for ``seconds``, then SIGCONT: connections stay open, replies stop."""
+        self.signal(signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill()
+
+
+class Service:
+    """One child process (API or worker) with its output in a log file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], logdir: Path):
+        self.name = name
+        self.command = command
+        self.env = env
+        self.logfile = logdir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.logfile, "ab")  # noqa: SIM115 (kept open for the process)
+        self.process = subprocess.Popen(
+            self.command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signals the whole process group (uvicorn's worker processes too)."""
+        if self.alive():
+            assert self.process is not None
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    """Redis + 2 API worker processes + one ``tandem worker``, all on 127.0.0.1."""
+
+    workdir: Path
+    bundle: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    redis: RedisServer = field(init=False)
+    api: Service = field(init=False)
+    workers: list[Service] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    prefix: str = "faults"
+
+    def __post_init__(self) -> None:
+        self.redis = RedisServer(self.workdir / "redis")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        metrics_dir = self.workdir / "metrics"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "TANDEM_BUNDLE_PATH": str(self.bundle),
+            "TANDEM_REDIS_URL": self.redis.url,
+            "TANDEM_KEY_PREFIX": self.prefix,
+            "TANDEM_ADMIN_KEY": ADMIN_KEY,
+            "TANDEM_LOG_LEVEL": "WARNING",
+            "TANDEM_WORKER_CLAIM_IDLE_MS": "2000",
+            "TANDEM_WORKER_BLOCK_MS": "200",
+            "TANDEM_BUNDLE_SYNC_INTERVAL_S": "0.5",
+            "TANDEM_DRAIN_SECONDS": "0",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+        env.update(self.env_overrides)
+        return env
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.redis.start()
+        serve = [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(self.port)]
+        self.api = Service("api", serve, self.env(), self.workdir)
+        self.api.start()
+        self.start_worker()
+        if not wait_until(self._ready, START_TIMEOUT_S, 0.25):
+            raise RuntimeError(f"the API did not become ready:\n{self.api.log_tail()}")
+
+    def start_worker(self) -> Service:
+        name = f"worker-{len(self.workers)}"
+        command = [sys.executable, "-m", "app.cli", "worker", "--consumer", name, "--metrics-port", "0"]
+        worker = Service(name, command, self.env(), self.workdir)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def _ready(self) -> bool:
+        return httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.api.stop()
+        self.redis.stop()
+
+    def api_pids(self) -> set[int]:
+        """Children of the serve command: the uvicorn worker processes (and multiprocessing's helper)."""
+        assert self.api.process is not None
+        out = subprocess.run(["pgrep", "-P", str(self.api.process.pid)], capture_output=True, text=True)
+        return {int(pid) for pid in out.stdout.split()}
+
+    def backlog_drained(self) -> bool:
+        info = self.redis.client().xinfo_groups(f"{self.prefix}:events")
+        return all(int(group["pending"]) == 0 and int(group.get("lag") or 0) == 0 for group in info)
+
+
+@dataclass
+class Ledger:
+    """What the clients sent and what the API acknowledged, event by event."""
+
+    sent: set[tuple[str, int]] = field(default_factory=set)
+    accepted: set[tuple[str, int]] = field(default_factory=set)
+    requests: int = 0
+    failed: int = 0  # answers that are failures (5xx other than event 503s, connection errors on reads)
+    shed: int = 0  # 429s (by design under overload)
+    event_503: int = 0  # by design while Redis is down or stalled (retried)
+    deduplicated: int = 0  # events a retry found already stored (the 202's "duplicates")
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # client-side errors by exception type
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, status: int) -> None:
+        with self.lock:
+            self.requests += 1
+            self.statuses[status] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failed": self.failed,
+            "shed_429": self.shed,
+            "events_503_retried": self.event_503,
+            "retried_events_found_stored": self.deduplicated,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "client_errors": dict(self.errors),
+        }
+
+
+class Traffic:
+    """Threads sending recommends (training users) and event batches (fresh users) until stopped.
+
+    Event batches are retried on 503 or a lost connection, the same batch each time, until a 202 (the
+    documented client behaviour); an event counts as accepted once a 202 covered it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        ledger: Ledger,
+        *,
+        tag: str,
+        items: list[str],
+        known_users: list[str],
+        recommenders: int = 2,
+        event_senders: int = 2,
+        users_per_sender: int = 10,
+        batch: int = 4,
+    ):
+        self.base_url = base_url
+        self.ledger = ledger
+        self.tag = tag
+        self.items = items
+        self.known_users = known_users
+        self.recommenders = recommenders
+        self.event_senders = event_senders
+        self.users_per_sender = users_per_sender
+        self.batch = batch
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.base_ts = int(time.time()) - 86400
+
+    def users(self) -> list[str]:
+        return [
+            f"{self.tag}-s{s}-u{u}" for s in range(self.event_senders) for u in range(self.users_per_sender)
+        ]
+
+    def start(self) -> Traffic:
+        for n in range(self.recommenders):
+            self.threads.append(threading.Thread(target=self._recommend, args=(n,), daemon=True))
+        for n in range(self.event_senders):
+            self.threads.append(threading.Thread(target=self._events, args=(n,), daemon=True))
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _recommend(self, seed: int) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+            n = seed
+            while not self.stopping.is_set():
+                n += 1
+                user = self.known_users[n % len(self.known_users)]
+                try:
+                    response = client.post("/v1/recommend", json={"user_id": user, "k": 10})
+                except httpx.HTTPError as error:
+                    with self.ledger.lock:
+                        self.ledger.requests += 1
+                        self.ledger.failed += 1
+                        self.ledger.errors[error.__class__.__name__] += 1
+                    continue
+                self.ledger.count(response.status_code)
+                with self.ledger.lock:
+                    if response.status_code == 429:
+                        self.ledger.shed += 1
+                    elif response.status_code != 200:
+                        self.ledger.failed += 1
+
+    def _events(self, sender: int) -> None:
+        users = [f"{self.tag}-s{sender}-u{u}" for u in range(self.users_per_sender)]
+        counter = 0
+        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+            while not self.stopping.is_set():
+                events, keys = [], []
+                for _ in range(self.batch):
+                    counter += 1
+                    user = users[counter % len(users)]
+                    timestamp = self.base_ts + counter
+                    keys.append((user, timestamp))
+                    event = {
+                        "user_id": user,
+                        "item_id": self.items[counter % len(self.items)],
+                        "action": "click",
+                        "timestamp": timestamp,
+                    }
+                    if counter % 2:
+                        event["event_id"] = f"{user}-{timestamp}"  # half with client ids, half hashed
+                    events.append(event)
+                with self.ledger.lock:
+                    self.ledger.sent.update(keys)
+                self._send_until_accepted(client, events, keys)
+
+    def _send_until_accepted(
+        self, client: httpx.Client, events: list[dict], keys: list[tuple[str, int]]
+    ) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                response = client.post("/v1/events", json={"events": events})
+            except httpx.HTTPError as error:
+                with self.ledger.lock:
+                    self.ledger.requests += 1
+                    self.ledger.errors[error.__class__.__name__] += 1
+                    self.ledger.event_503 += 1  # no answer: may or may not be stored; retry (safe)
+                time.sleep(0.2)
+                continue
+            self.ledger.count(response.status_code)
+            if response.status_code == 202:
+                with self.ledger.lock:
+                    self.ledger.accepted.update(keys)
+                    self.ledger.deduplicated += int(response.json().get("duplicates", 0))
+                return
+            with self.ledger.lock:
+                if response.status_code == 503:
+                    self.ledger.event_503 += 1
+                elif response.status_code == 429:
+                    self.ledger.shed += 1
+                else:
+                    self.ledger.failed += 1
+            time.sleep(float(response.headers.get("retry-after", "1")) / 4)
+
+
+def stored_events(stack: Stack, users: list[str]) -> tuple[Counter[tuple[str, int]], dict[str, int]]:
+    """(copies of each (user, timestamp) in the users' histories, each user's sequence number)."""
+    client = stack.redis.client()
+    copies: Counter[tuple[str, int]] = Counter()
+    sequences = {}
+    for user in users:
+        for raw in client.lrange(f"{stack.prefix}:u:{{{user}}}:h", 0, -1):
+            copies[(user, int(json.loads(raw)[3]))] += 1
+        sequences[user] = int(client.hget(f"{stack.prefix}:u:{{{user}}}:s", "seq") or 0)
+    return copies, sequences
+
+
+def fresh_vectors(stack: Stack, users: list[str]) -> int:
+    """How many users have a cached vector covering their last event."""
+    client = stack.redis.client()
+    fresh = 0
+    for user in users:
+        seq = int(client.hget(f"{stack.prefix}:u:{{{user}}}:s", "seq") or 0)
+        vector_seq = client.hget(f"{stack.prefix}:u:{{{user}}}:v", "seq")
+        fresh += int(seq > 0 and vector_seq is not None and int(vector_seq) == seq)
+    return fresh
+
+
+def settle_and_count(stack: Stack, ledger: Ledger, users: list[str], settle_s: float = 30) -> dict[str, Any]:
+    """Waits for the worker to drain the stream, then compares the ledger with Redis."""
+    wait_until(stack.backlog_drained, settle_s, 0.25)
+    copies, sequences = stored_events(stack, users)
+    accepted = ledger.accepted
+    stored = {key for key in accepted if copies.get(key, 0) >= 1}
+    duplicated = sum(count - 1 for count in copies.values() if count > 1)
+    # Sequence numbers count every stored copy: more than the distinct events = a duplicate somewhere.
+    duplicated = max(duplicated, sum(sequences.values()) - len(copies))
+    wait_until(lambda: fresh_vectors(stack, users) == sum(1 for s in sequences.values() if s), settle_s, 0.25)
+    return {
+        **ledger.as_dict(),
+        "events_sent": len(ledger.sent),
+        "events_accepted": len(accepted),
+        "events_stored": len(stored),
+        "events_duplicated": duplicated,
+        "events_lost": len(accepted - stored),
+        "users_with_events": sum(1 for s in sequences.values() if s),
+        "users_with_fresh_vectors": fresh_vectors(stack, users),
+    }
+
+
+def catalogue_ids(bundle: Path) -> tuple[list[str], list[str]]:
+    """(item raw ids, user raw ids) of a bundle, without the pad/unknown rows."""
+    import pyarrow.parquet as pq
+
+    items = [str(x) for x in pq.read_table(bundle / "catalogue.parquet").column("raw_id").to_pylist()[2:]]
+    users = [str(x) for x in pq.read_table(bundle / "users.parquet").column("raw_id").to_pylist()[2:]]
+    return items, users
+
+
+def run_for(seconds: float) -> Iterator[float]:
+    """Yields the elapsed seconds every ~0.1 s until ``seconds`` have passed."""
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        yield elapsed
+        time.sleep(0.1)
