@@ -33,7 +33,7 @@ test: $(STAMP)
 # Fault scenarios against real processes (redis-server, 2 API workers, tandem worker) and schemathesis
 # fuzzing; writes docs/results/reliability.{md,json}. Needs the redis-server binary. A few minutes.
 faults: $(STAMP)
-	$(BIN)/pip install --quiet '.[faults]'
+	@$(BIN)/python -c 'import schemathesis' 2>/dev/null || $(BIN)/pip install --quiet -e '.[faults]'
 	$(BIN)/python -m pytest -m faults tests/faults -v
 
 # The stack at 70% of its measured capacity for SOAK_SECONDS; RSS growth per process (docs/results/soak.*).
