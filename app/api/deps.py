@@ -39,6 +39,7 @@ class Services:
     store: UserStateStore | None = None
     worker: VectorWorker | None = None
     worker_task: asyncio.Task[None] | None = None
+    upgrade_task: asyncio.Task[None] | None = None  # following a background bundle build
 
 
 async def get_services(request: Request) -> Services:

@@ -1,4 +1,4 @@
-"""Operations: /livez, /readyz, /metrics, POST /v1/admin/reload."""
+"""Operations: /livez, /readyz, /metrics, GET /v1/admin/bundle, POST /v1/admin/reload."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from app.api.deps import ServicesDep, require_admin_key
 from app.api.schemas import HealthResponse, ReloadRequest, ReloadResponse
 from app.core import metrics
 from app.core.errors import ApiError
+from app.services.bundle_upgrade import upgrade_state
 from app.stores.base import StoreUnavailable
 
 router = APIRouter()
@@ -41,6 +42,8 @@ async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
             "model_version": serving.model_version,
             "index_version": serving.index_version,
             "serving_path": serving.serving_path,
+            "bundle_path": str(services.holder.path),
+            **upgrade_state(services.settings.bundle_upgrade_file, services.holder),
         },
     )
 
@@ -49,6 +52,24 @@ async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
 async def get_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(content=body, media_type=content_type)
+
+
+@router.get(
+    "/v1/admin/bundle",
+    dependencies=[Depends(require_admin_key)],
+    summary="the live bundle, and whether a better one is being built",
+)
+async def live_bundle(services: ServicesDep) -> dict[str, object]:
+    if not services.holder.loaded:
+        raise ApiError(503, "not_ready", "no bundle loaded yet")
+    serving = services.holder.current
+    return {
+        "bundle_path": str(services.holder.path),
+        "model_version": serving.model_version,
+        "index_version": serving.index_version,
+        "serving_path": serving.serving_path,
+        **upgrade_state(services.settings.bundle_upgrade_file, services.holder),
+    }
 
 
 @router.post(

@@ -65,3 +65,28 @@ def test_incomplete_bundle_is_rebuilt(dataset: Dataset, tmp_path: Path, monkeypa
     rebuilt = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
     assert rebuilt == path
     assert Bundle.load(rebuilt).popularity[FIRST_REAL_ID:].sum() > 0
+
+
+def test_baseline_stages_skip_training_and_the_full_bundle_is_found_once_built(
+    dataset: Dataset, tmp_path: Path, monkeypatch
+) -> None:
+    trained: list[str] = []
+
+    def fake_trainer(stage: str) -> Any:
+        def train(data: Dataset, out_dir: Path, **_: Any) -> tuple[Path, dict[str, Any]]:
+            trained.append(stage)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            np.save(out_dir / "ranker.npy", np.zeros(1))
+            return out_dir / "ranker.npy", {}
+
+        return train if stage == "ranker" else None
+
+    monkeypatch.setattr(pipeline, "find_trainer", fake_trainer)
+    monkeypatch.setattr("models.bundle.RANKER_LOADER", "numpy:load")
+    assert pipeline.default_bundle_if_built(root=tmp_path, dataset=dataset) is None
+    baseline = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False, stages=())
+    assert trained == [] and baseline.name.endswith("-baseline")
+    assert pipeline.default_bundle_if_built(root=tmp_path, dataset=dataset) is None  # the full one is not
+    full = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
+    assert trained == ["ranker"] and full != baseline
+    assert pipeline.default_bundle_if_built(root=tmp_path, dataset=dataset) == full

@@ -24,6 +24,8 @@ async def test_health_metrics_and_docs(bundle_v1: Path) -> None:
             "model_version": "fake-v1",
             "index_version": "index-v1",
             "serving_path": "session_encoder+ranker",
+            "bundle_path": str(bundle_v1),
+            "upgrade": "none",
         }
         await client.post("/v1/recommend", json={"user_id": "u1"})
         text = (await client.get("/metrics")).text
