@@ -63,16 +63,21 @@ def first_bundle(settings: Any) -> tuple[Path, Path | None]:
 
     The full default bundle when it is built already (later starts); else the baseline bundle, built in
     seconds, so the first answer does not wait for training, and the full one built in its own process."""
-    from models.bundle_upgrade import start_background_build
+    from models.bundle_upgrade import STATUS_FILE, build_running, start_background_build
     from models.pipeline import default_bundle_if_built, ensure_default_bundle
 
     full = default_bundle_if_built(settings.data_dir, settings.var_dir)
     if full is not None:
         return full, None
-    baseline = ensure_default_bundle(settings.data_dir, root=settings.var_dir, stages=())
+    baseline = default_bundle_if_built(
+        settings.data_dir, settings.var_dir, stages=()
+    ) or ensure_default_bundle(settings.data_dir, root=settings.var_dir, stages=())
     log.info(
         "answering from the baseline bundle while the full one is built", extra={"bundle_path": str(baseline)}
     )
+    status = Path(settings.var_dir) / "bundles" / STATUS_FILE
+    if build_running(status):  # a build started by an earlier start is still going: follow it
+        return baseline, status
     return baseline, start_background_build(settings.data_dir, settings.var_dir)
 
 

@@ -43,6 +43,20 @@ def read_status(path: Path) -> dict[str, Any]:
     return status if isinstance(status, dict) and "status" in status else {"status": "none"}
 
 
+def build_running(status_file: Path) -> bool:
+    """True when the status file says "building" and its process is still alive."""
+    status = read_status(status_file)
+    if status["status"] != "building" or not isinstance(status.get("pid"), int):
+        return False
+    try:
+        os.kill(status["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 def start_background_build(data_dir: str | Path, root: str | Path = "var") -> Path:
     """Starts the full build in its own process (own session, log under ``root/logs``); returns the status
     file it will write. The status says "building" before this returns."""

@@ -157,13 +157,17 @@ def _prepared(
 
 
 def default_bundle_if_built(
-    data_dir: str | Path | None = None, root: str | Path = "var", *, dataset: Dataset | None = None
+    data_dir: str | Path | None = None,
+    root: str | Path = "var",
+    *,
+    dataset: Dataset | None = None,
+    stages: tuple[str, ...] | None = None,
 ) -> Path | None:
-    """The full default bundle (every installed stage) when it is already built for this data, else None.
-
-    Prepares (or reads the cached) dataset to know its fingerprint; never trains."""
+    """The default bundle with these ``stages`` (None = every installed one, ``()`` = the baseline) when it
+    is already built for this data, else None. Prepares (or reads the cached) dataset to know its
+    fingerprint; never trains and takes no lock, so it answers while another process is building."""
     root = Path(root)
-    _, fingerprint, trainers, target = _prepared(data_dir, root, dataset, None)
+    _, fingerprint, trainers, target = _prepared(data_dir, root, dataset, stages)
     names = [stage for stage, trainer in trainers.items() if trainer is not None]
     return target if reusable(target, fingerprint, names) else None
 

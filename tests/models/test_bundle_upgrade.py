@@ -1,3 +1,5 @@
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,16 @@ def test_build_reports_the_bundle_or_the_failure(tmp_path: Path, monkeypatch: py
     assert bundle_upgrade.build(None, tmp_path) == 1
     failed = bundle_upgrade.read_status(status)
     assert failed["status"] == "failed" and "out of disk" in failed["error"]
+
+
+def test_build_running_needs_a_live_process(tmp_path: Path) -> None:
+    status = tmp_path / "upgrade.json"
+    assert not bundle_upgrade.build_running(status)
+    bundle_upgrade.write_status(status, status="building", pid=os.getpid())
+    assert bundle_upgrade.build_running(status)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    bundle_upgrade.write_status(status, status="building", pid=dead.pid)
+    assert not bundle_upgrade.build_running(status)
+    bundle_upgrade.write_status(status, status="ready", pid=os.getpid(), bundle_path="x")
+    assert not bundle_upgrade.build_running(status)

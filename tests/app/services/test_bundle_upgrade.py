@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -61,10 +62,15 @@ def test_first_start_answers_from_the_baseline_and_later_starts_reuse_the_full_b
     monkeypatch.setattr("models.pipeline.ensure_default_bundle", ensure)
     monkeypatch.setattr("models.bundle_upgrade.start_background_build", background)
     monkeypatch.setattr("models.pipeline.default_bundle_if_built", lambda *a, **k: None)
-    settings = make_settings(tmp_path / "unused")
+    settings = make_settings(tmp_path / "unused", var_dir=tmp_path)
     assert first_bundle(settings) == (tmp_path / "baseline", tmp_path / "upgrade.json")
     assert built == [()] and len(started) == 1  # baseline only in this process, the rest in the background
 
+    running = tmp_path / "bundles" / "upgrade.json"  # a build from an earlier start is still going
+    write_status(running, status="building", pid=os.getpid())
+    assert first_bundle(settings) == (tmp_path / "baseline", running)
+    assert len(started) == 1
+
     monkeypatch.setattr("models.pipeline.default_bundle_if_built", lambda *a, **k: tmp_path / "full")
     assert first_bundle(settings) == (tmp_path / "full", None)
-    assert len(built) == 1 and len(started) == 1
+    assert len(built) == 2 and len(started) == 1
