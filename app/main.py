@@ -27,6 +27,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
 from app.services.bundle_sync import BundleSync, process_name
+from app.services.bundle_upgrade import follow_upgrade
 from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
 from app.services.user_vectors import wait_for_write_backs
 from app.services.worker import VectorWorker
@@ -82,6 +83,10 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
         with contextlib.suppress(StoreUnavailable):
             await services.sync.tick()  # follow a reload made before this process started
         services.sync_task = asyncio.create_task(services.sync.run(), name="bundle-sync")
+        if settings.bundle_upgrade_file is not None:
+            services.upgrade_task = asyncio.create_task(
+                follow_upgrade(services.holder, settings.bundle_upgrade_file), name="bundle-upgrade"
+            )
         services.lifecycle.ready = True
         log.info("ready", extra={"store": services.store.kind, "bundle_path": str(path)})
         try:
@@ -91,6 +96,10 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
             if services.sync is not None and services.sync_task is not None:
                 services.sync.stop()
                 await services.sync_task
+            if services.upgrade_task is not None:
+                services.upgrade_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await services.upgrade_task
             if services.worker is not None and services.worker_task is not None:
                 services.worker.stop()
                 await services.worker_task

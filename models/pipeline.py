@@ -197,32 +197,61 @@ class _Steps:
         self.bar.update(1)
 
 
+def _prepared(
+    data_dir: str | Path | None, root: Path, dataset: Dataset | None, stages: tuple[str, ...] | None
+) -> tuple[Dataset, str, dict[str, Trainer | None], Path]:
+    """(dataset, fingerprint, trainer per stage, target bundle path); ``stages`` None = every installed."""
+    if dataset is None:
+        from models.data.datasets import default_dataset
+
+        dataset = default_dataset(data_dir, cache_dir=root / "data")
+    fingerprint = data_fingerprint(dataset)
+    trainers = {
+        stage: find_trainer(stage) if stages is None or stage in stages else None
+        for stage in ("encoder", "ranker")
+    }
+    names = [stage for stage, trainer in trainers.items() if trainer is not None]
+    return dataset, fingerprint, trainers, root / "bundles" / bundle_name(dataset, fingerprint, names)
+
+
+def default_bundle_if_built(
+    data_dir: str | Path | None = None,
+    root: str | Path = "var",
+    *,
+    dataset: Dataset | None = None,
+    stages: tuple[str, ...] | None = None,
+) -> Path | None:
+    """The default bundle with these ``stages`` (None = every installed one, ``()`` = the baseline) when it
+    is already built for this data, else None. Prepares (or reads the cached) dataset to know its
+    fingerprint; never trains and takes no lock, so it answers while another process is building."""
+    root = Path(root)
+    _, fingerprint, trainers, target = _prepared(data_dir, root, dataset, stages)
+    names = [stage for stage, trainer in trainers.items() if trainer is not None]
+    return target if reusable(target, fingerprint, names) else None
+
+
 def ensure_default_bundle(
     data_dir: str | Path | None = None,
     root: str | Path = "var",
     *,
     dataset: Dataset | None = None,
     progress: bool = True,
+    stages: tuple[str, ...] | None = None,
 ) -> Path:
     """Path of a valid bundle for the default dataset under ``root/bundles``, building it if needed.
 
-    ``dataset`` skips preparation (tests pass a tiny synthetic one). Idempotent: a second call with the
-    same data and the same installed model packages returns the first call's bundle without work.
+    ``dataset`` skips preparation (tests pass a tiny synthetic one). ``stages`` limits the model stages
+    trained (``()`` = the baseline bundle, built in seconds; None = every installed stage). Idempotent: a
+    second call with the same data and the same stages returns the first call's bundle without work.
     """
     root = Path(root)
     bundles = root / "bundles"
     with _locked(bundles / ".lock"):
         steps = _Steps(["prepare data", "train encoder", "train ranker", "build bundle"], progress)
         with steps.step("prepare data"):
-            if dataset is None:
-                from models.data.datasets import default_dataset
-
-                dataset = default_dataset(data_dir, cache_dir=root / "data")
-            fingerprint = data_fingerprint(dataset)
-        trainers = {stage: find_trainer(stage) for stage in ("encoder", "ranker")}
-        stages = [stage for stage, trainer in trainers.items() if trainer is not None]
-        target = bundles / bundle_name(dataset, fingerprint, stages)
-        if reusable(target, fingerprint, stages):
+            dataset, fingerprint, trainers, target = _prepared(data_dir, root, dataset, stages)
+        stages_built = [stage for stage, trainer in trainers.items() if trainer is not None]
+        if reusable(target, fingerprint, stages_built):
             steps.bar.close()
             logger.info("reusing bundle %s", target)
             return target
@@ -230,7 +259,7 @@ def ensure_default_bundle(
         metrics: dict[str, Any] = {}
         serving: dict[str, Any] | None = None
         checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}
-        if stages == ["encoder", "ranker"]:
+        if stages_built == ["encoder", "ranker"]:
             with steps.step("train encoder"), steps.step("train ranker"):
                 checkpoints, serving = train_served_pipeline(dataset, work)
                 metrics = {"pipeline": serving["offline"]}
@@ -240,7 +269,9 @@ def ensure_default_bundle(
                     trainer = trainers[stage]
                     if trainer is None:
                         logger.info(
-                            "no quick %s trainer installed (%s): skipped", stage, QUICK_TRAINERS[stage]
+                            "%s stage skipped (not asked for, or %s not installed)",
+                            stage,
+                            QUICK_TRAINERS[stage],
                         )
                         continue
                     extra = {"encoder_path": checkpoints["encoder"]} if stage == "ranker" else {}
@@ -249,7 +280,7 @@ def ensure_default_bundle(
             config: dict[str, Any] = {
                 "pipeline": "default",
                 "recipe": RECIPE,
-                "stages": stages,
+                "stages": stages_built,
                 "step_seconds": steps.timings,
             }
             if serving is not None:

@@ -42,6 +42,7 @@ class Services:
     worker_task: asyncio.Task[None] | None = None
     sync: BundleSync | None = None
     sync_task: asyncio.Task[None] | None = None
+    upgrade_task: asyncio.Task[None] | None = None  # following a background bundle build
 
 
 async def get_services(request: Request) -> Services:

@@ -13,6 +13,7 @@ from app.api.deps import ServicesDep, require_admin_key
 from app.api.schemas import BundleResponse, HealthResponse, ReloadRequest, ReloadResponse
 from app.core import metrics
 from app.core.errors import ApiError
+from app.services.bundle_upgrade import upgrade_state
 from app.stores.base import StoreUnavailable
 
 router = APIRouter()
@@ -42,6 +43,8 @@ async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
         "index_version": serving.index_version,
         "serving_path": serving.serving_path,
         "pid": os.getpid(),
+        "bundle_path": str(services.holder.path),
+        **upgrade_state(services.settings.bundle_upgrade_file, services.holder),
     }
     if services.sync is not None:
         detail["process"] = services.sync.process
@@ -61,7 +64,8 @@ async def get_metrics() -> Response:
     "/v1/admin/bundle",
     response_model=BundleResponse,
     dependencies=[Depends(require_admin_key)],
-    summary="the live bundle: versions, candidate sources and merge, ranker decision, offline metrics",
+    summary="the live bundle (versions, candidate sources and merge, ranker decision, offline metrics) and "
+    "whether a better one is being built",
 )
 async def bundle_info(services: ServicesDep) -> BundleResponse:
     if not services.holder.loaded:
@@ -79,6 +83,7 @@ async def bundle_info(services: ServicesDep) -> BundleResponse:
         ranker_served=pipeline.use_ranker,
         allow_seen=merge.allow_seen,
         offline=dict((serving.serving_config or {}).get("offline", {})),
+        **upgrade_state(services.settings.bundle_upgrade_file, services.holder),
     )
 
 

@@ -128,7 +128,10 @@ class ReloadResponse(BaseModel):
 
 
 class BundleResponse(BaseModel):
-    """The live bundle and the served pipeline it runs."""
+    """The live bundle and the served pipeline it runs, plus ``upgrade`` (none | building | ready | live |
+    failed) and its ``upgrade_*`` details when a better bundle is built in the background."""
+
+    model_config = ConfigDict(extra="allow")
 
     bundle_path: str | None
     model_version: str

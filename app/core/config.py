@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         default=Path("../shared/data"), description="shipped datasets (for the default bundle)"
     )
     var_dir: Path = Field(default=Path("var"), description="where default bundles are built and kept")
+    bundle_upgrade_file: Path | None = Field(
+        default=None,
+        description="status file of a background bundle build to follow and hot-reload (set by tandem serve)",
+    )
 
     # user-state store
     redis_url: str | None = Field(

@@ -99,3 +99,28 @@ def test_default_bundle_serves_the_replayed_pipeline(dataset: Dataset, tmp_path:
     vector = loaded.encoder.encode([history], [context])[0]
     answer = served.recommend(CandidateRequest(history, context, vector))
     assert len(answer.candidates) == 50 and len(set(answer.candidates.items.tolist())) == 50
+
+
+def test_baseline_stages_skip_training_and_the_full_bundle_is_found_once_built(
+    dataset: Dataset, tmp_path: Path, monkeypatch
+) -> None:
+    trained: list[str] = []
+
+    def fake_trainer(stage: str) -> Any:
+        def train(data: Dataset, out_dir: Path, **_: Any) -> tuple[Path, dict[str, Any]]:
+            trained.append(stage)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            np.save(out_dir / "ranker.npy", np.zeros(1))
+            return out_dir / "ranker.npy", {}
+
+        return train if stage == "ranker" else None
+
+    monkeypatch.setattr(pipeline, "find_trainer", fake_trainer)
+    monkeypatch.setattr("models.bundle.RANKER_LOADER", "numpy:load")
+    assert pipeline.default_bundle_if_built(root=tmp_path, dataset=dataset) is None
+    baseline = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False, stages=())
+    assert trained == [] and baseline.name.endswith("-baseline")
+    assert pipeline.default_bundle_if_built(root=tmp_path, dataset=dataset) is None  # the full one is not
+    full = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
+    assert trained == ["ranker"] and full != baseline
+    assert pipeline.default_bundle_if_built(root=tmp_path, dataset=dataset) == full

@@ -32,6 +32,8 @@ async def test_health_metrics_and_docs(bundle_v1: Path) -> None:
             "pid": os.getpid(),
             "process": process,
             "processes": {process: "fake-v1"},
+            "bundle_path": str(bundle_v1),
+            "upgrade": "none",
         }
         await client.post("/v1/recommend", json={"user_id": "u1"})
         text = (await client.get("/metrics")).text
