@@ -297,7 +297,10 @@ def make_wheelhouse(engine: Engine) -> None:
 def default_bundle(data_dir: Path) -> Path:
     """The default bundle on the host (built on first use, a few minutes; reused after)."""
     command = [sys.executable, "-m", "app.cli", "bundle", "build", "--default"]
-    result = run([*command, "--data-dir", data_dir, "--root", ROOT / "var"], timeout=3600)
+    command += ["--data-dir", str(data_dir), "--root", str(ROOT / "var")]
+    result = subprocess.run(command, cwd=ROOT, text=True, stdout=subprocess.PIPE)  # progress on stderr
+    if result.returncode != 0:
+        raise CheckFailed(f"the default bundle could not be built ({result.returncode}); see above")
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     return Path(summary["bundle"]).resolve()
 
