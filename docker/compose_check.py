@@ -301,8 +301,19 @@ def default_bundle(data_dir: Path) -> Path:
     result = subprocess.run(command, cwd=ROOT, text=True, stdout=subprocess.PIPE)  # progress on stderr
     if result.returncode != 0:
         raise CheckFailed(f"the default bundle could not be built ({result.returncode}); see above")
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
-    return Path(summary["bundle"]).resolve()
+    return Path(bundle_summary(result.stdout)["bundle"]).resolve()
+
+
+def bundle_summary(stdout: str) -> dict[str, Any]:
+    """The JSON summary `tandem bundle build` prints last (indented, so it opens with a lone "{" line)."""
+    lines = stdout.splitlines()
+    starts = [i for i, line in enumerate(lines) if line == "{"]
+    try:
+        return dict(json.loads("\n".join(lines[starts[-1] :])))
+    except (IndexError, json.JSONDecodeError) as error:
+        raise CheckFailed(
+            f"no bundle summary in the output of tandem bundle build: {stdout[-300:]!r}"
+        ) from error
 
 
 def staged_bundle(bundle: Path) -> Path:
