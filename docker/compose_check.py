@@ -270,25 +270,29 @@ def make_wheelhouse(engine: Engine) -> None:
     """var/wheelhouse for WHEELS=local: the host's pip first (its torch is the CPU wheel), then pip in the
     base image adds what only that interpreter needs (markers on its exact Python version)."""
     requirements = "\n".join(image_requirements()) + "\n"
-    stamp = WHEELHOUSE / ".requirements"
+    # Only wheels go into var/wheelhouse: the image build hashes that directory, so anything else
+    # there (stamps, lists) would throw away the cached dependency layers whenever it changed.
+    pip_dir = WORK / "pip"
+    stamp = pip_dir / "stamp"
     base_id = run([engine.docker, "image", "inspect", "-f", "{{.Id}}", LOCAL_BASE]).stdout.strip()
     if stamp.is_file() and stamp.read_text() == requirements + base_id:
         say("var/wheelhouse is current")
         return
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    (WHEELHOUSE / "requirements.txt").write_text(requirements)
+    pip_dir.mkdir(parents=True, exist_ok=True)
+    (pip_dir / "requirements.txt").write_text(requirements)
     pip = [sys.executable, "-m", "pip", "download", "-q"]
-    run([*pip, "-d", WHEELHOUSE, "-r", WHEELHOUSE / "requirements.txt"])
+    run([*pip, "-d", WHEELHOUSE, "-r", pip_dir / "requirements.txt"])
     pins = sorted(
         "{}=={}".format(*wheel.name.split("-")[:2]) for wheel in WHEELHOUSE.glob("*.whl")
     )  # keep every wheel the host chose (the CPU torch above all)
-    (WHEELHOUSE / "constraints.txt").write_text("\n".join(pins) + "\n")
-    mounts = ["-v", f"{WHEELHOUSE}:/wheels"]
+    (pip_dir / "constraints.txt").write_text("\n".join(pins) + "\n")
+    mounts = ["-v", f"{WHEELHOUSE}:/wheels", "-v", f"{pip_dir}:/pip:ro"]
     if HOST_CA_BUNDLE.is_file():  # a container trusts only what it is given
         mounts += ["-v", f"{HOST_CA_BUNDLE}:/host-ca.crt:ro", "-e", "PIP_CERT=/host-ca.crt"]
     script = (
         "python3 -m venv /tmp/venv && /tmp/venv/bin/pip download -q --disable-pip-version-check "
-        "-d /wheels --find-links /wheels -c /wheels/constraints.txt -r /wheels/requirements.txt"
+        "-d /wheels --find-links /wheels -c /pip/constraints.txt -r /pip/requirements.txt"
     )
     run([engine.docker, "run", "--rm", *mounts, LOCAL_BASE, "sh", "-c", script], timeout=900)
     stamp.write_text(requirements + base_id)
@@ -297,9 +301,23 @@ def make_wheelhouse(engine: Engine) -> None:
 def default_bundle(data_dir: Path) -> Path:
     """The default bundle on the host (built on first use, a few minutes; reused after)."""
     command = [sys.executable, "-m", "app.cli", "bundle", "build", "--default"]
-    result = run([*command, "--data-dir", data_dir, "--root", ROOT / "var"], timeout=3600)
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
-    return Path(summary["bundle"]).resolve()
+    command += ["--data-dir", str(data_dir), "--root", str(ROOT / "var")]
+    result = subprocess.run(command, cwd=ROOT, text=True, stdout=subprocess.PIPE)  # progress on stderr
+    if result.returncode != 0:
+        raise CheckFailed(f"the default bundle could not be built ({result.returncode}); see above")
+    return Path(bundle_summary(result.stdout)["bundle"]).resolve()
+
+
+def bundle_summary(stdout: str) -> dict[str, Any]:
+    """The JSON summary `tandem bundle build` prints last (indented, so it opens with a lone "{" line)."""
+    lines = stdout.splitlines()
+    starts = [i for i, line in enumerate(lines) if line == "{"]
+    try:
+        return dict(json.loads("\n".join(lines[starts[-1] :])))
+    except (IndexError, json.JSONDecodeError) as error:
+        raise CheckFailed(
+            f"no bundle summary in the output of tandem bundle build: {stdout[-300:]!r}"
+        ) from error
 
 
 def staged_bundle(bundle: Path) -> Path:

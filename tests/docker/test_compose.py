@@ -352,3 +352,11 @@ def test_no_engine_and_no_way_to_install_one_is_one_line_and_a_failure(
     failures = [line for line in lines if "FAILED" in line]
     assert len(failures) == 1 and "no Docker engine" in failures[0] and "cannot be installed" in failures[0]
     assert [line for line in lines if line not in failures] == ["compose-check: engine ..."]
+
+
+def test_the_bundle_summary_is_the_last_json_object_printed() -> None:
+    summary = {"bundle": "var/bundles/ml-1m-x", "index": {"kind": "flat"}}
+    stdout = "step {'a': 1} took 3s\n{not json\n" + json.dumps(summary, indent=2) + "\n"
+    assert CHECK.bundle_summary(stdout) == summary
+    with pytest.raises(CHECK.CheckFailed, match="no bundle summary"):
+        CHECK.bundle_summary("trained {'encoder': 1}\n")
