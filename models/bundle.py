@@ -258,6 +258,8 @@ def write_atomically(out_dir: Path, assemble: Callable[[Path], None], *, overwri
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True to replace it)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    # mkdtemp makes the directory 0700; a bundle is read by other users (the non-root serving container)
+    staging.chmod(0o755)
     try:
         assemble(staging)
         old = None

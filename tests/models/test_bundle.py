@@ -236,3 +236,10 @@ def test_a_format_1_bundle_without_file_hashes_still_loads(dataset: Dataset, tmp
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(bundle_module.BundleIntegrityError, match="file_sha256"):
         Bundle.load(path)
+
+
+def test_a_built_bundle_is_readable_by_other_users(tmp_path) -> None:
+    from models.bundle import write_atomically
+
+    out = write_atomically(tmp_path / "b", lambda d: (d / "x.txt").write_text("x"), overwrite=False)
+    assert out.stat().st_mode & 0o755 == 0o755
