@@ -81,7 +81,7 @@ def collate(
     """Pads candidate lists to the longest. With ``generator`` the groups are random (training), else the
     deterministic serving grouping of ``config.serving_grouping``. ``ranks``: retrieval rank per candidate
     (-1 = not retrieved); None = the lists are in retrieval order. ``source_ranks``: per request [n, S]
-    ranks in each of ``config.candidate_sources`` (-1 = not found), required when that is non-empty."""
+    ranks in each of ``config.candidate_sources`` (-1 = not found); None = found by none of them."""
     longest = max((len(c) for c in candidates), default=0)
     candidate_item = np.zeros((len(candidates), longest), dtype=np.int64)
     for row, items in enumerate(candidates):
@@ -101,10 +101,9 @@ def collate(
 
     source_rank = None
     if config.candidate_sources:
-        if source_ranks is None:
-            raise ValueError("config.candidate_sources needs source_ranks for every request")
+        # no ranks given (a caller that does not know the sources, e.g. a warm-up): found by none of them
         padded = np.full((len(candidates), longest, len(config.candidate_sources)), -1, dtype=np.int64)
-        for row, values in enumerate(source_ranks):
+        for row, values in enumerate(source_ranks or []):
             padded[row, : len(values)] = values
         source_rank = torch.from_numpy(padded)
 

@@ -57,3 +57,33 @@ def test_score_batch_matches_single_requests_and_handles_edge_cases() -> None:
         assert np.allclose(ranker.score(history, context, items), scores, atol=1e-5)
     assert ranker.score(*requests[0], np.zeros(0, np.int64)).shape == (0,)
     assert ranker.score(UserHistory.empty(), RequestContext(timestamp=0), np.array([2, 3])).shape == (2,)
+
+
+def test_a_source_aware_ranker_scores_without_source_ranks(tmp_path) -> None:
+    """Callers that do not know the sources (the serving warm-up) still get scores: found by none."""
+    import numpy as np
+    import torch
+
+    from models.data.schema import RATING_FUNNEL
+    from models.inference import RequestContext, UserHistory
+    from models.ranker.anchors import AnchorSources
+    from models.ranker.config import FeatureSizes, preset
+    from models.ranker.model import OnePieceRanker
+    from models.ranker.retrieval import CooccurrenceTable
+    from models.ranker.serving import TorchCandidateRanker
+
+    config, _ = preset("tiny", candidate_sources=("ann", "cooccurrence"))
+    sizes = FeatureSizes(num_items=30, num_categories=3)
+    model = OnePieceRanker(config, sizes, torch.zeros(30, dtype=torch.int64))
+    table = CooccurrenceTable(
+        np.zeros((30, 3), np.int64), np.zeros((30, 3), np.float32), np.ones(30, np.float32)
+    )
+    ranker = TorchCandidateRanker(model, AnchorSources(table, np.array([2, 3]), None), RATING_FUNNEL, "v")
+    z = np.zeros(3, dtype=np.int64)
+    history = UserHistory(np.array([4, 5, 6]), z + 1, np.ones(3, np.float32), np.arange(3), z + 1, z + 1)
+    candidates = np.array([7, 8, 9])
+    without = ranker.score(history, RequestContext(timestamp=10), candidates)
+    absent = ranker.score(history, RequestContext(timestamp=10), candidates, np.full((3, 2), -1))
+    found = ranker.score(history, RequestContext(timestamp=10), candidates, np.zeros((3, 2), np.int64))
+    assert without.shape == (3,) and np.allclose(without, absent)
+    assert not np.allclose(found, absent)  # the ranks are read
