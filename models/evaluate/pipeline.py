@@ -69,6 +69,7 @@ class SeedOutcome:
     encoder_training: dict[str, Any] | None
     encoder: Any | None = None  # models.train.fit.FitResult of the session encoder (None without one)
     ranker: Any | None = None  # models.ranker.serving.TorchCandidateRanker trained on the merged lists
+    ranker_log: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, seconds, valid
 
 
 def list_ranks(lists: Sequence[np.ndarray], task: EvalTask) -> np.ndarray:
@@ -193,8 +194,11 @@ def _ranker_training(
     names: tuple[str, ...],
     settings: PipelineSettings,
     seed: int,
+    valid_rows: np.ndarray,
+    generator: CandidateGenerator,
 ) -> tuple[Any, list[dict[str, float]]]:
-    """Trains the ranker on the merged candidates of ``rows`` (positives only where a source found them)."""
+    """Trains the ranker on the merged candidates of ``rows`` (positives only where a source found them);
+    the epoch kept is the one with the best validation NDCG@10 over ``valid_rows`` (the gate's users)."""
     from models.ranker.config import preset
     from models.ranker.model import OnePieceRanker
     from models.ranker.samples import RankingRequest
@@ -248,8 +252,19 @@ def _ranker_training(
     data.source_ranks = source_ranks
     torch.manual_seed(seed)
     model = OnePieceRanker(config, sizes, torch.from_numpy(dataset.catalogue.category))
-    log = train_ranker(model, data, train_config, progress=settings.progress)
-    return TorchCandidateRanker(model, anchors, dataset.funnel, f"ranker-{dataset.name}-{seed}"), log
+    ranker = TorchCandidateRanker(model, anchors, dataset.funnel, f"ranker-{dataset.name}-{seed}")
+    valid_requests = [requests[i] for i in valid_rows.tolist()]
+    valid_merged = [merged[i] for i in valid_rows.tolist()]
+
+    def validate(_: OnePieceRanker) -> float:
+        served = _served_items(ServedPipeline(generator, ranker), valid_requests, valid_merged)
+        lists = [np.zeros(0, np.int64)] * len(task)
+        for row, items in zip(valid_rows.tolist(), served, strict=True):
+            lists[row] = items
+        return list_metrics(lists, task, valid_rows)["NDCG@10"]
+
+    log = train_ranker(model, data, train_config, progress=settings.progress, validate=validate)
+    return ranker, log
 
 
 def _served_items(
@@ -327,11 +342,21 @@ def run_seed(
     test_merged = [merge_lists(lists, merge) for lists in test_lists]
 
     started = time.perf_counter()
-    ranker, _ = _ranker_training(
-        dataset, periods, ranker_requests, ranker_merged, train_rows, names, settings, seed
+    generator = CandidateGenerator(list(sources.values()), merge)
+    ranker, ranker_log = _ranker_training(
+        dataset,
+        periods,
+        ranker_requests,
+        ranker_merged,
+        train_rows,
+        names,
+        settings,
+        seed,
+        valid_rows,
+        generator,
     )
     seconds["ranker"] = time.perf_counter() - started
-    candidate = ServedPipeline(CandidateGenerator(list(sources.values()), merge), ranker)
+    candidate = ServedPipeline(generator, ranker)
     valid_requests = [ranker_requests[i] for i in valid_rows]
     valid_served = _served_items(candidate, valid_requests, [ranker_merged[i] for i in valid_rows])
     merged_valid = list_metrics([m.items for m in ranker_merged], periods.ranker, valid_rows)
@@ -370,6 +395,7 @@ def run_seed(
         encoder_training,
         result,
         ranker,
+        ranker_log,
     )
 
 

@@ -62,6 +62,7 @@ def evaluate_pipeline(
                 "ranker_served": outcome.ranker_served,
                 "valid": outcome.valid,
                 "merge": outcome.merge.to_dict(),
+                "ranker_epochs": outcome.ranker_log,
                 "seconds": {**outcome.seconds, "total": round(elapsed, 1)},
             }
         )

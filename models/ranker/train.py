@@ -8,8 +8,9 @@ items; they are split into random groups of C. Labels per task: funnel level of 
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,8 +152,13 @@ def train_ranker(
     data: EncodedRequests,
     train_config: TrainConfig,
     progress: bool = True,
+    validate: Callable[[OnePieceRanker], float] | None = None,
+    patience: int = 3,
 ) -> list[dict[str, float]]:
-    """AdamW over shuffled requests for ``train_config.epochs``; returns one log row per epoch."""
+    """AdamW over shuffled requests for ``train_config.epochs``; returns one log row per epoch.
+
+    With ``validate`` (model -> score, higher is better) every epoch is scored, the model ends on the best
+    epoch's weights, and training stops after ``patience`` epochs without a better score."""
     config = model.config
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
@@ -161,6 +167,7 @@ def train_ranker(
         model.parameters(), lr=train_config.lr, betas=(0.9, 0.98), weight_decay=train_config.weight_decay
     )
     log: list[dict[str, float]] = []
+    best_score, best_epoch, best_state = float("-inf"), 0, None
     count = len(data.features)
     if count == 0:
         raise ValueError("no training requests (is the time split leaving any history before the cut?)")
@@ -211,8 +218,18 @@ def train_ranker(
             optimizer.step()
             total += float(loss.detach())
             steps += 1
-        log.append(
-            {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - started}
-        )
+        record = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - started}
+        log.append(record)
+        if validate is None:
+            continue
+        model.eval()
+        record["valid"] = validate(model)
+        if record["valid"] > best_score:
+            best_score, best_epoch = record["valid"], epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch + 1 - best_epoch >= patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return log

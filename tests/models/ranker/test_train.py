@@ -96,3 +96,22 @@ def test_retrieval_ranks_and_the_rank_feature() -> None:
         second = model(batch).task_logits
     assert torch.equal(first[..., 1:3], second[..., 1:3])  # same ranks, C = 1: same scores
     assert not torch.equal(first[..., 0], second[..., 0])
+
+
+def test_validation_keeps_the_best_epoch_and_stops_after_patience() -> None:
+    torch.manual_seed(0)
+    config, train_config = preset("tiny")
+    train_config = dataclasses.replace(train_config, epochs=10, batch_size=32)
+    model = OnePieceRanker(config, SIZES, 2 + torch.arange(SIZES.num_items) % 2)
+    data, _ = _planted(config, 64, seed=0)
+    scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.9])
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def validate(m: OnePieceRanker) -> float:
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    log = train_ranker(model, data, train_config, progress=False, validate=validate, patience=3)
+    assert [row["valid"] for row in log] == [0.1, 0.5, 0.2, 0.3, 0.4]  # 3 epochs without beating 0.5
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)  # the weights of epoch 2
