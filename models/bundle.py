@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.data.histories import history_from_rows
-from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, Catalogue, Dataset, EventTable
+from models.data.schema import FIRST_REAL_ID, Catalogue, Dataset, EventTable
 from models.data.storage import catalogue_columns, read_catalogue
 from models.index import IndexBuildConfig, ItemIndex
 from models.index.from_encoder import build_index_for_encoder
@@ -176,13 +176,10 @@ def popularity_scores(dataset: Dataset) -> tuple[np.ndarray, str]:
     Uses the popularity baseline from models.baselines (global share, no scene), so serving's "popular"
     fallback ranks exactly as the evaluated baseline does at the end of the data.
     """
-    from models.baselines.popularity import PopularityConfig, PopularityScorer
+    from models.baselines.popularity import PopularityConfig, popularity_after
 
     config = PopularityConfig()
-    scorer = PopularityScorer(dataset.events, dataset.num_items, dataset.num_scenes, config)
-    query_time = int(dataset.events.timestamp.max()) + 1 if len(dataset.events) else 0
-    scores = scorer.score_at(np.array([query_time]), np.array([UNKNOWN_ID]))[0].astype(np.float32)
-    scores[:FIRST_REAL_ID] = 0.0
+    scores = popularity_after(dataset.events, dataset.num_items, dataset.num_scenes, config)
     return scores, f"models.baselines.popularity half_life_days={config.half_life_days}"
 
 

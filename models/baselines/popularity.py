@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.baselines.top_k import top_k_items
-from models.data.schema import UNKNOWN_ID, EventTable
+from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, EventTable
 from models.evaluate.scorer import FitInput
 from models.inference import RequestContext, UserHistory
 
@@ -76,6 +76,18 @@ class PopularityScorer:
     def top_k(self, timestamp: int, scene: int, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
         """Serving: the k best item indices (best first) at ``timestamp`` in ``scene``, minus ``exclude``."""
         return top_k_items(self.score_at(np.array([timestamp]), np.array([scene]))[0], k, exclude)
+
+
+def popularity_after(
+    events: EventTable, num_items: int, num_scenes: int, config: PopularityConfig
+) -> np.ndarray:
+    """[num_items] float32: the global (no scene) share just after the last of ``events`` (rows 0/1 = 0).
+    What the bundle serves as its popularity order and the ``popular`` candidate source."""
+    scorer = PopularityScorer(events, num_items, num_scenes, config)
+    query_time = int(events.timestamp.max()) + 1 if len(events) else 0
+    scores = scorer.score_at(np.array([query_time]), np.array([UNKNOWN_ID]))[0].astype(np.float32)
+    scores[:FIRST_REAL_ID] = 0.0
+    return scores
 
 
 def build_popularity(fit: FitInput, config: PopularityConfig | None = None) -> PopularityScorer:

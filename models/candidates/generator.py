@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.baselines.cooccurrence import CooccurrenceConfig, cooccurrence_matrix
-from models.baselines.popularity import PopularityConfig, PopularityScorer
+from models.baselines.popularity import PopularityConfig, popularity_after
 from models.candidates.merge import MergeConfig, MergedCandidates, merge_lists
 from models.candidates.sources import (
     CandidateRequest,
@@ -21,7 +21,7 @@ from models.candidates.sources import (
     RecentItemsSource,
     SourceList,
 )
-from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, EventTable
+from models.data.schema import FIRST_REAL_ID, EventTable
 
 
 class CandidateGenerator:
@@ -46,15 +46,6 @@ class CandidateGenerator:
         return merge_lists(self.source_lists(request), self.config)
 
 
-def recency_popularity(events: EventTable, num_items: int, num_scenes: int) -> np.ndarray:
-    """[num_items] float32: recency-weighted popularity share just after the last event (rows 0/1 = 0)."""
-    scorer = PopularityScorer(events, num_items, num_scenes, PopularityConfig())
-    query_time = int(events.timestamp.max()) + 1 if len(events) else 0
-    scores = scorer.score_at(np.array([query_time]), np.array([UNKNOWN_ID]))[0].astype(np.float32)
-    scores[:FIRST_REAL_ID] = 0.0
-    return scores
-
-
 def plain_popularity(events: EventTable, num_items: int) -> np.ndarray:
     """[num_items] float32 event counts (rows 0/1 = 0)."""
     counts = np.bincount(events.item.astype(np.int64), minlength=num_items).astype(np.float32)
@@ -74,6 +65,8 @@ def fit_sources(
             matrix.indptr, matrix.indices, matrix.data, config.history_length, config.history_decay
         ),
         "recent": RecentItemsSource(),
-        "popular": PopularSource(recency_popularity(events, num_items, num_scenes), "popular"),
+        "popular": PopularSource(
+            popularity_after(events, num_items, num_scenes, PopularityConfig()), "popular"
+        ),
         "popular_plain": PopularSource(plain_popularity(events, num_items), "popular_plain"),
     }
