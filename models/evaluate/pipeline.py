@@ -72,13 +72,14 @@ class SeedOutcome:
     ranker_log: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, seconds, valid
 
 
-def list_ranks(lists: Sequence[np.ndarray], task: EvalTask) -> np.ndarray:
-    """1-based rank of every target in its request's served list (``MISS_RANK`` when absent). [U, T]"""
-    ranks = np.zeros(task.targets.shape, dtype=np.int64)
+def list_ranks(lists: Sequence[np.ndarray], targets: np.ndarray, target_mask: np.ndarray) -> np.ndarray:
+    """1-based rank of every target in its request's served list (``MISS_RANK`` when absent).
+    lists: U served lists; targets, target_mask: [U, T] -> [U, T] int64 (0 where masked out)."""
+    ranks = np.zeros(targets.shape, dtype=np.int64)
     for row, items in enumerate(lists):
         position = {int(item): rank for rank, item in enumerate(items.tolist(), start=1)}
-        for slot in np.flatnonzero(task.target_mask[row]).tolist():
-            ranks[row, slot] = position.get(int(task.targets[row, slot]), MISS_RANK)
+        for slot in np.flatnonzero(target_mask[row]).tolist():
+            ranks[row, slot] = position.get(int(targets[row, slot]), MISS_RANK)
     return ranks
 
 
@@ -87,18 +88,9 @@ def list_metrics(
 ) -> dict[str, float]:
     """Mean NDCG@10, HR@10, Recall@50, MRR of served lists over the requests ``rows`` (default all)."""
     rows = np.arange(len(task)) if rows is None else rows
-    sub = EvalTask(
-        task.protocol,
-        task.users[rows],
-        [task.histories[i] for i in rows.tolist()],
-        [task.contexts[i] for i in rows.tolist()],
-        task.targets[rows],
-        task.target_mask[rows],
-        task.exclude,
-        task.ks,
-    )
-    ranks = list_ranks([lists[i] for i in rows.tolist()], sub)
-    values = ranking_metrics(ranks, sub.target_mask, (10, 50))
+    mask = task.target_mask[rows]
+    ranks = list_ranks([lists[i] for i in rows.tolist()], task.targets[rows], mask)
+    values = ranking_metrics(ranks, mask, (10, 50))
     return {name: float(np.nanmean(values[name])) for name in PIPELINE_METRICS}
 
 

@@ -46,7 +46,7 @@ def test_a_target_outside_the_list_is_a_miss(dataset: Dataset) -> None:
     task = pipeline_periods(dataset, "leave-last-out").test
     target = int(task.targets[0, 0])
     lists = [np.array([target + 1, target], dtype=np.int64)] + [np.zeros(0, np.int64)] * (len(task) - 1)
-    ranks = list_ranks(lists, task)
+    ranks = list_ranks(lists, task.targets, task.target_mask)
     assert ranks[0, 0] == 2 and np.all(ranks[1:, 0] == MISS_RANK)
     metrics = list_metrics(lists, task)
     assert metrics["HR@10"] == pytest.approx(1 / len(task))
