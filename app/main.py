@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -111,10 +112,14 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
     return lifespan
 
 
-def create_app(settings: Settings | None = None, *, bundle_loader: BundleLoader = load_bundle) -> FastAPI:
+def create_app(settings: Settings | None = None, *, bundle_loader: BundleLoader | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    services = Services(settings=settings, holder=BundleHolder(bundle_loader, settings.history_length))
+    loader = bundle_loader or functools.partial(
+        load_bundle, ranker_backend=settings.ranker_backend, threads=settings.torch_threads
+    )
+    holder = BundleHolder(loader, settings.history_length, settings.candidate_count)
+    services = Services(settings=settings, holder=holder)
     app = FastAPI(
         title="tandem",
         version="0.1.0",

@@ -272,10 +272,10 @@ def write_atomically(out_dir: Path, assemble: Callable[[Path], None], *, overwri
     return out_dir
 
 
-def _load_with(loader: str, path: Path) -> Any:
-    """Imports ``module:function`` lazily and calls it on ``path``."""
+def _load_with(loader: str, path: Path, **options: Any) -> Any:
+    """Imports ``module:function`` lazily and calls it on ``path`` (and ``options``)."""
     module_name, function_name = loader.split(":")
-    return getattr(importlib.import_module(module_name), function_name)(path)
+    return getattr(importlib.import_module(module_name), function_name)(path, **options)
 
 
 def serving_path_name(has_encoder: bool, has_ranker: bool, has_cooccurrence: bool) -> str:
@@ -328,8 +328,10 @@ class Bundle:
             )
 
     @classmethod
-    def load(cls, path: str | Path) -> Bundle:
-        """Loads a bundle directory; models come from their owners' ``serving`` modules (lazy imports)."""
+    def load(cls, path: str | Path, ranker_backend: str = "eager", threads: int = 1) -> Bundle:
+        """Loads a bundle directory; models come from their owners' ``serving`` modules (lazy imports).
+
+        ranker_backend/threads: how the ranker scores one request (``models.ranker.serving.load_ranker``)."""
         path = Path(path)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
@@ -369,7 +371,9 @@ class Bundle:
         if files.get("encoder"):
             bundle.encoder = _load_with(ENCODER_LOADER, path / files["encoder"])
         if files.get("ranker"):
-            bundle.ranker = _load_with(RANKER_LOADER, path / files["ranker"])
+            bundle.ranker = _load_with(
+                RANKER_LOADER, path / files["ranker"], backend=ranker_backend, threads=threads
+            )
         if files.get("index"):
             bundle.index = ItemIndex.load(path / files["index"])
         if files.get("cooccurrence"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     exclude_max: int = Field(default=1000, ge=0, description="largest exclude list per request")
     context_extra_max: int = Field(default=16, ge=0, description="most free-form keys in a request context")
     torch_threads: int = Field(default=1, ge=1, le=64, description="torch intra-op threads per process")
+    ranker_backend: Literal["auto", "onnxruntime", "torchscript", "eager"] = Field(
+        default="auto",
+        description="how one request's ranker forward runs: an exported fixed-shape copy (auto = "
+        "onnxruntime when installed, else torchscript) or eager PyTorch",
+    )
 
     # protection
     api_keys: Annotated[list[str], NoDecode] = Field(

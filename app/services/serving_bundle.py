@@ -21,6 +21,7 @@ from app.services.items import RankedItem
 from app.stores.base import StoredEvent
 from models.candidates.from_bundle import bundle_sources, serving_pipeline
 from models.candidates.served import ServedPipeline
+from models.candidates.sources import CandidateRequest
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
 from models.inference import RequestContext, ServableBundle, UserHistory
 
@@ -150,18 +151,23 @@ class ServingBundle:
             yield raw_user, self.events_from_history(history)
 
     # ------------------------------------------------------------------ warm-up
-    def warm_up(self) -> float:
-        """One encoder, index and ranker forward on a real history; returns the seconds it took."""
+    def warm_up(self, candidate_count: int = 300) -> float:
+        """One request through the served pipeline (encoder, sources, merge, ranker) on a real history, at
+        the list length requests will use (a compiled ranker exports its shape here, not on a user's
+        request); returns the seconds it took."""
         started = time.perf_counter()
         history = next(iter(self.fallback_histories.values()), UserHistory.empty())
         context = RequestContext(timestamp=int(time.time()))
-        if self.encoder is not None:
-            vector = self.encoder.encode([history], [context])
-            if self.index is not None:
-                candidates, _ = self.index.search(vector, 10)
-                real = candidates[0][candidates[0] >= FIRST_REAL_ID]
-                if self.ranker is not None and real.size:
-                    self.ranker.score(history, context, real)
+        vector = self.encoder.encode([history], [context]) if self.encoder is not None else None
+        pipeline = self.pipeline(candidate_count)
+        request = CandidateRequest(
+            history=history,
+            context=context,
+            user_vector=vector[0] if vector is not None and self.index is not None else None,
+        )
+        merged = pipeline.generator.generate(request)
+        if pipeline.use_ranker and len(merged):
+            pipeline.order([request], [merged])
         return time.perf_counter() - started
 
 
@@ -179,19 +185,22 @@ def _tail(history: UserHistory, length: int) -> UserHistory:
     )
 
 
-def load_bundle(path: Path) -> ServableBundle:
-    """The default loader: ``models.bundle.Bundle.load``."""
+def load_bundle(path: Path, ranker_backend: str = "eager", threads: int = 1) -> ServableBundle:
+    """The default loader: ``models.bundle.Bundle.load`` (``ranker_backend``: see ``load_ranker``)."""
     from models.bundle import Bundle
 
-    return Bundle.load(path)
+    return Bundle.load(path, ranker_backend=ranker_backend, threads=threads)
 
 
 class BundleHolder:
     """Holds the serving bundle; ``reload`` swaps it without interrupting requests."""
 
-    def __init__(self, loader: BundleLoader = load_bundle, history_length: int = 200):
+    def __init__(
+        self, loader: BundleLoader = load_bundle, history_length: int = 200, candidate_count: int = 300
+    ):
         self.loader = loader
         self.history_length = history_length
+        self.candidate_count = candidate_count
         self._current: ServingBundle | None = None
         self.path: Path | None = None
         self._lock = asyncio.Lock()
@@ -211,7 +220,7 @@ class BundleHolder:
 
         with torch.inference_mode():
             serving = ServingBundle(self.loader(path), self.history_length)
-            seconds = serving.warm_up()
+            seconds = serving.warm_up(self.candidate_count)
         log.info(
             "bundle ready",
             extra={"bundle_path": str(path), "model_version": serving.model_version, "warm_up_s": seconds},

@@ -50,7 +50,8 @@ def encode_histories(
     if len(histories) != len(contexts):
         raise ValueError(f"{len(histories)} histories but {len(contexts)} contexts")
     was_training = model.training
-    model.eval()
+    if was_training:  # toggling walks every submodule (~0.1 ms a call): only when needed
+        model.eval()
     config = model.config
     outputs = []
     for start in range(0, len(histories), batch_size):
@@ -64,7 +65,8 @@ def encode_histories(
         lengths = torch.as_tensor(jagged.lengths)
         vectors = model.query_vectors(last_query_rows(hidden, lengths))
         outputs.append((vectors * (lengths > 0).unsqueeze(-1)).float().numpy())
-    model.train(was_training)
+    if was_training:
+        model.train()
     dim = config.dim
     return np.concatenate(outputs) if outputs else np.zeros((0, dim), dtype=np.float32)
 

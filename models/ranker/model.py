@@ -107,9 +107,18 @@ class OnePieceRanker(nn.Module):
         of valid candidates equal ``forward_reference``'s. Only the stages a task head reads are scattered
         back: the heads run on the grouped rows and the logits are scattered once.
         """
-        context_cache, context_valid = self.encode_context(batch)
         index, slot_valid = group_layout(batch.group)  # [B, G, S]
+        return RankerOutput(self.forward_grouped(batch, index, slot_valid), batch.group >= 0)
+
+    def forward_grouped(
+        self, batch: RankerBatch, index: torch.Tensor, slot_valid: torch.Tensor
+    ) -> torch.Tensor:
+        """``forward`` with the group layout given (index, slot_valid [B, G, S] from ``group_layout``) ->
+        task logits [B, num_tasks, N]. Every shape is fixed by the inputs' shapes, so the function traces
+        (``models.ranker.compiled``). Padding slots are scattered into a discarded column N."""
+        context_cache, context_valid = self.encode_context(batch)
         batch_size, num_groups, size = index.shape
+        num_candidates = batch.candidate_item.shape[1]
         rows = torch.arange(batch_size, device=index.device)[:, None, None].expand_as(index)
         tokens = self.embed.candidates(
             batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank
@@ -129,11 +138,16 @@ class OnePieceRanker(nn.Module):
             mask = torch.cat([context_part, valid.repeat(1, 1, step + 1)], dim=2)  # [B*G, 1, T + (k+1)S]
             grouped_stages.append(self._run_block(block, grouped_cache, block_caches, mask))
         grouped_logits = self._heads(grouped_stages)  # [B*G, num_tasks, S]
-        grouped_logits = grouped_logits.reshape(batch_size, num_groups, -1, size).transpose(2, 3)
-        logits = grouped_logits.new_zeros(batch_size, tokens.shape[1], grouped_logits.shape[3])
-        logits[rows[slot_valid], index[slot_valid]] = grouped_logits[slot_valid]  # [B, N, num_tasks]
-        logits = logits.transpose(1, 2)
-        return RankerOutput(logits, batch.group >= 0)
+        num_tasks = grouped_logits.shape[1]
+        grouped_logits = grouped_logits.reshape(batch_size, num_groups, num_tasks, size).transpose(2, 3)
+        target = torch.where(slot_valid, index, torch.full_like(index, num_candidates))  # [B, G, S]
+        logits = grouped_logits.new_zeros(batch_size, num_candidates + 1, num_tasks)
+        logits.scatter_(
+            1,
+            target.reshape(batch_size, num_groups * size, 1).expand(-1, -1, num_tasks),
+            grouped_logits.reshape(batch_size, num_groups * size, num_tasks),
+        )
+        return logits[:, :num_candidates].transpose(1, 2)  # [B, num_tasks, N]
 
     def forward_reference(self, batch: RankerBatch) -> RankerOutput:
         """Uncached reference: the whole ``[context ; blocks 0..k]`` sequence is recomputed at each step."""

@@ -17,6 +17,7 @@ from models.checkpoints import load_checkpoint
 from models.data.schema import Funnel
 from models.inference import RequestContext, UserHistory
 from models.ranker.anchors import AnchorSources
+from models.ranker.compiled import StaticRankerForward
 from models.ranker.config import RankerConfig, feature_sizes_from_dict
 from models.ranker.features import collate, request_features
 from models.ranker.model import OnePieceRanker
@@ -28,8 +29,21 @@ CHECKPOINT_FORMAT = 1
 class TorchCandidateRanker:
     """Scores the N candidates of a request in one forward pass (context encoded once)."""
 
-    def __init__(self, model: OnePieceRanker, sources: AnchorSources, funnel: Funnel, version: str) -> None:
+    def __init__(
+        self,
+        model: OnePieceRanker,
+        sources: AnchorSources,
+        funnel: Funnel,
+        version: str,
+        backend: str = "eager",
+        threads: int = 1,
+    ) -> None:
+        """backend: ``eager`` (PyTorch modules) or a ``models.ranker.compiled`` backend (``auto``,
+        ``onnxruntime``, ``torchscript``) for one-request calls; batches of several requests run eagerly."""
         self.model = model.eval()
+        self.static = (
+            None if backend == "eager" else StaticRankerForward(self.model, backend, threads=threads)
+        )
         # serving has no popularity timeline: the popular group is the one saved at training time
         self.sources = AnchorSources(sources.cooccurrence, sources.popular_latest, None)
         self.funnel = funnel
@@ -78,7 +92,11 @@ class TorchCandidateRanker:
         ]
         batch = collate(config, features, cleaned, source_ranks=source_ranks)
         with torch.inference_mode():
-            scores = self.model.serving_score(self.model(batch).task_logits).numpy()
+            if self.static is not None and len(histories) == 1:
+                logits = self.static.task_logits(batch)
+            else:
+                logits = self.model(batch).task_logits
+            scores = self.model.serving_score(logits).numpy()
         return [scores[row, : len(items)].astype(np.float32) for row, items in enumerate(cleaned)]
 
 
@@ -119,8 +137,9 @@ def save_ranker(
     return path
 
 
-def load_ranker(path: Path | str) -> TorchCandidateRanker:
-    """Rebuilds the model from a checkpoint written by ``save_ranker``."""
+def load_ranker(path: Path | str, backend: str = "eager", threads: int = 1) -> TorchCandidateRanker:
+    """Rebuilds the model from a checkpoint written by ``save_ranker``; ``backend``/``threads``: how
+    one-request calls run (``TorchCandidateRanker``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ranker checkpoint not found: {path}")
@@ -146,4 +165,4 @@ def load_ranker(path: Path | str) -> TorchCandidateRanker:
         anchors["neighbours"].numpy(), anchors["weights"].numpy(), anchors["popularity"].numpy()
     )
     sources = AnchorSources(table, anchors["popular_latest"].numpy(), None)
-    return TorchCandidateRanker(model, sources, funnel, str(checkpoint["version"]))
+    return TorchCandidateRanker(model, sources, funnel, str(checkpoint["version"]), backend, threads)
