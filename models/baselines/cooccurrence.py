@@ -39,7 +39,11 @@ class SparseRows:
 
 
 def cooccurrence_matrix(events: EventTable, num_items: int, config: CooccurrenceConfig) -> SparseRows:
-    """events sorted by (user, timestamp) -> pruned cosine co-occurrence CSR."""
+    """events sorted by (user, timestamp) -> pruned cosine co-occurrence CSR [num_items, num_items].
+
+    The project's one co-occurrence fit: the baseline, the ``cooccurrence`` candidate source and the
+    ranker's "neighbours" anchors (``models.ranker.retrieval.fit_cooccurrence``) all read this matrix.
+    Every row holds its strongest neighbours first (ties: smaller item index first)."""
     keys = []
     for distance in range(1, config.window + 1):
         a, b = events.item[:-distance].astype(np.int64), events.item[distance:].astype(np.int64)

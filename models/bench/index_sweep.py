@@ -20,11 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from tqdm import tqdm
 
-from models.bench.machine import command_line, machine_info
-from models.bench.report import write_report
 from models.index import IndexBuildConfig, build_index
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
 from models.index.tuning import exact_top_k, sweep
+from models.reporting.files import write_report
+from models.reporting.provenance import command_line, machine_info
 
 GOAL_RECALL = 0.95
 
@@ -176,7 +176,9 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
-    write_report(report, args.out, _markdown, _plot)
+    text = _markdown(report)
+    write_report(args.out, report, text, lambda png: _plot(report, png))
+    print(text)
     return 0
 
 

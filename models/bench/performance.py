@@ -39,8 +39,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.bench.machine import command_line, machine_info
-from models.bench.report import write_report
 from models.bench.run_all import time_calls
 from models.bench.service import (
     Workload,
@@ -55,6 +53,8 @@ from models.bench.service import (
     visit_every_user,
     wait_ready,
 )
+from models.reporting.files import write_report
+from models.reporting.provenance import command_line, machine_info
 
 logger = logging.getLogger(__name__)
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -411,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     report["http_floor"] = args.http_floor
     report["bundles"] = {name: bench_bundle(name, path, args, log_dir) for name, path in bundles.items()}
     report.update(_headline(report["bundles"]["default"]))
-    write_report(report, args.out, _markdown, _plot)
+    text = _markdown(report)
+    write_report(args.out, report, text, lambda png: _plot(report, png))
+    print(text)
     return 0
 
 

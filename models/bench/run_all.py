@@ -27,13 +27,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm import tqdm
 
-from models.bench.machine import command_line, machine_info
-from models.bench.report import write_report
 from models.bundle import history_sample
 from models.data.schema import Dataset
 from models.index import IndexBuildConfig, build_index, set_faiss_threads
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
 from models.inference import RequestContext
+from models.reporting.files import write_report
+from models.reporting.provenance import command_line, machine_info
 
 logger = logging.getLogger(__name__)
 Timed = Callable[[], object]
@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("ann_1m", lambda: bench_ann(1_000_000, args.repeats, ("flat", "ivf"))))
     for name, step in tqdm(steps, desc="bench stages", unit="stage"):
         report["stages"][name] = step()
-    write_report(report, args.out, _markdown, _plot, indent=1)
+    text = _markdown(report)
+    write_report(args.out, report, text, lambda png: _plot(report, png), indent=1)
+    print(text)
     return 0
 
 

@@ -69,7 +69,8 @@ class SeedOutcome:
     encoder_training: dict[str, Any] | None
     encoder: Any | None = None  # models.train.fit.FitResult of the session encoder (None without one)
     ranker: Any | None = None  # models.ranker.serving.TorchCandidateRanker trained on the merged lists
-    ranker_log: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, seconds, valid
+    # per epoch: train_loss, epoch_seconds, val_<metric> on the gate's validation users (models.train.loop)
+    ranker_log: list[dict[str, float]] = field(default_factory=list)
 
 
 def list_ranks(lists: Sequence[np.ndarray], targets: np.ndarray, target_mask: np.ndarray) -> np.ndarray:
@@ -248,15 +249,15 @@ def _ranker_training(
     valid_requests = [requests[i] for i in valid_rows.tolist()]
     valid_merged = [merged[i] for i in valid_rows.tolist()]
 
-    def validate(_: OnePieceRanker) -> float:
+    def validate(_: OnePieceRanker) -> dict[str, float]:
         served = _served_items(ServedPipeline(generator, ranker), valid_requests, valid_merged)
         lists = [np.zeros(0, np.int64)] * len(task)
         for row, items in zip(valid_rows.tolist(), served, strict=True):
             lists[row] = items
-        return list_metrics(lists, task, valid_rows)["NDCG@10"]
+        return list_metrics(lists, task, valid_rows)
 
-    log = train_ranker(model, data, train_config, progress=settings.progress, validate=validate)
-    return ranker, log
+    state = train_ranker(model, data, train_config, progress=settings.progress, validate=validate)
+    return ranker, state.history
 
 
 def _served_items(
@@ -351,7 +352,7 @@ def run_seed(
     candidate = ServedPipeline(generator, ranker)
     merged_valid = list_metrics([m.items for m in ranker_merged], periods.ranker, valid_rows)
     # the ranker holds its best validation epoch, scored on these same rows during training
-    ranker_valid = {"NDCG@10": max(row["valid"] for row in ranker_log)}
+    ranker_valid = {"NDCG@10": max(row["val_NDCG@10"] for row in ranker_log)}
     use_ranker = ranker_valid["NDCG@10"] > merged_valid["NDCG@10"]
     served = ServedPipeline(generator, ranker, use_ranker)
 

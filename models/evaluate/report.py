@@ -8,15 +8,14 @@ Trained models also get ``<out>-curves.png`` (training loss and validation NDCG@
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from models.reporting.files import write_report
+from models.reporting.provenance import git_commit, machine_description
 
 
 @dataclass
@@ -161,12 +160,14 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
     def write(self, out: Path) -> list[Path]:
-        """Writes out.md, out.json and out.png; returns the paths."""
-        out.parent.mkdir(parents=True, exist_ok=True)
-        paths = [out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png")]
-        paths[0].write_text(self.markdown(), encoding="utf-8")
-        paths[1].write_text(json.dumps(self.as_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        plot_metrics(self.means(), self.stds(), self.metrics, f"{self.dataset} · {self.protocol}", paths[2])
+        """Writes out.md, out.json and out.png (plus out-curves.png for trained models); returns the paths."""
+        means, stds, title = self.means(), self.stds(), f"{self.dataset} · {self.protocol}"
+
+        def plot(png: Path) -> None:
+            plot_metrics(means, stds, self.metrics, title, png)
+
+        written = write_report(out, self.as_json(), self.markdown(), plot)
+        paths = [written["md"], written["json"], written["png"]]
         curves = {
             f"{model} seed {run['seed']}": run["history"]
             for model, runs in self.runs().items()
@@ -208,27 +209,3 @@ def plot_metrics(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def git_commit() -> str:
-    """Short HEAD hash, with ``+modified`` when tracked code under models/ differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "models"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = head.stdout.strip() or "unknown"
-    return commit + ("+modified" if commit != "unknown" and changed.stdout.strip() else "")
-
-
-def machine_description() -> str:
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )

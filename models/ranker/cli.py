@@ -140,6 +140,6 @@ def run(args: argparse.Namespace) -> int:
         out, model, encode_sources(experiment, model_config), dataset.funnel, f"ranker-{args.dataset}"
     )
     for row in log:
-        print(f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row['seconds']:.1f} s)")
+        print(f"epoch {row['epoch']:.0f}: loss {row['train_loss']:.4f} ({row['epoch_seconds']:.1f} s)")
     print(f"saved {out}")
     return 0

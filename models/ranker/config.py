@@ -118,6 +118,11 @@ class TrainConfig:
     max_requests_per_user: int = 8  # training target sessions per user (most recent first)
     max_train_requests: int = 0  # 0 = no cap
     threads: int = 2
+    # early stopping, with a validation (models.train.loop): epochs without a better score before stopping
+    # (0 = never), never before min_epochs; max_minutes: wall-clock budget of the loop (0 = none)
+    patience: int = 3
+    min_epochs: int = 3
+    max_minutes: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -123,8 +123,8 @@ def fit_variant(
     dataset = experiment.dataset
     torch.manual_seed(train_config.seed)
     model = OnePieceRanker(config, feature_sizes(dataset), torch.from_numpy(dataset.catalogue.category))
-    log = train_ranker(model, encode(experiment, config, "train"), train_config, progress)
-    return model, log
+    state = train_ranker(model, encode(experiment, config, "train"), train_config, progress)
+    return model, state.history
 
 
 def score_lists(

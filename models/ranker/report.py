@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from models.reporting.files import write_report as write_report_files
+
 DESCRIPTIONS = {
     "retrieval_order": "the retriever's own order of the same candidates (baseline)",
     "onepiece": "full ranker: anchors, C groups, K reasoning steps, progressive tasks",
@@ -71,14 +73,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def write_report(report: dict[str, Any], out_dir: Path, command: str) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"ranking-{report['dataset']}"
-    paths = {
-        "json": stem.with_suffix(".json"),
-        "md": stem.with_suffix(".md"),
-        "png": stem.with_suffix(".png"),
-    }
-    paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    paths["md"].write_text(markdown(report, command), encoding="utf-8")
-    plot(report, paths["png"])
-    return paths
+    """Writes out_dir/ranking-<dataset>.{json,md,png}; returns the paths by kind."""
+    return write_report_files(
+        out_dir / f"ranking-{report['dataset']}",
+        report,
+        markdown(report, command),
+        lambda png: plot(report, png),
+        sort_keys=True,
+    )

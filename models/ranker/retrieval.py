@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from models.baselines.cooccurrence import CooccurrenceConfig, SparseRows, cooccurrence_matrix
 from models.baselines.top_k import top_k_items
 from models.data.schema import FIRST_REAL_ID, EventTable
 from models.inference import RequestContext, UserEncoder, UserHistory
@@ -39,39 +40,31 @@ class CooccurrenceTable:
     weights: np.ndarray
     popularity: np.ndarray  # [I] float32 event counts
 
+    @classmethod
+    def from_rows(cls, rows: SparseRows, top_m: int, popularity: np.ndarray) -> CooccurrenceTable:
+        """The first ``top_m`` entries of every CSR row (rows hold their strongest neighbours first) as
+        dense [I, top_m] arrays; popularity: [I] event counts."""
+        num_items = len(rows.indptr) - 1
+        lengths = np.minimum(np.diff(rows.indptr), top_m)
+        owner = np.repeat(np.arange(num_items), lengths)
+        rank = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        position = rows.indptr[owner] + rank
+        neighbours = np.zeros((num_items, top_m), dtype=np.int64)
+        weights = np.zeros((num_items, top_m), dtype=np.float32)
+        neighbours[owner, rank] = rows.indices[position]
+        weights[owner, rank] = rows.data[position]
+        return cls(neighbours, weights, np.asarray(popularity, dtype=np.float32))
+
 
 def fit_cooccurrence(
     events: EventTable, num_items: int, window: int = 3, top_m: int = 50
 ) -> CooccurrenceTable:
-    """Counts ordered pairs (a, b) with b within ``window`` events of a in one user's sequence, both ways.
-
-    events must be sorted by (user, timestamp). Weights are counts / sqrt(pop_a * pop_b) (cosine-like), so
-    the neighbours are not just the global best sellers.
-    """
-    item = events.item.astype(np.int64)
-    popularity = np.bincount(item, minlength=num_items).astype(np.float32)
-    first, second = [], []
-    for offset in range(1, window + 1):
-        same_user = events.user[offset:] == events.user[:-offset]
-        a, b = item[:-offset][same_user], item[offset:][same_user]
-        keep = a != b
-        first += [a[keep], b[keep]]
-        second += [b[keep], a[keep]]
-    a = np.concatenate(first) if first else np.zeros(0, np.int64)
-    b = np.concatenate(second) if second else np.zeros(0, np.int64)
-    keys, counts = np.unique(a * num_items + b, return_counts=True)
-    src, dst = keys // num_items, keys % num_items
-    score = counts / np.sqrt(popularity[src] * popularity[dst])
-    order = np.lexsort((-score, src))
-    src, dst, score = src[order], dst[order], score[order]
-    starts = np.searchsorted(src, src, side="left")
-    rank = np.arange(len(src)) - starts
-    keep = rank < top_m
-    neighbours = np.zeros((num_items, top_m), dtype=np.int64)
-    weights = np.zeros((num_items, top_m), dtype=np.float32)
-    neighbours[src[keep], rank[keep]] = dst[keep]
-    weights[src[keep], rank[keep]] = score[keep]
-    return CooccurrenceTable(neighbours, weights, popularity)
+    """The baseline's co-occurrence fit (``models.baselines.cooccurrence.cooccurrence_matrix``: pairs within
+    ``window`` events of one user's sequence, cosine-normalised counts) cut to ``top_m`` neighbours per item.
+    events must be sorted by (user, timestamp)."""
+    rows = cooccurrence_matrix(events, num_items, CooccurrenceConfig(window=window, max_neighbours=top_m))
+    popularity = np.bincount(events.item.astype(np.int64), minlength=num_items)
+    return CooccurrenceTable.from_rows(rows, top_m, popularity)
 
 
 def cooccurrence_scores(table: CooccurrenceTable, recent_items: np.ndarray) -> np.ndarray:

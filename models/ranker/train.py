@@ -8,9 +8,7 @@ items; they are split into random groups of C. Labels per task: funnel level of 
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +23,7 @@ from models.ranker.losses import ranking_loss
 from models.ranker.model import OnePieceRanker
 from models.ranker.retrieval import CandidateRetriever, fit_cooccurrence
 from models.ranker.samples import RankingRequest
+from models.train.loop import LoopSettings, TrainState, run_epochs
 
 
 @dataclass
@@ -152,13 +151,14 @@ def train_ranker(
     data: EncodedRequests,
     train_config: TrainConfig,
     progress: bool = True,
-    validate: Callable[[OnePieceRanker], float] | None = None,
-    patience: int = 3,
-) -> list[dict[str, float]]:
-    """AdamW over shuffled requests for ``train_config.epochs``; returns one log row per epoch.
+    validate: Callable[[OnePieceRanker], dict[str, float]] | None = None,
+) -> TrainState:
+    """AdamW over shuffled requests with the shared loop (``models.train.loop``); returns its state, whose
+    ``history`` has one record per epoch.
 
-    With ``validate`` (model -> score, higher is better) every epoch is scored, the model ends on the best
-    epoch's weights, and training stops after ``patience`` epochs without a better score."""
+    With ``validate`` (model -> {metric: value}, NDCG@10 picks the epoch) every epoch is scored, the model
+    ends on the best epoch's weights, and training stops after ``train_config.patience`` epochs without a
+    better score; without it, the epoch with the lowest training loss is kept."""
     config = model.config
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
@@ -166,70 +166,52 @@ def train_ranker(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train_config.lr, betas=(0.9, 0.98), weight_decay=train_config.weight_decay
     )
-    log: list[dict[str, float]] = []
-    best_score, best_epoch, best_state = float("-inf"), 0, None
     count = len(data.features)
     if count == 0:
         raise ValueError("no training requests (is the time split leaving any history before the cut?)")
-    for epoch in range(train_config.epochs):
-        model.train()
+
+    def batches(_: int) -> Iterator[list[int]]:
         order = rng.permutation(count)
-        total, steps, started = 0.0, 0, time.perf_counter()
-        batches = range(0, count, train_config.batch_size)
-        for begin in tqdm(batches, desc=f"ranker epoch {epoch + 1}", disable=not progress, leave=False):
-            rows = order[begin : begin + train_config.batch_size].tolist()
-            sampled = [
-                sample_candidates(
-                    rng,
-                    config,
-                    model.sizes.num_items,
-                    data.positive_item[i],
-                    data.positive_level[i],
-                    data.retrieved[i],
-                )
-                for i in rows
-            ]
-            ranks = [retrieval_ranks(s[0], data.retrieved[i]) for s, i in zip(sampled, rows, strict=True)]
-            source_ranks = None
-            if data.source_ranks is not None:
-                source_ranks = [
-                    gather_rows(data.source_ranks[i], r) for r, i in zip(ranks, rows, strict=True)
-                ]
-            batch = collate(
+        for begin in range(0, count, train_config.batch_size):
+            yield order[begin : begin + train_config.batch_size].tolist()
+
+    def step(rows: list[int]) -> float:
+        sampled = [
+            sample_candidates(
+                rng,
                 config,
-                [data.features[i] for i in rows],
-                [s[0] for s in sampled],
-                generator,
-                ranks,
-                source_ranks,
+                model.sizes.num_items,
+                data.positive_item[i],
+                data.positive_level[i],
+                data.retrieved[i],
             )
-            labels = task_labels([s[1] for s in sampled], config.tasks, batch.candidate_item.shape[1])
-            output = model(batch)
-            loss, _ = ranking_loss(
-                output.task_logits,
-                labels,
-                batch.group,
-                config.contrastive_weight,
-                config.contrastive_temperature,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            total += float(loss.detach())
-            steps += 1
-        record = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - started}
-        log.append(record)
-        if validate is None:
-            continue
-        model.eval()
-        record["valid"] = validate(model)
-        if record["valid"] > best_score:
-            best_score, best_epoch = record["valid"], epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch + 1 - best_epoch >= patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return log
+            for i in rows
+        ]
+        ranks = [retrieval_ranks(s[0], data.retrieved[i]) for s, i in zip(sampled, rows, strict=True)]
+        source_ranks = None
+        if data.source_ranks is not None:
+            source_ranks = [gather_rows(data.source_ranks[i], r) for r, i in zip(ranks, rows, strict=True)]
+        batch = collate(
+            config, [data.features[i] for i in rows], [s[0] for s in sampled], generator, ranks, source_ranks
+        )
+        labels = task_labels([s[1] for s in sampled], config.tasks, batch.candidate_item.shape[1])
+        output = model(batch)
+        loss, _ = ranking_loss(
+            output.task_logits, labels, batch.group, config.contrastive_weight, config.contrastive_temperature
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return float(loss.detach())
+
+    settings = LoopSettings(
+        epochs=train_config.epochs,
+        patience=train_config.patience,
+        min_epochs=train_config.min_epochs,
+        max_minutes=train_config.max_minutes,
+        progress=progress,
+        label="ranker",
+    )
+    steps_per_epoch = -(-count // train_config.batch_size)
+    return run_epochs(model, batches, step, settings, validate, steps_per_epoch=steps_per_epoch)

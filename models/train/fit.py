@@ -21,7 +21,8 @@ from models.train.data import (
     item_categories,
     target_probabilities,
 )
-from models.train.trainer import TrainConfig, TrainState, train_encoder
+from models.train.loop import TrainState
+from models.train.trainer import TrainConfig, train_encoder
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
 
 

@@ -1,22 +1,21 @@
-"""Training loop for the retrieval encoder: sampled softmax with a shared pool, validation each epoch,
-early stopping on validation NDCG@10, checkpoints that resume, and incremental runs from given weights."""
+"""Training the retrieval encoder: sampled softmax with a shared pool, one optimizer step per padded batch,
+checkpoints that resume, and incremental runs from given weights. Epochs, validation, early stopping and
+the time budget are the shared loop's (``models.train.loop``)."""
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.encoder.model import RetrievalEncoder, to_tensors
 from models.train.data import LayoutStore, PaddedBatch
 from models.train.examples import build_targets, item_token_targets
+from models.train.loop import LoopSettings, TrainState, Weights, run_epochs
 from models.train.losses import (
     listwise_funnel_loss,
     log_multiplicity,
@@ -44,16 +43,6 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget for the loop (0 = none); no epoch starts that would overrun
     min_target_ts: int = 0  # incremental runs: supervise only targets at or after this time
     progress: bool = True
-
-
-@dataclass
-class TrainState:
-    epoch: int = 0
-    best_epoch: int = 0
-    best_score: float = float("-inf")
-    best_loss: float = float("inf")
-    history: list[dict[str, float]] = field(default_factory=list)
-    train_seconds: float = 0.0
 
 
 ValidateFn = Callable[[RetrievalEncoder], dict[str, float]]
@@ -146,21 +135,6 @@ def make_optimizer(model: RetrievalEncoder, train: TrainConfig) -> torch.optim.O
     )
 
 
-def improved(record: dict[str, float], state: TrainState) -> bool:
-    """Is this epoch the best so far? Higher validation NDCG@10 wins; an equal score (a flat zero early
-    on, say) goes to the lower training loss, so a model still learning is never judged stuck. Without
-    validation, the lower training loss wins."""
-    score = record.get("val_NDCG@10", -record["train_loss"])
-    if score > state.best_score + 1e-12:
-        return True
-    return abs(score - state.best_score) <= 1e-12 and record["train_loss"] < state.best_loss
-
-
-def should_stop(epoch: int, best_epoch: int, train: TrainConfig) -> bool:
-    """Patience ran out since the best epoch, and at least ``train.min_epochs`` epochs have run."""
-    return bool(train.patience) and epoch >= train.min_epochs and epoch - best_epoch >= train.patience
-
-
 def train_encoder(
     model: RetrievalEncoder,
     store: LayoutStore,
@@ -171,8 +145,8 @@ def train_encoder(
     checkpoint_path: Path | None = None,
     resume: dict[str, Any] | None = None,
 ) -> TrainState:
-    """Train in place; on return ``model`` holds the best-validation weights (or the last ones without
-    validation). ``resume``: a loaded checkpoint dict to continue (optimizer, epoch, history)."""
+    """Train in place with the shared loop (``models.train.loop``); on return ``model`` holds the best
+    epoch's weights. ``resume``: a loaded checkpoint dict to continue (optimizer, epoch, history)."""
     torch.set_num_threads(train.threads)  # deliberate: the machine is small and shared
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
@@ -184,51 +158,36 @@ def train_encoder(
         # continue the random streams where an uninterrupted run would be, as closely as cheaply possible
         torch.manual_seed(train.seed + state.epoch)
         rng = np.random.default_rng([train.seed, state.epoch])
-    best_state = copy.deepcopy((resume or {}).get("best_state_dict") or model.state_dict())
-    started = time.perf_counter()
-    for epoch in range(state.epoch + 1, train.epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
-        total, count = 0.0, 0
-        steps = tqdm(
-            store.batches(train.batch_size, rng),
-            total=(len(store) + train.batch_size - 1) // train.batch_size,
-            desc=f"{model.config.kind} epoch {epoch}/{train.epochs}",
-            disable=not train.progress,
-            leave=False,
-        )
-        for batch in steps:
-            loss, queries = batch_loss(model, batch, item_prob, train, rng)
-            if queries == 0:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + float(loss.detach()), count + 1
-            steps.set_postfix(loss=f"{total / count:.4f}")
-        record = {"epoch": float(epoch), "train_loss": total / max(count, 1)}
-        record["epoch_seconds"] = time.perf_counter() - epoch_start
-        if validate is not None:
-            record.update({f"val_{k}": v for k, v in validate(model).items()})
-        state.epoch = epoch
-        state.history.append(record)
-        state.train_seconds += record["epoch_seconds"]
-        if improved(record, state):
-            state.best_epoch = epoch
-            state.best_score = record.get("val_NDCG@10", -record["train_loss"])
-            state.best_loss = record["train_loss"]
-            best_state = copy.deepcopy(model.state_dict())
-        if train.progress:
-            shown = {k: round(v, 4) for k, v in record.items() if k != "epoch"}
-            tqdm.write(f"{model.config.kind} epoch {epoch}: {shown}")
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, model, optimizer, state, train, item_category, best_state)
-        if should_stop(epoch, state.best_epoch, train):
-            break
-        # stop when another epoch like the last one would overrun the wall-clock budget
-        elapsed = time.perf_counter() - started
-        if train.max_minutes and elapsed + record["epoch_seconds"] > train.max_minutes * 60:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return state
+
+    def step(batch: PaddedBatch) -> float | None:
+        loss, queries = batch_loss(model, batch, item_prob, train, rng)
+        if queries == 0:
+            return None
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def save(state: TrainState, best: Weights) -> None:
+        assert checkpoint_path is not None
+        save_checkpoint(checkpoint_path, model, optimizer, state, train, item_category, best)
+
+    settings = LoopSettings(
+        epochs=train.epochs,
+        patience=train.patience,
+        min_epochs=train.min_epochs,
+        max_minutes=train.max_minutes,
+        progress=train.progress,
+        label=model.config.kind,
+    )
+    return run_epochs(
+        model,
+        lambda _: store.batches(train.batch_size, rng),
+        step,
+        settings,
+        validate,
+        state,
+        (resume or {}).get("best_state_dict"),
+        save if checkpoint_path is not None else None,
+        steps_per_epoch=(len(store) + train.batch_size - 1) // train.batch_size,
+    )

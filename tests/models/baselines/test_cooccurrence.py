@@ -67,3 +67,29 @@ def test_arrays_round_trip() -> None:
     again = CooccurrenceScorer.from_arrays(scorer.arrays(), config)
     history = [np.array([idx(d, 2), idx(d, 3)])]
     np.testing.assert_array_equal(again.score_items(history), scorer.score_items(history))
+
+
+def test_baseline_candidate_source_and_ranker_anchors_read_one_fit() -> None:
+    from models.candidates.generator import fit_sources
+    from models.candidates.sources import CandidateRequest
+    from models.inference import RequestContext, UserHistory
+    from models.ranker.retrieval import cooccurrence_scores, fit_cooccurrence
+
+    d = sequences([[1, 2, 3, 4], [2, 3, 5], [1, 3, 2, 6, 4], [5, 6, 1], [7, 1, 2]])
+    config = CooccurrenceConfig(window=3, max_neighbours=3)
+    baseline = CooccurrenceScorer(d.events, d.num_items, config)
+    source = fit_sources(d.events, d.num_items, d.num_scenes, config)["cooccurrence"]
+    anchors = fit_cooccurrence(d.events, d.num_items, window=3, top_m=3)
+    for item in range(2, d.num_items):
+        one = np.array([item], dtype=np.int64)
+        similar = baseline.score_items([one])[0] - config.popularity_weight * baseline.popularity
+        listed = source.candidates(CandidateRequest(UserHistory.empty(), RequestContext(0, anchors=one)), 10)
+        kept = anchors.weights[item] > 0
+        neighbours, weights = anchors.neighbours[item][kept], anchors.weights[item][kept]
+        # the same neighbours with the same weights, best first, in all three
+        assert listed.items.tolist() == neighbours.tolist()
+        assert listed.scores.tolist() == weights.tolist()
+        np.testing.assert_allclose(similar[listed.items], listed.scores, rtol=1e-6)
+        assert np.count_nonzero(similar > 1e-9) == len(listed)
+        np.testing.assert_allclose(cooccurrence_scores(anchors, one)[listed.items], listed.scores, rtol=1e-6)
+    assert anchors.popularity[idx(d, 1)] == 4

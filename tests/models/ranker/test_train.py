@@ -56,8 +56,8 @@ def _learn_planted_preference() -> None:
     category = 2 + torch.arange(SIZES.num_items) % 2
     model = OnePieceRanker(config, SIZES, category)
     data, _ = _planted(config, 320, seed=0)
-    log = train_ranker(model, data, train_config, progress=False)
-    assert log[-1]["loss"] < log[0]["loss"]
+    history = train_ranker(model, data, train_config, progress=False).history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
     test, genders = _planted(config, 64, seed=1)
     rng = np.random.default_rng(2)
     candidates = [rng.choice(np.arange(2, SIZES.num_items), size=16, replace=False) for _ in genders]
@@ -101,17 +101,18 @@ def test_retrieval_ranks_and_the_rank_feature() -> None:
 def test_validation_keeps_the_best_epoch_and_stops_after_patience() -> None:
     torch.manual_seed(0)
     config, train_config = preset("tiny")
-    train_config = dataclasses.replace(train_config, epochs=10, batch_size=32)
+    train_config = dataclasses.replace(train_config, epochs=10, batch_size=32, patience=3)
     model = OnePieceRanker(config, SIZES, 2 + torch.arange(SIZES.num_items) % 2)
     data, _ = _planted(config, 64, seed=0)
     scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.9])
     snapshots: list[dict[str, torch.Tensor]] = []
 
-    def validate(m: OnePieceRanker) -> float:
+    def validate(m: OnePieceRanker) -> dict[str, float]:
         snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
-        return next(scores)
+        return {"NDCG@10": next(scores)}
 
-    log = train_ranker(model, data, train_config, progress=False, validate=validate, patience=3)
-    assert [row["valid"] for row in log] == [0.1, 0.5, 0.2, 0.3, 0.4]  # 3 epochs without beating 0.5
+    state = train_ranker(model, data, train_config, progress=False, validate=validate)
+    assert [row["val_NDCG@10"] for row in state.history] == [0.1, 0.5, 0.2, 0.3, 0.4]  # 3 without beating 0.5
+    assert state.best_epoch == 2
     kept = model.state_dict()
     assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)  # the weights of epoch 2

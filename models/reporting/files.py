@@ -1,0 +1,32 @@
+"""A report as three files side by side: ``<out>.md`` (for people), ``<out>.json`` (for tools) and
+``<out>.png`` (a figure). Every results writer in the project goes through ``write_report``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def report_paths(out: Path) -> dict[str, Path]:
+    """out: the path without suffix -> {"md", "json", "png"} paths next to each other."""
+    return {kind: out.with_suffix(f".{kind}") for kind in ("md", "json", "png")}
+
+
+def write_report(
+    out: Path,
+    data: dict[str, Any],
+    markdown: str,
+    plot: Callable[[Path], None],
+    indent: int = 2,
+    sort_keys: bool = False,
+) -> dict[str, Path]:
+    """Writes ``data`` as out.json, ``markdown`` as out.md and calls ``plot(out.png)``; creates the folder.
+    Returns the three paths by kind."""
+    paths = report_paths(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths["json"].write_text(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n", encoding="utf-8")
+    paths["md"].write_text(markdown, encoding="utf-8")
+    plot(paths["png"])
+    return paths

@@ -1,0 +1,86 @@
+"""Where a number came from: the code's commit, the machine, the command line. Recorded in every report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def git_commit() -> str:
+    """Short HEAD hash, with ``+modified`` when tracked code under models/ differs from it; ``unknown``
+    outside a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "models"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = head.stdout.strip() or "unknown"
+    return commit + ("+modified" if commit != "unknown" and changed.stdout.strip() else "")
+
+
+def machine_description() -> str:
+    """One line for a report header: OS, architecture, CPU count, Python."""
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+
+
+def machine_info() -> dict[str, Any]:
+    """The full record for benchmarks: CPU, core count, memory, OS, Python and library versions, commit,
+    and the load average (the machine is shared: a high load means latencies carry others' noise)."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": _version("numpy"),
+        "faiss": _version("faiss-cpu"),
+        "torch": _version("torch"),
+        "commit": git_commit(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def command_line() -> str:
+    """The command as typed (``python -m module args``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else f"python {sys.argv[0]}"
+    return " ".join([program, *sys.argv[1:]])
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        return None
+    total_kib = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+    return round(total_kib / 2**20, 1)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
