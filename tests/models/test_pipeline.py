@@ -18,6 +18,11 @@ def dataset() -> Dataset:
     return generate_synthetic(TINY)
 
 
+def load_stub_ranker(path: Path, **options: Any) -> np.ndarray:
+    """Stands in for models.ranker.serving.load_ranker (same call: a path and loading options)."""
+    return np.load(path)
+
+
 def test_second_call_reuses_the_bundle(dataset: Dataset, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(pipeline, "find_trainer", lambda stage: None)  # baseline-only, whatever is installed
     first = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
@@ -47,7 +52,7 @@ def test_new_data_or_new_stage_builds_a_new_bundle(dataset: Dataset, tmp_path: P
         return out_dir / "ranker.npy", {"AUC": 0.5}
 
     monkeypatch.setattr(pipeline, "find_trainer", lambda stage: fake_ranker if stage == "ranker" else None)
-    monkeypatch.setattr("models.bundle.RANKER_LOADER", "numpy:load")
+    monkeypatch.setattr("models.bundle.RANKER_LOADER", "tests.models.test_pipeline:load_stub_ranker")
     with_ranker = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False)
     assert with_ranker != baseline and calls == [{"encoder_path": None}]
     loaded = Bundle.load(with_ranker)
@@ -116,7 +121,7 @@ def test_baseline_stages_skip_training_and_the_full_bundle_is_found_once_built(
         return train if stage == "ranker" else None
 
     monkeypatch.setattr(pipeline, "find_trainer", fake_trainer)
-    monkeypatch.setattr("models.bundle.RANKER_LOADER", "numpy:load")
+    monkeypatch.setattr("models.bundle.RANKER_LOADER", "tests.models.test_pipeline:load_stub_ranker")
     assert pipeline.default_bundle_if_built(root=tmp_path, dataset=dataset) is None
     baseline = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False, stages=())
     assert trained == [] and baseline.name.endswith("-baseline")
