@@ -93,7 +93,7 @@ def test_cli_prints_summary_and_skips_bad_rows(tmp_path: Path, capsys: pytest.Ca
     assert run_cli([*base, "--out", str(tmp_path / "lenient"), "--skip-bad-rows"]) == 0
     out = capsys.readouterr().out
     assert "events    3" in out and "users     2" in out and "sessions  2" in out
-    assert "cart 1 (33.3%)" in out and "ts: expected an integer (first at log.csv:4)" in out
+    assert "cart 1 (33.3%)" in out and "ts: expected a number (first at log.csv:4)" in out
 
 
 def test_cli_synthetic_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
