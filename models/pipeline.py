@@ -104,16 +104,19 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
     budget: session encoder, candidate sources with tuned merge weights, the source-aware ranker and the
     gate that decides whether it is served. Returns the checkpoints and the manifest's ``config.serving``
     (merge, ranker decision, offline metrics of this very run on the held-out test period)."""
+    from models.data.defaults import defaults_for
     from models.encoder.serving import save_user_encoder
     from models.evaluate.pipeline import PipelineSettings, run_seed
-    from models.evaluate.pipeline_cli import protocol_for
     from models.evaluate.pipeline_data import pipeline_periods
     from models.ranker.serving import save_ranker
 
-    protocol = protocol_for(dataset.name, None)
+    choices = defaults_for(dataset.events)
+    for line in choices.lines():
+        logger.info("%s: %s", dataset.name, line)
+    protocol = choices.protocol.value
     settings = PipelineSettings(**QUICK_PIPELINE)
     started = time.perf_counter()
-    periods = pipeline_periods(dataset, protocol, QUICK_RANKER_EVENTS)
+    periods = pipeline_periods(dataset, protocol, QUICK_RANKER_EVENTS, choices.exclude_seen.value)
     outcome = run_seed(dataset, periods, 0, settings)
     seconds = time.perf_counter() - started
     checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}
@@ -138,6 +141,8 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
         "merge": outcome.merge.to_dict(),
         "ranker_served": outcome.ranker_served,
         "protocol": protocol,
+        "defaults": choices.to_dict(),
+        "skipped": outcome.notes,
         "offline": {"test": outcome.metrics, "valid": outcome.valid},
         "seconds": {**outcome.seconds, "total": round(seconds, 1)},
     }
