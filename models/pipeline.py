@@ -305,11 +305,22 @@ def ensure_default_bundle(
         return path
 
 
-def latest_bundle(root: str | Path = "var") -> Path | None:
-    """The most recently built complete bundle under ``root/bundles`` (by manifest time), or None."""
+def latest_bundle(root: str | Path = "var", dataset: str | None = None) -> Path | None:
+    """The most recently built complete bundle under ``root/bundles`` (by manifest time), or None;
+    ``dataset``: only bundles built from the dataset of that name (their manifest says so)."""
     candidates = [
         path
         for path in (Path(root) / "bundles").glob("*")
         if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).is_file()
     ]
+    if dataset is not None:
+        candidates = [path for path in candidates if _manifest_dataset(path) == dataset]
     return max(candidates, key=lambda path: (path / MANIFEST).stat().st_mtime, default=None)
+
+
+def _manifest_dataset(path: Path) -> str | None:
+    try:
+        name = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("dataset")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return name if isinstance(name, str) else None
