@@ -16,8 +16,9 @@ from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, has_ml1m, ope
 from models.data.defaults import ShapeDefaults, defaults_for
 from models.data.errors import DataError
 from models.data.schema import Dataset
+from models.data.shape import measure_shape
 from models.data.splits import protocol_split
-from models.evaluate.period_checks import period_warnings, skipped_users_note
+from models.evaluate.period_checks import RANKER_TIME_CUT, period_warnings, skipped_users_note
 from models.evaluate.protocols import (
     PROTOCOLS,
     REPORTED_METRICS,
@@ -245,6 +246,10 @@ def run_ranker_stage(args: argparse.Namespace, command: str) -> int:
         )
         print(paths["md"].read_text(encoding="utf-8"))
         print("wrote " + ", ".join(str(p) for p in paths.values()))
+        counts = json.loads(paths["json"].read_text(encoding="utf-8")).get("counts", {})
+        shape = measure_shape(_load(name, args).events)
+        for warning in period_warnings(RANKER_TIME_CUT, int(counts.get("test_requests", 0)), None, shape):
+            print(f"warning: {name}: {warning}", file=sys.stderr)
     return 0
 
 
