@@ -40,7 +40,11 @@ def period_warnings(
     """What a user must know before trusting the numbers (empty when the periods are large enough);
     ``valid_requests`` None: the stage has no validation period to check."""
     out = []
-    if test_requests < MIN_TEST_REQUESTS:
+    if test_requests == 0:
+        out.append(
+            f"no test requests under {protocol}: nothing can be scored." + _protocol_hint(protocol, shape)
+        )
+    elif test_requests < MIN_TEST_REQUESTS:
         out.append(
             f"only {test_requests} test request{'' if test_requests == 1 else 's'} under {protocol} (fewer "
             f"than {MIN_TEST_REQUESTS}): a metric "

@@ -50,3 +50,9 @@ def test_the_ranker_stage_is_warned_about_its_own_time_cut() -> None:
     [warning] = period_warnings(RANKER_TIME_CUT, 1, None, ANONYMOUS)
     assert warning.startswith("only 1 test request under the ranker stage's time cut")
     assert "--stage pipeline" in warning
+
+
+def test_no_test_request_at_all_is_said_plainly() -> None:
+    [warning] = period_warnings("next-session", 0, 0, ANONYMOUS)[:1]
+    assert warning.startswith("no test requests under next-session: nothing can be scored.")
+    assert "±" not in warning
