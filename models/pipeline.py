@@ -117,6 +117,12 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
     settings = PipelineSettings(**QUICK_PIPELINE)
     started = time.perf_counter()
     periods = pipeline_periods(dataset, protocol, QUICK_RANKER_EVENTS, choices.exclude_seen.value)
+    if len(periods.test) == 0:
+        raise ValueError(
+            f"{dataset.name}: no test requests under {protocol} (users need two or more events): nothing to "
+            f"train and check the served pipeline on. `tandem bundle build --dataset {dataset.name}` builds "
+            "the baseline bundle (popularity and co-occurrence)"
+        )
     outcome = run_seed(dataset, periods, 0, settings)
     seconds = time.perf_counter() - started
     checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}

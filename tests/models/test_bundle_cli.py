@@ -99,3 +99,21 @@ def test_commands_name_an_unprepared_dataset_clearly(
     ):
         assert main(argv) == 2, argv
         assert "no prepared dataset 'nowhere' here. Prepare it first" in capsys.readouterr().err
+
+
+def test_a_log_of_single_events_is_refused_clearly_and_gets_a_baseline_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "once.csv"
+    log.write_text("user,item,timestamp\n" + "".join(f"u{i},i{i % 7},{1000 + i}.5\n" for i in range(40)))
+    cache = ["--cache-dir", str(tmp_path / "data")]
+    assert main(["data", "prepare", "--dataset", "csv", "--name", "once", "--input", str(log), *cache]) == 0
+    assert "exclude seen items: yes" in capsys.readouterr().out  # nothing is ever re-visited
+    train = ["bundle", "build", "--train", "--dataset", "once", *cache, "--root", str(tmp_path / "var")]
+    assert main(train) == 2
+    assert (
+        "once: no test requests under leave-last-out (users need two or more events)"
+        in capsys.readouterr().err
+    )
+    baseline = ["bundle", "build", "--dataset", "once", *cache, "--out", str(tmp_path / "bundle")]
+    assert main(baseline) == 0 and Bundle.load(tmp_path / "bundle").manifest["dataset"] == "once"
