@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder-overrides",
         default="",
-        help="retrieval: JSON of EncoderConfig/TrainConfig fields, e.g. '{\"max_items_per_session\": 4}'",
+        help="JSON of EncoderConfig/TrainConfig fields (retrieval and pipeline stages), e.g. "
+        "'{\"max_items_per_session\": 4}'",
     )
     parser.add_argument("--ranker-epochs", type=int, default=4, help="pipeline: ranker epochs")
     parser.add_argument("--threads", type=int, default=1, help="pipeline: torch threads")
