@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -25,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (>1 needs Redis)")
     parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (TANDEM_BUNDLE_PATH)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="serve the newest bundle under var/bundles built from this dataset (e.g. a prepared dataset's "
+        "--name, after `tandem bundle build --train --dataset NAME`)",
+    )
 
 
 def _draining_server(config: Any, app: Any, drain_seconds: float) -> Any:
@@ -85,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
     from app.core.config import Settings
     from app.core.logging import configure_logging
 
+    if args.bundle is None and args.dataset is not None:
+        from models.pipeline import latest_bundle
+
+        args.bundle = latest_bundle(Settings().var_dir, args.dataset)
+        if args.bundle is None:
+            print(
+                f"error: no bundle built from dataset '{args.dataset}' under {Settings().var_dir}/bundles: "
+                f"run `tandem bundle build --train --dataset {args.dataset}` first",
+                file=sys.stderr,
+            )
+            return 2
     if args.bundle is not None:
         os.environ["TANDEM_BUNDLE_PATH"] = str(args.bundle)
     settings = Settings()

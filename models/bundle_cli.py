@@ -2,6 +2,7 @@
 
     tandem bundle build --dataset ml-1m --encoder var/models/ml-1m-session_encoder.pt --ranker var/models/r.pt
     tandem bundle build --default          # what `make serve` does on first run: train quick models if needed
+    tandem bundle build --train --dataset myshop   # the same served pipeline on a prepared dataset of yours
 
 Without ``--encoder`` the bundle is baseline-only (popularity + co-occurrence). Prints the bundle path and
 the manifest's versions, serving path and index recall.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ from models.index import IndexBuildConfig
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dataset", default=None, help="dataset name (default: ml-1m if present, else synthetic)"
+        "--dataset",
+        default=None,
+        help="a shipped dataset or a prepared dataset's --name (default: ml-1m if present, else synthetic)",
     )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
@@ -39,7 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--default", action="store_true", help="ensure the default bundle under --root (trains quick models)"
     )
-    parser.add_argument("--root", type=Path, default=Path("var"), help="with --default: where bundles live")
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="train the served pipeline (encoder, candidate sources, merge, ranker) at the quick budget on "
+        "--dataset and bundle it under --root/bundles/<name>-...: --default for any dataset",
+    )
+    parser.add_argument(
+        "--root", type=Path, default=Path("var"), help="with --default/--train: where bundles live"
+    )
 
 
 def _read_metrics(path: Path | None) -> dict[str, Any]:
@@ -58,41 +70,53 @@ def _read_metrics(path: Path | None) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.default:
-        from models.pipeline import ensure_default_bundle
-
-        path = ensure_default_bundle(args.data_dir, root=args.root)
-    else:
-        from models.data.datasets import default_dataset, load_dataset
-
-        dataset = (
-            load_dataset(args.dataset, args.data_dir, args.cache_dir)
-            if args.dataset
-            else default_dataset(args.data_dir, args.cache_dir)
-        )
-        out = args.out or Path("var/bundles") / f"{dataset.name}-{data_fingerprint(dataset)[:12]}-custom"
-        path = build_bundle(
-            dataset,
-            out,
-            encoder_path=args.encoder,
-            ranker_path=args.ranker,
-            index_kind=args.index_kind,
-            index_config=IndexBuildConfig(target_recall=args.target_recall),
-            metrics=_read_metrics(args.metrics),
-            config={
-                "command": "tandem bundle build",
-                "encoder": str(args.encoder),
-                "ranker": str(args.ranker),
-            },
-            overwrite=args.overwrite,
-        )
+    try:
+        path = _build(args)
+    except ValueError as error:  # DataError included: an unprepared dataset, a log that cannot be split
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     manifest = Bundle.load(path).manifest
     summary = {
         "bundle": str(path),
+        "dataset": manifest.get("dataset"),
         "model_version": manifest["model_version"],
         "index_version": manifest["index_version"],
         "serving_path": manifest["serving_path"],
         "index": manifest["metrics"].get("index", {}),
     }
     print(json.dumps(summary, indent=2))
+    print(f"serve it: tandem serve --bundle {path}")
     return 0
+
+
+def _build(args: argparse.Namespace) -> Path:
+    from models.data.datasets import default_dataset, open_dataset
+
+    if args.default or args.train:
+        from models.pipeline import ensure_default_bundle
+
+        if args.train and not args.dataset:
+            raise ValueError("--train needs --dataset (the shipped default dataset: --default)")
+        given = open_dataset(args.dataset, args.data_dir, args.cache_dir) if args.dataset else None
+        return ensure_default_bundle(args.data_dir, root=args.root, dataset=given)
+    dataset = (
+        open_dataset(args.dataset, args.data_dir, args.cache_dir)
+        if args.dataset
+        else default_dataset(args.data_dir, args.cache_dir)
+    )
+    out = args.out or Path("var/bundles") / f"{dataset.name}-{data_fingerprint(dataset)[:12]}-custom"
+    return build_bundle(
+        dataset,
+        out,
+        encoder_path=args.encoder,
+        ranker_path=args.ranker,
+        index_kind=args.index_kind,
+        index_config=IndexBuildConfig(target_recall=args.target_recall),
+        metrics=_read_metrics(args.metrics),
+        config={
+            "command": "tandem bundle build",
+            "encoder": str(args.encoder),
+            "ranker": str(args.ranker),
+        },
+        overwrite=args.overwrite,
+    )

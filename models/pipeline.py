@@ -104,16 +104,25 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
     budget: session encoder, candidate sources with tuned merge weights, the source-aware ranker and the
     gate that decides whether it is served. Returns the checkpoints and the manifest's ``config.serving``
     (merge, ranker decision, offline metrics of this very run on the held-out test period)."""
+    from models.data.defaults import defaults_for
     from models.encoder.serving import save_user_encoder
     from models.evaluate.pipeline import PipelineSettings, run_seed
-    from models.evaluate.pipeline_cli import protocol_for
     from models.evaluate.pipeline_data import pipeline_periods
     from models.ranker.serving import save_ranker
 
-    protocol = protocol_for(dataset.name, None)
+    choices = defaults_for(dataset.events)
+    for line in choices.lines():
+        logger.info("%s: %s", dataset.name, line)
+    protocol = choices.protocol.value
     settings = PipelineSettings(**QUICK_PIPELINE)
     started = time.perf_counter()
-    periods = pipeline_periods(dataset, protocol, QUICK_RANKER_EVENTS)
+    periods = pipeline_periods(dataset, protocol, QUICK_RANKER_EVENTS, choices.exclude_seen.value)
+    if len(periods.test) == 0:
+        raise ValueError(
+            f"{dataset.name}: no test requests under {protocol} (users need two or more events): nothing to "
+            f"train and check the served pipeline on. `tandem bundle build --dataset {dataset.name}` builds "
+            "the baseline bundle (popularity and co-occurrence)"
+        )
     outcome = run_seed(dataset, periods, 0, settings)
     seconds = time.perf_counter() - started
     checkpoints: dict[str, Path | None] = {"encoder": None, "ranker": None}
@@ -138,6 +147,8 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
         "merge": outcome.merge.to_dict(),
         "ranker_served": outcome.ranker_served,
         "protocol": protocol,
+        "defaults": choices.to_dict(),
+        "skipped": outcome.notes,
         "offline": {"test": outcome.metrics, "valid": outcome.valid},
         "seconds": {**outcome.seconds, "total": round(seconds, 1)},
     }
@@ -300,11 +311,22 @@ def ensure_default_bundle(
         return path
 
 
-def latest_bundle(root: str | Path = "var") -> Path | None:
-    """The most recently built complete bundle under ``root/bundles`` (by manifest time), or None."""
+def latest_bundle(root: str | Path = "var", dataset: str | None = None) -> Path | None:
+    """The most recently built complete bundle under ``root/bundles`` (by manifest time), or None;
+    ``dataset``: only bundles built from the dataset of that name (their manifest says so)."""
     candidates = [
         path
         for path in (Path(root) / "bundles").glob("*")
         if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).is_file()
     ]
+    if dataset is not None:
+        candidates = [path for path in candidates if _manifest_dataset(path) == dataset]
     return max(candidates, key=lambda path: (path / MANIFEST).stat().st_mtime, default=None)
+
+
+def _manifest_dataset(path: Path) -> str | None:
+    try:
+        name = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("dataset")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return name if isinstance(name, str) else None

@@ -17,6 +17,7 @@ from models.data.schema import (
     Funnel,
 )
 from models.data.sessions import DEFAULT_MAX_SESSION_ITEMS, DEFAULT_SESSION_GAP_SECONDS, sessionise
+from models.data.splits import split_counts
 
 
 @dataclass
@@ -31,6 +32,7 @@ class RawEvents:
     scene: np.ndarray | None = None  # raw scene names, None -> unknown
     device: np.ndarray | None = None  # raw device names, None -> unknown
     order: np.ndarray | None = None  # original row order (ties in time keep it), None -> arange
+    split: np.ndarray | None = None  # supplied split codes (models.data.splits TRAIN/VALID/TEST), or None
 
 
 @dataclass
@@ -188,7 +190,8 @@ def build_dataset(
             user_features[feature] = column
             feature_vocabs[feature] = _names(feature_vocab)
     action_counts = np.bincount(table.action, minlength=len(Action))
-    manifest = {
+    event_split = events.split[sort].astype(np.int8) if events.split is not None else None
+    manifest: dict = {
         "dataset": name,
         "funnel": funnel_name,
         "sessions": {"gap_seconds": sessions.gap_seconds, "max_items": sessions.max_items},
@@ -200,6 +203,7 @@ def build_dataset(
             "sessions": count_sessions(table),
             "actions": {a.name: int(action_counts[a]) for a in Action if action_counts[a]},
             "time_range": [int(timestamp.min()), int(timestamp.max())],
+            **({} if event_split is None else {"split": split_counts(event_split)}),
         },
         "vocabularies": {
             "scene": _names(scene_vocab),
@@ -219,4 +223,5 @@ def build_dataset(
         num_scenes=len(scene_vocab) + FIRST_REAL_ID,
         num_devices=len(device_vocab) + FIRST_REAL_ID,
         num_categories=len(category_vocab) + FIRST_REAL_ID,
+        event_split=event_split,
     )

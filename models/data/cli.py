@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 from models.data.builder import SessionConfig
-from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, PrepareOptions, prepare_dataset
+from models.data.datasets import (
+    DATASET_NAMES,
+    DEFAULT_CACHE_DIR,
+    PrepareOptions,
+    check_dataset_name,
+    prepare_dataset,
+)
+from models.data.defaults import defaults_for
 from models.data.errors import DataError
 from models.data.loaders.generic import parse_mapping
 from models.data.loaders.synthetic import SyntheticConfig
@@ -23,18 +30,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input", type=Path, default=None, help="a specific input file or folder")
     parser.add_argument(
-        "--out", type=Path, default=None, help=f"output folder (default {DEFAULT_CACHE_DIR}/<dataset>)"
+        "--name",
+        default=None,
+        help="your name for the prepared dataset (default: --dataset): its cache folder, its report and "
+        "bundle names; later commands take it as --dataset NAME",
     )
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="prepared datasets")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default <cache-dir>/<name>)")
     parser.add_argument("--session-gap-minutes", type=float, default=30.0)
     parser.add_argument("--max-session-items", type=int, default=DEFAULT_MAX_SESSION_ITEMS)
     parser.add_argument("--skip-bad-rows", action="store_true", help="count and skip malformed rows")
     parser.add_argument("--force", action="store_true", help="prepare again even if the output is current")
     generic = parser.add_argument_group("csv / parquet")
     generic.add_argument(
-        "--map", default="", help="field=column,...: user, item, timestamp, action, value, ..."
+        "--map",
+        default="",
+        help="field=column,...: user, item, timestamp (required; default: columns of those names), action, "
+        "value, scene, device, category, title, split (train/valid/test per event)",
     )
     generic.add_argument("--sep", default=",")
-    generic.add_argument("--timestamp-unit", choices=("s", "ms", "us"), default="s")
+    generic.add_argument(
+        "--timestamp-unit",
+        choices=("s", "ms", "us"),
+        default="s",
+        help="unit of the timestamp column; decimals are accepted and floored to whole seconds",
+    )
     synthetic = parser.add_argument_group("synthetic")
     defaults = SyntheticConfig()
     synthetic.add_argument("--users", type=int, default=defaults.num_users)
@@ -64,13 +84,14 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
             seed=args.seed,
         ),
         progress=True,
+        name=None if args.name is None else check_dataset_name(args.name, args.dataset),
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    out = args.out or DEFAULT_CACHE_DIR / args.dataset
     try:
         options = options_from_args(args)
+        out = args.out or args.cache_dir / (options.name or args.dataset)
         if args.force and (out / "manifest.json").is_file():
             (out / "manifest.json").unlink()
         started = time.perf_counter()
@@ -82,4 +103,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(dataset))
     state = "reused (inputs unchanged)" if reused else f"prepared in {seconds:.1f} s"
     print(f"output    {out} ({state})")
+    print("defaults the later commands take from the data's shape (each can be set with a flag):")
+    print("\n".join(f"  {line}" for line in defaults_for(dataset.events).lines()))
     return 0

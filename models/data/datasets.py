@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from models.data.schema import Dataset
 from models.data.storage import FORMAT_VERSION, load_prepared, read_manifest, save_dataset, sha256_file
 
 DATASET_NAMES = ("ml-1m", "ml-100k", "taobao", "retailrocket", "csv", "synthetic")
+SHIPPED_DATASETS = ("ml-1m", "ml-100k", "taobao", "retailrocket")  # re-prepared from the data directory
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_DATA_DIR = Path("../shared/data")
 DEFAULT_CACHE_DIR = Path("var/data")
 PREPARE_VERSION = 2
@@ -55,10 +58,15 @@ class PrepareOptions:
     timestamp_unit: str = "s"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     progress: bool = False
+    name: str | None = (
+        None  # the prepared dataset's own name (cache folder, reports, bundles); None: the kind
+    )
 
     def identity(self, name: str) -> dict[str, Any]:
         """The options that define the output (progress and paths excluded; input bytes are hashed)."""
         out: dict[str, Any] = {"sessions": asdict(self.sessions), "skip_bad_rows": self.skip_bad_rows}
+        if self.name is not None:
+            out["name"] = self.name
         if name == "csv":
             out.update(
                 mapping=dict(sorted(self.mapping.items())), sep=self.sep, timestamp_unit=self.timestamp_unit
@@ -104,6 +112,7 @@ def _plan(
             sessions,
             options.sep,
             options.timestamp_unit,
+            options.name or "csv",
         )
     if name not in SUBDIRECTORIES:
         raise ValueError(f"unknown dataset '{name}', expected one of {DATASET_NAMES}")
@@ -154,7 +163,10 @@ def prepare_dataset(
         return load_prepared(out_dir), True
     bad_rows = BadRows(skip=options.skip_bad_rows)
     dataset = build(bad_rows)
+    dataset.name = options.name or dataset.name
     dataset.manifest.update(
+        dataset=dataset.name,
+        source=name,
         input_fingerprint=fingerprint,
         inputs=inputs,
         options=options.identity(name),
@@ -176,6 +188,46 @@ def load_dataset(
         raise ValueError(f"unknown dataset '{name}', expected one of {DATASET_NAMES}")
     dataset, _ = prepare_dataset(name, data_dir, Path(cache_dir) / name, options)
     return dataset
+
+
+def check_dataset_name(name: str, kind: str | None = None) -> str:
+    """``name`` when it can name a prepared dataset of ``kind`` (a folder name that no shipped dataset
+    uses), else ValueError saying what is allowed."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"dataset name {name!r}: use up to 64 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit"
+        )
+    if kind is not None and name in DATASET_NAMES and name != kind:
+        raise ValueError(f"dataset name {name!r} is the name of the {name} dataset; choose another --name")
+    return name
+
+
+def open_dataset(
+    name: str, data_dir: Path | str | None = None, cache_dir: Path | str = DEFAULT_CACHE_DIR
+) -> Dataset:
+    """The dataset a command names. A shipped one is (re)prepared from the data directory as
+    ``load_dataset`` does; any other name (synthetic, csv, or the ``--name`` given to ``tandem data
+    prepare``) is read as it was prepared into ``cache_dir/<name>``, its options kept; synthetic is
+    generated with defaults when it is not there. An unknown name raises DataError saying how to prepare it.
+    """
+    check_dataset_name(name)
+    if name in SHIPPED_DATASETS:
+        return load_dataset(name, data_dir, cache_dir)
+    folder = Path(cache_dir) / name
+    if (folder / "manifest.json").is_file():
+        dataset = load_prepared(folder)
+        dataset.name = name  # prepared with --out into this folder: the folder names it
+        dataset.manifest["dataset"] = name
+        return dataset
+    if name == "synthetic":
+        return load_dataset(name, data_dir, cache_dir)
+    raise DataError(
+        folder,
+        f"no prepared dataset '{name}' here. Prepare it first: tandem data prepare --dataset csv "
+        f"--name {name} --input <events.csv> --map user=<column>,item=<column>,timestamp=<column> (or give "
+        f"--cache-dir the folder that holds {name}/)",
+    )
 
 
 def has_ml1m(data_dir: Path | str | None = None) -> bool:

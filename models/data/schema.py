@@ -9,6 +9,7 @@ On disk a prepared dataset is one directory:
     events.parquet   one row per event, sorted by (user, timestamp, original row order), columns below
     items.parquet    item (index), raw_id (str), title (str), category (index), genres (str, "|"-joined), year
     users.parquet    user (index), raw_id (str), plus any static features (gender, age, occupation: indices)
+                     (plus ``split``, int8 0 train / 1 valid / 2 test, when the log supplied a split column)
     manifest.json    source, arguments, counts, vocabularies of small fields (scene, device, category),
                      funnel, and a sha256 fingerprint of each file (re-running prepare is byte-identical)
 
@@ -157,6 +158,9 @@ class Dataset:
     num_scenes: int = 2
     num_devices: int = 2
     num_categories: int = 2
+    # [E] int8 per row of ``events``: the split column the user supplied (models.data.splits TRAIN, VALID,
+    # TEST), or None when the log came without one
+    event_split: np.ndarray | None = None
 
     @property
     def num_users(self) -> int:

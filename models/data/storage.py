@@ -23,6 +23,7 @@ from models.data.schema import (
 )
 
 FORMAT_VERSION = 1
+SPLIT_COLUMN = "split"  # optional events.parquet column: the split the user supplied (int8 codes)
 
 
 def funnel_by_name(name: str) -> Funnel:
@@ -49,7 +50,10 @@ def _write_table(columns: dict[str, Any], path: Path) -> None:
 def save_dataset(dataset: Dataset, out_dir: Path) -> dict[str, Any]:
     """Writes the four files into ``out_dir`` and returns the manifest that was written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_table({name: getattr(dataset.events, name) for name in EVENT_COLUMNS}, out_dir / "events.parquet")
+    event_columns = {name: getattr(dataset.events, name) for name in EVENT_COLUMNS}
+    if dataset.event_split is not None:
+        event_columns[SPLIT_COLUMN] = dataset.event_split.astype(np.int8)
+    _write_table(event_columns, out_dir / "events.parquet")
     _write_table(catalogue_columns(dataset.catalogue), out_dir / "items.parquet")
     user_columns: dict[str, Any] = {
         "user": np.arange(dataset.num_users, dtype=np.int32),
@@ -102,6 +106,9 @@ def load_prepared(directory: Path, verify: bool = True) -> Dataset:
             for name, dtype in EVENT_COLUMNS.items()
         }
     )
+    event_split = None
+    if SPLIT_COLUMN in events_table.column_names:
+        event_split = events_table.column(SPLIT_COLUMN).to_numpy().astype(np.int8)
     catalogue = read_catalogue(directory / "items.parquet")
     users = pq.read_table(directory / "users.parquet")
     features = {
@@ -120,6 +127,7 @@ def load_prepared(directory: Path, verify: bool = True) -> Dataset:
         num_scenes=int(manifest["num_scenes"]),
         num_devices=int(manifest["num_devices"]),
         num_categories=int(manifest["num_categories"]),
+        event_split=event_split,
     )
 
 

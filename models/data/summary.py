@@ -47,6 +47,10 @@ def format_summary(dataset: Dataset) -> str:
         f"actions   {mix}",
         f"time      {_utc(lo)} .. {_utc(hi)} UTC",
     ]
+    split = dataset.manifest.get("counts", {}).get("split")
+    if split:
+        lines.append("split     " + ", ".join(f"{part} {count:,}" for part, count in split.items()))
+    lines += [f"note      {note}" for note in dataset.manifest.get("notes", [])]
     skipped = dataset.manifest.get("skipped_rows") or {}
     if skipped:
         lines.append("skipped rows (--skip-bad-rows):")

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, has_ml1m, load_dataset, resolve_data_dir
+from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, has_ml1m, open_dataset, resolve_data_dir
+from models.data.defaults import ShapeDefaults, defaults_for
 from models.data.errors import DataError
 from models.data.schema import Dataset
-from models.data.splits import leave_last_out, time_split
-from models.data.storage import load_prepared
+from models.data.shape import measure_shape
+from models.data.splits import protocol_split
+from models.evaluate.period_checks import RANKER_TIME_CUT, period_warnings, skipped_users_note
 from models.evaluate.protocols import (
     PROTOCOLS,
     REPORTED_METRICS,
@@ -57,12 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder-overrides",
         default="",
-        help="retrieval: JSON of EncoderConfig/TrainConfig fields, e.g. '{\"max_items_per_session\": 4}'",
+        help="JSON of EncoderConfig/TrainConfig fields (retrieval and pipeline stages), e.g. "
+        "'{\"max_items_per_session\": 4}'",
     )
     parser.add_argument("--ranker-epochs", type=int, default=4, help="pipeline: ranker epochs")
     parser.add_argument("--threads", type=int, default=1, help="pipeline: torch threads")
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
-    parser.add_argument("--dataset", action="append", choices=DATASET_NAMES, default=[], help="repeatable")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        help=f"repeatable: {', '.join(DATASET_NAMES)}, or the --name of a dataset prepared with "
+        "`tandem data prepare` (read from --cache-dir)",
+    )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
     )
@@ -71,14 +80,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--protocol",
         choices=PROTOCOLS,
         default=None,
-        help="default: leave-last-out (pipeline stage: per dataset, next-session for session logs)",
+        help="default: chosen from the data's shape (ratings or one session per user: leave-last-out; "
+        "users who come back: next-session), printed with the reason",
     )
     parser.add_argument("--seeds", default="1", help="a count (3 -> seeds 0,1,2) or a list (0,5,7)")
     parser.add_argument("--max-users", type=int, default=None, help="score a fixed random subset of requests")
     parser.add_argument("--max-history", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
-        "--exclude-seen", action="store_true", help="next-session: also exclude history items"
+        "--exclude-seen",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="exclude the request's history items from the answer (default: chosen from the data's share "
+        "of re-visits)",
+    )
+    parser.add_argument(
+        "--items-per-request",
+        type=int,
+        default=None,
+        help="session encoder: items per request (default: chosen from the data's shape)",
     )
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (.md/.json/.png)")
     parser.add_argument(
@@ -88,12 +108,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def encoder_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--encoder-overrides, with --items-per-request as ``max_items_per_session`` when given."""
+    overrides = parse_overrides(args.encoder_overrides)
+    if args.items_per_request is not None:
+        if args.items_per_request < 1:
+            raise ValueError(f"--items-per-request must be >= 1, got {args.items_per_request}")
+        overrides["max_items_per_session"] = args.items_per_request
+    return overrides
+
+
 def encoder_budget(args: argparse.Namespace) -> EncoderBudget:
     return EncoderBudget(
         preset=args.encoder_preset or "default",
         epochs=args.encoder_epochs,
         max_minutes=args.encoder_minutes,
-        overrides=parse_overrides(args.encoder_overrides),
+        overrides=encoder_overrides(args),
+    )
+
+
+def chosen_defaults(dataset: Dataset, args: argparse.Namespace) -> ShapeDefaults:
+    """The data's shape defaults, with the ones set by flags replaced; printed with their reasons."""
+    choices = (
+        defaults_for(dataset.events)
+        .overridden("protocol", args.protocol, "--protocol")
+        .overridden("exclude_seen", args.exclude_seen, "--exclude-seen")
+        .overridden("items_per_request", args.items_per_request, "--items-per-request")
+    )
+    print(f"{dataset.name}: " + "\n  ".join(choices.lines()))
+    return choices
+
+
+def protocol_notes(
+    dataset: Dataset, choices: ShapeDefaults, test_requests: int, valid_requests: int
+) -> list[str]:
+    """Printed warnings (stderr) and the report notes that keep them, with the choices made."""
+    warnings = period_warnings(choices.protocol.value, test_requests, valid_requests, choices.shape)
+    for warning in warnings:
+        print(f"warning: {dataset.name}: {warning}", file=sys.stderr)
+    skipped = skipped_users_note(choices.shape)
+    if skipped is not None:
+        print(f"{dataset.name}: {skipped}")
+    return (
+        [f"Warning: {w}" for w in warnings]
+        + ([skipped] if skipped else [])
+        + ["Defaults: " + "; ".join(choices.lines()) + "."]
     )
 
 
@@ -126,12 +185,9 @@ def _models(args: argparse.Namespace) -> list[str]:
 
 
 def _load(name: str, args: argparse.Namespace) -> Dataset:
-    """Real datasets are (re)prepared when their inputs changed; synthetic and csv data are taken as
-    `tandem data prepare` left them in the cache (their options live there), else prepared with defaults."""
-    prepared = Path(args.cache_dir) / name
-    if name in ("synthetic", "csv") and (prepared / "manifest.json").is_file():
-        return load_prepared(prepared)
-    return load_dataset(name, args.data_dir, args.cache_dir)
+    """Shipped datasets are (re)prepared when their inputs changed; synthetic, csv and named datasets are
+    taken as `tandem data prepare` left them in the cache (their options live there)."""
+    return open_dataset(name, args.data_dir, args.cache_dir)
 
 
 def evaluate_dataset(
@@ -142,18 +198,25 @@ def evaluate_dataset(
     previous: dict[str, Any] | None = None,
 ) -> EvalReport:
     """Fit and score ``models``; ``previous`` (an earlier report's JSON) lends the rows of other models."""
-    protocol = args.protocol or "leave-last-out"
-    split = leave_last_out(dataset.events) if protocol == "leave-last-out" else time_split(dataset.events)
+    choices = chosen_defaults(dataset, args)
+    protocol, exclude_seen = choices.protocol.value, choices.exclude_seen.value
+    split = protocol_split(dataset.events, protocol, dataset.event_split)
     if protocol == "leave-last-out":
-        task = leave_last_out_task(dataset, split, args.max_history, args.max_users)
+        task = leave_last_out_task(
+            dataset, split, args.max_history, args.max_users, exclude_seen=exclude_seen
+        )
     else:
-        task = next_session_task(dataset, split, args.max_history, args.exclude_seen, args.max_users)
+        task = next_session_task(dataset, split, args.max_history, exclude_seen, args.max_users)
+    valid_requests = len(np.unique(dataset.events.user[split.valid]))
+    notes = protocol_notes(dataset, choices, len(task), valid_requests)
     if len(task) == 0:
         raise ValueError(f"no requests to score for {dataset.name} under {protocol}")
     metrics = REPORTED_METRICS[protocol]
     report = EvalReport(
         command, dataset.name, protocol, metrics, users=len(task), seeds=parse_seeds(args.seeds)
     )
+    report.notes += notes
+    report.extra["defaults"] = choices.to_dict()
     if previous is not None:
         report.carry_from(previous, models)  # before training, so a mismatch fails fast
     for model in models:
@@ -184,6 +247,10 @@ def run_ranker_stage(args: argparse.Namespace, command: str) -> int:
         )
         print(paths["md"].read_text(encoding="utf-8"))
         print("wrote " + ", ".join(str(p) for p in paths.values()))
+        counts = json.loads(paths["json"].read_text(encoding="utf-8")).get("counts", {})
+        shape = measure_shape(_load(name, args).events)
+        for warning in period_warnings(RANKER_TIME_CUT, int(counts.get("test_requests", 0)), None, shape):
+            print(f"warning: {name}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -201,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
         datasets = _datasets(args)
         for name in datasets:
             dataset = _load(name, args)
-            suffix = "" if args.protocol in (None, "leave-last-out") else f"-{args.protocol}"
+            protocol = args.protocol or defaults_for(dataset.events).protocol.value
+            suffix = "" if protocol == "leave-last-out" else f"-{protocol}"
             out = args.out or DEFAULT_OUT_DIR / f"retrieval-{name}{suffix}"
             if args.out is not None and len(datasets) > 1:
                 out = out.with_name(f"{out.name}-{name}")

@@ -71,6 +71,7 @@ class SeedOutcome:
     ranker: Any | None = None  # models.ranker.serving.TorchCandidateRanker trained on the merged lists
     # per epoch: train_loss, epoch_seconds, val_<metric> on the gate's validation users (models.train.loop)
     ranker_log: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why (tiny periods)
 
 
 def list_ranks(lists: Sequence[np.ndarray], targets: np.ndarray, target_mask: np.ndarray) -> np.ndarray:
@@ -133,13 +134,16 @@ def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: Pipelin
     fit_events = periods.fit_events(dataset)
     valid = next_item_cases(dataset, fit_events, dataset.events.take(np.sort(periods.ranker_target_rows)))
     cases = subsample(valid, 1000, seed)
-    exclude = periods.protocol == "leave-last-out"
-    return fit_encoder(dataset, fit_events, model_config, train, cases, valid_exclude_history=exclude)
+    return fit_encoder(
+        dataset, fit_events, model_config, train, cases, valid_exclude_history=periods.exclude_seen
+    )
 
 
 def _user_vectors(result: Any, task: EvalTask) -> np.ndarray:
     from models.encoder.serving import encode_histories
 
+    if len(task) == 0:  # an empty ranker period
+        return np.zeros((0, result.model.config.dim), dtype=np.float32)
     return encode_histories(result.model, result.item_category, task.histories, task.contexts)
 
 
@@ -296,7 +300,7 @@ def run_seed(
         sources["ann"] = _ann_source(result)
         ranker_vectors = _user_vectors(result, periods.ranker)
         test_vectors = _user_vectors(result, periods.test)
-    allow_seen = periods.protocol == "next-session"
+    allow_seen = not periods.exclude_seen
     names = tuple(
         n
         for n in ("ann", "cooccurrence", "recent", "popular")
@@ -322,38 +326,51 @@ def run_seed(
     ranker_lists = lists_for(ranker_requests, "candidates (ranker period)")
     test_lists = lists_for(test_requests, "candidates (test)")
     rng = np.random.default_rng(seed)
-    users = np.unique(periods.ranker.users)
-    valid_users = rng.choice(users, size=max(1, int(len(users) * settings.valid_share)), replace=False)
-    is_valid = np.isin(periods.ranker.users, valid_users)
-    valid_rows, train_rows = np.flatnonzero(is_valid), np.flatnonzero(~is_valid)
+    valid_rows, train_rows = _ranker_period_rows(periods.ranker.users, settings.valid_share, rng)
+    notes: list[str] = []
 
     started = time.perf_counter()
-    tuning_rows = np.sort(rng.permutation(valid_rows)[:MAX_TUNING_REQUESTS])
-    merge = tune_weights(ranker_lists, periods.ranker, tuning_rows, base)
+    merge = base
+    if len(valid_rows):
+        tuning_rows = np.sort(rng.permutation(valid_rows)[:MAX_TUNING_REQUESTS])
+        merge = tune_weights(ranker_lists, periods.ranker, tuning_rows, base)
+    else:
+        notes.append("no validation requests: the merge keeps equal weights")
     seconds["tune_merge"] = time.perf_counter() - started
     ranker_merged = [merge_lists(lists, merge) for lists in ranker_lists]
     test_merged = [merge_lists(lists, merge) for lists in test_lists]
 
     started = time.perf_counter()
     generator = CandidateGenerator(list(sources.values()), merge)
-    ranker, ranker_log = _ranker_training(
-        dataset,
-        periods,
-        ranker_requests,
-        ranker_merged,
-        train_rows,
-        names,
-        settings,
-        seed,
-        valid_rows,
-        generator,
-    )
+    ranker: Any = None
+    ranker_log: list[dict[str, float]] = []
+    trainable = [r for r in train_rows.tolist() if _found_any(periods.ranker, ranker_merged, r)]
+    if len(valid_rows) and trainable:
+        ranker, ranker_log = _ranker_training(
+            dataset,
+            periods,
+            ranker_requests,
+            ranker_merged,
+            np.asarray(trainable, dtype=np.int64),
+            names,
+            settings,
+            seed,
+            valid_rows,
+            generator,
+        )
+    else:
+        notes.append(
+            f"ranker not trained: {len(trainable)} ranker-period requests with a target among the candidates "
+            f"and {len(valid_rows)} validation requests; the merged order is served"
+        )
     seconds["ranker"] = time.perf_counter() - started
-    candidate = ServedPipeline(generator, ranker)
-    merged_valid = list_metrics([m.items for m in ranker_merged], periods.ranker, valid_rows)
-    # the ranker holds its best validation epoch, scored on these same rows during training
-    ranker_valid = {"NDCG@10": max(row["val_NDCG@10"] for row in ranker_log)}
-    use_ranker = ranker_valid["NDCG@10"] > merged_valid["NDCG@10"]
+    valid: dict[str, float] = {}
+    if len(valid_rows):
+        merged_items = [m.items for m in ranker_merged]
+        valid["merged_NDCG@10"] = list_metrics(merged_items, periods.ranker, valid_rows)["NDCG@10"]
+    if ranker_log:  # the ranker holds its best validation epoch, scored on these same rows during training
+        valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
+    use_ranker = ranker is not None and valid["ranker_NDCG@10"] > valid["merged_NDCG@10"]
     served = ServedPipeline(generator, ranker, use_ranker)
 
     metrics: dict[str, dict[str, float]] = {}
@@ -368,10 +385,12 @@ def run_seed(
     kinds["popular_plain"] = "source"
     metrics["merged"] = list_metrics([m.items for m in test_merged], periods.test)
     kinds["merged"] = "merged"
-    metrics["ranker_over_merged"] = list_metrics(
-        _served_items(candidate, test_requests, test_merged), periods.test
-    )
-    kinds["ranker_over_merged"] = "ranker"
+    if ranker is not None:
+        candidate = ServedPipeline(generator, ranker)
+        metrics["ranker_over_merged"] = list_metrics(
+            _served_items(candidate, test_requests, test_merged), periods.test
+        )
+        kinds["ranker_over_merged"] = "ranker"
     metrics["pipeline"] = list_metrics(_served_items(served, test_requests, test_merged), periods.test)
     kinds["pipeline"] = "pipeline"
     return SeedOutcome(
@@ -379,13 +398,32 @@ def run_seed(
         kinds,
         merge,
         use_ranker,
-        {"merged_NDCG@10": merged_valid["NDCG@10"], "ranker_NDCG@10": ranker_valid["NDCG@10"]},
+        valid,
         {k: round(v, 1) for k, v in seconds.items()},
         encoder_training,
         result,
         ranker,
         ranker_log,
+        notes,
     )
+
+
+def _ranker_period_rows(
+    users: np.ndarray, valid_share: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the ranker period's requests [R] -> (validation rows, training rows), split by user; no
+    validation rows when fewer than two users have a request (nothing would be left to train on)."""
+    distinct = np.unique(users)
+    if len(distinct) < 2:
+        return np.zeros(0, np.int64), np.arange(len(users))
+    chosen = rng.choice(distinct, size=max(1, int(len(distinct) * valid_share)), replace=False)
+    is_valid = np.isin(users, chosen)
+    return np.flatnonzero(is_valid), np.flatnonzero(~is_valid)
+
+
+def _found_any(task: EvalTask, merged: list[MergedCandidates], row: int) -> bool:
+    """Whether a source found any target of request ``row`` (only such requests can teach the ranker)."""
+    return bool(np.isin(task.targets[row][task.target_mask[row]], merged[row].items).any())
 
 
 def history_share(task: EvalTask) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +17,32 @@ from models.evaluate.pipeline import PIPELINE_METRICS, PipelineSettings, history
 from models.evaluate.pipeline_data import pipeline_periods
 from models.evaluate.report import EvalReport
 
-# the protocol each shipped dataset is judged under (rating logs: leave-last-out; sessions: next-session)
-DEFAULT_PROTOCOL = {"ml-1m": "leave-last-out", "ml-100k": "leave-last-out", "taobao": "next-session"}
-
-
-def protocol_for(name: str, explicit: str | None) -> str:
-    return explicit or DEFAULT_PROTOCOL.get(name, "next-session")
-
 
 def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
+    from models.evaluate.cli import encoder_overrides
+
     return PipelineSettings(
         encoder_preset=args.encoder_preset or "quick",
         encoder_minutes=3.0 if args.encoder_minutes is None else args.encoder_minutes,
+        encoder_overrides=encoder_overrides(args),
         ranker_epochs=args.ranker_epochs,
         threads=args.threads,
     )
 
 
 def evaluate_pipeline(
-    dataset: Dataset, protocol: str, seeds: list[int], settings: PipelineSettings, command: str
+    dataset: Dataset,
+    protocol: str,
+    seeds: list[int],
+    settings: PipelineSettings,
+    command: str,
+    exclude_seen: bool | None = None,
+    notes: Callable[[int, int], list[str]] | None = None,
 ) -> EvalReport:
-    periods = pipeline_periods(dataset, protocol)
+    """``exclude_seen`` None: the protocol's rule. ``notes(test requests, ranker-period requests)``: the
+    caller's warnings and choices, kept first in the report's notes."""
+    periods = pipeline_periods(dataset, protocol, exclude_seen=exclude_seen)
+    head = [] if notes is None else notes(len(periods.test), len(periods.ranker))
     if len(periods.test) == 0:
         raise ValueError(f"{dataset.name}: no test requests under {protocol}")
     report = EvalReport(
@@ -47,6 +54,7 @@ def evaluate_pipeline(
         seeds=seeds,
         title="Served pipeline",
     )
+    report.notes += head
     decisions: list[dict[str, Any]] = []
     for seed in seeds:
         started = time.perf_counter()
@@ -64,6 +72,7 @@ def evaluate_pipeline(
                 "merge": outcome.merge.to_dict(),
                 "ranker_epochs": outcome.ranker_log,
                 "seconds": {**outcome.seconds, "total": round(elapsed, 1)},
+                "skipped": outcome.notes,
             }
         )
     share = history_share(periods.test)
@@ -95,19 +104,30 @@ def evaluate_pipeline(
         + ".",
         f"Mean seconds per seed: {np.mean([d['seconds']['total'] for d in decisions]):.0f}.",
     ]
+    skipped = dict.fromkeys(note for d in decisions for note in d["skipped"])
+    report.notes += [f"Skipped: {note}." for note in skipped]
     return report
 
 
 def run_pipeline_stage(
     args: argparse.Namespace, names: list[str], load: Any, command: str, out_dir: Path
 ) -> int:
-    from models.evaluate.cli import parse_seeds
+    from models.evaluate.cli import chosen_defaults, parse_seeds, protocol_notes
 
     settings = settings_from_args(args)
     for name in names:
         dataset = load(name, args)
-        protocol = protocol_for(name, args.protocol)
-        report = evaluate_pipeline(dataset, protocol, parse_seeds(args.seeds), settings, command)
+        choices = chosen_defaults(dataset, args)
+        report = evaluate_pipeline(
+            dataset,
+            choices.protocol.value,
+            parse_seeds(args.seeds),
+            settings,
+            command,
+            choices.exclude_seen.value,
+            partial(protocol_notes, dataset, choices),
+        )
+        report.extra["defaults"] = choices.to_dict()
         paths = report.write(args.out or out_dir / f"pipeline-{name}")
         print(report.markdown())
         print("wrote " + ", ".join(str(p) for p in paths))

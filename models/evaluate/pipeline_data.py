@@ -1,13 +1,18 @@
 """The periods of a served-pipeline replay: what the bundle is fitted on, what the ranker learns from,
 what is tested. Nothing a test request asks about is inside the fit or ranker periods.
 
-- leave-last-out: per user, position p from the end (0 = last). p = 0 is the test target (its history is
-  everything before it); p = 1..``ranker_events`` are ranker requests (one target each, history = every
-  earlier event); the rest is the fit period (sources, encoder). Items in the history are excluded, as the
-  protocol rules.
-- next-session: the time split. Events before the validation start are the fit period; sessions that
-  start in the validation period (targets cut at the test start) are ranker requests, up to
-  ``ranker_events`` per user; the first test-period session of every warm user is a test request.
+- leave-last-out: per user, the test target is the last event (or, with a supplied split, the last event
+  labelled test). The last ``ranker_events`` trainable events before it with an earlier event are ranker
+  requests (one target each, history = every earlier event); the rest is the fit period (sources,
+  encoder). Rows the user labelled valid are the ranker period when there are; on anonymous sessions only
+  a share of the users give ranker requests. Items in the history are excluded when ``exclude_seen`` (the
+  protocol's rule on rating logs).
+- next-session: the time split (or the supplied one). Events of the training period are the fit period;
+  sessions that start in the validation period (targets cut at the test period) are ranker requests, up
+  to ``ranker_events`` per user; the first test-period session of every warm user is a test request.
+
+A period without requests (a tiny validation period, users with one event) gives an empty task: the
+replay then skips what needs it and says so, it does not fail.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.data.defaults import SINGLE_SESSION_MAJORITY
 from models.data.jagged import JaggedBatch, offsets_from_lengths
 from models.data.schema import Dataset, EventTable
-from models.data.splits import Split, leave_last_out, time_split
+from models.data.shape import measure_shape
+from models.data.splits import VALID, Split, protocol_split
 from models.evaluate.protocols import (
     EvalTask,
     _context,
@@ -39,6 +46,7 @@ class PipelinePeriods:
     ranker_levels: np.ndarray
     ranker_target_rows: np.ndarray  # [R] event rows of the ranker targets (the encoder's validation)
     test: EvalTask
+    exclude_seen: bool = True  # history items are excluded from every request's answer
 
     def fit_events(self, dataset: Dataset) -> EventTable:
         return dataset.events.take(self.fit)
@@ -67,57 +75,100 @@ def _stack_tasks(tasks: list[EvalTask]) -> EvalTask:
     )
 
 
-def leave_last_out_periods(
-    dataset: Dataset, ranker_events: int = 3, max_history: int = 200
-) -> PipelinePeriods:
-    events = dataset.events
-    split = leave_last_out(events)
-    offsets = events.user_offsets(dataset.num_users)
-    run_length = np.diff(offsets)[events.user]
-    position = offsets[events.user + 1] - 1 - np.arange(len(events))  # 0 = the user's last event
-    ranker_rows = (position >= 1) & (position <= ranker_events) & (position + 1 < run_length)
-    tasks, rows = [], []
-    for p in range(1, ranker_events + 1):
-        target = ranker_rows & (position == p)
-        if target.any():
-            fake = Split("leave-last-out", ~target, np.zeros_like(target), target)
-            tasks.append(leave_last_out_task(dataset, fake, max_history))
-            rows.append(np.flatnonzero(target))
-    if not tasks:
-        raise ValueError(f"{dataset.name}: no user has enough events for ranker requests")
-    ranker = _stack_tasks(tasks)
-    target_rows = np.concatenate(rows)
-    levels = dataset.funnel.levels(events.action[target_rows], events.value[target_rows]).astype(np.int64)
-    fit = ~(split.test | ranker_rows)
-    return PipelinePeriods(
-        "leave-last-out",
-        fit,
-        ranker,
-        levels[:, None],
-        target_rows,
-        leave_last_out_task(dataset, split, max_history),
+def empty_task(protocol: str, ks: tuple[int, ...] = (10, 50)) -> EvalTask:
+    """A task without requests (targets [0, 1])."""
+    return EvalTask(
+        protocol=protocol,
+        users=np.zeros(0, np.int64),
+        histories=[],
+        contexts=[],
+        targets=np.zeros((0, 1), np.int64),
+        target_mask=np.zeros((0, 1), bool),
+        exclude=JaggedBatch({"item": np.zeros(0, np.int64)}, offsets_from_lengths(np.zeros(0, np.int64))),
+        ks=ks,
     )
 
 
-def next_session_periods(dataset: Dataset, ranker_events: int = 4, max_history: int = 200) -> PipelinePeriods:
+def _positions_among(
+    mask: np.ndarray, offsets: np.ndarray, user: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For rows of a user-sorted table: how many ``mask`` rows of the same user come before each row and
+    after it. mask [E] bool, offsets [U + 1], user [E] -> (before [E], after [E]) int64."""
+    counted = np.r_[0, np.cumsum(mask)]
+    rows = np.arange(len(mask))
+    before = counted[rows] - counted[offsets[user]]
+    after = counted[offsets[user + 1]] - counted[rows + 1]
+    return before, after
+
+
+ANONYMOUS_RANKER_USERS = 0.2  # share of single-session users whose last events form the ranker period
+
+
+def _ranker_pool(dataset: Dataset, split: Split, user_share: float) -> np.ndarray:
+    """[E] rows ranker requests may be taken from: the rows labelled valid when the user supplied some;
+    else the trainable rows of every user (``user_share`` 1) or of a fixed random share of the users (the
+    others are fitted whole: on anonymous sessions a session's last events are most of it)."""
+    labels = dataset.event_split
+    if labels is not None and np.any(labels == VALID):
+        return labels == VALID
+    if user_share >= 1.0:
+        return split.trainable
+    users = np.unique(dataset.events.user)
+    chosen = np.random.default_rng(0).choice(
+        users, size=max(1, round(user_share * len(users))), replace=False
+    )
+    return split.trainable & np.isin(dataset.events.user, chosen)
+
+
+def leave_last_out_periods(
+    dataset: Dataset,
+    ranker_events: int = 3,
+    max_history: int = 200,
+    exclude_seen: bool = True,
+    ranker_user_share: float = 1.0,
+) -> PipelinePeriods:
     events = dataset.events
-    split = time_split(events)
-    assert split.valid_start is not None and split.test_start is not None
+    split = protocol_split(events, "leave-last-out", dataset.event_split)
+    pool = _ranker_pool(dataset, split, ranker_user_share)
+    offsets = events.user_offsets(dataset.num_users)
+    _, after = _positions_among(pool, offsets, events.user.astype(np.int64))
+    has_earlier = np.r_[False, events.user[1:] == events.user[:-1]]
+    ranker_rows = pool & (after < ranker_events) & has_earlier
+    tasks, rows = [], []
+    for position in range(ranker_events):
+        target = ranker_rows & (after == position)
+        if target.any():
+            fake = Split("leave-last-out", ~target, np.zeros_like(target), target)
+            tasks.append(leave_last_out_task(dataset, fake, max_history, exclude_seen=exclude_seen))
+            rows.append(np.flatnonzero(target))
+    ranker = _stack_tasks(tasks) if tasks else empty_task("leave-last-out")
+    target_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    levels = dataset.funnel.levels(events.action[target_rows], events.value[target_rows]).astype(np.int64)
+    return PipelinePeriods(
+        "leave-last-out",
+        split.trainable & ~ranker_rows,
+        ranker,
+        levels[:, None],
+        target_rows,
+        leave_last_out_task(dataset, split, max_history, exclude_seen=exclude_seen),
+        exclude_seen,
+    )
+
+
+def next_session_periods(
+    dataset: Dataset, ranker_events: int = 4, max_history: int = 200, exclude_seen: bool = False
+) -> PipelinePeriods:
+    events = dataset.events
+    split = protocol_split(events, "next-session", dataset.event_split)
     offsets = events.user_offsets(dataset.num_users)
     users, histories, contexts, targets, levels, target_rows = [], [], [], [], [], []
     for user in np.flatnonzero(np.diff(offsets)).tolist():
         lo, hi = int(offsets[user]), int(offsets[user + 1])
-        stamps, sessions = events.timestamp[lo:hi], events.session[lo:hi]
+        sessions, valid = events.session[lo:hi], split.valid[lo:hi]
         starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
-        inside = starts[
-            (stamps[starts] >= split.valid_start) & (stamps[starts] < split.test_start) & (starts > 0)
-        ]
+        inside = starts[valid[starts] & (starts > 0)]
         for start in inside[:ranker_events].tolist():
-            rows = (
-                lo
-                + start
-                + np.flatnonzero((sessions[start:] == sessions[start]) & (stamps[start:] < split.test_start))
-            )
+            rows = lo + start + np.flatnonzero((sessions[start:] == sessions[start]) & valid[start:])
             items = events.item[rows].astype(np.int64)
             item_levels = dataset.funnel.levels(events.action[rows], events.value[rows]).astype(np.int64)
             distinct, first = np.unique(items, return_index=True)
@@ -130,9 +181,7 @@ def next_session_periods(dataset: Dataset, ranker_events: int = 4, max_history: 
             targets.append(distinct[order])
             levels.append(best[order])
             target_rows.append(rows)
-    if not users:
-        raise ValueError(f"{dataset.name}: no session starts in the validation period with history before it")
-    width = max(len(t) for t in targets)
+    width = max((len(t) for t in targets), default=1)
     target_array = np.zeros((len(users), width), dtype=np.int64)
     level_array = np.zeros((len(users), width), dtype=np.int64)
     mask = np.zeros((len(users), width), dtype=bool)
@@ -140,6 +189,7 @@ def next_session_periods(dataset: Dataset, ranker_events: int = 4, max_history: 
         target_array[row, : len(items)] = items
         level_array[row, : len(items)] = item_levels
         mask[row, : len(items)] = True
+    seen = [np.unique(h.item) if exclude_seen else np.zeros(0, np.int64) for h in histories]
     ranker = EvalTask(
         protocol="next-session",
         users=np.asarray(users, dtype=np.int64),
@@ -148,18 +198,30 @@ def next_session_periods(dataset: Dataset, ranker_events: int = 4, max_history: 
         targets=target_array,
         target_mask=mask,
         exclude=JaggedBatch(
-            {"item": np.zeros(0, np.int64)}, offsets_from_lengths(np.zeros(len(users), np.int64))
+            {"item": np.concatenate([*seen, np.zeros(0, np.int64)])},
+            offsets_from_lengths(np.array([len(x) for x in seen], dtype=np.int64)),
         ),
         ks=(10, 50),
     )
-    fit = events.timestamp < split.valid_start
-    test = next_session_task(dataset, split, max_history)
-    return PipelinePeriods("next-session", fit, ranker, level_array, np.concatenate(target_rows), test)
+    test = next_session_task(dataset, split, max_history, exclude_seen)
+    rows = np.concatenate(target_rows) if target_rows else np.zeros(0, np.int64)
+    return PipelinePeriods("next-session", split.train, ranker, level_array, rows, test, exclude_seen)
 
 
-def pipeline_periods(dataset: Dataset, protocol: str, ranker_events: int | None = None) -> PipelinePeriods:
+def pipeline_periods(
+    dataset: Dataset, protocol: str, ranker_events: int | None = None, exclude_seen: bool | None = None
+) -> PipelinePeriods:
+    """``exclude_seen`` None: the protocol's own rule (leave-last-out excludes the history, next-session
+    does not). Leave-last-out on a log of mostly one session per user takes its ranker requests from
+    ``ANONYMOUS_RANKER_USERS`` of the users, so the fit period keeps whole sessions."""
     if protocol == "leave-last-out":
-        return leave_last_out_periods(dataset, ranker_events or 10)
+        exclude = True if exclude_seen is None else exclude_seen
+        anonymous = measure_shape(dataset.events).single_session_share >= SINGLE_SESSION_MAJORITY
+        share = ANONYMOUS_RANKER_USERS if anonymous else 1.0
+        return leave_last_out_periods(
+            dataset, ranker_events or 10, exclude_seen=exclude, ranker_user_share=share
+        )
     if protocol == "next-session":
-        return next_session_periods(dataset, ranker_events or 4)
+        exclude = False if exclude_seen is None else exclude_seen
+        return next_session_periods(dataset, ranker_events or 4, exclude_seen=exclude)
     raise ValueError(f"unknown protocol {protocol!r}")

@@ -1,10 +1,14 @@
 """Evaluation protocols: which requests are scored, against which targets, with which items excluded.
 
-- ``leave-last-out`` (models.md 2.5 / 6.1 Protocol A): target = each user's last event; history = up to
-  ``max_history`` (200) events before it; rank all items except the ids in that history window.
+- ``leave-last-out`` (models.md 2.5 / 6.1 Protocol A): target = each user's last event (the split's test
+  rows); history = up to ``max_history`` (200) events before it; rank all items except the ids in that
+  history window (unless ``exclude_seen`` is off: logs where users re-visit items).
 - ``next-session`` (models.md 6.1 Protocol B / 6.2, on the time split): for each warm user (>= 1 event before
-  the test cut and >= 1 after), targets = the distinct items of their first session in the test period;
-  history = the last ``max_history`` events before the cut; nothing excluded unless ``exclude_seen``.
+  their first test row and >= 1 test row), targets = the distinct test items of the session that starts
+  there; history = the last ``max_history`` events before it; nothing excluded unless ``exclude_seen``.
+
+Both read the split's masks only, so a split the user supplied (``models.data.splits.protocol_split``)
+works like a computed one.
 """
 
 from __future__ import annotations
@@ -76,7 +80,12 @@ def _sample(users: np.ndarray, max_users: int | None, seed: int) -> np.ndarray:
 
 
 def leave_last_out_task(
-    dataset: Dataset, split: Split, max_history: int = 200, max_users: int | None = None, seed: int = 0
+    dataset: Dataset,
+    split: Split,
+    max_history: int = 200,
+    max_users: int | None = None,
+    seed: int = 0,
+    exclude_seen: bool = True,
 ) -> EvalTask:
     events = dataset.events
     test_rows = np.flatnonzero(split.test)
@@ -89,7 +98,7 @@ def leave_last_out_task(
         history = user_history(dataset, user, start, row)
         histories.append(history)
         contexts.append(_context(events, row))
-        excluded.append(np.unique(history.item))
+        excluded.append(np.unique(history.item) if exclude_seen else np.zeros(0, np.int64))
     lengths = np.array([len(x) for x in excluded], dtype=np.int64)
     values = np.concatenate(excluded) if excluded else np.zeros(0, np.int64)
     return EvalTask(
@@ -112,17 +121,19 @@ def next_session_task(
     max_users: int | None = None,
     seed: int = 0,
 ) -> EvalTask:
-    if split.test_start is None:
-        raise ValueError("next-session evaluation needs a time split")
+    if split.kind not in ("time", "supplied-time"):
+        raise ValueError(f"next-session evaluation needs a time split, not {split.kind}")
     events = dataset.events
     offsets = events.user_offsets(dataset.num_users)
     users, histories, contexts, targets, excluded = [], [], [], [], []
     for user in np.flatnonzero(np.diff(offsets)).tolist():
         lo, hi = int(offsets[user]), int(offsets[user + 1])
-        cut = lo + int(np.searchsorted(events.timestamp[lo:hi], split.test_start, side="left"))
-        if cut in (lo, hi):
-            continue  # cold (nothing before the cut) or no test events
-        session_rows = cut + np.flatnonzero(events.session[cut:hi] == events.session[cut])
+        held_out = np.flatnonzero(split.test[lo:hi])
+        if len(held_out) == 0 or held_out[0] == 0:
+            continue  # no test events, or cold (nothing before the first one)
+        cut = lo + int(held_out[0])
+        in_session = (events.session[cut:hi] == events.session[cut]) & split.test[cut:hi]
+        session_rows = cut + np.flatnonzero(in_session)
         items = events.item[session_rows].astype(np.int64)
         _, first = np.unique(items, return_index=True)
         history = user_history(dataset, user, max(lo, cut - max_history), cut)

@@ -45,9 +45,10 @@ class FitInput:
 
     ``train_events``: every event the protocol allows for training. Leave-last-out: all but each user's
     last event (the HSTU protocol A: the second-to-last is trained on). Next-session: every event before the
-    test cut. ``valid_events``: the validation targets (leave-last-out: each user's second-to-last event,
-    which is also inside ``train_events``; next-session: events in the validation period, also inside
-    ``train_events``); a model that early-stops on them must hold them out of its own training.
+    test cut. A supplied split's test rows are never in it. ``valid_events``: the validation targets
+    (leave-last-out: each user's second-to-last event, which is also inside ``train_events``; next-session:
+    events in the validation period, also inside ``train_events``); a model that early-stops on them must
+    hold them out of its own training.
     """
 
     dataset: Dataset
@@ -59,7 +60,7 @@ class FitInput:
 
     @property
     def train_events(self) -> EventTable:
-        return self.dataset.events.take(~self.split.test)
+        return self.dataset.events.take(self.split.trainable)
 
     @property
     def valid_events(self) -> EventTable:

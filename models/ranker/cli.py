@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, load_dataset
+from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, open_dataset
 from models.data.schema import Dataset
 from models.ranker.config import PRESETS, preset
 from models.ranker.evaluate import VARIANTS, encode_sources, evaluate_ranker, fit_variant, prepare_experiment
@@ -22,7 +22,9 @@ from models.ranker.serving import save_ranker
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="ml-1m", choices=DATASET_NAMES)
+    parser.add_argument(
+        "--dataset", default="ml-1m", help=f"{', '.join(DATASET_NAMES)} or a prepared dataset's --name"
+    )
     parser.add_argument("--data-dir", default=None, help="shared data directory (default $TANDEM_DATA_DIR)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR))
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
@@ -74,7 +76,7 @@ def evaluate_dataset(
     model_config, train_config = preset(preset_name)
     train_config = replace(train_config, epochs=epochs, max_train_requests=max_train_requests)
     torch.set_num_threads(train_config.threads)
-    dataset = load_dataset(name, data_dir, cache_dir)
+    dataset = open_dataset(name, data_dir, cache_dir)
     report = evaluate_ranker(dataset, model_config, train_config, variants, retriever, eval_candidates)
     return write_report(report, Path(results_dir), command or f"tandem eval --stage ranker --dataset {name}")
 
@@ -116,7 +118,7 @@ def run_ranker_evaluation(args: argparse.Namespace) -> dict[str, Path]:
     """Trains every variant, writes JSON/markdown/PNG and returns their paths."""
     model_config, train_config = configs_from_args(args)
     torch.set_num_threads(train_config.threads)
-    dataset = load_dataset(args.dataset, args.data_dir, args.cache_dir)
+    dataset = open_dataset(args.dataset, args.data_dir, args.cache_dir)
     variants = [v for v in args.variants.split(",") if v]
     report = evaluate_ranker(
         dataset, model_config, train_config, variants, eval_candidates=args.eval_candidates
@@ -126,13 +128,21 @@ def run_ranker_evaluation(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except ValueError as error:  # DataError included: an unprepared dataset, a log the ranker cannot use
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.evaluate:
         for kind, path in run_ranker_evaluation(args).items():
             print(f"{kind}: {path}")
         return 0
     model_config, train_config = configs_from_args(args)
     torch.set_num_threads(train_config.threads)
-    dataset = load_dataset(args.dataset, args.data_dir, args.cache_dir)
+    dataset = open_dataset(args.dataset, args.data_dir, args.cache_dir)
     experiment, _ = prepare_experiment(dataset, model_config, train_config)
     model, log = fit_variant(experiment, model_config, train_config)
     out = Path(args.out or f"var/ranker/{args.dataset}.pt")

@@ -217,6 +217,12 @@ def evaluate_ranker(
     started = time.perf_counter()
     experiment, _ = prepare_experiment(dataset, base, train_config, retriever, test_fraction, eval_candidates)
     levels = candidate_levels(experiment)
+    if not any((lv > 0).any() for lv in levels):
+        raise ValueError(
+            f"{dataset.name}: the ranker stage has no test request with a target among its candidates "
+            f"({len(experiment.test_requests)} test requests after its time cut); --stage pipeline scores "
+            "the ranker on the data's own protocol"
+        )
     results: dict[str, dict[str, float]] = {"retrieval_order": retrieval_order_metrics(experiment, levels)}
     training: dict[str, Any] = {}
     for name in variants:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.data.defaults import defaults_for
 from models.data.histories import history_from_rows
-from models.data.schema import FIRST_REAL_ID, Action, Dataset, EventTable
+from models.data.schema import FIRST_REAL_ID, Dataset, EventTable
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import JaggedTokens, build_layout, pad_jagged, stack_layouts
 from models.encoder.serving import user_feature_matrix
@@ -49,19 +50,13 @@ def target_probabilities(events: EventTable, num_items: int) -> torch.Tensor:
     return torch.as_tensor(counts / max(counts.sum(), 1.0))
 
 
-REQUEST_ITEMS_DEFAULT = 20  # models.md 1.7: sessions longer than this are cut into chunks
-
-
 def request_items_for(dataset: Dataset) -> int:
-    """Items per request when a preset leaves ``max_items_per_session`` at 0 (auto).
-
-    A log made only of explicit ratings (MovieLens) has no requests: a sitting is hundreds of ratings
-    entered one at a time, so each rating is its own request (1). Logs with views, carts and buys keep
-    the 20-item chunks of models.md 1.7. Measured on ML-100K (docs/retrieval.md, "Items per request").
+    """Items per request when a preset leaves ``max_items_per_session`` at 0 (auto), chosen from the log's
+    shape by ``models.data.defaults.choose_items_per_request``: 1 for rating logs (a sitting is hundreds of
+    ratings entered one at a time; measured on ML-100K, docs/retrieval.md "Items per request") and for logs
+    of mostly one session per user; otherwise the 20-item chunks of models.md 1.7.
     """
-    if len(dataset.events) and bool(np.all(dataset.events.action == Action.RATE)):
-        return 1
-    return REQUEST_ITEMS_DEFAULT
+    return int(defaults_for(dataset.events).items_per_request.value)
 
 
 def encoder_config_for(dataset: Dataset, base: EncoderConfig) -> EncoderConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,8 +21,8 @@ from pathlib import Path
 import torch
 
 from models.checkpoints import load_checkpoint
-from models.data.datasets import DATASET_NAMES, load_dataset
-from models.data.splits import leave_last_out, time_split
+from models.data.datasets import DATASET_NAMES, open_dataset
+from models.data.splits import protocol_split
 from models.encoder.config import ENCODER_KINDS
 from models.encoder.serving import save_user_encoder
 from models.train.fit import fit_encoder, next_item_cases, subsample
@@ -31,7 +32,9 @@ from models.train.presets import PRESETS, preset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default="ml-1m")
+    parser.add_argument(
+        "--dataset", default="ml-1m", help=f"{', '.join(DATASET_NAMES)} or a prepared dataset's --name"
+    )
     parser.add_argument("--data-dir", default=None, help="raw data root (default ../shared/data)")
     parser.add_argument("--cache-dir", default="var/data", help="where prepared datasets are cached")
     parser.add_argument("--model", choices=ENCODER_KINDS, default="session_encoder")
@@ -86,8 +89,13 @@ def run(args: argparse.Namespace) -> int:
         min_target_ts=parse_since(args.since),
     )
     out = args.out or Path("var/models") / f"{args.dataset}-{args.model}.pt"
-    dataset = load_dataset(args.dataset, args.data_dir, args.cache_dir)
-    split = leave_last_out(dataset.events) if args.split == "leave-last-out" else time_split(dataset.events)
+    try:
+        dataset = open_dataset(args.dataset, args.data_dir, args.cache_dir)
+    except ValueError as error:  # DataError included: an unprepared or badly named dataset
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    protocol = "leave-last-out" if args.split == "leave-last-out" else "next-session"
+    split = protocol_split(dataset.events, protocol, dataset.event_split)  # a supplied split column wins
     train_events = dataset.events.take(split.train)
     valid_cases = subsample(
         next_item_cases(dataset, train_events, dataset.events.take(split.valid)), args.valid_users, args.seed

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.app.conftest import free_port
 
@@ -60,3 +61,14 @@ def test_sigterm_drains_then_exits(baseline_bundle: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
+
+
+def test_serving_a_dataset_without_a_bundle_says_how_to_build_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("TANDEM_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("TANDEM_BUNDLE_PATH", raising=False)
+    assert main(["serve", "--dataset", "myshop"]) == 2
+    assert "run `tandem bundle build --train --dataset myshop` first" in capsys.readouterr().err

@@ -12,10 +12,12 @@ import pyarrow.parquet as pq
 from models.data.builder import RawEvents, RawItems, SessionConfig, build_dataset
 from models.data.errors import BadRows, DataError
 from models.data.loaders.text_table import Column, open_text, read_delimited
+from models.data.loaders.timestamps import UNIT_DIVISORS, whole_seconds
 from models.data.schema import COMMERCE_FUNNEL, RATING_FUNNEL, Action, Dataset
+from models.data.splits import SPLIT_LABELS, split_codes
 
 REQUIRED_FIELDS = ("user", "item", "timestamp")
-OPTIONAL_FIELDS = ("action", "value", "scene", "device", "category", "title")
+OPTIONAL_FIELDS = ("action", "value", "scene", "device", "category", "title", "split")
 ACTION_NAMES: dict[str, int] = {
     **{name: Action.VIEW for name in ("view", "pv", "impression", "exposure")},
     "click": Action.CLICK,
@@ -25,7 +27,6 @@ ACTION_NAMES: dict[str, int] = {
     **{name: Action.RATE for name in ("rate", "rating")},
     **{str(int(a)): int(a) for a in Action if a != Action.PAD},
 }
-TIMESTAMP_DIVISORS = {"s": 1, "ms": 1000, "us": 1_000_000}
 
 
 def parse_mapping(text: str) -> dict[str, str]:
@@ -56,7 +57,7 @@ def _read_csv(path: Path, mapping: dict[str, str], sep: str, bad_rows: BadRows) 
     with open_text(path) as handle:
         header = handle.readline().rstrip("\r\n").split(sep)
     _check_columns(path, mapping, header)
-    kinds = {"timestamp": "int", "value": "float"}
+    kinds = {"timestamp": "float", "value": "float"}  # timestamps may carry a fraction of a second
     source_field = {column: field_name for field_name, column in mapping.items()}
     columns = []
     for column in header:
@@ -70,7 +71,9 @@ def _read_csv(path: Path, mapping: dict[str, str], sep: str, bad_rows: BadRows) 
     return out
 
 
-def _read_parquet(path: Path, mapping: dict[str, str], bad_rows: BadRows) -> dict[str, np.ndarray]:
+def _read_parquet(
+    path: Path, mapping: dict[str, str], bad_rows: BadRows, timestamp_unit: str
+) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(path, "file not found")
     table = pq.read_table(path, columns=sorted(set(mapping.values())))
@@ -85,12 +88,19 @@ def _read_parquet(path: Path, mapping: dict[str, str], bad_rows: BadRows) -> dic
             keep[i] = False
         if field_name == "timestamp":
             if pa.types.is_timestamp(column.type):
-                column = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
-            elif not pa.types.is_integer(column.type):
+                # a timestamp type knows its unit: microseconds, expressed in ``timestamp_unit``
+                micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).fill_null(0).to_numpy()
+                out[field_name] = micros / (1_000_000 // UNIT_DIVISORS[timestamp_unit])
+            elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+                values = column.fill_null(0).to_numpy()
+                out[field_name] = values if values.dtype.kind == "i" else values.astype(np.float64)
+            else:
                 raise DataError(
-                    path, f"expected integer or timestamp column, found {column.type}", field=field_name
+                    path, f"expected a numeric or timestamp column, found {column.type}", field=field_name
                 )
-            out[field_name] = column.fill_null(0).to_numpy().astype(np.int64)
+            for i in np.flatnonzero(~np.isfinite(out[field_name]) & keep):
+                bad_rows.report(path, int(i) + 1, field_name, "expected a finite number")
+                keep[i] = False
         elif field_name == "value":
             if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
                 raise DataError(path, f"expected a numeric column, found {column.type}", field=field_name)
@@ -109,6 +119,17 @@ def _read_parquet(path: Path, mapping: dict[str, str], bad_rows: BadRows) -> dic
     return {k: v[keep] for k, v in out.items()}
 
 
+def _drop_unknown_splits(path: Path, rows: dict[str, np.ndarray], bad_rows: BadRows) -> dict[str, np.ndarray]:
+    """Replaces the "split" column's labels by codes (models.data.splits); rows with another label are bad
+    rows (raised, or counted and dropped)."""
+    codes = split_codes(rows["split"])
+    for i in np.flatnonzero(codes < 0):
+        expected = "a split label: " + ", ".join(sorted(SPLIT_LABELS))
+        bad_rows.report(path, int(rows["line"][i]), "split", f"expected {expected}", str(rows["split"][i]))
+    keep = codes >= 0
+    return {**{k: v[keep] for k, v in rows.items()}, "split": codes[keep]}
+
+
 def load_event_file(
     path: Path,
     mapping: dict[str, str],
@@ -119,27 +140,33 @@ def load_event_file(
     name: str = "csv",
 ) -> Dataset:
     """Reads a .csv (header line, no quoting) or .parquet events file. Without an ``action`` column every
-    event is a RATE when ``value`` is mapped, else a VIEW. Timestamps are integers in ``timestamp_unit``."""
-    if timestamp_unit not in TIMESTAMP_DIVISORS:
-        raise ValueError(
-            f"timestamp unit must be one of {sorted(TIMESTAMP_DIVISORS)}, got '{timestamp_unit}'"
-        )
+    event is a RATE when ``value`` is mapped, else a VIEW. Timestamps are numbers in ``timestamp_unit``;
+    a fraction of a second is floored (the table stores whole seconds) and said so in the manifest's
+    ``notes``. A mapped ``split`` column (train/valid/test) is kept as ``Dataset.event_split``."""
+    if timestamp_unit not in UNIT_DIVISORS:
+        raise ValueError(f"timestamp unit must be one of {sorted(UNIT_DIVISORS)}, got '{timestamp_unit}'")
     is_parquet = path.suffix == ".parquet"
-    rows = _read_parquet(path, mapping, bad_rows) if is_parquet else _read_csv(path, mapping, sep, bad_rows)
+    if is_parquet:
+        rows = _read_parquet(path, mapping, bad_rows, timestamp_unit)
+    else:
+        rows = _read_csv(path, mapping, sep, bad_rows)
+    if "split" in rows:
+        rows = _drop_unknown_splits(path, rows, bad_rows)
     n = len(rows["line"])
     default_action = Action.RATE if "value" in rows else Action.VIEW
     action = rows["action"].astype(np.int8) if "action" in rows else np.full(n, default_action, np.int8)
     value = rows["value"].astype(np.float32) if "value" in rows else None
-    timestamp = rows["timestamp"] // TIMESTAMP_DIVISORS[timestamp_unit]
+    times = whole_seconds(rows["timestamp"], timestamp_unit, rows["line"])
     events = RawEvents(
         user=rows["user"],
         item=rows["item"],
-        timestamp=timestamp,
+        timestamp=times.seconds,
         action=action,
         value=value,
         scene=rows.get("scene"),
         device=rows.get("device"),
-        order=rows["line"],
+        order=times.order,
+        split=rows.get("split"),
     )
     items = None
     if "category" in rows or "title" in rows:
@@ -151,4 +178,7 @@ def load_event_file(
         )
     all_rated = bool(np.all(action == Action.RATE))
     funnel, funnel_name = (RATING_FUNNEL, "rating") if all_rated else (COMMERCE_FUNNEL, "commerce")
-    return build_dataset(name, events, funnel, funnel_name, items, None, sessions)
+    dataset = build_dataset(name, events, funnel, funnel_name, items, None, sessions)
+    if times.note is not None:
+        dataset.manifest["notes"] = [times.note]
+    return dataset

@@ -1,14 +1,19 @@
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.candidates.merge import MergeConfig
+from models.data.errors import BadRows
+from models.data.loaders.generic import load_event_file, parse_mapping
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import Dataset
+from models.data.splits import TEST, VALID
 from models.evaluate.pipeline import MISS_RANK, PipelineSettings, list_metrics, list_ranks, run_seed
 from models.evaluate.pipeline_cli import evaluate_pipeline
 from models.evaluate.pipeline_data import pipeline_periods
+from tests.models.user_log import CLICK_LOG_MAP, write_click_log
 
 TINY = SyntheticConfig(num_users=60, num_items=150, num_events=4_000, num_clusters=5, seed=3)
 FAST = PipelineSettings(
@@ -82,3 +87,46 @@ def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, t
     assert set(data["rows"]["merged"]["metrics"]) == {"NDCG@10", "HR@10", "Recall@50", "MRR"}
     assert "recent" not in data["rows"]  # leave-last-out excludes the history: no repeat source
     assert all(p.exists() for p in paths)
+
+
+def user_log(tmp_path: Path, sessions: int, valid_share: float = 0.0) -> Dataset:
+    path = write_click_log(tmp_path / "clicks.csv", sessions=sessions, valid_share=valid_share)
+    return load_event_file(path, parse_mapping(CLICK_LOG_MAP), BadRows(), name="shop")
+
+
+def test_periods_of_a_supplied_split(tmp_path: Path) -> None:
+    shop = user_log(tmp_path, 200)
+    assert shop.event_split is not None
+    periods = pipeline_periods(shop, "leave-last-out", exclude_seen=False)
+    test_rows = [
+        int(np.flatnonzero((shop.events.user == user) & (shop.events.timestamp == context.timestamp))[-1])
+        for user, context in zip(periods.test.users.tolist(), periods.test.contexts, strict=True)
+    ]
+    assert np.all(shop.event_split[test_rows] == TEST) and len(test_rows) > 20
+    assert not periods.fit[shop.event_split == TEST].any()  # nothing labelled test is fitted on
+    assert periods.test.exclude.lengths.sum() == 0  # re-visits stay recommendable
+    # anonymous sessions: ranker requests come from a fifth of the sessions, the others are fitted whole
+    ranker_users = np.unique(periods.ranker.users)
+    assert 0 < len(ranker_users) <= 0.2 * len(np.unique(shop.events.user)) + 1
+    labelled = user_log(tmp_path, 200, valid_share=0.1)
+    valid_periods = pipeline_periods(labelled, "leave-last-out")
+    assert labelled.event_split is not None
+    assert np.all(labelled.event_split[valid_periods.ranker_target_rows] == VALID)
+
+
+def test_a_tiny_validation_period_is_skipped_with_a_note_not_a_crash(tmp_path: Path) -> None:
+    shop = user_log(tmp_path, 120, valid_share=0.01)  # one or two validation sessions
+    periods = pipeline_periods(shop, "leave-last-out")
+    assert len(np.unique(periods.ranker.users)) < 2
+    outcome = run_seed(shop, periods, 0, FAST)
+    assert outcome.ranker is None and not outcome.ranker_served
+    assert (
+        outcome.metrics["pipeline"] == outcome.metrics["merged"]
+        and "ranker_over_merged" not in outcome.metrics
+    )
+    assert any("ranker not trained" in note for note in outcome.notes)
+    report = evaluate_pipeline(
+        shop, "leave-last-out", [0], FAST, "test", notes=lambda test, valid: [f"{test}/{valid}"]
+    )
+    assert report.notes[0] == f"{len(periods.test)}/{len(periods.ranker)}"  # the caller's notes come first
+    assert any(note.startswith("Skipped: ranker not trained") for note in report.notes)

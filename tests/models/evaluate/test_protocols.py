@@ -1,7 +1,7 @@
 import numpy as np
 
 from models.data.schema import Dataset
-from models.data.splits import leave_last_out, time_split
+from models.data.splits import TEST, TRAIN, leave_last_out, protocol_split, time_split
 from models.evaluate.protocols import evaluate, leave_last_out_task, next_session_task
 from models.inference import RequestContext, UserHistory
 
@@ -74,3 +74,29 @@ def test_next_session_task_targets_first_test_session(tiny_synthetic: Dataset) -
         assert len(task.exclude.row(i, "item")) == 0
     seen = next_session_task(tiny_synthetic, split, exclude_seen=True)
     assert seen.exclude.lengths.sum() > 0
+
+
+def test_leave_last_out_may_keep_seen_items(tiny_synthetic: Dataset) -> None:
+    split = leave_last_out(tiny_synthetic.events)
+    task = leave_last_out_task(tiny_synthetic, split, max_users=40, exclude_seen=False)
+    assert len(task) == 40 and task.exclude.lengths.sum() == 0
+
+
+def test_next_session_on_a_supplied_split_scores_each_users_test_session(tiny_synthetic: Dataset) -> None:
+    events = tiny_synthetic.events
+    last_session = np.zeros(len(events), dtype=bool)
+    offsets = events.user_offsets(tiny_synthetic.num_users)
+    for user in np.flatnonzero(np.diff(offsets)).tolist():
+        lo, hi = int(offsets[user]), int(offsets[user + 1])
+        last_session[lo:hi] = events.session[lo:hi] == events.session[hi - 1]
+    labels = np.where(last_session, TEST, TRAIN).astype(np.int8)
+    task = next_session_task(tiny_synthetic, protocol_split(events, "next-session", labels), max_history=500)
+    multi_session_users = [
+        u for u in np.flatnonzero(np.diff(offsets)).tolist() if events.session[offsets[u + 1] - 1] > 1
+    ]
+    assert task.users.tolist() == multi_session_users
+    for row in range(len(task)):
+        rows = np.arange(offsets[task.users[row]], offsets[task.users[row] + 1])
+        test_rows = rows[last_session[rows]]
+        assert set(task.targets[row][task.target_mask[row]].tolist()) == set(events.item[test_rows].tolist())
+        assert len(task.histories[row]) == min(500, len(rows) - len(test_rows))  # earlier rows, no test row

@@ -8,6 +8,7 @@ import pytest
 from models.data.errors import BadRows, DataError
 from models.data.loaders.generic import load_event_file, parse_mapping
 from models.data.schema import FIRST_REAL_ID, Action
+from models.data.splits import TEST, TRAIN, VALID
 
 CSV = """uid,sku,ts,type,surface
 u1,A,1000,view,home
@@ -73,3 +74,45 @@ def test_parquet_with_timestamps_and_ratings(tmp_path: Path) -> None:
     assert events.value.tolist() == [5.0, 4.0, 3.0]
     assert np.all(events.action == Action.RATE)
     assert dataset.manifest["funnel"] == "rating"
+
+
+def test_csv_with_decimal_timestamps_and_a_split_column(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        "sid,sku,ts,fold\n"
+        "s1,A,1600000000.9,Train\n"
+        "s1,B,1600000000.2,train\n"  # earlier inside the same second: must come first
+        "s2,A,1600000100.5,validation\n"
+        "s2,C,1600000160,TEST\n",
+        "utf-8",
+    )
+    dataset = load_event_file(path, parse_mapping("user=sid,item=sku,timestamp=ts,split=fold"), BadRows())
+    events = dataset.events
+    assert events.timestamp.tolist() == [1_600_000_000, 1_600_000_000, 1_600_000_100, 1_600_000_160]
+    assert [dataset.catalogue.raw_id[i] for i in events.item] == ["B", "A", "A", "C"]
+    assert dataset.event_split is not None and dataset.event_split.tolist() == [TRAIN, TRAIN, VALID, TEST]
+    assert dataset.manifest["counts"]["split"] == {"train": 2, "valid": 1, "test": 1}
+    assert "3 of 4 values" in dataset.manifest["notes"][0]
+
+
+def test_unknown_split_label_is_a_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text("user,item,timestamp,fold\nu,A,10,train\nu,B,20,later\nu,C,30,test\n", "utf-8")
+    mapping = parse_mapping("split=fold")
+    with pytest.raises(DataError, match=r"clicks.csv:3: field 'split': expected a split label.*'later'"):
+        load_event_file(path, mapping, BadRows())
+    bad = BadRows(skip=True)
+    dataset = load_event_file(path, mapping, bad)
+    assert len(dataset.events) == 2 and bad.total == 1
+    assert dataset.event_split is not None and dataset.event_split.tolist() == [TRAIN, TEST]
+
+
+def test_parquet_decimal_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table({"user": ["a", "a"], "item": ["x", "y"], "timestamp": [10.5, float("nan")]}), path
+    )
+    with pytest.raises(DataError, match=r"events\.parquet:2: field 'timestamp': expected a finite number"):
+        load_event_file(path, parse_mapping(""), BadRows())
+    dataset = load_event_file(path, parse_mapping(""), BadRows(skip=True))
+    assert dataset.events.timestamp.tolist() == [10] and dataset.manifest["notes"]
