@@ -81,6 +81,10 @@ def pad_candidates(batch: RankerBatch, size: int) -> RankerBatch:
 
 def fixed_layout(group: torch.Tensor, num_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``group_layout`` padded to [B, num_groups, group_size] (empty slots: index 0, not valid)."""
+    if group.shape[0] == 1:
+        packed = _packed_layout(group[0].numpy(), num_groups, group_size)
+        if packed is not None:
+            return packed
     index, valid = group_layout(group)
     _, groups, size = index.shape
     if groups > num_groups or size > group_size:
@@ -90,6 +94,26 @@ def fixed_layout(group: torch.Tensor, num_groups: int, group_size: int) -> tuple
     full_index[:, :groups, :size] = index
     full_valid[:, :groups, :size] = valid
     return full_index, full_valid
+
+
+def _packed_layout(
+    group: np.ndarray, num_groups: int, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The common serving case in numpy: groups 0..g-1 hold ``group_size`` candidates each and the last
+    holds the rest (``serving_groups`` cuts a ranked list that way). group [N] -> the layout [1, G, S], or
+    None when the groups are not packed like that (then ``group_layout`` handles them)."""
+    valid = group >= 0
+    count = int(valid.sum())
+    order = np.argsort(np.where(valid, group, np.iinfo(np.int64).max), kind="stable")[:count]
+    if count > num_groups * group_size or not np.array_equal(
+        group[order], np.arange(count) // group_size
+    ):
+        return None
+    index = np.zeros(num_groups * group_size, dtype=np.int64)
+    index[:count] = order
+    slots = np.arange(num_groups * group_size) < count
+    shape = (1, num_groups, group_size)
+    return torch.from_numpy(index.reshape(shape)), torch.from_numpy(slots.reshape(shape))
 
 
 class StaticRankerForward:

@@ -6,7 +6,7 @@ import torch
 
 from models.data.schema import RATING_FUNNEL
 from models.ranker.compiled import BACKENDS, StaticRankerForward, available_backend, fixed_layout
-from models.ranker.grouping import serving_groups
+from models.ranker.grouping import group_layout, serving_groups
 from models.ranker.serving import TorchCandidateRanker
 from tests.models.ranker.fakes import random_batch, tiny_config, tiny_model
 from tests.models.ranker.test_serving import _request, _sources
@@ -89,3 +89,19 @@ def test_a_compiled_ranker_serves_the_eager_scores(backend: str) -> None:
     assert np.allclose(compiled.score(history, context, candidates, ranks), expected, atol=1e-5)
     pair = compiled.score_batch([history] * 2, [context] * 2, [candidates] * 2, [ranks] * 2)
     assert np.allclose(pair[1], expected, atol=1e-5)
+
+
+def test_the_packed_serving_layout_equals_the_generic_one() -> None:
+    items = torch.randint(2, 40, (1, 37), generator=torch.Generator().manual_seed(5))
+    valid = torch.ones_like(items, dtype=torch.bool)
+    valid[0, 30:] = False
+    group = serving_groups(items, valid, 4, "item_hash")
+    index, slots = fixed_layout(group, num_groups=10, group_size=4)  # the numpy path
+    reference, reference_slots = group_layout(group)  # the generic torch path
+
+    def members(layout: torch.Tensor, filled: torch.Tensor) -> list[list[int]]:
+        return sorted(sorted(layout[0, g][filled[0, g]].tolist()) for g in range(layout.shape[1]))
+
+    packed = members(index, slots)
+    assert packed[:2] == [[], []]  # 30 candidates fill 8 of the 10 groups
+    assert packed[2:] == members(reference, reference_slots)
