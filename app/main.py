@@ -38,10 +38,15 @@ from app.stores.base import StoreUnavailable
 log = logging.getLogger("tandem.app")
 
 
-def cpu_executor(threads: int) -> ThreadPoolExecutor:
-    """The event loop's default executor: its threads set their torch/faiss thread counts when they start."""
+def cpu_executor(threads: int, workers: int) -> ThreadPoolExecutor:
+    """The event loop's default executor: ``workers`` threads that set their torch/faiss thread counts
+    (``threads``) when they start. Few threads on purpose: the request work holds the GIL between kernels,
+    and more threads than cores only queue on it."""
     return ThreadPoolExecutor(
-        thread_name_prefix="tandem-cpu", initializer=set_thread_counts, initargs=(threads,)
+        max_workers=workers,
+        thread_name_prefix="tandem-cpu",
+        initializer=set_thread_counts,
+        initargs=(threads,),
     )
 
 
@@ -61,7 +66,9 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = services.settings
         set_thread_counts(settings.torch_threads)
-        asyncio.get_running_loop().set_default_executor(cpu_executor(settings.torch_threads))
+        asyncio.get_running_loop().set_default_executor(
+            cpu_executor(settings.torch_threads, settings.cpu_workers)
+        )
         path = await asyncio.to_thread(resolve_bundle_path, settings)
         await services.holder.load(path)
         services.store = open_store(settings)
@@ -76,6 +83,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 claim_idle_ms=settings.worker_claim_idle_ms,
                 vector_ttl_s=settings.vector_ttl_s,
                 consumer_idle_ms=settings.worker_consumer_idle_ms,
+                warm_known_users=settings.warm_vectors,
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
         services.sync = BundleSync(

@@ -61,6 +61,7 @@ async def _serve(args: argparse.Namespace) -> int:
         claim_idle_ms=settings.worker_claim_idle_ms,
         vector_ttl_s=settings.vector_ttl_s,
         consumer_idle_ms=settings.worker_consumer_idle_ms,
+        warm_known_users=settings.warm_vectors,
     )
     # Follow reloads made through the API, so the vectors it writes are the serving model's.
     sync = BundleSync(store, holder, process_name("worker"), interval_s=settings.bundle_sync_interval_s)

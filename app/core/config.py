@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     exclude_max: int = Field(default=1000, ge=0, description="largest exclude list per request")
     context_extra_max: int = Field(default=16, ge=0, description="most free-form keys in a request context")
     torch_threads: int = Field(default=1, ge=1, le=64, description="torch intra-op threads per process")
+    warm_vectors: bool = Field(
+        default=True,
+        description="a starting worker pre-computes the cached vectors of the bundle's known users",
+    )
+    cpu_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="threads per process that run the request's CPU work (encoder, sources, ranker)",
+    )
     ranker_backend: Literal["auto", "onnxruntime", "torchscript", "eager"] = Field(
         default="auto",
         description="how one request's ranker forward runs: an exported fixed-shape copy (auto = "
@@ -84,7 +94,7 @@ class Settings(BaseSettings):
         description="concurrent /v1 requests per process before 429; unset = capacity_rps x latency budget",
     )
     capacity_rps: float = Field(
-        default=45.0,
+        default=200.0,
         gt=0,
         description="requests/s one process sustains (measured; sizes the in-flight limit)",
     )

@@ -84,6 +84,7 @@ class VectorWorker:
         claim_every_s: float = 5.0,
         consumer_idle_ms: int = 3_600_000,
         maintain_every_s: float = 5.0,
+        warm_known_users: bool = False,
     ):
         self.store = store
         self.holder = holder
@@ -95,6 +96,8 @@ class VectorWorker:
         self.claim_every_s = claim_every_s
         self.consumer_idle_ms = consumer_idle_ms
         self.maintain_every_s = maintain_every_s
+        self.warm_known_users = warm_known_users
+        self.warmed: int | None = None  # vectors written by the start-up warm-up (None: not run, or running)
         self._last_claim = -float("inf")
         self._last_maintenance = -float("inf")
         self._stopping = asyncio.Event()
@@ -155,9 +158,38 @@ class VectorWorker:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def warm_vectors(self, chunk: int = 256) -> int:
+        """Near-line pre-computation at start: vectors for the bundle's known users (the histories the API
+        seeds into the store), so their first requests hit the cache instead of running the encoder.
+        Returns how many were written; a store outage ends the warm-up early (requests then compute)."""
+        serving = self.holder.current
+        if serving.encoder is None:
+            return 0
+        users = list(serving.fallback_histories)
+        written = 0
+        started = time.perf_counter()
+        for start in range(0, len(users), chunk):
+            if self._stopping.is_set():
+                break
+            try:
+                records = await self.store.get_histories(users[start : start + chunk])
+                vectors = await asyncio.to_thread(compute_vectors, serving, records)
+                await self.store.put_vectors(vectors, self.vector_ttl_s)
+            except StoreUnavailable as exc:
+                metrics.STORE_DEGRADED.labels("worker").inc()
+                log.warning("store unavailable; vector warm-up stopped", extra={"error": str(exc)})
+                break
+            written += len(vectors)
+            metrics.WORKER_VECTORS.inc(len(vectors))
+        log.info("warmed user vectors", extra={"vectors": written, "seconds": time.perf_counter() - started})
+        self.warmed = written
+        return written
+
     async def run(self, idle_sleep_s: float = 0.0, backoff_s: float = 1.0) -> None:
         """Loop until ``stop()``; store outages and unexpected errors pause and retry, never exit."""
         log.info("worker started", extra={"consumer": self.consumer})
+        if self.warm_known_users:
+            await self.warm_vectors()
         group_ready = False
         while not self._stopping.is_set():
             try:

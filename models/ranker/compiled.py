@@ -105,9 +105,7 @@ def _packed_layout(
     valid = group >= 0
     count = int(valid.sum())
     order = np.argsort(np.where(valid, group, np.iinfo(np.int64).max), kind="stable")[:count]
-    if count > num_groups * group_size or not np.array_equal(
-        group[order], np.arange(count) // group_size
-    ):
+    if count > num_groups * group_size or not np.array_equal(group[order], np.arange(count) // group_size):
         return None
     index = np.zeros(num_groups * group_size, dtype=np.int64)
     index[:count] = order

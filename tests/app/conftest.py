@@ -113,7 +113,13 @@ def build_encoder_bundle(root: Path, weights_seed: int = 0) -> Path:
 
 
 def make_settings(bundle_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"bundle_path": bundle_path, "redis_url": None, "worker_block_ms": 50}
+    # no start-up vector warm-up unless a test asks: most tests follow a user from online to cache
+    values: dict[str, Any] = {
+        "bundle_path": bundle_path,
+        "redis_url": None,
+        "worker_block_ms": 50,
+        "warm_vectors": False,
+    }
     values.update(overrides)
     return Settings(**values)
 

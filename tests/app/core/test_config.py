@@ -30,7 +30,7 @@ def test_invalid_values_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_default_in_flight_limit_follows_capacity_and_budget() -> None:
-    assert Settings().in_flight_limit == 12  # 45 requests/s x 0.25 s, rounded up
+    assert Settings().in_flight_limit == 50  # 200 requests/s x 0.25 s
     assert Settings(capacity_rps=300, latency_budget_ms=100).in_flight_limit == 30
     assert Settings(capacity_rps=1, latency_budget_ms=10).in_flight_limit == 1
     assert Settings(max_in_flight=200, capacity_rps=1).in_flight_limit == 200  # explicit wins
