@@ -92,9 +92,12 @@ def _store_read(redis_url: str | None) -> Callable[[], object] | None:
     return lambda: client.hgetall("tandem-bench-floor:absent")
 
 
-def stage_floors(bundle_path: Path, repeats: int, redis_url: str | None, candidates: int) -> dict[str, Any]:
+def stage_floors(
+    bundle_path: Path, repeats: int, redis_url: str | None, candidates: int, ranker_backend: str = "auto"
+) -> dict[str, Any]:
     """p50 ms of each stage with the bundle's own models, one thread, in this process. The ranker scores what
-    the ANN returns for ``candidates``, the candidate count the service is started with."""
+    the ANN returns for ``candidates``, the candidate count the service is started with, through the same
+    ``ranker_backend`` the service uses."""
     import torch
 
     from models.bundle import Bundle
@@ -103,7 +106,7 @@ def stage_floors(bundle_path: Path, repeats: int, redis_url: str | None, candida
 
     torch.set_num_threads(1)
     set_faiss_threads(1)
-    bundle = Bundle.load(bundle_path)
+    bundle = Bundle.load(bundle_path, ranker_backend=ranker_backend)
     encoder, index, ranker = bundle.encoder, bundle.index, bundle.ranker
     if encoder is None or index is None:
         raise ValueError(f"{bundle_path}: the service benchmark needs a bundle with an encoder and an index")
@@ -178,9 +181,13 @@ def running_service(
         stop_process(process)
 
 
-def _service_env(workers: int, prefix: str, vector_ttl_s: int | None, candidates: int) -> dict[str, str]:
+def _service_env(
+    workers: int, prefix: str, vector_ttl_s: int | None, candidates: int, ranker_backend: str = "auto"
+) -> dict[str, str]:
     env = {
         "TANDEM_CANDIDATE_COUNT": str(candidates),
+        "TANDEM_RANKER_BACKEND": ranker_backend,
+        "TANDEM_WARM_VECTORS": "false",  # the cache path warms its own users; the online path must miss
         "TANDEM_LOG_LEVEL": "WARNING",
         "TANDEM_DRAIN_SECONDS": "0",
         "TANDEM_KEY_PREFIX": prefix,
@@ -211,7 +218,7 @@ def service_paths(
             bundle,
             args.port,
             args.workers,
-            _service_env(args.workers, prefix, None, args.candidates),
+            _service_env(args.workers, prefix, None, args.candidates, args.ranker_backend),
             log_dir / "cache.log",
         ) as (url, pid):
             visit_every_user(url, cache_users)  # every user's vector cached before measuring
@@ -227,7 +234,7 @@ def service_paths(
             bundle,
             args.port,
             args.workers,
-            _service_env(args.workers, prefix + "o", 1, args.candidates),
+            _service_env(args.workers, prefix + "o", 1, args.candidates, args.ranker_backend),
             log_dir / "online.log",
         ) as (url, _):
             online_users = Workload("recommend", users[0], users[1])
@@ -265,7 +272,7 @@ def _numeric_range(raw_ids: list[str]) -> tuple[int, int]:
 def bench_bundle(name: str, bundle: Path, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     logger.info("bundle %s: stage floors", name)
     redis_url = REDIS_URL if args.workers > 1 else None
-    floors = stage_floors(bundle, args.repeats, redis_url, args.candidates)
+    floors = stage_floors(bundle, args.repeats, redis_url, args.candidates, args.ranker_backend)
     floors["http_ms"] = args.http_floor["p50_ms"]
     cache_sum = sum(floors[k] for k in ("http_ms", "store_read_ms", "ann_ms", "ranker_ms", "json_ms"))
     floors["sum_cache_ms"] = round(cache_sum, 3)
@@ -379,7 +386,17 @@ def main(argv: list[str] | None = None) -> int:
         "--bundle", type=Path, default=None, help="default: the default bundle (built if needed)"
     )
     parser.add_argument(
-        "--bundle-1m", type=Path, default=None, help="a 1M-item bundle (models.bench.synthetic_bundle)"
+        "--bundle-1m",
+        type=Path,
+        default=Path("var/bundles/synthetic-1m"),
+        help="the 1M-item bundle (built by models.bench.synthetic_bundle when missing, a few minutes)",
+    )
+    parser.add_argument("--skip-1m", action="store_true", help="only the default bundle")
+    parser.add_argument(
+        "--ranker-backend",
+        default="auto",
+        choices=("auto", "onnxruntime", "torchscript", "eager"),
+        help="TANDEM_RANKER_BACKEND of the service, and the ranker floor's",
     )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=2)
@@ -404,7 +421,12 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     bundles = {"default": args.bundle or default_bundle_path(args.data_dir)}
-    if args.bundle_1m is not None:
+    if not args.skip_1m:
+        if not (args.bundle_1m / "manifest.json").is_file():
+            from models.bench.synthetic_bundle import build_synthetic_bundle
+
+            logger.info("building the 1M-item bundle at %s", args.bundle_1m)
+            build_synthetic_bundle(args.bundle_1m)
         bundles["synthetic_1m"] = args.bundle_1m
     logger.info("HTTP floor (bare FastAPI app)")
     args.http_floor = http_floor(args.port, args.seconds, log_dir)
