@@ -15,39 +15,21 @@ test_compiled.py checks both backends against ``OnePieceRanker.forward``).
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import math
-import threading
-import warnings
-from collections.abc import Callable
 from dataclasses import fields, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.export import ShapeCache
 from models.ranker.grouping import group_layout
 from models.ranker.model import OnePieceRanker
 from models.ranker.tokens import RankerBatch
 
-BACKENDS = ("onnxruntime", "torchscript")
 # batch fields in RankerBatch order; the optional ones enter the exported graph only when present
 _FIELDS = tuple(f.name for f in fields(RankerBatch))
 _PADDING = {"candidate_item": 0, "group": -1, "candidate_rank": -1, "candidate_source_rank": -1}
-
-Forward = Callable[[list[torch.Tensor]], torch.Tensor]
-
-
-def available_backend(requested: str = "auto") -> str:
-    """``auto`` -> onnxruntime when importable, else torchscript; a named backend is checked and returned."""
-    if requested == "auto":
-        return "onnxruntime" if importlib.util.find_spec("onnxruntime") is not None else "torchscript"
-    if requested not in BACKENDS:
-        raise ValueError(f"unknown ranker backend '{requested}', expected auto or one of {BACKENDS}")
-    if requested == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-        raise ValueError("ranker backend 'onnxruntime' needs the onnxruntime package")
-    return requested
 
 
 class _TensorArguments(nn.Module):
@@ -118,19 +100,18 @@ class StaticRankerForward:
     """Task logits of one request's batch through an exported copy of the model, one export per padded size.
 
     model: an eval-mode ``OnePieceRanker`` (its weights are read at export time: do not train it afterwards).
+    backend: ``auto``, ``onnxruntime`` or ``torchscript`` (``models.export``).
     """
 
     def __init__(
         self, model: OnePieceRanker, backend: str = "auto", pad_multiple: int = 50, threads: int = 1
     ) -> None:
-        if pad_multiple < 1 or threads < 1:
-            raise ValueError("pad_multiple and threads must be >= 1")
+        if pad_multiple < 1:
+            raise ValueError("pad_multiple must be >= 1")
         self.model = model.eval()
-        self.backend = available_backend(backend)
+        self.exports = ShapeCache(backend, threads)
+        self.backend = self.exports.backend
         self.pad_multiple = pad_multiple
-        self.threads = threads
-        self._compiled: dict[tuple[int, tuple[str, ...]], Forward] = {}
-        self._lock = threading.Lock()
 
     def padded_size(self, num_candidates: int) -> int:
         return max(1, math.ceil(num_candidates / self.pad_multiple)) * self.pad_multiple
@@ -146,56 +127,10 @@ class StaticRankerForward:
         index, valid = fixed_layout(padded.group, math.ceil(size / group_size), group_size)
         present = tuple(name for name in _FIELDS if getattr(padded, name) is not None)
         tensors = [getattr(padded, name) for name in present] + [index, valid]
-        forward = self._forward_for(size, present, tensors)
-        return forward(tensors)[:, :, :num_candidates]
-
-    def _forward_for(self, size: int, present: tuple[str, ...], example: list[torch.Tensor]) -> Forward:
-        key = (size, present)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            with self._lock:  # one export per shape, even when two requests arrive together
-                compiled = self._compiled.get(key)
-                if compiled is None:
-                    compiled = self._export(_TensorArguments(self.model, present).eval(), present, example)
-                    self._compiled[key] = compiled
-        return compiled
-
-    def _export(self, module: nn.Module, present: tuple[str, ...], example: list[torch.Tensor]) -> Forward:
-        with torch.no_grad(), warnings.catch_warnings():
-            # shapes are fixed per export on purpose; the tracer's "might not generalize" notes are expected
-            warnings.simplefilter("ignore")
-            if self.backend == "torchscript":
-                traced = torch.jit.trace(module, tuple(example), check_trace=False)
-                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                return lambda tensors: frozen(*tensors)
-            return self._onnx_session(module, present, example)
-
-    def _onnx_session(
-        self, module: nn.Module, present: tuple[str, ...], example: list[torch.Tensor]
-    ) -> Forward:
-        import onnxruntime
-
-        names = [*present, "layout_index", "layout_valid"]
-        buffer = io.BytesIO()
-        # the TorchScript-based exporter: fast (~0.3 s) and enough for fixed shapes; torch is pinned
-        torch.onnx.export(
-            module,
-            tuple(example),
-            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object too
-            input_names=names,
-            output_names=["logits"],
-            dynamo=False,
+        forward = self.exports.get(
+            (size, present),
+            lambda: _TensorArguments(self.model, present),
+            tensors,
+            [*present, "layout_index", "layout_valid"],
         )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-        inputs = {node.name for node in session.get_inputs()}  # the exporter drops inputs the graph ignores
-
-        def run(tensors: list[torch.Tensor]) -> torch.Tensor:
-            feed = {
-                name: np.asarray(t.numpy()) for name, t in zip(names, tensors, strict=True) if name in inputs
-            }
-            return torch.from_numpy(session.run(None, feed)[0])
-
-        return run
+        return forward(tensors)[:, :, :num_candidates]

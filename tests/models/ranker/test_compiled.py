@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.data.schema import RATING_FUNNEL
-from models.ranker.compiled import BACKENDS, StaticRankerForward, available_backend, fixed_layout
+from models.export import BACKENDS, available_backend
+from models.ranker.compiled import StaticRankerForward, fixed_layout
 from models.ranker.grouping import group_layout, serving_groups
 from models.ranker.serving import TorchCandidateRanker
 from tests.models.ranker.fakes import random_batch, tiny_config, tiny_model
@@ -50,7 +51,7 @@ def test_one_export_per_padded_size() -> None:
     with torch.inference_mode():
         for batch in (small, larger, other):
             forward.task_logits(batch)
-    assert sorted(size for size, _ in forward._compiled) == [50, 100]
+    assert sorted(size for size, _ in forward.exports.compiled) == [50, 100]
 
 
 def test_static_forward_refuses_batches_and_unknown_backends() -> None:
@@ -59,7 +60,7 @@ def test_static_forward_refuses_batches_and_unknown_backends() -> None:
         StaticRankerForward(tiny_model(config), "torchscript").task_logits(
             dataclasses.replace(batch, candidate_item=batch.candidate_item.expand(2, -1))
         )
-    with pytest.raises(ValueError, match="unknown ranker backend"):
+    with pytest.raises(ValueError, match="unknown backend"):
         available_backend("tensorrt")
     assert available_backend("auto") in BACKENDS
 
