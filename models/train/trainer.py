@@ -57,7 +57,7 @@ def batch_loss(
 ) -> tuple[torch.Tensor, int]:
     """Loss of one padded batch and its number of queries (models.md 1.7, 2.3)."""
     config = model.config
-    targets = build_targets(batch.tokens, config.is_session, config.max_items_per_session)
+    targets = build_targets(batch.tokens, config.is_session, config.max_items_per_session, config.folded)
     if train.min_target_ts:
         keep = batch.tokens["query_ts"][targets.rows, targets.cols] >= train.min_target_ts
         for name in ("rows", "cols", "items", "levels", "next_items", "scene"):
@@ -91,7 +91,7 @@ def batch_loss(
             next_loss, _ = nce(query_hidden, 1, torch.as_tensor(targets.next_items))
             per_query = per_query + config.msp_weight * next_loss
     loss = scene_normalised_sum(per_query, torch.as_tensor(targets.scene)) + aux
-    if config.is_session and config.item_query_weight > 0:
+    if config.is_session and not config.folded and config.item_query_weight > 0:
         dense = item_token_targets(batch.tokens, targets)
         if len(dense.rows):
             item_hidden = hidden[torch.as_tensor(dense.rows), torch.as_tensor(dense.cols)]
