@@ -72,23 +72,28 @@ def sampled_softmax(
     if logq not in LOGQ_MODES:
         raise ValueError(f"logq must be one of {LOGQ_MODES}, got {logq!r}")
     valid = positives > 0
-    positive_scores = (query.unsqueeze(1) * item_vectors[positives]).sum(-1) / temperature  # [Q, n]
-    pool_scores = query @ item_vectors[pool.items].T / temperature  # [Q, R]
+    query = query / temperature  # [Q, d]: cheaper than dividing the [Q, R] scores
+    positive_scores = (query.unsqueeze(1) * item_vectors[positives]).sum(-1)  # [Q, n]
+    pool_vectors = item_vectors[pool.items]  # [R, d]
     # accidental hits: pool entries equal to any positive of the same query -> [Q, R]
     hits = (pool.items.view(1, 1, -1) == positives.masked_fill(~valid, -1).unsqueeze(-1)).any(dim=1)
-    neg_inf = torch.finfo(pool_scores.dtype).min
+    # [Q, R] pool logits in one product (minus log m_j when corrected), masked in place: every [Q, R]
+    # pass costs about as much as the product itself on a CPU, so none is spent on copies
     if logq == "none":
-        negatives = pool_scores.masked_fill(hits, neg_inf).logsumexp(-1, keepdim=True)
+        pool_logits = query @ pool_vectors.T
+    else:
+        pool_logits = torch.addmm(-pool.log_multiplicity.unsqueeze(0), query, pool_vectors.T)
+    pool_logits = pool_logits.masked_fill_(hits, torch.finfo(pool_logits.dtype).min)
+    if logq == "none":
+        negatives = pool_logits.logsumexp(-1, keepdim=True)
         loss = -positive_scores + torch.logaddexp(positive_scores, negatives)
     elif logq == "classic":
         corrected_pos = positive_scores - positive_log_m
-        negatives = (
-            (pool_scores - pool.log_multiplicity).masked_fill(hits, neg_inf).logsumexp(-1, keepdim=True)
-        )
+        negatives = pool_logits.logsumexp(-1, keepdim=True)
         loss = -corrected_pos + torch.logaddexp(corrected_pos, negatives)
     else:
         # log sum_j w_j with w_j = exp(s_j - log q_j), q_j = m_j / (R - m_p)  -> depends on the positive
-        lse_negatives = (pool_scores - pool.log_multiplicity).masked_fill(hits, neg_inf).logsumexp(-1)  # [Q]
+        lse_negatives = pool_logits.logsumexp(-1)  # [Q]
         log_rest = torch.log((pool.size - positive_log_m.exp()).clamp(min=1e-6))  # [Q, n]
         log_sum_w = lse_negatives.unsqueeze(1) + log_rest
         count = (~hits).sum(-1, keepdim=True).clamp(min=1).float()  # |S_t|

@@ -81,12 +81,14 @@ def batch_loss(
         return mean_over_valid(loss, valid), query
 
     per_query, query = nce(query_hidden, 0, positives)
-    if config.is_session:
+    if config.is_session and positives.shape[1] > 1:
+        # listwise funnel terms need a positive and a negative in one request: none with one item each
         scores = (query.unsqueeze(1) * item_vectors[positives]).sum(-1) / config.temperature
         levels = torch.as_tensor(targets.levels)
         click, _ = listwise_funnel_loss(scores, levels, min_level=2)
         pay, _ = listwise_funnel_loss(scores, levels, min_level=3)
         per_query = per_query + config.click_weight * click + config.pay_weight * pay
+    if config.is_session:
         if config.msp_horizon > 1 and (targets.next_items > 0).any():
             next_loss, _ = nce(query_hidden, 1, torch.as_tensor(targets.next_items))
             per_query = per_query + config.msp_weight * next_loss
