@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encoder.config import NUM_GAP_BUCKETS, EncoderConfig
-from models.encoder.hstu import HSTUBlock, pair_time_buckets, rotary_angles, scaled_init_
+from models.encoder.hstu import FastDropout, HSTUBlock, pair_time_buckets, rotary_angles, scaled_init_
 from models.encoder.layout import CONTEXT_TOKEN, ITEM_TOKEN
 from models.encoder.masks import causal_mask, session_mask
 from models.encoder.moe import MoEFeedForward
@@ -64,7 +64,7 @@ class TokenEmbedder(nn.Module):
         else:
             self.position = nn.Embedding(config.max_tokens, d)
             nn.init.normal_(self.position.weight, std=math.sqrt(1.0 / d))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)
 
     def forward(self, tokens: dict[str, torch.Tensor], user_features: torch.Tensor) -> torch.Tensor:
         valid = (tokens["tok_type"] > 0).unsqueeze(-1)
