@@ -59,7 +59,7 @@ def measure(dataset_name: str, epochs: int, threads: int, overrides: dict[str, A
         "overrides": overrides,
         "threads": threads,
         "layout": {
-            "fold_context": config.fold_context,
+            "fold_context": getattr(config, "fold_context", False),
             "max_tokens": config.max_tokens,
             "max_items_per_session": config.max_items_per_session,
         },

@@ -26,6 +26,12 @@ from models.train.trainer import TrainConfig, train_encoder
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
 
 
+# leave-last-out validation excludes the items of the last 200 history events, as the test does
+# (``tandem eval --max-history``), whatever the layout holds: it used to be ``max_tokens``, which made
+# the validation of a one-token-per-rating layout stricter than that of the two-token one
+VALID_EXCLUDE_WINDOW = 200
+
+
 @dataclass
 class FitResult:
     model: RetrievalEncoder
@@ -116,7 +122,7 @@ def fit_encoder(
         cases = valid_cases
 
         def validate(m: RetrievalEncoder) -> dict[str, float]:
-            window = config.max_tokens if valid_exclude_history else 0
+            window = VALID_EXCLUDE_WINDOW if valid_exclude_history else 0
             ranks = target_ranks(m, item_category, cases, exclude_window=window)
             return rank_metrics(ranks, cutoffs=(10, 50))
 
