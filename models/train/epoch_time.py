@@ -26,6 +26,7 @@ from models.train.fit import fit_encoder, next_item_cases, subsample
 from models.train.presets import preset
 
 VALID_USERS = 500  # as models.pipeline.QUICK_VALID_USERS
+BUDGETS_S = (30, 60, 90, 120)  # training CPU seconds at which runs are compared
 
 
 def measure(dataset_name: str, epochs: int, threads: int, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +72,45 @@ def measure(dataset_name: str, epochs: int, threads: int, overrides: dict[str, A
     }
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def best_within(run: dict[str, Any], budget_s: float) -> float | None:
+    """Best validation NDCG@10 among the epochs that ended within ``budget_s`` training CPU seconds; None
+    when the run stopped while another epoch would still have fitted (as ``--max-minutes`` decides)."""
+    rows = run["epochs"]
+    if not rows or rows[-1]["cumulative_cpu_s"] + rows[-1]["cpu_s"] <= budget_s:
+        return None
+    scores = [row["val_NDCG@10"] for row in rows if row["cumulative_cpu_s"] <= budget_s]
+    return max(scores) if scores else None
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """One row per run: median seconds per epoch (CPU, wall), and the best validation NDCG@10 reached
+    within each training-CPU budget of ``BUDGETS_S``."""
+    head = "| run | tokens | batch | CPU s/epoch | wall s/epoch | epochs | "
+    head += " | ".join(f"best NDCG@10 in {b} s" for b in BUDGETS_S) + " |"
+    lines = [head, "|" + "---|" * (6 + len(BUDGETS_S))]
+    for run in runs:
+        rows = run["epochs"]
+        cells = [
+            run.get("label", ""),
+            f"{run['layout']['max_tokens']}{' folded' if run['layout']['fold_context'] else ''}",
+            str(run["batch_size"]),
+            f"{median([r['cpu_s'] for r in rows]):.2f}",
+            f"{median([r['wall_s'] for r in rows]):.2f}",
+            str(len(rows)),
+        ]
+        for budget in BUDGETS_S:
+            best = best_within(run, budget)
+            cells.append("–" if best is None else f"{best:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,7 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overrides", default="", help="JSON object of EncoderConfig/TrainConfig fields")
     parser.add_argument("--label", default="")
     parser.add_argument("--json", type=Path, default=None, help="append the run to this JSON list")
+    parser.add_argument(
+        "--table", action="store_true", help="print the markdown table of the runs in --json and exit"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        if args.json is None or not args.json.exists():
+            parser.error("--table needs an existing --json file")
+        print(markdown(json.loads(args.json.read_text())), end="")
+        return
     run = measure(args.dataset, args.epochs, args.threads, parse_overrides(args.overrides))
     run["label"] = args.label
     for row in run["epochs"]:

@@ -25,7 +25,6 @@ from models.train.loop import TrainState
 from models.train.trainer import TrainConfig, train_encoder
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
 
-
 # leave-last-out validation excludes the items of the last 200 history events, as the test does
 # (``tandem eval --max-history``), whatever the layout holds: it used to be ``max_tokens``, which made
 # the validation of a one-token-per-rating layout stricter than that of the two-token one

@@ -88,10 +88,9 @@ def batch_loss(
         click, _ = listwise_funnel_loss(scores, levels, min_level=2)
         pay, _ = listwise_funnel_loss(scores, levels, min_level=3)
         per_query = per_query + config.click_weight * click + config.pay_weight * pay
-    if config.is_session:
-        if config.msp_horizon > 1 and (targets.next_items > 0).any():
-            next_loss, _ = nce(query_hidden, 1, torch.as_tensor(targets.next_items))
-            per_query = per_query + config.msp_weight * next_loss
+    if config.is_session and config.msp_horizon > 1 and (targets.next_items > 0).any():
+        next_loss, _ = nce(query_hidden, 1, torch.as_tensor(targets.next_items))
+        per_query = per_query + config.msp_weight * next_loss
     loss = scene_normalised_sum(per_query, torch.as_tensor(targets.scene)) + aux
     if config.is_session and not config.folded and config.item_query_weight > 0:
         dense = item_token_targets(batch.tokens, targets)
