@@ -67,6 +67,18 @@ def subsample(cases: NextItemCases, limit: int, seed: int) -> NextItemCases:
     )
 
 
+def same_layout(config: EncoderConfig, source: EncoderConfig) -> EncoderConfig:
+    """``config`` with the token layout of the encoder it continues (incremental training): whether
+    context is folded into item tokens and the token count follow ``source``, so a checkpoint saved with
+    the two-token layout keeps training and serving with it."""
+    if not (config.is_session and source.is_session):
+        return config
+    values = config.to_dict()
+    values.update(fold_context=source.fold_context, max_tokens=source.max_tokens)
+    values.update(max_items_per_session=source.max_items_per_session)
+    return EncoderConfig.from_dict(values)
+
+
 def initialise_from(model: RetrievalEncoder, source: Path | str) -> None:
     """Incremental training: copy weights from a checkpoint or bundle. The item table may have grown
     (new items keep their fresh initialisation); every other tensor must match in shape."""
@@ -107,6 +119,8 @@ def fit_encoder(
     torch.set_num_threads(train.threads)
     torch.manual_seed(train.seed)
     config = EncoderConfig.from_dict(resume["config"]) if resume else encoder_config_for(dataset, base_config)
+    if resume is None and init_from is not None:
+        config = same_layout(config, load_encoder_checkpoint(init_from)[0].config)
     model = RetrievalEncoder(config)
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
