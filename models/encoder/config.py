@@ -47,6 +47,12 @@ class EncoderConfig:
     # items per request: longer sessions are cut into chunks; 0 (presets only) = chosen per dataset by
     # models.train.data.encoder_config_for (1 for rating-only logs, 20 otherwise)
     max_items_per_session: int = 20
+    # session_encoder with one item per request: one token per rating instead of two (``folded``): token j
+    # carries the item of request j - 1 and the context of request j, so its output is request j's query
+    # and the layout is causal (models.encoder.layout.folded_layout). No effect with more items per
+    # request. False (the default, and what checkpoints saved without this field get) = the
+    # [c1, i1, c2, i2, ...] layout with a context token per request.
+    fold_context: bool = False
 
     # positional signals
     use_rab_t: bool = True
@@ -94,6 +100,7 @@ class EncoderConfig:
         if self.use_rope and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
         if self.kind != "session_encoder":
+            self.fold_context = False
             self.token_specific = False
             self.item_side_info = False
             self.msp_horizon = 1
@@ -114,6 +121,11 @@ class EncoderConfig:
     @property
     def is_session(self) -> bool:
         return self.kind == "session_encoder"
+
+    @property
+    def folded(self) -> bool:
+        """One token per request: ``fold_context`` on a session encoder with one item per request."""
+        return self.is_session and self.fold_context and self.max_items_per_session == 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,6 +7,10 @@ sessionisation cannot drift between them (models.md 1.2, 1.7):
   carrying its strongest action (funnel level first, then ``ACTION_STRENGTH``), placed at its first time;
   sessions longer than ``max_items_per_session`` are cut into consecutive chunks;
 - session layout: ``[c1, items of s1, c2, items of s2, ...]`` plus, for a request, a trailing context token;
+- folded session layout (``EncoderConfig.folded``, one item per request): one token per request,
+  ``[(-, c1), (i1, c2), (i2, c3), ...]``: token j holds the item of request j - 1 and the context of
+  request j, so its output is request j's query, every token attends to itself and earlier tokens only,
+  and the last token's context is the request being served (or empty in training);
 - causal layout (hstu / sasrec): the last items in time order, no dedup, one token per event.
 
 A layout is a dict of equal-length int64 arrays (``TOKEN_FIELDS``); many layouts are stacked as jagged
@@ -25,9 +29,10 @@ from models.inference import RequestContext, UserHistory
 
 CONTEXT_TOKEN = 1
 ITEM_TOKEN = 2
+FOLDED_TOKEN = 3  # folded layout: previous request's item + this request's context
 
 TOKEN_FIELDS: tuple[str, ...] = (
-    "tok_type",  # 0 pad, 1 context, 2 item
+    "tok_type",  # 0 pad, 1 context, 2 item, 3 folded (item fields: previous request; the rest: this one)
     "item",  # item index (0 on context tokens)
     "action",  # schema.Action (0 on context tokens)
     "level",  # funnel level 1..3 (0 on context tokens)
@@ -37,8 +42,8 @@ TOKEN_FIELDS: tuple[str, ...] = (
     "hour",  # 0..23 from the token time (UTC)
     "dow",  # 0..6, Monday = 0
     "gap",  # gap bucket of the session (context tokens), 0 on items
-    "sess",  # session number 1..S (session layout) or position 1..L (causal layout)
-    "ts",  # unix seconds: event time, or session start for context tokens
+    "sess",  # session number 1..S (session layout) or position 1..L (causal and folded layouts)
+    "ts",  # unix seconds: event time, or session start for context tokens (folded: the item's time)
     "query_ts",  # time of the moment this token's output predicts (HSTU rab_t, models.md 2.2)
 )
 
@@ -169,6 +174,57 @@ def session_layout(
     return _keep_last_sessions(out, config.max_tokens)
 
 
+def folded_layout(
+    history: UserHistory,
+    request: RequestContext | None,
+    config: EncoderConfig,
+    item_category: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Folded session layout (module docstring) for one item per request: n sessionised items give n + 1
+    tokens. Token j (0-based) carries item j - 1 (item, action, level, category; none on token 0), its
+    time in ``ts``, and request j's context: scene, device, gap, hour/dow of ``query_ts`` = request j's
+    time. Request n is ``request``; without one the last token's context is empty (it only holds the
+    last item, a key for nothing and a target for the token before). Oldest tokens are dropped beyond
+    ``config.max_tokens``."""
+    funnel = config.funnel()
+    sess = sessionise(history, funnel, config.session_gap_s, 1)
+    n_items = len(sess.row)
+    if n_items == 0 and request is None:
+        return {name: np.zeros(0, dtype=np.int64) for name in TOKEN_FIELDS}
+    total = n_items + 1
+    item_ts = history.timestamp.astype(np.int64)[sess.row]
+    out = {name: np.zeros(total, dtype=np.int64) for name in TOKEN_FIELDS}
+    out["tok_type"][:] = FOLDED_TOKEN
+    out["sess"] = np.arange(1, total + 1)
+    items = history.item[sess.row].astype(np.int64)
+    out["item"][1:] = items
+    out["action"][1:] = history.action[sess.strongest_row]
+    out["level"][1:] = funnel.levels(history.action[sess.strongest_row], history.value[sess.strongest_row])
+    out["category"][1:] = item_category[np.clip(items, 0, len(item_category) - 1)]
+    # context of requests 0 .. n-1 = the sessionised events themselves
+    out["query_ts"][:n_items] = item_ts
+    out["scene"][:n_items] = history.scene[sess.row]
+    out["device"][:n_items] = history.device[sess.row]
+    if n_items > 1:
+        out["gap"][1:n_items] = gap_bucket(item_ts[1:] - item_ts[:-1])
+    if request is not None:
+        out["query_ts"][n_items] = request.timestamp
+        out["scene"][n_items] = request.scene
+        out["device"][n_items] = request.device
+        if n_items:
+            out["gap"][n_items] = gap_bucket(np.array([request.timestamp - item_ts[-1]]))[0]
+    else:
+        out["query_ts"][n_items] = item_ts[-1]
+    out["ts"][1:] = item_ts
+    out["ts"][0] = out["query_ts"][0]
+    out["hour"] = hour_of_day(out["query_ts"])
+    out["dow"] = day_of_week(out["query_ts"])
+    if total > config.max_tokens:
+        out = {name: values[total - config.max_tokens :].copy() for name, values in out.items()}
+        out["sess"] -= out["sess"][0] - 1
+    return out
+
+
 def _keep_last_sessions(tokens: dict[str, np.ndarray], max_tokens: int) -> dict[str, np.ndarray]:
     total = len(tokens["tok_type"])
     if total <= max_tokens:
@@ -216,7 +272,9 @@ def build_layout(
     config: EncoderConfig,
     item_category: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Dispatch on ``config.kind``."""
+    """Dispatch on ``config.kind`` (and ``config.folded``)."""
+    if config.folded:
+        return folded_layout(history, request, config, item_category)
     build = session_layout if config.is_session else causal_layout
     return build(history, request, config, item_category)
 

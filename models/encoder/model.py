@@ -3,6 +3,9 @@
 ``RetrievalEncoder(config)`` covers the three kinds of ``EncoderConfig.kind``:
 - ``session_encoder``: TBGRecall layout (models.md 1.2-1.7): token sum + TSN, session-wise mask,
   session-wise RoPE, query = normalize(g_m(H[context token])), m = 0 (this session) .. horizon-1;
+  folded (``EncoderConfig.folded``, one item per request): one token per request that sums the previous
+  request's item part and this request's context part (each through its TSN projection), causal mask,
+  query = normalize(g_m(H[token]));
 - ``hstu``: causal HSTU over item ids (models.md 2.3): sqrt(d) E_item + P[t], query = normalize(H[t]);
 - ``sasrec``: the same input and objective with softmax-attention blocks.
 Item vectors are the L2-normalised rows of the input item table (shared, models.md 1.7 / 2.3).
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encoder.config import NUM_GAP_BUCKETS, EncoderConfig
-from models.encoder.hstu import HSTUBlock, pair_time_buckets, rotary_angles, scaled_init_
+from models.encoder.hstu import FastDropout, HSTUBlock, pair_time_buckets, rotary_angles, scaled_init_
 from models.encoder.layout import CONTEXT_TOKEN, ITEM_TOKEN
 from models.encoder.masks import causal_mask, session_mask
 from models.encoder.moe import MoEFeedForward
@@ -61,7 +64,7 @@ class TokenEmbedder(nn.Module):
         else:
             self.position = nn.Embedding(config.max_tokens, d)
             nn.init.normal_(self.position.weight, std=math.sqrt(1.0 / d))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)
 
     def forward(self, tokens: dict[str, torch.Tensor], user_features: torch.Tensor) -> torch.Tensor:
         valid = (tokens["tok_type"] > 0).unsqueeze(-1)
@@ -74,16 +77,23 @@ class TokenEmbedder(nn.Module):
         shared = shared + self.hour(tokens["hour"]) + self.dow(tokens["dow"])
         item_rows = self.item(tokens["item"]) * self.item_scale
         item_x = item_rows + self.action(tokens["action"]) + self.level(tokens["level"])
-        item_x = item_x + self.category(tokens["category"]) + shared
+        item_x = item_x + self.category(tokens["category"])
+        if not self.config.folded:
+            # folded tokens: the item's own time/scene is the previous token's context, already seen
+            item_x = item_x + shared
         context_x = shared + self.gap(tokens["gap"])
-        if self.config.context_pool:
+        if self.config.context_pool and not self.config.folded:
             context_x = context_x + previous_session_mean(item_rows, tokens)
         for column, table in enumerate(self.user.values()):
             context_x = context_x + table(user_features[:, column]).unsqueeze(1)
-        is_context = (tokens["tok_type"] == CONTEXT_TOKEN).unsqueeze(-1)
         if self.project_context is not None and self.project_item is not None:
             context_x, item_x = self.project_context(context_x), self.project_item(item_x)
-        x = torch.where(is_context, context_x, item_x)
+        if self.config.folded:
+            has_item = (tokens["item"] > 0).unsqueeze(-1)  # the first request has no previous item
+            x = context_x + item_x * has_item
+        else:
+            is_context = (tokens["tok_type"] == CONTEXT_TOKEN).unsqueeze(-1)
+            x = torch.where(is_context, context_x, item_x)
         return self.dropout(x) * valid
 
 
@@ -123,7 +133,7 @@ class RetrievalEncoder(nn.Module):
             self.final_norm: nn.Module = nn.LayerNorm(config.dim)
         else:
             self.blocks = nn.ModuleList(
-                HSTUBlock(config, token_specific=config.token_specific and i == 0)
+                HSTUBlock(config, token_specific=config.token_specific and i == 0 and not config.folded)
                 for i in range(config.num_blocks)
             )
             self.final_norm = nn.Identity()
@@ -147,8 +157,8 @@ class RetrievalEncoder(nn.Module):
         Returns (hidden states [B, T, d] with padding rows zero, auxiliary loss scalar)."""
         tok_type = tokens["tok_type"]
         valid = (tok_type > 0).unsqueeze(-1)
-        is_session = self.config.is_session
-        mask = session_mask(tokens["sess"], tok_type) if is_session else causal_mask(tok_type)
+        use_sessions = self.config.is_session and not self.config.folded
+        mask = session_mask(tokens["sess"], tok_type) if use_sessions else causal_mask(tok_type)
         x = self.embed(tokens, user_features)
         is_context = tok_type == CONTEXT_TOKEN
         aux = x.new_zeros(())

@@ -63,10 +63,14 @@ def encoder_config_for(dataset: Dataset, base: EncoderConfig) -> EncoderConfig:
     """Fill the vocabulary sizes and funnel of ``base`` from a dataset, and resolve an automatic (0)
     ``max_items_per_session`` with ``request_items_for``. With one item per request (rating logs) the dense
     item-token term repeats the context tokens' targets and category side information measured worse, so
-    both are switched off."""
+    both are switched off; with ``fold_context`` the layout becomes one token per rating, so the preset's
+    ``max_tokens`` (sized for two tokens per rating) is halved: the same ratings, half the tokens."""
     values = base.to_dict()
     if values["max_items_per_session"] == 0:
         values["max_items_per_session"] = request_items_for(dataset)
+        if values["max_items_per_session"] == 1 and values["fold_context"] and base.is_session:
+            # presets size max_tokens for two tokens per rating; folded, the same ratings take half
+            values["max_tokens"] = max(values["max_tokens"] // 2, 1)
         if values["max_items_per_session"] == 1:
             values["item_query_weight"] = 0.0
             # measured on ML-100K (docs/retrieval.md): first-genre side information in the item vectors

@@ -3,6 +3,8 @@
 Session encoder (models.md 1.7): every context token whose session has items is a query; its targets are
 its own session's item tokens (head g_0) and, for multi-session prediction, the next session's (head g_1).
 Causal kinds (models.md 2.3): every position with a successor is a query; the target is the next item.
+Folded session layout (one token per request): every token with a successor is a query; its target is
+the successor's item (g_0) and, for multi-session prediction, the one after (g_1).
 """
 
 from __future__ import annotations
@@ -83,5 +85,23 @@ def causal_targets(padded: dict[str, np.ndarray]) -> Targets:
     return Targets(rows, cols, items, levels, np.zeros_like(items), np.ones(len(rows), dtype=np.int64))
 
 
-def build_targets(padded: dict[str, np.ndarray], is_session: bool, max_items: int) -> Targets:
+def folded_targets(padded: dict[str, np.ndarray]) -> Targets:
+    """Token j is request j's query; request j's item sits on token j + 1, request j + 1's on j + 2."""
+    tok_type = padded["tok_type"]
+    has_next = np.zeros_like(tok_type, dtype=bool)
+    has_next[:, :-1] = (tok_type[:, :-1] > 0) & (tok_type[:, 1:] > 0)
+    rows, cols = np.nonzero(has_next)
+    items = padded["item"][rows, cols + 1][:, None]
+    levels = padded["level"][rows, cols + 1][:, None]
+    following = np.zeros((tok_type.shape[0], tok_type.shape[1] + 1), dtype=np.int64)
+    following[:, : tok_type.shape[1] - 1] = padded["item"][:, 1:]  # item of the token after next, or 0
+    next_items = following[rows, cols + 1][:, None]
+    return Targets(rows, cols, items, levels, next_items, padded["scene"][rows, cols])
+
+
+def build_targets(
+    padded: dict[str, np.ndarray], is_session: bool, max_items: int, folded: bool = False
+) -> Targets:
+    if folded:
+        return folded_targets(padded)
     return session_targets(padded, max_items) if is_session else causal_targets(padded)

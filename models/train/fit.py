@@ -25,6 +25,11 @@ from models.train.loop import TrainState
 from models.train.trainer import TrainConfig, train_encoder
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
 
+# leave-last-out validation excludes the items of the last 200 history events, as the test does
+# (``tandem eval --max-history``), whatever the layout holds: it used to be ``max_tokens``, which made
+# the validation of a one-token-per-rating layout stricter than that of the two-token one
+VALID_EXCLUDE_WINDOW = 200
+
 
 @dataclass
 class FitResult:
@@ -60,6 +65,18 @@ def subsample(cases: NextItemCases, limit: int, seed: int) -> NextItemCases:
     return NextItemCases(
         [cases.histories[i] for i in keep], cases.targets[keep], [cases.contexts[i] for i in keep]
     )
+
+
+def same_layout(config: EncoderConfig, source: EncoderConfig) -> EncoderConfig:
+    """``config`` with the token layout of the encoder it continues (incremental training): whether
+    context is folded into item tokens and the token count follow ``source``, so a checkpoint saved with
+    the two-token layout keeps training and serving with it."""
+    if not (config.is_session and source.is_session):
+        return config
+    values = config.to_dict()
+    values.update(fold_context=source.fold_context, max_tokens=source.max_tokens)
+    values.update(max_items_per_session=source.max_items_per_session)
+    return EncoderConfig.from_dict(values)
 
 
 def initialise_from(model: RetrievalEncoder, source: Path | str) -> None:
@@ -102,6 +119,8 @@ def fit_encoder(
     torch.set_num_threads(train.threads)
     torch.manual_seed(train.seed)
     config = EncoderConfig.from_dict(resume["config"]) if resume else encoder_config_for(dataset, base_config)
+    if resume is None and init_from is not None:
+        config = same_layout(config, load_encoder_checkpoint(init_from)[0].config)
     model = RetrievalEncoder(config)
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
@@ -116,7 +135,7 @@ def fit_encoder(
         cases = valid_cases
 
         def validate(m: RetrievalEncoder) -> dict[str, float]:
-            window = config.max_tokens if valid_exclude_history else 0
+            window = VALID_EXCLUDE_WINDOW if valid_exclude_history else 0
             ranks = target_ranks(m, item_category, cases, exclude_window=window)
             return rank_metrics(ranks, cutoffs=(10, 50))
 

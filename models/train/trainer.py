@@ -57,7 +57,7 @@ def batch_loss(
 ) -> tuple[torch.Tensor, int]:
     """Loss of one padded batch and its number of queries (models.md 1.7, 2.3)."""
     config = model.config
-    targets = build_targets(batch.tokens, config.is_session, config.max_items_per_session)
+    targets = build_targets(batch.tokens, config.is_session, config.max_items_per_session, config.folded)
     if train.min_target_ts:
         keep = batch.tokens["query_ts"][targets.rows, targets.cols] >= train.min_target_ts
         for name in ("rows", "cols", "items", "levels", "next_items", "scene"):
@@ -81,17 +81,18 @@ def batch_loss(
         return mean_over_valid(loss, valid), query
 
     per_query, query = nce(query_hidden, 0, positives)
-    if config.is_session:
+    if config.is_session and positives.shape[1] > 1:
+        # listwise funnel terms need a positive and a negative in one request: none with one item each
         scores = (query.unsqueeze(1) * item_vectors[positives]).sum(-1) / config.temperature
         levels = torch.as_tensor(targets.levels)
         click, _ = listwise_funnel_loss(scores, levels, min_level=2)
         pay, _ = listwise_funnel_loss(scores, levels, min_level=3)
         per_query = per_query + config.click_weight * click + config.pay_weight * pay
-        if config.msp_horizon > 1 and (targets.next_items > 0).any():
-            next_loss, _ = nce(query_hidden, 1, torch.as_tensor(targets.next_items))
-            per_query = per_query + config.msp_weight * next_loss
+    if config.is_session and config.msp_horizon > 1 and (targets.next_items > 0).any():
+        next_loss, _ = nce(query_hidden, 1, torch.as_tensor(targets.next_items))
+        per_query = per_query + config.msp_weight * next_loss
     loss = scene_normalised_sum(per_query, torch.as_tensor(targets.scene)) + aux
-    if config.is_session and config.item_query_weight > 0:
+    if config.is_session and not config.folded and config.item_query_weight > 0:
         dense = item_token_targets(batch.tokens, targets)
         if len(dense.rows):
             item_hidden = hidden[torch.as_tensor(dense.rows), torch.as_tensor(dense.cols)]
@@ -131,7 +132,11 @@ def save_checkpoint(
 
 def make_optimizer(model: RetrievalEncoder, train: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(
-        model.parameters(), lr=train.learning_rate, betas=train.betas, weight_decay=train.weight_decay
+        model.parameters(),
+        lr=train.learning_rate,
+        betas=train.betas,
+        weight_decay=train.weight_decay,
+        fused=True,  # one kernel for every tensor: about 1 ms a step less on a CPU
     )
 
 

@@ -6,6 +6,7 @@ from models.data.schema import Action
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import (
     CONTEXT_TOKEN,
+    FOLDED_TOKEN,
     ITEM_TOKEN,
     build_layout,
     day_of_week,
@@ -82,3 +83,45 @@ def test_stack_and_pad_round_trip():
 def test_day_of_week_monday_is_zero():
     assert day_of_week(np.array([0]))[0] == 3  # 1970-01-01 was a Thursday
     assert day_of_week(np.array([4 * 86400]))[0] == 0
+
+
+def folded_config(**overrides) -> EncoderConfig:
+    return config(max_items_per_session=1, fold_context=True, **overrides)
+
+
+def test_folded_layout_is_one_token_per_request():
+    # three requests of one rating each (5, 6 within minutes: separate requests at one item per request)
+    h = history([5, 6, 7], [0, 60, 7260], values=[3, 5, 3])
+    request = RequestContext(timestamp=T0 + 9000, scene=1, device=1)
+    tokens = build_layout(h, request, folded_config(), CATEGORY)
+    assert tokens["tok_type"].tolist() == [FOLDED_TOKEN] * 4
+    assert tokens["item"].tolist() == [0, 5, 6, 7]  # token j: the item of request j - 1
+    assert tokens["level"].tolist()[1:] == [1, 3, 1] and tokens["category"].tolist() == [0, 0, 1, 2]
+    assert tokens["sess"].tolist() == [1, 2, 3, 4]
+    # request j's time is token j's query time; ts is the item's own time (the first token: its request)
+    assert tokens["query_ts"].tolist() == [T0, T0 + 60, T0 + 7260, T0 + 9000]
+    assert tokens["ts"].tolist() == [T0, T0, T0 + 60, T0 + 7260]
+    assert tokens["gap"][0] == 0 and tokens["gap"][2] > tokens["gap"][1] > 0 and tokens["gap"][3] > 0
+    training = build_layout(h, None, folded_config(), CATEGORY)  # no request: the last context is empty
+    assert training["item"].tolist() == [0, 5, 6, 7] and training["scene"][-1] == 0
+    assert training["gap"][-1] == 0 and training["query_ts"][-1] == T0 + 7260
+
+
+def test_folded_layout_truncates_to_the_latest_tokens_and_handles_empty_histories():
+    h = history(list(range(2, 12)), [i * 4000 for i in range(10)])
+    request = RequestContext(timestamp=T0 + 10 * 4000)
+    tokens = build_layout(h, request, folded_config(max_tokens=4), CATEGORY)
+    assert tokens["item"].tolist() == [8, 9, 10, 11] and tokens["sess"].tolist() == [1, 2, 3, 4]
+    assert tokens["query_ts"][-1] == request.timestamp
+    empty = history([], [])
+    alone = build_layout(empty, request, folded_config(), CATEGORY)
+    assert alone["tok_type"].tolist() == [FOLDED_TOKEN] and alone["item"].tolist() == [0]
+    assert len(build_layout(empty, None, folded_config(), CATEGORY)["tok_type"]) == 0
+
+
+def test_folding_needs_one_item_per_request():
+    assert folded_config().folded
+    assert not config(fold_context=True).folded  # three items per request: the two-token layout
+    assert not EncoderConfig.from_dict({"kind": "session_encoder", "max_items_per_session": 1}).folded
+    tokens = build_layout(history([5, 6], [0, 9000]), None, config(fold_context=True), CATEGORY)
+    assert tokens["tok_type"].tolist() == [CONTEXT_TOKEN, ITEM_TOKEN, CONTEXT_TOKEN, ITEM_TOKEN]

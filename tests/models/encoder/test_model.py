@@ -123,3 +123,25 @@ def test_item_side_info_adds_the_category_row():
     assert torch.allclose(vectors[4], vectors[8]) and not torch.allclose(vectors[4], vectors[5])
     without = RetrievalEncoder(tiny_config("session_encoder")).eval()
     assert "item_category" not in without.state_dict()  # old checkpoints keep loading
+
+
+def test_folded_token_output_ignores_its_own_request_and_later_items():
+    torch.manual_seed(0)
+    config = tiny_config(
+        "session_encoder", dropout=0.0, max_items_per_session=1, fold_context=True, identity_start=True
+    )
+    model = RetrievalEncoder(config).eval()
+    h = random_history(np.random.default_rng(2), 10)
+    layout = build_layout(h, None, config, CATEGORY)
+    assert len(layout["tok_type"]) == len(np.unique(h.timestamp)) + 1  # one token per rating, plus one
+    padded = pad_jagged(stack_layouts([layout], np.array([[2]])))
+    query = 6  # token 6 is the query of request 6, whose item (its target) sits on token 7
+    changed = {k: v.copy() for k, v in padded.items()}
+    changed["item"][0, query + 1 :] = 3
+    changed["level"][0, query + 1 :] = 3
+    with torch.no_grad():
+        before, _ = model(to_tensors(padded), torch.tensor([[2]]))
+        after, _ = model(to_tensors(changed), torch.tensor([[2]]))
+    assert before.shape == (1, len(layout["tok_type"]), 16)
+    assert torch.allclose(before[0, : query + 1], after[0, : query + 1], atol=1e-6)
+    assert not torch.allclose(before[0, query + 1], after[0, query + 1])

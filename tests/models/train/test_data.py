@@ -35,3 +35,13 @@ def test_explicit_request_size_is_kept(tiny_synthetic: Dataset) -> None:
     model, _ = preset("tiny", "session_encoder")
     config = encoder_config_for(as_rating_log(tiny_synthetic), replace(model, max_items_per_session=5))
     assert config.max_items_per_session == 5
+
+
+def test_rating_log_folds_context_into_item_tokens(tiny_synthetic: Dataset) -> None:
+    model, _ = preset("quick", "session_encoder")
+    config = encoder_config_for(as_rating_log(tiny_synthetic), model)
+    assert config.folded and config.max_tokens == model.max_tokens // 2  # the same ratings, half the tokens
+    old = encoder_config_for(as_rating_log(tiny_synthetic), replace(model, fold_context=False))
+    assert not old.folded and old.max_tokens == model.max_tokens
+    commerce = encoder_config_for(tiny_synthetic, model)  # 20 items per request: two-token layout
+    assert not commerce.folded and commerce.max_tokens == model.max_tokens

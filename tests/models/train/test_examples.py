@@ -1,6 +1,6 @@
 import numpy as np
 
-from models.train.examples import item_token_targets, session_targets
+from models.train.examples import build_targets, item_token_targets, session_targets
 
 
 def test_item_tokens_predict_the_next_session():
@@ -21,3 +21,19 @@ def test_item_tokens_predict_the_next_session():
     assert dense.cols.tolist() == [1, 2, 4]
     assert dense.items[:, :2].tolist() == [[7, 0], [7, 0], [8, 9]]
     assert dense.scene.tolist() == [2, 2, 2]
+
+
+def test_folded_tokens_predict_the_next_tokens_item():
+    # two users: tokens [(-, c1) (a, c2) (b, c3) (c, -)] and [(-, c1) (d, -)], items a=5 b=6 c=7 d=8
+    padded = {
+        "tok_type": np.array([[3, 3, 3, 3], [3, 3, 0, 0]]),
+        "item": np.array([[0, 5, 6, 7], [0, 8, 0, 0]]),
+        "level": np.array([[0, 1, 2, 1], [0, 3, 0, 0]]),
+        "scene": np.array([[1, 2, 2, 0], [4, 0, 0, 0]]),
+    }
+    targets = build_targets(padded, is_session=True, max_items=1, folded=True)
+    assert targets.rows.tolist() == [0, 0, 0, 1] and targets.cols.tolist() == [0, 1, 2, 0]
+    assert targets.items[:, 0].tolist() == [5, 6, 7, 8]
+    assert targets.levels[:, 0].tolist() == [1, 2, 1, 3]
+    assert targets.next_items[:, 0].tolist() == [6, 7, 0, 0]  # multi-session head: the request after
+    assert targets.scene.tolist() == [1, 2, 2, 4]  # the query's own request

@@ -12,6 +12,7 @@ from models.encoder.serving import save_user_encoder
 from models.train.fit import fit_encoder, next_item_cases
 from models.train.presets import preset
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
+from tests.models.train.test_data import as_rating_log
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,19 @@ def test_resume_continues_from_checkpoint(planted, tmp_path):
     )
     assert [r["epoch"] for r in resumed.state.history] == [1.0, 2.0]
     assert resumed.state.history[0] == saved["state"]["history"][0]
+
+
+def test_incremental_run_keeps_the_layout_of_an_old_two_token_checkpoint(planted, tmp_path):
+    ratings = as_rating_log(planted)
+    train_events, _ = split_cases(ratings)
+    model_config, train = preset("tiny", "session_encoder")
+    train = replace(train, epochs=1, threads=1)
+    old = fit_encoder(ratings, train_events, replace(model_config, fold_context=False), train)
+    assert not old.model.config.folded and old.model.config.max_items_per_session == 1
+    path = save_user_encoder(old.model, tmp_path / "encoder.pt", old.item_category)
+    # today's preset folds on rating logs; continuing the old encoder keeps its two-token layout
+    newer = fit_encoder(ratings, train_events, model_config, replace(train, epochs=0), init_from=path)
+    assert not newer.model.config.folded
+    assert newer.model.config.max_tokens == old.model.config.max_tokens
+    for name, tensor in old.model.state_dict().items():
+        assert torch.equal(tensor, newer.model.state_dict()[name]), name

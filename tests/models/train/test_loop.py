@@ -65,7 +65,14 @@ def test_patience_stops_and_the_best_epoch_is_restored() -> None:
     assert run.trained == [1, 2, 3, 4, 5]  # three epochs without beating 0.5
     assert state.best_epoch == 2 and state.best_score == 0.5 and run.weight() == 2
     assert [r["val_NDCG@10"] for r in state.history] == [0.1, 0.5, 0.2, 0.3, 0.4]
-    assert set(state.history[0]) == {"epoch", "train_loss", "epoch_seconds", "val_NDCG@10", "val_HR@10"}
+    assert set(state.history[0]) == {
+        "epoch",
+        "train_loss",
+        "epoch_seconds",
+        "epoch_cpu_seconds",
+        "val_NDCG@10",
+        "val_HR@10",
+    }
     assert not run.model.training
 
 
