@@ -42,7 +42,7 @@ REQUIRED_MODULES: dict[str, str] = {"encoder": "models.train.fit", "ranker": "mo
 Trainer = Callable[..., tuple[Path, dict[str, Any]]]
 QUICK_VALID_USERS = 500
 # bumped when what the trainers put into a bundle changes, so older bundles of the same data are rebuilt
-RECIPE = "served-pipeline-1"
+RECIPE = "served-pipeline-2"  # 2: the session encoder folds the request context into item tokens
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,
