@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=1, ge=1, le=64, description="torch intra-op threads per process")
     warm_vectors: bool = Field(
         default=True,
-        description="a starting worker pre-computes the cached vectors of the bundle's known users",
+        description="the worker pre-computes the cached vectors of the bundle's known users "
+        "(at start and after every reload)",
     )
     cpu_workers: int = Field(
         default=2,

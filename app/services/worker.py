@@ -97,7 +97,7 @@ class VectorWorker:
         self.consumer_idle_ms = consumer_idle_ms
         self.maintain_every_s = maintain_every_s
         self.warm_known_users = warm_known_users
-        self.warmed: int | None = None  # vectors written by the start-up warm-up (None: not run, or running)
+        self.warmed: int | None = None  # vectors written by the latest warm-up (None: none finished yet)
         self._last_claim = -float("inf")
         self._last_maintenance = -float("inf")
         self._stopping = asyncio.Event()
@@ -159,8 +159,8 @@ class VectorWorker:
         self._stopping.set()
 
     async def warm_vectors(self, chunk: int = 256) -> int:
-        """Near-line pre-computation at start: vectors for the bundle's known users (the histories the API
-        seeds into the store), so their first requests hit the cache instead of running the encoder.
+        """Near-line pre-computation at start and after a reload: vectors for the bundle's known users (the
+        histories the API seeds into the store), so their requests hit the cache, not the encoder.
         Returns how many were written; a store outage ends the warm-up early (requests then compute)."""
         serving = self.holder.current
         if serving.encoder is None:
@@ -188,11 +188,14 @@ class VectorWorker:
     async def run(self, idle_sleep_s: float = 0.0, backoff_s: float = 1.0) -> None:
         """Loop until ``stop()``; store outages and unexpected errors pause and retry, never exit."""
         log.info("worker started", extra={"consumer": self.consumer})
-        if self.warm_known_users:
-            await self.warm_vectors()
         group_ready = False
+        warmed_version: str | None = None
         while not self._stopping.is_set():
             try:
+                # at start and after every bundle reload (a new model makes every cached vector stale)
+                if self.warm_known_users and self.holder.current.model_version != warmed_version:
+                    warmed_version = self.holder.current.model_version
+                    await self.warm_vectors()
                 if not group_ready:
                     await self.store.ensure_group()
                     group_ready = True
