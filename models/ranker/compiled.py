@@ -110,7 +110,6 @@ class StaticRankerForward:
             raise ValueError("pad_multiple must be >= 1")
         self.model = model.eval()
         self.exports = ShapeCache(backend, threads)
-        self.backend = self.exports.backend
         self.pad_multiple = pad_multiple
 
     def padded_size(self, num_candidates: int) -> int:

@@ -75,24 +75,26 @@ def item_token_targets(padded: dict[str, np.ndarray], session: Targets) -> Targe
     return Targets(rows, cols, items, levels, np.zeros_like(items), padded["scene"][rows, cols])
 
 
-def causal_targets(padded: dict[str, np.ndarray]) -> Targets:
+def _next_token_pairs(
+    padded: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every real token followed by a real token -> (rows, cols, next items [P, 1], next levels [P, 1])."""
     tok_type = padded["tok_type"]
     has_next = np.zeros_like(tok_type, dtype=bool)
     has_next[:, :-1] = (tok_type[:, :-1] > 0) & (tok_type[:, 1:] > 0)
     rows, cols = np.nonzero(has_next)
-    items = padded["item"][rows, cols + 1][:, None]
-    levels = padded["level"][rows, cols + 1][:, None]
+    return rows, cols, padded["item"][rows, cols + 1][:, None], padded["level"][rows, cols + 1][:, None]
+
+
+def causal_targets(padded: dict[str, np.ndarray]) -> Targets:
+    rows, cols, items, levels = _next_token_pairs(padded)
     return Targets(rows, cols, items, levels, np.zeros_like(items), np.ones(len(rows), dtype=np.int64))
 
 
 def folded_targets(padded: dict[str, np.ndarray]) -> Targets:
     """Token j is request j's query; request j's item sits on token j + 1, request j + 1's on j + 2."""
     tok_type = padded["tok_type"]
-    has_next = np.zeros_like(tok_type, dtype=bool)
-    has_next[:, :-1] = (tok_type[:, :-1] > 0) & (tok_type[:, 1:] > 0)
-    rows, cols = np.nonzero(has_next)
-    items = padded["item"][rows, cols + 1][:, None]
-    levels = padded["level"][rows, cols + 1][:, None]
+    rows, cols, items, levels = _next_token_pairs(padded)
     following = np.zeros((tok_type.shape[0], tok_type.shape[1] + 1), dtype=np.int64)
     following[:, : tok_type.shape[1] - 1] = padded["item"][:, 1:]  # item of the token after next, or 0
     next_items = following[rows, cols + 1][:, None]
