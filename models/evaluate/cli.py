@@ -64,6 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ranker-epochs", type=int, default=4, help="pipeline: ranker epochs")
     parser.add_argument("--threads", type=int, default=1, help="pipeline: torch threads")
+    parser.add_argument(
+        "--refit-before-test",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pipeline: before the test, refit the sources on the fit + ranker periods and continue the "
+        "encoder on them (default: yes; what was chosen on the ranker period stays)",
+    )
+    parser.add_argument(
+        "--continue-epochs",
+        type=int,
+        default=1,
+        help="pipeline: encoder epochs on fit + ranker periods before the test (with --refit-before-test)",
+    )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument(
         "--dataset",
@@ -157,10 +170,15 @@ def protocol_notes(
 
 
 def parse_seeds(text: str) -> list[int]:
+    """ "3" -> [0, 1, 2]; "0,5,7" (a list, or one seed with a comma: "4,") -> those seeds."""
     parts = [p for p in text.split(",") if p.strip()]
-    if len(parts) == 1:
-        return list(range(int(parts[0])))
-    return [int(p) for p in parts]
+    try:
+        seeds = list(range(int(parts[0]))) if len(parts) == 1 and "," not in text else [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: a count (3 -> seeds 0,1,2) or a comma list (0,5,7)") from None
+    if not seeds:
+        raise ValueError(f"--seeds {text!r} names no seed: give a count >= 1 (1 -> seed 0) or a list (0,5,7)")
+    return seeds
 
 
 def _datasets(args: argparse.Namespace) -> list[str]:

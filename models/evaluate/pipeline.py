@@ -52,6 +52,10 @@ class PipelineSettings:
         default_factory=lambda: {"ann": 200, "cooccurrence": 200, "recent": 50, "popular": 100}
     )
     valid_share: float = 0.2
+    # before the test, refit the sources on fit + ranker periods and continue the encoder this many
+    # epochs on them (what was chosen on the ranker period stays); False: test on the fit period's fit
+    refit_before_test: bool = True
+    continue_epochs: int = 1
     threads: int = 1
     progress: bool = True
 
@@ -112,9 +116,9 @@ def candidate_requests(task: EvalTask, vectors: np.ndarray | None) -> list[Candi
     return out
 
 
-def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: PipelineSettings, seed: int) -> Any:
+def _encoder_configs(settings: PipelineSettings, seed: int) -> tuple[Any, Any]:
+    """(EncoderConfig, TrainConfig) of the replay's session encoder: the preset, the budget, the overrides."""
     from models.encoder.config import EncoderConfig
-    from models.train.fit import fit_encoder, next_item_cases, subsample
     from models.train.presets import preset
 
     model_config, train = preset(settings.encoder_preset, "session_encoder")
@@ -131,12 +135,50 @@ def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: Pipelin
     model_config = EncoderConfig.from_dict(
         {**model_config.to_dict(), **{k: v for k, v in values.items() if k not in train_fields}}
     )
+    return model_config, train
+
+
+def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: PipelineSettings, seed: int) -> Any:
+    from models.train.fit import fit_encoder, next_item_cases, subsample
+
+    model_config, train = _encoder_configs(settings, seed)
     fit_events = periods.fit_events(dataset)
     valid = next_item_cases(dataset, fit_events, dataset.events.take(np.sort(periods.ranker_target_rows)))
     cases = subsample(valid, 1000, seed)
     return fit_encoder(
         dataset, fit_events, model_config, train, cases, valid_exclude_history=periods.exclude_seen
     )
+
+
+def _refit_before_test(
+    dataset: Dataset,
+    periods: PipelinePeriods,
+    settings: PipelineSettings,
+    seed: int,
+    result: Any,
+    ranker: Any,
+) -> tuple[dict[str, CandidateSource], float]:
+    """Everything chosen on the ranker period stays (epochs, merge weights, ranker and gate); what is
+    fitted sees the ranker period too before the test, as a bundle built today would: the sources and
+    the ranker's anchors are refitted on fit + ranker periods, and the encoder continues
+    ``settings.continue_epochs`` epochs on them. Returns the test sources and the encoder's extra seconds."""
+    from models.ranker.anchors import AnchorSources
+    from models.ranker.train import fit_anchor_sources
+    from models.train.fit import continue_fit
+
+    events = periods.refit_events(dataset)
+    sources: dict[str, CandidateSource] = dict(fit_sources(events, dataset.num_items, dataset.num_scenes))
+    seconds = 0.0
+    if result is not None:
+        started = time.perf_counter()
+        _, train = _encoder_configs(settings, seed)
+        continue_fit(result, dataset, events, train, settings.continue_epochs)
+        seconds = time.perf_counter() - started
+        sources["ann"] = _ann_source(result)
+    if ranker is not None:
+        anchors = fit_anchor_sources(events, events, dataset.num_items, ranker.model.config)
+        ranker.sources = AnchorSources(anchors.cooccurrence, anchors.popular_latest, None)
+    return sources, seconds
 
 
 def _user_vectors(result: Any, task: EvalTask) -> np.ndarray:
@@ -283,7 +325,7 @@ def run_seed(
     fit_events = periods.fit_events(dataset)
     sources: dict[str, CandidateSource] = dict(fit_sources(fit_events, dataset.num_items, dataset.num_scenes))
     seconds["fit_sources"] = time.perf_counter() - started
-    ranker_vectors = test_vectors = None
+    ranker_vectors = None
     encoder_training = None
     result: Any = None
     if settings.encoder_minutes > 0:
@@ -299,7 +341,6 @@ def run_seed(
         }
         sources["ann"] = _ann_source(result)
         ranker_vectors = _user_vectors(result, periods.ranker)
-        test_vectors = _user_vectors(result, periods.test)
     allow_seen = not periods.exclude_seen
     names = tuple(
         n
@@ -314,7 +355,6 @@ def run_seed(
         allow_seen=allow_seen,
     )
     ranker_requests = candidate_requests(periods.ranker, ranker_vectors)
-    test_requests = candidate_requests(periods.test, test_vectors)
     generator = CandidateGenerator(list(sources.values()), base)
 
     def lists_for(requests: list[CandidateRequest], desc: str) -> list[list[SourceList]]:
@@ -324,7 +364,6 @@ def run_seed(
         ]
 
     ranker_lists = lists_for(ranker_requests, "candidates (ranker period)")
-    test_lists = lists_for(test_requests, "candidates (test)")
     rng = np.random.default_rng(seed)
     valid_rows, train_rows = _ranker_period_rows(periods.ranker.users, settings.valid_share, rng)
     notes: list[str] = []
@@ -338,7 +377,6 @@ def run_seed(
         notes.append("no validation requests: the merge keeps equal weights")
     seconds["tune_merge"] = time.perf_counter() - started
     ranker_merged = [merge_lists(lists, merge) for lists in ranker_lists]
-    test_merged = [merge_lists(lists, merge) for lists in test_lists]
 
     started = time.perf_counter()
     generator = CandidateGenerator(list(sources.values()), merge)
@@ -371,6 +409,19 @@ def run_seed(
     if ranker_log:  # the ranker holds its best validation epoch, scored on these same rows during training
         valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
     use_ranker = ranker is not None and valid["ranker_NDCG@10"] > valid["merged_NDCG@10"]
+
+    if settings.refit_before_test:
+        started = time.perf_counter()
+        sources, continued = _refit_before_test(dataset, periods, settings, seed, result, ranker)
+        seconds["refit"] = time.perf_counter() - started
+        if result is not None:
+            seconds["encoder"] += continued
+            encoder_training = {**(encoder_training or {}), "continued": result.continued}
+    generator = CandidateGenerator(list(sources.values()), merge)
+    test_vectors = _user_vectors(result, periods.test) if result is not None else None
+    test_requests = candidate_requests(periods.test, test_vectors)
+    test_lists = lists_for(test_requests, "candidates (test)")
+    test_merged = [merge_lists(lists, merge) for lists in test_lists]
     served = ServedPipeline(generator, ranker, use_ranker)
 
     metrics: dict[str, dict[str, float]] = {}

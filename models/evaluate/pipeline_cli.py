@@ -26,6 +26,8 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         encoder_minutes=3.0 if args.encoder_minutes is None else args.encoder_minutes,
         encoder_overrides=encoder_overrides(args),
         ranker_epochs=args.ranker_epochs,
+        refit_before_test=args.refit_before_test,
+        continue_epochs=args.continue_epochs,
         threads=args.threads,
     )
 

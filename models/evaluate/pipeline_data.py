@@ -47,9 +47,15 @@ class PipelinePeriods:
     ranker_target_rows: np.ndarray  # [R] event rows of the ranker targets (the encoder's validation)
     test: EvalTask
     exclude_seen: bool = True  # history items are excluded from every request's answer
+    # [E] bool: what the sources are refitted on (and the encoder continues on) before the test: the fit
+    # and ranker periods together, everything before the test targets; None = the fit period only
+    refit: np.ndarray | None = None
 
     def fit_events(self, dataset: Dataset) -> EventTable:
         return dataset.events.take(self.fit)
+
+    def refit_events(self, dataset: Dataset) -> EventTable:
+        return dataset.events.take(self.fit if self.refit is None else self.refit)
 
 
 def _stack_tasks(tasks: list[EvalTask]) -> EvalTask:
@@ -152,6 +158,7 @@ def leave_last_out_periods(
         target_rows,
         leave_last_out_task(dataset, split, max_history, exclude_seen=exclude_seen),
         exclude_seen,
+        split.trainable,
     )
 
 
@@ -205,7 +212,9 @@ def next_session_periods(
     )
     test = next_session_task(dataset, split, max_history, exclude_seen)
     rows = np.concatenate(target_rows) if target_rows else np.zeros(0, np.int64)
-    return PipelinePeriods("next-session", split.train, ranker, level_array, rows, test, exclude_seen)
+    return PipelinePeriods(
+        "next-session", split.train, ranker, level_array, rows, test, exclude_seen, split.trainable
+    )
 
 
 def pipeline_periods(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class FitResult:
     model: RetrievalEncoder
     state: TrainState
     item_category: np.ndarray
+    continued: list[dict[str, float]] = field(default_factory=list)  # epochs of ``continue_fit``
 
 
 def next_item_cases(dataset: Dataset, history_events: EventTable, target_events: EventTable) -> NextItemCases:
@@ -141,3 +142,21 @@ def fit_encoder(
 
     state = train_encoder(model, store, item_prob, item_category, train, validate, checkpoint_path, resume)
     return FitResult(model, state, item_category)
+
+
+def continue_fit(
+    result: FitResult, dataset: Dataset, events: EventTable, train: TrainConfig, epochs: int
+) -> FitResult:
+    """Once validation has chosen the epoch, ``epochs`` more epochs on ``events`` (the training and the
+    validation periods together, what the baselines are fitted on) before testing or serving; without a
+    validation the loop keeps the epoch of lowest training loss (normally the last). The model in
+    ``result`` is trained in place; the extra epochs are recorded in ``result.continued``."""
+    if epochs <= 0:
+        return result
+    config = result.model.config
+    store = LayoutStore(histories_by_user(events, dataset), config, result.item_category)
+    item_prob = target_probabilities(events, config.num_items)
+    more = replace(train, epochs=epochs, patience=0, max_minutes=0.0, seed=train.seed + 1)
+    state = train_encoder(result.model, store, item_prob, result.item_category, more)
+    result.continued = state.history
+    return result

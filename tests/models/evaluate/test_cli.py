@@ -31,3 +31,12 @@ def test_eval_cli_rejects_unknown_model(capsys: pytest.CaptureFixture[str]) -> N
     cli.add_arguments(parser)
     assert cli.run(parser.parse_args(["--model", "nope", "--dataset", "synthetic"])) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_seeds_are_a_count_or_a_list_and_none_is_a_clear_error() -> None:
+    assert cli.parse_seeds("3") == [0, 1, 2]
+    assert cli.parse_seeds("0,5,7") == [0, 5, 7]
+    assert cli.parse_seeds("4,") == [4]
+    for bad in ("0", "", "x"):
+        with pytest.raises(ValueError, match="--seeds"):
+            cli.parse_seeds(bad)

@@ -47,6 +47,23 @@ def test_periods_never_let_a_test_request_see_its_answer(dataset: Dataset, proto
         assert not periods.fit[periods.ranker_target_rows].any()
 
 
+@pytest.mark.parametrize("protocol", ["leave-last-out", "next-session"])
+def test_the_refit_before_the_test_adds_the_ranker_period_and_nothing_after(
+    dataset: Dataset, protocol: str
+) -> None:
+    periods = pipeline_periods(dataset, protocol)
+    events = dataset.events
+    assert periods.refit is not None
+    assert not np.any(periods.fit & ~periods.refit)  # the fit period is inside the refit one
+    assert periods.refit[periods.ranker_target_rows].all() and (periods.refit & ~periods.fit).any()
+    for user, context in zip(periods.test.users.tolist(), periods.test.contexts, strict=True):
+        refitted = periods.refit & (events.user == user)
+        assert np.all(events.timestamp[refitted] <= context.timestamp)
+    if protocol == "leave-last-out":
+        last = np.r_[events.user[1:] != events.user[:-1], True]
+        assert not np.any(periods.refit & last)  # every user's last event is the test target
+
+
 def test_a_target_outside_the_list_is_a_miss(dataset: Dataset) -> None:
     task = pipeline_periods(dataset, "leave-last-out").test
     target = int(task.targets[0, 0])
@@ -76,6 +93,7 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     assert outcome.metrics["pipeline"] == outcome.metrics[chosen]
     assert outcome.ranker_served == (outcome.valid["ranker_NDCG@10"] > outcome.valid["merged_NDCG@10"])
     assert isinstance(outcome.merge, MergeConfig) and outcome.merge.allow_seen
+    assert "refit" in outcome.seconds  # the test was answered by sources refitted on fit + ranker periods
 
 
 def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, tmp_path) -> None:

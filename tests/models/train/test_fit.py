@@ -9,7 +9,7 @@ from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import FIRST_REAL_ID, Dataset
 from models.data.splits import leave_last_out
 from models.encoder.serving import save_user_encoder
-from models.train.fit import fit_encoder, next_item_cases
+from models.train.fit import continue_fit, fit_encoder, next_item_cases
 from models.train.presets import preset
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
 from tests.models.train.test_data import as_rating_log
@@ -61,6 +61,22 @@ def test_session_encoder_learns_planted_pattern(planted):
     learned = rank_metrics(target_ranks(result.model, result.item_category, cases, 0), (10,))["HR@10"]
     popular = popularity_hr10(planted, train_events, cases)
     assert learned > 1.3 * popular, (learned, popular)
+
+
+def test_continue_fit_trains_on_the_larger_period_and_zero_epochs_is_a_no_op(planted):
+    split = leave_last_out(planted.events)
+    train_events = planted.events.take(split.train)
+    model_config, train = preset("tiny", "session_encoder")
+    train = replace(train, epochs=1, batch_size=64, threads=1, progress=False)
+    result = fit_encoder(planted, train_events, model_config, train)
+    before = {k: v.clone() for k, v in result.model.state_dict().items()}
+    continue_fit(result, planted, planted.events.take(split.trainable), train, 0)
+    assert result.continued == []
+    assert all(torch.equal(before[k], v) for k, v in result.model.state_dict().items())
+    continue_fit(result, planted, planted.events.take(split.trainable), train, 2)
+    assert [row["epoch"] for row in result.continued] == [1.0, 2.0]
+    assert result.state.epoch == 1  # the validated run's record is kept apart from the extra epochs
+    assert not torch.equal(before["embed.item.weight"], result.model.state_dict()["embed.item.weight"])
 
 
 @pytest.mark.parametrize("kind", ["session_encoder", "sasrec"])
