@@ -47,6 +47,7 @@ class PipelineSettings:
         0  # 0 = every ranker-period request with a found positive; else a random subset
     )
     ranker_train_candidates: int = 32
+    ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     total: int = 200
     quotas: dict[str, int] = field(
         default_factory=lambda: {"ann": 200, "cooccurrence": 200, "recent": 50, "popular": 100}
@@ -251,6 +252,7 @@ def _ranker_training(
         train_uniform_negatives=0,
         train_candidates=settings.ranker_train_candidates,
         use_retrieval_rank=True,  # the merged position: the ranker starts from the order it must beat
+        rank_prior=settings.ranker_rank_prior,  # ... and, as a residual on it, returns it before training
         serving_weights=(1.0, 0.0, 0.0),  # test targets are any interaction: the level-1 head decides
     )
     train_config = replace(train_config, epochs=settings.ranker_epochs, seed=seed, threads=settings.threads)

@@ -58,6 +58,11 @@ class RankerConfig:
     # a candidate token also carries its log2-bucketed retrieval rank (cascade feature; breaks the
     # independence of a candidate's score from the list order, so off by default)
     use_retrieval_rank: bool = False
+    # > 0: the ranker is a residual on the order it reorders. Every task logit gets
+    # prior_scale * -log(1 + merged position), prior_scale a learned scalar starting here, and the heads'
+    # last layers start at zero: before training the ranker returns exactly the merged order, and
+    # training moves a candidate only where the data says so. 0 = off (older checkpoints).
+    rank_prior: float = 0.0
     # names of the candidate sources (models.candidates) whose per-candidate rank is an input feature;
     # () = none. Each candidate token adds one embedding per source: its log2 rank bucket, or "not found".
     candidate_sources: tuple[str, ...] = ()

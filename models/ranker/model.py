@@ -55,6 +55,16 @@ class OnePieceRanker(nn.Module):
         self.heads = nn.ModuleList(
             [nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1)) for _ in config.tasks]
         )
+        if config.rank_prior > 0:
+            if not config.use_retrieval_rank:
+                raise ValueError("rank_prior needs use_retrieval_rank (the prior reads the merged position)")
+            self.prior_scale = nn.Parameter(torch.tensor(float(config.rank_prior)))
+            for head in self.heads:  # residual start: the logits are the prior alone
+                assert isinstance(head, nn.Sequential)
+                last = head[-1]
+                assert isinstance(last, nn.Linear)
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def encode_context(self, batch: RankerBatch) -> tuple[list[KeyValues], torch.Tensor]:
         """-> (per-layer context keys/values [B, h, T, d/h], context_valid [B, T])."""
@@ -147,7 +157,17 @@ class OnePieceRanker(nn.Module):
             target.reshape(batch_size, num_groups * size, 1).expand(-1, -1, num_tasks),
             grouped_logits.reshape(batch_size, num_groups * size, num_tasks),
         )
-        return logits[:, :num_candidates].transpose(1, 2)  # [B, num_tasks, N]
+        return self._with_prior(logits[:, :num_candidates].transpose(1, 2), batch)  # [B, num_tasks, N]
+
+    def _with_prior(self, logits: torch.Tensor, batch: RankerBatch) -> torch.Tensor:
+        """logits [B, num_tasks, N] + prior_scale * -log(1 + merged position) (``config.rank_prior``); a
+        candidate without a position counts as one past the list's end."""
+        if self.config.rank_prior <= 0 or batch.candidate_rank is None:
+            return logits
+        rank = batch.candidate_rank
+        rank = torch.where(rank < 0, torch.full_like(rank, rank.shape[1]), rank)
+        prior = -torch.log1p(rank.to(logits.dtype))  # [B, N]
+        return logits + self.prior_scale * prior[:, None, :]
 
     def forward_reference(self, batch: RankerBatch) -> RankerOutput:
         """Uncached reference: the whole ``[context ; blocks 0..k]`` sequence is recomputed at each step."""
@@ -165,7 +185,7 @@ class OnePieceRanker(nn.Module):
             stages.append(hidden[:, num_context + step * num_candidates :])
             if step < self.config.reasoning_steps:
                 blocks.append(stages[-1] + self.step_embedding.weight[step])
-        return RankerOutput(self._heads(stages), batch.group >= 0)
+        return RankerOutput(self._with_prior(self._heads(stages), batch), batch.group >= 0)
 
     def serving_score(
         self, task_logits: torch.Tensor, weights: tuple[float, ...] | None = None

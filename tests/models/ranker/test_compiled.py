@@ -15,9 +15,11 @@ from tests.models.ranker.test_serving import _request, _sources
 SOURCES = ("ann", "cooccurrence", "popular")
 
 
-def _served_batch(num_candidates: int, seed: int = 0):  # type: ignore[no-untyped-def]
+def _served_batch(num_candidates: int, seed: int = 0, rank_prior: float = 0.0):  # type: ignore[no-untyped-def]
     """One request as serving builds it: hash groups, retrieval ranks, per-source ranks (some absent)."""
-    config = tiny_config(group_size=4, use_retrieval_rank=True, candidate_sources=SOURCES)
+    config = tiny_config(
+        group_size=4, use_retrieval_rank=True, candidate_sources=SOURCES, rank_prior=rank_prior
+    )
     batch = random_batch(config, batch_size=1, num_candidates=num_candidates, seed=seed)
     valid = torch.ones_like(batch.candidate_item, dtype=torch.bool)
     gen = torch.Generator().manual_seed(seed)
@@ -32,10 +34,14 @@ def _served_batch(num_candidates: int, seed: int = 0):  # type: ignore[no-untype
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("num_candidates", [3, 50, 123])
-def test_static_forward_gives_the_eager_logits(backend: str, num_candidates: int) -> None:
-    config, batch = _served_batch(num_candidates, seed=num_candidates)
+@pytest.mark.parametrize(("num_candidates", "rank_prior"), [(3, 0.0), (50, 0.0), (123, 0.0), (50, 0.5)])
+def test_static_forward_gives_the_eager_logits(backend: str, num_candidates: int, rank_prior: float) -> None:
+    config, batch = _served_batch(num_candidates, seed=num_candidates, rank_prior=rank_prior)
     model = tiny_model(config, seed=1)
+    if rank_prior:  # heads away from their zero start, so the network's part is compared too
+        with torch.no_grad():
+            for head in model.heads:
+                head[-1].weight.normal_()
     with torch.inference_mode():
         eager = model(batch).task_logits
         static = StaticRankerForward(model, backend, pad_multiple=50).task_logits(batch)

@@ -1,5 +1,6 @@
 import dataclasses
 
+import pytest
 import torch
 
 from models.ranker.config import preset
@@ -100,3 +101,28 @@ def test_serving_sized_forward_matches_the_reference_with_padding_and_a_partial_
         reference = model.serving_score(model.forward_reference(batch).task_logits)
     assert torch.allclose(fast[valid], reference[valid], atol=1e-5)
     assert bool((logits[1, :, 150:] == 0).all())  # padding candidates get no logits written
+
+
+def test_a_rank_prior_ranker_starts_from_the_merged_order_and_its_paths_agree() -> None:
+    config = tiny_config(group_size=3, reasoning_steps=2, use_retrieval_rank=True, rank_prior=1.0)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=2, num_candidates=7)
+    order = torch.tensor([[3, 0, 6, 1, 5, 2, 4], [0, 1, 2, 3, 4, 5, 6]])  # merged positions
+    batch = dataclasses.replace(batch, candidate_rank=order)
+    scores = _scores(model, batch)
+    # untrained: the served order is exactly the merged one (strictly decreasing in the position)
+    assert torch.equal(scores.argsort(dim=1, descending=True), order.argsort(dim=1))
+    with torch.no_grad():  # after some "training" the two forward paths still agree, prior included
+        for head in model.heads:
+            head[-1].weight.normal_()
+        model.prior_scale.fill_(0.3)
+    with torch.inference_mode():
+        fast = model(batch).task_logits
+        reference = model.forward_reference(batch).task_logits
+    assert torch.allclose(fast, reference, atol=1e-5)
+    assert not torch.equal(_scores(model, batch).argsort(dim=1, descending=True), order.argsort(dim=1))
+
+
+def test_a_rank_prior_needs_the_merged_position() -> None:
+    with pytest.raises(ValueError, match="use_retrieval_rank"):
+        tiny_model(tiny_config(rank_prior=1.0))
