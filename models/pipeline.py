@@ -42,7 +42,9 @@ REQUIRED_MODULES: dict[str, str] = {"encoder": "models.train.fit", "ranker": "mo
 Trainer = Callable[..., tuple[Path, dict[str, Any]]]
 QUICK_VALID_USERS = 500
 # bumped when what the trainers put into a bundle changes, so older bundles of the same data are rebuilt
-RECIPE = "served-pipeline-2"  # 2: the session encoder folds the request context into item tokens
+# 2: the session encoder folds the request context into item tokens; 3: sources refitted and the encoder
+# continued on fit + ranker periods after the choices are made, the ranker a residual on the merged order
+RECIPE = "served-pipeline-3"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,
