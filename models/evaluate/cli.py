@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--continue-epochs",
         type=int,
         default=1,
-        help="pipeline: encoder epochs on fit + ranker periods before the test (with --refit-before-test)",
+        help="encoder epochs on the validation period too, after validation chose the epoch, before the "
+        "test (pipeline: on fit + ranker periods, with --refit-before-test; retrieval: on train + valid)",
     )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument(
@@ -137,6 +138,7 @@ def encoder_budget(args: argparse.Namespace) -> EncoderBudget:
         epochs=args.encoder_epochs,
         max_minutes=args.encoder_minutes,
         overrides=encoder_overrides(args),
+        continue_epochs=args.continue_epochs,
     )
 
 
@@ -241,7 +243,8 @@ def evaluate_dataset(
         factory = get_factory(model)
         for seed in report.seeds:
             started = time.perf_counter()
-            scorer = factory(FitInput(dataset, split, protocol, seed, args.max_history, encoder_budget(args)))
+            budget = encoder_budget(args)
+            scorer = factory(FitInput(dataset, split, protocol, seed, args.max_history, budget, exclude_seen))
             train_seconds = time.perf_counter() - started
             per_user = evaluate(scorer, task, dataset.num_items, args.batch_size)
             training = getattr(scorer, "training", None)

@@ -154,7 +154,7 @@ class EvalReport:
         if runs_by_model:
             lines.append("")
         for model, runs in runs_by_model.items():
-            epochs = ", ".join(f"seed {r['seed']}: best {r['best_epoch']} of {r['epochs']}" for r in runs)
+            epochs = ", ".join(_epochs_text(r) for r in runs)
             lines.append(f"Epochs, {model}: {epochs}  ")
         lines += ["", *self.notes] if self.notes else []
         return "\n".join(lines) + "\n"
@@ -209,3 +209,15 @@ def plot_metrics(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _epochs_text(run: dict[str, Any]) -> str:
+    """ "seed 0: best 16 of 19 (212 s to reach it), then 1 on train + valid" from one run's training record."""
+    text = f"seed {run['seed']}: best {run['best_epoch']} of {run['epochs']}"
+    history = run.get("history") or []
+    if history and run["best_epoch"]:
+        to_best = sum(float(r.get("epoch_seconds", 0.0)) for r in history[: int(run["best_epoch"])])
+        text += f" ({to_best:.0f} s to reach it)"
+    if run.get("continued"):
+        text += f", then {len(run['continued'])} on train + valid"
+    return text

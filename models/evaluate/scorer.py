@@ -37,6 +37,9 @@ class EncoderBudget:
     epochs: int | None = None
     max_minutes: float | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    # once validation has chosen the epoch, this many more on train + validation before testing (the
+    # data the baselines are fitted on); 0 = test the validated weights as they are
+    continue_epochs: int = 0
 
 
 @dataclass
@@ -57,6 +60,7 @@ class FitInput:
     seed: int
     max_history: int = 200
     encoder: EncoderBudget = field(default_factory=EncoderBudget)
+    exclude_seen: bool | None = None  # does the test exclude history items? None = the protocol's rule
 
     @property
     def train_events(self) -> EventTable:

@@ -4,7 +4,9 @@ protocol's split, then score the whole catalogue with the serving path (``encode
 Size and budget come in ``FitInput.encoder`` (``EncoderBudget``, set from ``tandem eval``'s
 ``--encoder-preset``, ``--encoder-epochs``, ``--encoder-minutes`` and ``--encoder-overrides``, a JSON
 object of ``EncoderConfig`` / ``TrainConfig`` fields such as ``{"max_items_per_session": 4}``).
-Training uses the split's train part only: validation targets are held out for early stopping.
+Training uses the split's train part only: validation targets are held out for early stopping; then,
+with ``EncoderBudget.continue_epochs`` (``--continue-epochs``), the chosen model trains that many more epochs
+on train + valid before the test, the events the baselines are fitted on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from models.encoder.config import EncoderConfig
 from models.evaluate.scorer import FitInput, Scorer
 from models.inference import RequestContext, UserHistory
-from models.train.fit import FitResult, fit_encoder, next_item_cases, subsample
+from models.train.fit import FitResult, continue_fit, fit_encoder, next_item_cases, subsample
 from models.train.presets import preset
 from models.train.trainer import TrainConfig
 
@@ -30,6 +32,8 @@ class EncoderScorer:
         state = result.state
         # read by the eval report: epochs run, best epoch and the per-epoch curve
         self.training = {"epochs": state.epoch, "best_epoch": state.best_epoch, "history": state.history}
+        if result.continued:  # the epochs on train + valid after the choice (``continue_fit``)
+            self.training["continued"] = result.continued
         with torch.inference_mode():
             self.items = result.model.item_vectors().float().numpy()
 
@@ -81,8 +85,10 @@ def _fit(kind: str, fit: FitInput, **fixed: float) -> Scorer:
     train_events = dataset.events.take(split.train)
     valid = next_item_cases(dataset, train_events, dataset.events.take(split.valid))
     cases = subsample(valid, 1000, fit.seed)
-    exclude = fit.protocol == "leave-last-out"  # validation scored like the protocol's test
+    # validation scored like the test: history items excluded when the test excludes them
+    exclude = fit.protocol == "leave-last-out" if fit.exclude_seen is None else fit.exclude_seen
     result = fit_encoder(dataset, train_events, model_config, train, cases, valid_exclude_history=exclude)
+    continue_fit(result, dataset, dataset.events.take(split.trainable), train, budget.continue_epochs)
     return EncoderScorer(result)
 
 

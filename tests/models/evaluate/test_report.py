@@ -68,3 +68,16 @@ def test_carry_refuses_a_different_run() -> None:
     earlier = {"dataset": "ml-100k", "protocol": "leave-last-out", "seeds": [0], "users": 4, "models": {}}
     with pytest.raises(ValueError, match="seeds"):
         report.carry_from(earlier, [])
+
+
+def test_epochs_line_shows_the_time_to_the_best_epoch_and_the_continuation(tmp_path: Path) -> None:
+    report = EvalReport("tandem eval", "ml-1m", "leave-last-out", ("NDCG@10",), users=5, seeds=[0])
+    history = [
+        {"epoch": float(e), "train_loss": 3.0 - e / 10, "epoch_seconds": 10.0, "val_NDCG@10": v}
+        for e, v in ((1, 0.05), (2, 0.08), (3, 0.07))
+    ]
+    continued = [{"epoch": 1.0, "train_loss": 2.6, "epoch_seconds": 11.0}]
+    run = {"seed": 0, "epochs": 3, "best_epoch": 2, "history": history, "continued": continued}
+    report.add("session_encoder", {"NDCG@10": 0.08}, 41.0, run)
+    table = report.write(tmp_path / "r")[0].read_text()
+    assert "seed 0: best 2 of 3 (20 s to reach it), then 1 on train + valid" in table

@@ -1,6 +1,9 @@
 import pytest
 
-from models.train.eval_adapter import apply_overrides, parse_overrides
+from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
+from models.data.splits import protocol_split
+from models.evaluate.scorer import EncoderBudget, FitInput
+from models.train.eval_adapter import apply_overrides, build_sasrec, parse_overrides
 from models.train.presets import preset
 
 
@@ -26,3 +29,18 @@ def test_unknown_override_is_an_error() -> None:
 def test_overrides_must_be_a_json_object() -> None:
     with pytest.raises(ValueError, match="JSON object"):
         parse_overrides("[1, 2]")
+
+
+@pytest.mark.parametrize("continue_epochs", [0, 1])
+def test_the_retrieval_stage_continues_on_train_and_valid_when_asked(continue_epochs: int) -> None:
+    config = SyntheticConfig(num_users=40, num_items=80, num_events=1_500, num_clusters=4, seed=1)
+    dataset = generate_synthetic(config)
+    split = protocol_split(dataset.events, "leave-last-out", None)
+    budget = EncoderBudget(
+        preset="tiny",
+        epochs=1,
+        overrides={"threads": 1, "batch_size": 64},
+        continue_epochs=continue_epochs,
+    )
+    scorer = build_sasrec(FitInput(dataset, split, "leave-last-out", 0, 50, budget, exclude_seen=False))
+    assert len(scorer.training.get("continued", [])) == continue_epochs
