@@ -212,7 +212,8 @@ def plot_metrics(
 
 
 def _epochs_text(run: dict[str, Any]) -> str:
-    """ "seed 0: best 16 of 19 (212 s to reach it), then 1 on train + valid" from one run's training record."""
+    """One run's training record -> e.g. 'seed 0: best 16 of 19 (212 s to reach it), then 1 on train +
+    valid'."""
     text = f"seed {run['seed']}: best {run['best_epoch']} of {run['epochs']}"
     history = run.get("history") or []
     if history and run["best_epoch"]:

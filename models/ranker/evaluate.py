@@ -73,7 +73,7 @@ def prepare_experiment(
     test_fraction: float = 0.1,
     eval_candidates: int = 200,
 ) -> tuple[RankerExperiment, CandidateRetriever]:
-    cut = split_time(dataset.events, test_fraction)
+    cut = split_time(dataset.events, test_fraction, dataset.event_split)
     train_events = dataset.events.take(dataset.events.timestamp < cut)
     if retriever is None:
         sources = fit_anchor_sources(train_events, dataset.events, dataset.num_items, base)

@@ -16,6 +16,7 @@ import numpy as np
 
 from models.data.histories import history_from_rows
 from models.data.schema import Dataset, EventTable
+from models.data.splits import TEST
 from models.inference import RequestContext, UserHistory
 
 HISTORY_KEEP = 200  # events kept per request history (more than any context length uses)
@@ -30,8 +31,11 @@ class RankingRequest:
     positive_level: np.ndarray  # [P] int64 in 1..3 (the strongest level reached in the session)
 
 
-def split_time(events: EventTable, test_fraction: float = 0.1) -> int:
-    """Timestamp at the (1 - test_fraction) quantile of all events."""
+def split_time(events: EventTable, test_fraction: float = 0.1, labels: np.ndarray | None = None) -> int:
+    """The test period's first second: with a supplied split (``labels`` [E], ``models.data.splits.TEST``
+    on test rows), its earliest test event; else the (1 - test_fraction) quantile of all timestamps."""
+    if labels is not None and np.any(labels == TEST):
+        return int(events.timestamp[labels == TEST].min())
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     return int(np.quantile(events.timestamp, 1.0 - test_fraction, method="higher"))
