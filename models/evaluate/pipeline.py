@@ -77,6 +77,8 @@ class SeedOutcome:
     # per epoch: train_loss, epoch_seconds, val_<metric> on the gate's validation users (models.train.loop)
     ranker_log: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why (tiny periods)
+    # row name -> NDCG@10 of every test request [U] (NaN without a target): paired intervals across rows
+    per_request: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def list_ranks(lists: Sequence[np.ndarray], targets: np.ndarray, target_mask: np.ndarray) -> np.ndarray:
@@ -90,14 +92,22 @@ def list_ranks(lists: Sequence[np.ndarray], targets: np.ndarray, target_mask: np
     return ranks
 
 
+def list_values(
+    lists: Sequence[np.ndarray], task: EvalTask, rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Per request of ``rows`` (default all): metric name -> [R] float64 (NaN for a request without
+    targets), every metric of ``models.evaluate.metrics.ranking_metrics`` at cut-offs 10 and 50."""
+    rows = np.arange(len(task)) if rows is None else rows
+    mask = task.target_mask[rows]
+    ranks = list_ranks([lists[i] for i in rows.tolist()], task.targets[rows], mask)
+    return ranking_metrics(ranks, mask, (10, 50))
+
+
 def list_metrics(
     lists: Sequence[np.ndarray], task: EvalTask, rows: np.ndarray | None = None
 ) -> dict[str, float]:
     """Mean NDCG@10, HR@10, Recall@50, MRR of served lists over the requests ``rows`` (default all)."""
-    rows = np.arange(len(task)) if rows is None else rows
-    mask = task.target_mask[rows]
-    ranks = list_ranks([lists[i] for i in rows.tolist()], task.targets[rows], mask)
-    values = ranking_metrics(ranks, mask, (10, 50))
+    values = list_values(lists, task, rows)
     return {name: float(np.nanmean(values[name])) for name in PIPELINE_METRICS}
 
 
@@ -426,26 +436,28 @@ def run_seed(
     test_merged = [merge_lists(lists, merge) for lists in test_lists]
     served = ServedPipeline(generator, ranker, use_ranker)
 
-    metrics: dict[str, dict[str, float]] = {}
+    served_lists: dict[str, list[np.ndarray]] = {}
     kinds: dict[str, str] = {}
     for column, name in enumerate(names):
-        metrics[name] = list_metrics([lists[column].items for lists in test_lists], periods.test)
+        served_lists[name] = [lists[column].items for lists in test_lists]
         kinds[name] = "source"
     plain = sources["popular_plain"]
-    metrics["popular_plain"] = list_metrics(
-        [plain.candidates(r, settings.total).items for r in test_requests], periods.test
-    )
+    served_lists["popular_plain"] = [plain.candidates(r, settings.total).items for r in test_requests]
     kinds["popular_plain"] = "source"
-    metrics["merged"] = list_metrics([m.items for m in test_merged], periods.test)
+    served_lists["merged"] = [m.items for m in test_merged]
     kinds["merged"] = "merged"
     if ranker is not None:
         candidate = ServedPipeline(generator, ranker)
-        metrics["ranker_over_merged"] = list_metrics(
-            _served_items(candidate, test_requests, test_merged), periods.test
-        )
+        served_lists["ranker_over_merged"] = _served_items(candidate, test_requests, test_merged)
         kinds["ranker_over_merged"] = "ranker"
-    metrics["pipeline"] = list_metrics(_served_items(served, test_requests, test_merged), periods.test)
+    served_lists["pipeline"] = _served_items(served, test_requests, test_merged)
     kinds["pipeline"] = "pipeline"
+    metrics: dict[str, dict[str, float]] = {}
+    per_request: dict[str, np.ndarray] = {}
+    for row_name, row_lists in served_lists.items():
+        values = list_values(row_lists, periods.test)
+        metrics[row_name] = {metric: float(np.nanmean(values[metric])) for metric in PIPELINE_METRICS}
+        per_request[row_name] = values["NDCG@10"]
     return SeedOutcome(
         metrics,
         kinds,
@@ -458,6 +470,7 @@ def run_seed(
         ranker,
         ranker_log,
         notes,
+        per_request,
     )
 
 

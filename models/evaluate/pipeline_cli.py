@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from models.data.schema import Dataset
+from models.evaluate.bootstrap import RatioInterval, paired_ratio_interval
 from models.evaluate.pipeline import PIPELINE_METRICS, PipelineSettings, history_share, run_seed
 from models.evaluate.pipeline_data import pipeline_periods
 from models.evaluate.report import EvalReport
@@ -58,10 +59,13 @@ def evaluate_pipeline(
     )
     report.notes += head
     decisions: list[dict[str, Any]] = []
+    per_request: dict[str, list[np.ndarray]] = {}
     for seed in seeds:
         started = time.perf_counter()
         outcome = run_seed(dataset, periods, seed, settings)
         elapsed = time.perf_counter() - started
+        for name, values in outcome.per_request.items():
+            per_request.setdefault(name, []).append(values)
         for name, metrics in outcome.metrics.items():
             report.kinds[name] = outcome.kinds[name]
             training = outcome.encoder_training if name in ("ann", "pipeline") else None
@@ -92,10 +96,17 @@ def evaluate_pipeline(
     best_source = max(
         (n for n, k in report.kinds.items() if k == "source"), key=lambda n: report.means()[n]["NDCG@10"]
     )
-    ratio = report.means()["pipeline"]["NDCG@10"] / max(report.means()[best_source]["NDCG@10"], 1e-12)
+    intervals = _intervals(per_request, best_source)
+    report.extra["intervals"] = {name: interval.to_dict() for name, interval in intervals.items()}
     report.notes += [
         f"Share of test targets already in the user's history: {share:.3f}.",
-        f"Pipeline NDCG@10 / best single source ({best_source}): {ratio:.3f}.",
+        f"Pipeline NDCG@10 / best single source ({best_source}): "
+        f"{intervals['pipeline_over_best_source'].text()}.",
+        *(
+            [f"Ranker over merged / merged, NDCG@10: {intervals['ranker_over_merged'].text()}."]
+            if "ranker_over_merged" in intervals
+            else []
+        ),
         f"The ranker was served in {served} of {len(decisions)} seeds (it must beat the merged order on the "
         "validation users; otherwise the bundle serves the merged order).",
         "Merge weights per seed (tuned on validation NDCG@10): "
@@ -109,6 +120,22 @@ def evaluate_pipeline(
     skipped = dict.fromkeys(note for d in decisions for note in d["skipped"])
     report.notes += [f"Skipped: {note}." for note in skipped]
     return report
+
+
+def _intervals(per_request: dict[str, list[np.ndarray]], best_source: str) -> dict[str, RatioInterval]:
+    """Paired bootstrap intervals of NDCG@10 ratios over test requests (seeds averaged per request):
+    the served pipeline against the best single source, the ranker's order against the merged order.
+    ``report.extra["intervals"]`` keys: pipeline_over_best_source, ranker_over_merged (when trained)."""
+    out = {
+        "pipeline_over_best_source": paired_ratio_interval(
+            np.stack(per_request["pipeline"]), np.stack(per_request[best_source])
+        )
+    }
+    if len(per_request.get("ranker_over_merged", [])) == len(per_request["merged"]):
+        out["ranker_over_merged"] = paired_ratio_interval(
+            np.stack(per_request["ranker_over_merged"]), np.stack(per_request["merged"])
+        )
+    return out
 
 
 def run_pipeline_stage(

@@ -105,6 +105,14 @@ def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, t
     assert set(data["rows"]["merged"]["metrics"]) == {"NDCG@10", "HR@10", "Recall@50", "MRR"}
     assert "recent" not in data["rows"]  # leave-last-out excludes the history: no repeat source
     assert all(p.exists() for p in paths)
+    served = data["intervals"]["pipeline_over_best_source"]
+    assert served["low"] <= served["ratio"] <= served["high"] and served["resamples"] > 0
+    best = max((n for n, r in data["rows"].items() if r["kind"] == "source"), key=lambda n: _ndcg(data, n))
+    assert served["ratio"] == pytest.approx(_ndcg(data, "pipeline") / _ndcg(data, best), rel=1e-9)
+
+
+def _ndcg(data: dict, row: str) -> float:
+    return data["rows"][row]["metrics"]["NDCG@10"]["mean"]
 
 
 def user_log(tmp_path: Path, sessions: int, valid_share: float = 0.0) -> Dataset:

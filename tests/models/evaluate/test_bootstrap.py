@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from models.evaluate.bootstrap import paired_ratio_interval
+
+
+def test_the_ratio_is_of_the_means_and_the_interval_holds_it() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.random((3, 400))
+    interval = paired_ratio_interval(base * 1.2, base)
+    assert interval.ratio == pytest.approx(1.2)
+    # every request gains the same 20%: resampling requests cannot move the ratio
+    assert interval.low == pytest.approx(1.2) and interval.high == pytest.approx(1.2)
+
+
+def test_noisier_differences_give_wider_intervals_and_nan_requests_are_dropped() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.random(500)
+    close = paired_ratio_interval(base + rng.normal(0, 0.01, 500), base)
+    far = paired_ratio_interval(base + rng.normal(0, 0.3, 500), base)
+    assert far.high - far.low > 5 * (close.high - close.low)
+    with_gaps = base.copy()
+    with_gaps[:10] = np.nan
+    assert paired_ratio_interval(with_gaps, base).ratio == pytest.approx(1.0)
+    assert "interval over test requests" in close.text()
+
+
+def test_mismatched_or_empty_rows_are_errors() -> None:
+    with pytest.raises(ValueError, match="different requests"):
+        paired_ratio_interval(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="zero everywhere"):
+        paired_ratio_interval(np.ones(3), np.zeros(3))
