@@ -109,9 +109,10 @@ def evaluate_pipeline(
         ),
         f"The ranker was served in {served} of {len(decisions)} seeds (it must beat the merged order on the "
         "validation users; otherwise the bundle serves the merged order).",
-        "Merge weights per seed (tuned on validation NDCG@10): "
+        "Merge weights and fusion constant per seed (tuned on validation NDCG@10): "
         + "; ".join(
-            f"seed {d['seed']}: {dict(zip(d['merge']['sources'], d['merge']['weights'], strict=True))}"
+            f"seed {d['seed']}: {dict(zip(d['merge']['sources'], d['merge']['weights'], strict=True))}, "
+            f"rrf_k {d['merge']['rrf_k']:g}"
             for d in decisions
         )
         + ".",
