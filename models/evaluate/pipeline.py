@@ -30,7 +30,6 @@ from models.evaluate.protocols import EvalTask
 PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-RRF_K_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # MergeConfig.rrf_k (10 is the untuned default)
 MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on (the gate uses them all)
 
 
@@ -212,34 +211,28 @@ def _ann_source(result: Any) -> AnnSource:
 def tune_weights(
     lists: list[list[SourceList]], task: EvalTask, rows: np.ndarray, base: MergeConfig
 ) -> MergeConfig:
-    """Coordinate ascent on validation NDCG@10 of the merged order, two passes: the fusion constant
-    ``rrf_k`` over ``RRF_K_GRID`` (small k: the first places of every list count most; large k: depth
-    counts), then each source's weight over ``WEIGHT_GRID``. The best first; ties keep the earlier
-    setting."""
-    config = base
+    """Coordinate ascent over ``WEIGHT_GRID`` per source (two passes) on validation NDCG@10 of the merged
+    order; the best first, ties keep the earlier (smaller-change) setting."""
+    weights = list(base.weights)
 
-    def score(candidate: MergeConfig) -> float:
-        merged = {i: merge_lists(lists[i], candidate).items for i in rows.tolist()}
+    def score(candidate: list[float]) -> float:
+        config = replace(base, weights=tuple(candidate))
+        merged = {i: merge_lists(lists[i], config).items for i in rows.tolist()}
         return list_metrics([merged.get(i, np.zeros(0, np.int64)) for i in range(len(task))], task, rows)[
             "NDCG@10"
         ]
 
-    def with_weight(current: MergeConfig, column: int, value: float) -> MergeConfig:
-        weights = (*current.weights[:column], value, *current.weights[column + 1 :])
-        return replace(current, weights=weights)
-
-    best = score(config)
+    best = score(weights)
     for _ in range(2):
-        moves = [(-1, value) for value in RRF_K_GRID]  # column -1: the fusion constant
-        moves += [(column, value) for column in range(len(config.weights)) for value in WEIGHT_GRID]
-        for column, value in moves:
-            trial = replace(config, rrf_k=value) if column < 0 else with_weight(config, column, value)
-            if trial == config or not any(trial.weights):
-                continue
-            result = score(trial)
-            if result > best + 1e-9:
-                best, config = result, trial
-    return config
+        for column in range(len(weights)):
+            for value in WEIGHT_GRID:
+                trial = [*weights[:column], value, *weights[column + 1 :]]
+                if trial == weights or not any(trial):
+                    continue
+                result = score(trial)
+                if result > best + 1e-9:
+                    best, weights = result, trial
+    return replace(base, weights=tuple(weights))
 
 
 def _ranker_training(

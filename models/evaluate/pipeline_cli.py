@@ -109,10 +109,9 @@ def evaluate_pipeline(
         ),
         f"The ranker was served in {served} of {len(decisions)} seeds (it must beat the merged order on the "
         "validation users; otherwise the bundle serves the merged order).",
-        "Merge weights and fusion constant per seed (tuned on validation NDCG@10): "
+        "Merge weights per seed (tuned on validation NDCG@10): "
         + "; ".join(
-            f"seed {d['seed']}: {dict(zip(d['merge']['sources'], d['merge']['weights'], strict=True))}, "
-            f"rrf_k {d['merge']['rrf_k']:g}"
+            f"seed {d['seed']}: {dict(zip(d['merge']['sources'], d['merge']['weights'], strict=True))}"
             for d in decisions
         )
         + ".",

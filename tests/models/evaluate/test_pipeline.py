@@ -4,23 +4,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.candidates.merge import MergeConfig, merge_lists
-from models.candidates.sources import SourceList
+from models.candidates.merge import MergeConfig
 from models.data.errors import BadRows
 from models.data.loaders.generic import load_event_file, parse_mapping
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import Dataset
 from models.data.splits import TEST, VALID
-from models.evaluate.pipeline import (
-    MISS_RANK,
-    PipelineSettings,
-    list_metrics,
-    list_ranks,
-    run_seed,
-    tune_weights,
-)
+from models.evaluate.pipeline import MISS_RANK, PipelineSettings, list_metrics, list_ranks, run_seed
 from models.evaluate.pipeline_cli import evaluate_pipeline
-from models.evaluate.pipeline_data import empty_task, pipeline_periods
+from models.evaluate.pipeline_data import pipeline_periods
 from tests.models.user_log import CLICK_LOG_MAP, write_click_log
 
 TINY = SyntheticConfig(num_users=60, num_items=150, num_events=4_000, num_clusters=5, seed=3)
@@ -164,26 +156,3 @@ def test_a_tiny_validation_period_is_skipped_with_a_note_not_a_crash(tmp_path: P
     )
     assert report.notes[0] == f"{len(periods.test)}/{len(periods.ranker)}"  # the caller's notes come first
     assert any(note.startswith("Skipped: ranker not trained") for note in report.notes)
-
-
-def test_merge_tuning_reaches_the_fusion_constant_when_no_weight_can() -> None:
-    # request 0: its target is first in source a only, a decoy is 4th in both; request 1 mirrors it.
-    # No weight pair puts both targets first at rrf_k 10; equal weights at rrf_k 1 do (1/2 > 2/5).
-    def source(items: list[int]) -> SourceList:
-        return SourceList(np.asarray(items, np.int64), np.linspace(1, 0, len(items), dtype=np.float32))
-
-    lists = [
-        [source([10, 20, 21, 30]), source([22, 23, 24, 30])],
-        [source([25, 26, 27, 31]), source([11, 28, 29, 31])],
-    ]
-    task = replace(
-        empty_task("leave-last-out"),
-        users=np.array([0, 1]),
-        targets=np.array([[10], [11]]),
-        target_mask=np.ones((2, 1), bool),
-    )
-    base = MergeConfig(("a", "b"), (10, 10), (1.0, 1.0), total=10)
-    tuned = tune_weights(lists, task, np.array([0, 1]), base)
-    assert tuned.rrf_k < 2 and tuned.weights[0] == tuned.weights[1]
-    assert [merge_lists(x, tuned).items[0] for x in lists] == [10, 11]
-    assert [merge_lists(x, base).items[0] for x in lists] == [30, 31]  # the decoys win untuned
