@@ -418,6 +418,9 @@ def run_seed(
     if len(valid_rows):
         merged_items = [m.items for m in ranker_merged]
         valid["merged_NDCG@10"] = list_metrics(merged_items, periods.ranker, valid_rows)["NDCG@10"]
+        for column, name in enumerate(names):  # each source alone on the same users: what the tuning saw
+            source_items = [lists[column].items for lists in ranker_lists]
+            valid[f"{name}_NDCG@10"] = list_metrics(source_items, periods.ranker, valid_rows)["NDCG@10"]
     if ranker_log:  # the ranker holds its best validation epoch, scored on these same rows during training
         valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
     use_ranker = ranker is not None and valid["ranker_NDCG@10"] > valid["merged_NDCG@10"]

@@ -94,6 +94,7 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     assert outcome.ranker_served == (outcome.valid["ranker_NDCG@10"] > outcome.valid["merged_NDCG@10"])
     assert isinstance(outcome.merge, MergeConfig) and outcome.merge.allow_seen
     assert "refit" in outcome.seconds  # the test was answered by sources refitted on fit + ranker periods
+    assert {f"{name}_NDCG@10" for name in outcome.merge.sources} <= set(outcome.valid)
 
 
 def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, tmp_path) -> None:
