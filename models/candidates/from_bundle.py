@@ -79,6 +79,7 @@ def serving_pipeline(
             total=min(total, stored.total),
             rrf_k=stored.rrf_k,
             allow_seen=stored.allow_seen,
+            fusion=stored.fusion,
         )
         use_ranker = bool(serving_config.get("ranker_served", True))
     else:

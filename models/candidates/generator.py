@@ -12,7 +12,7 @@ import numpy as np
 
 from models.baselines.cooccurrence import CooccurrenceConfig, cooccurrence_matrix
 from models.baselines.popularity import PopularityConfig, popularity_after
-from models.candidates.merge import MergeConfig, MergedCandidates, merge_lists
+from models.candidates.merge import MergeConfig, MergedCandidates, UnionScores, merge_lists
 from models.candidates.sources import (
     CandidateRequest,
     CandidateSource,
@@ -42,8 +42,18 @@ class CandidateGenerator:
             for source, quota in zip(self.sources, self.config.quotas, strict=True)
         ]
 
+    def union_scores(self, request: CandidateRequest) -> UnionScores:
+        """items [N] -> [N, S]: every configured source's score of each item (score fusion)."""
+
+        def scores(items: np.ndarray) -> np.ndarray:
+            columns = [source.score_items(request, items) for source in self.sources]
+            return np.stack(columns, axis=1) if columns else np.zeros((len(items), 0), np.float32)
+
+        return scores
+
     def generate(self, request: CandidateRequest) -> MergedCandidates:
-        return merge_lists(self.source_lists(request), self.config)
+        dense = self.union_scores(request) if self.config.fusion == "score" else None
+        return merge_lists(self.source_lists(request), self.config, dense)
 
 
 def plain_popularity(events: EventTable, num_items: int) -> np.ndarray:

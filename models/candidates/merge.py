@@ -1,15 +1,22 @@
 """Merging several sources' lists into one candidate set, in an order that stands on its own.
 
 Each source contributes its first ``quota`` items. Duplicates collapse into one candidate that remembers
-its rank and score in every source. The merged order is a weighted reciprocal-rank fusion
-(Cormack et al., SIGIR 2009): merge_score(i) = Σ_s w_s / (k_rrf + rank_s(i) + 1), ties by the best single
-rank, then item index. Without a ranker this order is what users receive; with one, the ranker reads the
-per-source ranks and scores as features and may reorder.
+its rank and score in every source. Two orders (``MergeConfig.fusion``):
+
+- ``rrf``, weighted reciprocal-rank fusion (Cormack et al., SIGIR 2009): merge_score(i) =
+  Σ_s w_s / (k_rrf + rank_s(i) + 1). Only ranks count, and a source says nothing about an item it did not
+  return.
+- ``score``, score fusion: every source scores every candidate of the union (``score_items``, also the
+  ones it did not return), each source's scores are standardised over the union, and merge_score(i) =
+  Σ_s w_s · z_s(i). An item the ANN ranks 201st still gets its ANN score.
+
+Ties by the best single rank, then item index. Without a ranker this order is what users receive; with
+one, the ranker reads the per-source ranks and the merged position as features and may reorder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +24,9 @@ import numpy as np
 from models.candidates.sources import SourceList
 
 NOT_FOUND = -1
+FUSIONS = ("rrf", "score")
+# the union's items [N] -> every source's score of each [N, S] (``CandidateGenerator.union_scores``)
+UnionScores = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,7 @@ class MergeConfig:
     total: int = 200
     rrf_k: float = 10.0
     allow_seen: bool = False  # may items from the user's own history be recommended again?
+    fusion: str = "rrf"  # "rrf" (ranks) or "score" (standardised scores of every source, see above)
 
     def __post_init__(self) -> None:
         if not (len(self.sources) == len(self.quotas) == len(self.weights)):
@@ -37,6 +48,8 @@ class MergeConfig:
             raise ValueError(f"duplicate source names in {self.sources}")
         if self.total < 1 or any(q < 0 for q in self.quotas) or any(w < 0 for w in self.weights):
             raise ValueError("total must be >= 1, quotas and weights >= 0")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -46,6 +59,7 @@ class MergeConfig:
             "total": self.total,
             "rrf_k": self.rrf_k,
             "allow_seen": self.allow_seen,
+            "fusion": self.fusion,
         }
 
     @staticmethod
@@ -92,8 +106,11 @@ class MergedCandidates:
         return [self.sources[s] for s in ranks.argmin(axis=1).tolist()]
 
 
-def merge_lists(lists: Sequence[SourceList], config: MergeConfig) -> MergedCandidates:
-    """lists: one ``SourceList`` per ``config.sources`` entry (same order) -> the merged candidates."""
+def merge_lists(
+    lists: Sequence[SourceList], config: MergeConfig, union_scores: UnionScores | None = None
+) -> MergedCandidates:
+    """lists: one ``SourceList`` per ``config.sources`` entry (same order) -> the merged candidates.
+    ``union_scores`` is required by score fusion (every source's score of every candidate)."""
     if len(lists) != len(config.sources):
         raise ValueError(f"{len(lists)} lists for {len(config.sources)} sources")
     num_sources = len(config.sources)
@@ -118,9 +135,22 @@ def merge_lists(lists: Sequence[SourceList], config: MergeConfig) -> MergedCandi
         source_score[rows, column] = source_scores
         begin += len(source_items)
     weights = np.asarray(config.weights, dtype=np.float64)[None, :]
-    fused = np.where(source_rank >= 0, weights / (config.rrf_k + source_rank + 1.0), 0.0).sum(axis=1)
+    if config.fusion == "score":
+        if union_scores is None:
+            raise ValueError("score fusion needs every source's scores of the candidates (union_scores)")
+        fused = (standardised(union_scores(items)) * weights).sum(axis=1)
+    else:
+        fused = np.where(source_rank >= 0, weights / (config.rrf_k + source_rank + 1.0), 0.0).sum(axis=1)
     best_rank = np.where(source_rank >= 0, source_rank, np.iinfo(np.int64).max).min(axis=1)
     order = np.lexsort((items, best_rank, -fused))[: config.total]
     return MergedCandidates(
         items[order], fused[order].astype(np.float32), source_rank[order], source_score[order], config.sources
     )
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """[N, S] -> each column minus its mean, over its standard deviation (a constant column -> 0)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    spread = scores.std(axis=0, keepdims=True)
+    centred = scores - scores.mean(axis=0, keepdims=True)
+    return np.where(spread > 0, centred / np.maximum(spread, 1e-12), 0.0)

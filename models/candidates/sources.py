@@ -52,6 +52,24 @@ class CandidateSource(Protocol):
         """At most ``count`` items, best first, none excluded and none below FIRST_REAL_ID."""
         ...
 
+    def score_items(self, request: CandidateRequest, items: np.ndarray) -> np.ndarray:
+        """This source's score of any ``items`` [n] int64 for the request, found by it or not -> [n]
+        float32 (0 where it has nothing to say). Score fusion (``MergeConfig.fusion``) reads it."""
+        ...
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, items: np.ndarray, missing: float = 0.0) -> np.ndarray:
+    """values[k] where keys[k] == item, else ``missing``. keys [m] (any order), values [m] -> [n] float32."""
+    out = np.full(items.shape[0], missing, dtype=np.float32)
+    if keys.size == 0 or items.size == 0:
+        return out
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    at = np.minimum(np.searchsorted(sorted_keys, items), len(sorted_keys) - 1)
+    hit = sorted_keys[at] == items
+    out[hit] = values[order[at[hit]]]
+    return out
+
 
 def _allowed(items: np.ndarray, exclude: np.ndarray) -> np.ndarray:
     """[n] bool: real items not in ``exclude``."""
@@ -91,6 +109,13 @@ class AnnSource:
         keep = items[0] >= FIRST_REAL_ID
         return SourceList(items[0][keep].astype(np.int64), scores[0][keep].astype(np.float32))
 
+    def score_items(self, request: CandidateRequest, items: np.ndarray) -> np.ndarray:
+        """Inner product of the user vector with each item's stored vector (0 without either)."""
+        vectors = getattr(self.index, "vectors", None)
+        if request.user_vector is None or vectors is None or items.size == 0:
+            return np.zeros(items.shape[0], dtype=np.float32)
+        return (vectors(items) @ request.user_vector.astype(np.float32)).astype(np.float32)
+
 
 class CooccurrenceSource:
     """Items that co-occur with the user's last ``history_length`` items (item-kNN).
@@ -120,21 +145,32 @@ class CooccurrenceSource:
         seeds = np.concatenate([np.asarray(request.context.anchors, dtype=np.int64), history])
         return seeds[(seeds >= FIRST_REAL_ID) & (seeds < len(self.indptr) - 1)]
 
-    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+    def neighbour_scores(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Every item some seed points to, with its score (no exclusions, no cut). -> ([m] int64, [m])."""
         seeds = self.seed_items(request)
-        if seeds.size == 0 or count <= 0:
-            return SourceList.empty()
         starts, stops = self.indptr[seeds], self.indptr[seeds + 1]
         lengths = stops - starts
-        if int(lengths.sum()) == 0:
-            return SourceList.empty()
+        if seeds.size == 0 or int(lengths.sum()) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
         positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(
             int(lengths.sum())
         )
         weights = np.repeat(self.decay ** np.arange(len(seeds), dtype=np.float64), lengths)
         items, inverse = np.unique(self.indices[positions], return_inverse=True)
         scores = np.bincount(inverse, weights * self.data[positions], minlength=len(items))
-        return _top(items.astype(np.int64), scores, request.exclude, count)
+        return items.astype(np.int64), scores
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        if count <= 0:
+            return SourceList.empty()
+        items, scores = self.neighbour_scores(request)
+        if items.size == 0:
+            return SourceList.empty()
+        return _top(items, scores, request.exclude, count)
+
+    def score_items(self, request: CandidateRequest, items: np.ndarray) -> np.ndarray:
+        keys, values = self.neighbour_scores(request)
+        return _lookup(keys, values, items)
 
 
 class RecentItemsSource:
@@ -147,16 +183,27 @@ class RecentItemsSource:
         self.max_items = max_items
         self.decay = decay
 
-    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+    def recent_scores(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
+        """The newest ``max_items`` distinct history items, newest first, with their scores."""
         items = request.history.item[::-1].astype(np.int64)  # newest first
-        if items.size == 0 or count <= 0:
-            return SourceList.empty()
+        if items.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
         distinct, first, counts = np.unique(items, return_index=True, return_counts=True)
         order = np.argsort(first, kind="stable")[: self.max_items]
         distinct, counts = distinct[order], counts[order]
         scores = self.decay ** np.arange(len(distinct), dtype=np.float64) * (1.0 + 0.01 * np.log(counts))
+        return distinct, scores
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        if count <= 0:
+            return SourceList.empty()
+        distinct, scores = self.recent_scores(request)
         keep = _allowed(distinct, request.exclude)
         return SourceList(distinct[keep][:count], scores[keep][:count].astype(np.float32))
+
+    def score_items(self, request: CandidateRequest, items: np.ndarray) -> np.ndarray:
+        keys, values = self.recent_scores(request)
+        return _lookup(keys, values, items)
 
 
 class PopularSource:
@@ -175,3 +222,7 @@ class PopularSource:
         head = self.order[: count + request.exclude.size]
         head = head[_allowed(head, request.exclude)][:count]
         return SourceList(head, self.scores[head])
+
+    def score_items(self, request: CandidateRequest, items: np.ndarray) -> np.ndarray:
+        """log(1 + popularity): counts are heavy-tailed, fusion wants a scale closer to the others'."""
+        return np.log1p(np.maximum(self.scores[items], 0.0)).astype(np.float32)

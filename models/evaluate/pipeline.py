@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from models.candidates.generator import CandidateGenerator, fit_sources
-from models.candidates.merge import MergeConfig, MergedCandidates, merge_lists
+from models.candidates.merge import MergeConfig, MergedCandidates, UnionScores, merge_lists
 from models.candidates.served import ServedPipeline
 from models.candidates.sources import AnnSource, CandidateRequest, CandidateSource, SourceList
 from models.data.schema import Dataset
@@ -30,6 +30,7 @@ from models.evaluate.protocols import EvalTask
 PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
 MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on (the gate uses them all)
 
 
@@ -209,15 +210,25 @@ def _ann_source(result: Any) -> AnnSource:
 
 
 def tune_weights(
-    lists: list[list[SourceList]], task: EvalTask, rows: np.ndarray, base: MergeConfig
-) -> MergeConfig:
-    """Coordinate ascent over ``WEIGHT_GRID`` per source (two passes) on validation NDCG@10 of the merged
-    order; the best first, ties keep the earlier (smaller-change) setting."""
+    lists: list[list[SourceList]],
+    task: EvalTask,
+    rows: np.ndarray,
+    base: MergeConfig,
+    union_scores: Sequence[UnionScores | None] | None = None,
+) -> tuple[MergeConfig, float]:
+    """Coordinate ascent over the weight grid of ``base.fusion`` (``WEIGHT_GRID`` for rank fusion,
+    ``SCORE_WEIGHT_GRID`` for score fusion), per source, two passes, on validation NDCG@10 of the merged
+    order; the best first, ties keep the earlier (smaller-change) setting. ``union_scores``: per request
+    of ``lists`` (score fusion). -> (tuned config, its validation NDCG@10)."""
     weights = list(base.weights)
+    grid = SCORE_WEIGHT_GRID if base.fusion == "score" else WEIGHT_GRID
 
     def score(candidate: list[float]) -> float:
         config = replace(base, weights=tuple(candidate))
-        merged = {i: merge_lists(lists[i], config).items for i in rows.tolist()}
+        merged = {
+            i: merge_lists(lists[i], config, None if union_scores is None else union_scores[i]).items
+            for i in rows.tolist()
+        }
         return list_metrics([merged.get(i, np.zeros(0, np.int64)) for i in range(len(task))], task, rows)[
             "NDCG@10"
         ]
@@ -225,14 +236,62 @@ def tune_weights(
     best = score(weights)
     for _ in range(2):
         for column in range(len(weights)):
-            for value in WEIGHT_GRID:
+            for value in grid:
                 trial = [*weights[:column], value, *weights[column + 1 :]]
                 if trial == weights or not any(trial):
                     continue
                 result = score(trial)
                 if result > best + 1e-9:
                     best, weights = result, trial
-    return replace(base, weights=tuple(weights))
+    return replace(base, weights=tuple(weights)), best
+
+
+def stored_union_scores(
+    generator: CandidateGenerator, request: CandidateRequest, lists: list[SourceList]
+) -> UnionScores:
+    """Every source's scores of the request's candidate union, computed once and looked up after (the
+    merge tuning merges one request many times)."""
+    union = np.unique(np.concatenate([source.items for source in lists] + [np.zeros(0, np.int64)]))
+    matrix = generator.union_scores(request)(union)
+
+    def lookup(items: np.ndarray) -> np.ndarray:
+        return matrix[np.searchsorted(union, items)]
+
+    return lookup
+
+
+def choose_merge(
+    generator: CandidateGenerator,
+    requests: list[CandidateRequest],
+    lists: list[list[SourceList]],
+    task: EvalTask,
+    rows: np.ndarray,
+    base: MergeConfig,
+) -> tuple[MergeConfig, dict[str, float]]:
+    """Tunes rank fusion and score fusion on the validation ``rows`` and keeps the better (ties: rank
+    fusion). -> (merge config, validation NDCG@10 of each fusion, keys ``merge_<fusion>_NDCG@10``)."""
+    rank_config, rank_score = tune_weights(lists, task, rows, base)
+    stored: list[UnionScores | None] = [None] * len(lists)
+    for i in rows.tolist():
+        stored[i] = stored_union_scores(generator, requests[i], lists[i])
+    score_config, score_score = tune_weights(lists, task, rows, replace(base, fusion="score"), stored)
+    chosen = score_config if score_score > rank_score + 1e-9 else rank_config
+    return chosen, {"merge_rrf_NDCG@10": rank_score, "merge_score_NDCG@10": score_score}
+
+
+def merged_lists(
+    generator: CandidateGenerator,
+    requests: list[CandidateRequest],
+    lists: list[list[SourceList]],
+    config: MergeConfig,
+) -> list[MergedCandidates]:
+    """Every request's merged candidates under ``config`` (the sources' scores fetched for score fusion)."""
+    if config.fusion != "score":
+        return [merge_lists(request_lists, config) for request_lists in lists]
+    return [
+        merge_lists(request_lists, config, stored_union_scores(generator, request, request_lists))
+        for request, request_lists in zip(requests, lists, strict=True)
+    ]
 
 
 def _ranker_training(
@@ -382,16 +441,19 @@ def run_seed(
 
     started = time.perf_counter()
     merge = base
+    fusion_scores: dict[str, float] = {}
     if len(valid_rows):
         tuning_rows = np.sort(rng.permutation(valid_rows)[:MAX_TUNING_REQUESTS])
-        merge = tune_weights(ranker_lists, periods.ranker, tuning_rows, base)
+        merge, fusion_scores = choose_merge(
+            generator, ranker_requests, ranker_lists, periods.ranker, tuning_rows, base
+        )
     else:
         notes.append("no validation requests: the merge keeps equal weights")
     seconds["tune_merge"] = time.perf_counter() - started
-    ranker_merged = [merge_lists(lists, merge) for lists in ranker_lists]
+    generator = CandidateGenerator(list(sources.values()), merge)
+    ranker_merged = merged_lists(generator, ranker_requests, ranker_lists, merge)
 
     started = time.perf_counter()
-    generator = CandidateGenerator(list(sources.values()), merge)
     ranker: Any = None
     ranker_log: list[dict[str, float]] = []
     trainable = [r for r in train_rows.tolist() if _found_any(periods.ranker, ranker_merged, r)]
@@ -414,7 +476,7 @@ def run_seed(
             f"and {len(valid_rows)} validation requests; the merged order is served"
         )
     seconds["ranker"] = time.perf_counter() - started
-    valid: dict[str, float] = {}
+    valid: dict[str, float] = dict(fusion_scores)
     if len(valid_rows):
         merged_items = [m.items for m in ranker_merged]
         valid["merged_NDCG@10"] = list_metrics(merged_items, periods.ranker, valid_rows)["NDCG@10"]
@@ -436,7 +498,7 @@ def run_seed(
     test_vectors = _user_vectors(result, periods.test) if result is not None else None
     test_requests = candidate_requests(periods.test, test_vectors)
     test_lists = lists_for(test_requests, "candidates (test)")
-    test_merged = [merge_lists(lists, merge) for lists in test_lists]
+    test_merged = merged_lists(generator, test_requests, test_lists, merge)
     served = ServedPipeline(generator, ranker, use_ranker)
 
     served_lists: dict[str, list[np.ndarray]] = {}

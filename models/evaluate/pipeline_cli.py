@@ -109,9 +109,10 @@ def evaluate_pipeline(
         ),
         f"The ranker was served in {served} of {len(decisions)} seeds (it must beat the merged order on the "
         "validation users; otherwise the bundle serves the merged order).",
-        "Merge weights per seed (tuned on validation NDCG@10): "
+        "Merge per seed (rank or score fusion and its weights, tuned on validation NDCG@10): "
         + "; ".join(
-            f"seed {d['seed']}: {dict(zip(d['merge']['sources'], d['merge']['weights'], strict=True))}"
+            f"seed {d['seed']}: {d['merge'].get('fusion', 'rrf')} "
+            f"{dict(zip(d['merge']['sources'], d['merge']['weights'], strict=True))}"
             for d in decisions
         )
         + ".",

@@ -70,3 +70,21 @@ def test_bad_configs_are_refused() -> None:
     with pytest.raises(ValueError):
         config(total=0)
     assert MergeConfig.from_dict(config().to_dict()) == config()
+
+
+def test_score_fusion_credits_a_source_for_items_it_did_not_return() -> None:
+    # source a returns [5, 6], source b returns [7]; b scores 6 far above 5 although it did not list it
+    b_scores = {5: 0.0, 6: 5.0, 7: 1.0}
+    a_scores = {5: 2.0, 6: 1.9, 7: 0.0}
+
+    def union_scores(items: np.ndarray) -> np.ndarray:
+        return np.array([[a_scores[int(i)], b_scores[int(i)]] for i in items])
+
+    fused = merge_lists(lists([5, 6], [7]), config(fusion="score"), union_scores)
+    assert fused.items.tolist()[0] == 6  # a's second, but b's scores lift it over a's first
+    assert merge_lists(lists([5, 6], [7]), config()).items.tolist()[0] in (5, 7)  # ranks alone cannot
+    with pytest.raises(ValueError, match="union_scores"):
+        merge_lists(lists([5, 6], [7]), config(fusion="score"))
+    with pytest.raises(ValueError, match="fusion"):
+        config(fusion="borda")
+    assert MergeConfig.from_dict(config(fusion="score").to_dict()).fusion == "score"

@@ -94,3 +94,39 @@ def test_ann_source_needs_a_vector_and_honours_exclusions() -> None:
     assert len(source.candidates(request([2]), 3)) == 0
     found = source.candidates(request([2], exclude=[4], vector=vectors[4] + 0.5 * vectors[5]), 2)
     assert found.items[0] == 5 and 4 not in found.items.tolist() and len(found) == 2
+
+
+def test_every_source_scores_any_item_as_it_scores_its_own_list() -> None:
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(2, 30), 12)
+    events = table(users.tolist(), rng.integers(2, 40, size=len(users)).tolist())
+    m = CooccurrenceScorer(events, 40, CooccurrenceConfig()).matrix
+    vectors = rng.normal(size=(40, 4)).astype(np.float32)
+
+    class Stored:  # an index that can hand back its vectors, as models.index.ItemIndex does
+        def search(self, queries, k, exclude=None):  # type: ignore[no-untyped-def]
+            scores = queries @ vectors.T
+            scores[:, :2] = -np.inf
+            order = np.argsort(-scores, axis=1)[:, :k]
+            return order, np.take_along_axis(scores, order, 1)
+
+        def vectors(self, items: np.ndarray) -> np.ndarray:
+            return vectors[items]
+
+    asked = request([3, 9, 17, 4, 9], vector=vectors[5])
+    sources = [
+        CooccurrenceSource(m.indptr, m.indices, m.data),
+        RecentItemsSource(),
+        PopularSource(rng.integers(0, 50, size=40).astype(np.float32)),
+        AnnSource(Stored()),
+    ]
+    outside = np.array([38, 39], dtype=np.int64)
+    for source in sources:
+        found = source.candidates(asked, 8)
+        scored = source.score_items(asked, found.items)
+        expected = np.log1p(found.scores) if isinstance(source, PopularSource) else found.scores
+        np.testing.assert_allclose(scored, expected, rtol=1e-5, err_msg=source.name)
+        assert source.score_items(asked, outside).shape == (2,)
+    recent = RecentItemsSource()
+    assert recent.score_items(asked, np.array([9, 25])).tolist()[1] == 0.0  # never seen: nothing to say
+    assert AnnSource(Stored()).score_items(request([3]), outside).tolist() == [0.0, 0.0]  # no user vector

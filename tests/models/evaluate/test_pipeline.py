@@ -95,6 +95,9 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     assert isinstance(outcome.merge, MergeConfig) and outcome.merge.allow_seen
     assert "refit" in outcome.seconds  # the test was answered by sources refitted on fit + ranker periods
     assert {f"{name}_NDCG@10" for name in outcome.merge.sources} <= set(outcome.valid)
+    # rank and score fusion were both tuned; the better one on validation is served (ties: rank fusion)
+    rank, score = outcome.valid["merge_rrf_NDCG@10"], outcome.valid["merge_score_NDCG@10"]
+    assert outcome.merge.fusion == ("score" if score > rank + 1e-9 else "rrf")
 
 
 def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, tmp_path) -> None:
