@@ -1,4 +1,4 @@
-"""POST /v1/recommend."""
+"""POST /v1/recommend, and POST /recommend: the same handler for callers written against the plain path."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ def to_query(body: RecommendRequest, services: ServicesDep) -> RecommendQuery:
 
 
 @router.post("/v1/recommend", response_model=RecommendResponse, summary="top-k items for a user")
+@router.post(
+    "/recommend",
+    response_model=RecommendResponse,
+    summary="alias of POST /v1/recommend (same body, same answer)",
+)
 async def post_recommend(
     body: RecommendRequest, request: Request, services: ServicesDep, serving: ServingDep, store: StoreDep
 ) -> Response:

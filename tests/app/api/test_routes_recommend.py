@@ -210,3 +210,14 @@ async def test_online_answer_does_not_wait_for_the_vector_write_back(bundle_v1: 
             if again["meta"]["served_by"] == "cache":
                 break
         assert again["meta"]["served_by"] == "cache"
+
+
+async def test_the_plain_recommend_path_is_an_alias(bundle_v1: Path) -> None:
+    async with running_app(make_settings(bundle_v1)) as (_, client):
+        body = {"user_id": "u1", "k": 5, "options": {"exclude_seen": True}}
+        versioned = (await client.post("/v1/recommend", json=body)).json()
+        plain = await client.post("/recommend", json=body)
+        assert plain.status_code == 200
+        assert [i["item_id"] for i in plain.json()["items"]] == [i["item_id"] for i in versioned["items"]]
+        bad = await client.post("/recommend", json={"user_id": "u1", "k": 0})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
