@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from models.data.positions import positions_in
 from models.data.schema import FIRST_REAL_ID
 from models.inference import RequestContext, UserHistory
 
@@ -58,16 +59,11 @@ class CandidateSource(Protocol):
         ...
 
 
-def _lookup(keys: np.ndarray, values: np.ndarray, items: np.ndarray, missing: float = 0.0) -> np.ndarray:
-    """values[k] where keys[k] == item, else ``missing``. keys [m] (any order), values [m] -> [n] float32."""
-    out = np.full(items.shape[0], missing, dtype=np.float32)
-    if keys.size == 0 or items.size == 0:
-        return out
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    at = np.minimum(np.searchsorted(sorted_keys, items), len(sorted_keys) - 1)
-    hit = sorted_keys[at] == items
-    out[hit] = values[order[at[hit]]]
+def _lookup(keys: np.ndarray, values: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """values[k] where keys[k] == item, else 0. keys [m] (distinct, any order), values [m] -> [n] float32."""
+    at = positions_in(items, keys)
+    out = np.zeros(len(items), dtype=np.float32)
+    out[at >= 0] = values[at[at >= 0]]
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.data.positions import positions_in
 from models.data.schema import FIRST_REAL_ID, Dataset, EventTable, Funnel
 from models.ranker.anchors import AnchorSources, PopularityTimeline
 from models.ranker.config import FeatureSizes, RankerConfig, TrainConfig
@@ -120,15 +121,6 @@ def sample_candidates(
     return np.concatenate([items, negatives]), np.concatenate([levels, np.zeros(len(negatives), np.int64)])
 
 
-def retrieval_ranks(items: np.ndarray, retrieved: np.ndarray) -> np.ndarray:
-    """0-based position of each item in the retrieved list, -1 when absent. [n] -> [n] int64."""
-    if len(retrieved) == 0:
-        return np.full(len(items), -1, dtype=np.int64)
-    order = np.argsort(retrieved, kind="stable")
-    found = np.clip(np.searchsorted(retrieved[order], items), 0, len(retrieved) - 1)
-    return np.where(retrieved[order][found] == items, order[found], -1).astype(np.int64)
-
-
 def gather_rows(table: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """table [n, S], positions [m] (-1 = absent) -> [m, S] rows of ``table``, -1 rows where absent."""
     out = np.full((len(positions), table.shape[1]), -1, dtype=np.int64)
@@ -187,7 +179,7 @@ def train_ranker(
             )
             for i in rows
         ]
-        ranks = [retrieval_ranks(s[0], data.retrieved[i]) for s, i in zip(sampled, rows, strict=True)]
+        ranks = [positions_in(s[0], data.retrieved[i]) for s, i in zip(sampled, rows, strict=True)]
         source_ranks = None
         if data.source_ranks is not None:
             source_ranks = [gather_rows(data.source_ranks[i], r) for r, i in zip(ranks, rows, strict=True)]

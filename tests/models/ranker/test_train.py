@@ -82,10 +82,10 @@ def test_sampled_candidates_hold_positives_hard_and_uniform_negatives() -> None:
 
 
 def test_retrieval_ranks_and_the_rank_feature() -> None:
-    from models.ranker.train import retrieval_ranks
+    from models.data.positions import positions_in
     from tests.models.ranker.fakes import random_batch, tiny_model
 
-    assert retrieval_ranks(np.array([7, 3, 9]), np.array([3, 5, 7])).tolist() == [2, 0, -1]
+    assert positions_in(np.array([7, 3, 9]), np.array([3, 5, 7])).tolist() == [2, 0, -1]
     config, _ = preset("tiny", use_retrieval_rank=True, group_size=1)
     model = tiny_model(config)
     batch = random_batch(config, batch_size=1, num_candidates=4)
