@@ -134,6 +134,9 @@ class CooccurrenceSource:
         self.indptr, self.indices, self.data = indptr, indices, data
         self.history_length = history_length
         self.decay = decay
+        # (request, its neighbour scores) of the last call: score fusion asks for them twice per request,
+        # once for the list and once for the union's scores (one tuple, read once: safe across threads)
+        self._last: tuple[CandidateRequest, tuple[np.ndarray, np.ndarray]] | None = None
 
     def seed_items(self, request: CandidateRequest) -> np.ndarray:
         """Anchors first (the caller's "more like these"), then the history, newest first. [m] int64."""
@@ -143,6 +146,14 @@ class CooccurrenceSource:
 
     def neighbour_scores(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
         """Every item some seed points to, with its score (no exclusions, no cut). -> ([m] int64, [m])."""
+        last = self._last
+        if last is not None and last[0] is request:
+            return last[1]
+        found = self._neighbour_scores(request)
+        self._last = (request, found)
+        return found
+
+    def _neighbour_scores(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
         seeds = self.seed_items(request)
         starts, stops = self.indptr[seeds], self.indptr[seeds + 1]
         lengths = stops - starts

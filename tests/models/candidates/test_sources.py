@@ -132,3 +132,18 @@ def test_every_source_scores_any_item_as_it_scores_its_own_list() -> None:
     recent = RecentItemsSource()
     assert recent.score_items(asked, np.array([9, 25])).tolist()[1] == 0.0  # never seen: nothing to say
     assert AnnSource(Stored()).score_items(request([3]), outside).tolist() == [0.0, 0.0]  # no user vector
+
+
+def test_cooccurrence_sums_once_per_request_for_list_and_fusion_scores() -> None:
+    rng = np.random.default_rng(2)
+    users = np.repeat(np.arange(2, 30), 12)
+    events = table(users.tolist(), rng.integers(2, 40, size=len(users)).tolist())
+    m = CooccurrenceScorer(events, 40, CooccurrenceConfig()).matrix
+    source = CooccurrenceSource(m.indptr, m.indices, m.data)
+    first, second = request([3, 9, 17]), request([4, 5])
+    found = source.neighbour_scores(first)
+    assert source.neighbour_scores(first) is found  # the list and the fusion scores share one sum
+    other = source.neighbour_scores(second)
+    assert other is not found and not np.array_equal(other[0], found[0])
+    again = source.neighbour_scores(request([3, 9, 17]))  # an equal but new request is summed afresh
+    assert again is not found and np.array_equal(again[0], found[0]) and np.allclose(again[1], found[1])
