@@ -78,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="encoder epochs on the validation period too, after validation chose the epoch, before the "
         "test (pipeline: on fit + ranker periods, with --refit-before-test; retrieval: on train + valid)",
     )
+    parser.add_argument(
+        "--ranker-match-features",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pipeline: the ranker reads how each candidate (and its category) matches the history "
+        "(models/ranker/match.py; default: yes)",
+    )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument(
         "--dataset",

@@ -48,7 +48,14 @@ class PipelineSettings:
         0  # 0 = every ranker-period request with a found positive; else a random subset
     )
     ranker_train_candidates: int = 32
+    ranker_negative_depth: int = 200  # training negatives come from the merged list's top-N
+    ranker_lr: float = 1e-3
+    # the residual ranker starts as the merged order and its first epochs often leave the validation
+    # score flat: early stopping waits longer than the encoder's before it may fire
+    ranker_patience: int = 5
+    ranker_min_epochs: int = 6
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
+    ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     total: int = 200
     quotas: dict[str, int] = field(
         default_factory=lambda: {"ann": 200, "cooccurrence": 200, "recent": 50, "popular": 100}
@@ -320,11 +327,21 @@ def _ranker_training(
         train_positives_in_retrieved=True,
         train_uniform_negatives=0,
         train_candidates=settings.ranker_train_candidates,
+        retrieval_depth=settings.ranker_negative_depth,
         use_retrieval_rank=True,  # the merged position: the ranker starts from the order it must beat
         rank_prior=settings.ranker_rank_prior,  # ... and, as a residual on it, returns it before training
+        match_features=settings.ranker_match_features,
         serving_weights=(1.0, 0.0, 0.0),  # test targets are any interaction: the level-1 head decides
     )
-    train_config = replace(train_config, epochs=settings.ranker_epochs, seed=seed, threads=settings.threads)
+    train_config = replace(
+        train_config,
+        epochs=settings.ranker_epochs,
+        seed=seed,
+        threads=settings.threads,
+        lr=settings.ranker_lr,
+        patience=settings.ranker_patience,
+        min_epochs=settings.ranker_min_epochs,
+    )
     task = periods.ranker
     chosen, retrieved, source_ranks = [], [], []
     for row in rows.tolist():

@@ -28,6 +28,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         encoder_overrides=encoder_overrides(args),
         ranker_epochs=args.ranker_epochs,
         refit_before_test=args.refit_before_test,
+        ranker_match_features=args.ranker_match_features,
         continue_epochs=args.continue_epochs,
         threads=args.threads,
     )

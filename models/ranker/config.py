@@ -66,6 +66,10 @@ class RankerConfig:
     # names of the candidate sources (models.candidates) whose per-candidate rank is an input feature;
     # () = none. Each candidate token adds one embedding per source: its log2 rank bucket, or "not found".
     candidate_sources: tuple[str, ...] = ()
+    # target-aware match features (models.ranker.match: is the candidate, or its category, in the history,
+    # how often, how recently) enter every candidate token and, through a zero-initialised linear term,
+    # every task logit. False = off (older checkpoints)
+    match_features: bool = False
     popular_days: int = 7
 
     def __post_init__(self) -> None:

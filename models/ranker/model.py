@@ -24,6 +24,7 @@ from models.ranker.config import FeatureSizes, RankerConfig
 from models.ranker.grouping import group_layout
 from models.ranker.layers import CachedAttentionLayer
 from models.ranker.masks import context_mask, full_sequence_mask
+from models.ranker.match import NUM_MATCH_FEATURES, history_match
 from models.ranker.tokens import RankerBatch, TokenEmbedder
 
 KeyValues = tuple[torch.Tensor, torch.Tensor]
@@ -65,6 +66,17 @@ class OnePieceRanker(nn.Module):
                 assert isinstance(last, nn.Linear)
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
+        if config.match_features:  # a direct term per task, zero at the start like the heads
+            self.match_logits = nn.Linear(NUM_MATCH_FEATURES, len(config.tasks), bias=False)
+            nn.init.zeros_(self.match_logits.weight)
+
+    def match_features(self, batch: RankerBatch) -> torch.Tensor | None:
+        """[B, N, NUM_MATCH_FEATURES] (models.ranker.match), or None when the config has them off."""
+        if not self.config.match_features:
+            return None
+        return history_match(
+            batch.history_item, batch.history_level, batch.candidate_item, self.embed.item_category
+        )
 
     def encode_context(self, batch: RankerBatch) -> tuple[list[KeyValues], torch.Tensor]:
         """-> (per-layer context keys/values [B, h, T, d/h], context_valid [B, T])."""
@@ -130,8 +142,9 @@ class OnePieceRanker(nn.Module):
         batch_size, num_groups, size = index.shape
         num_candidates = batch.candidate_item.shape[1]
         rows = torch.arange(batch_size, device=index.device)[:, None, None].expand_as(index)
+        match = self.match_features(batch)
         tokens = self.embed.candidates(
-            batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank
+            batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank, match
         )  # [B, N, d]
         block = tokens[rows, index].reshape(batch_size * num_groups, size, -1)  # [B*G, S, d]
         grouped_cache = [
@@ -157,11 +170,17 @@ class OnePieceRanker(nn.Module):
             target.reshape(batch_size, num_groups * size, 1).expand(-1, -1, num_tasks),
             grouped_logits.reshape(batch_size, num_groups * size, num_tasks),
         )
-        return self._with_prior(logits[:, :num_candidates].transpose(1, 2), batch)  # [B, num_tasks, N]
+        logits = logits[:, :num_candidates].transpose(1, 2)
+        return self._with_direct_terms(logits, batch, match)  # [B, num_tasks, N]
 
-    def _with_prior(self, logits: torch.Tensor, batch: RankerBatch) -> torch.Tensor:
-        """logits [B, num_tasks, N] + prior_scale * -log(1 + merged position) (``config.rank_prior``); a
-        candidate without a position counts as one past the list's end."""
+    def _with_direct_terms(
+        self, logits: torch.Tensor, batch: RankerBatch, match: torch.Tensor | None
+    ) -> torch.Tensor:
+        """logits [B, num_tasks, N] + the linear term of the match features [B, N, F] (when on) +
+        prior_scale * -log(1 + merged position) (``config.rank_prior``); a candidate without a position
+        counts as one past the list's end."""
+        if match is not None:
+            logits = logits + self.match_logits(match).transpose(1, 2)
         if self.config.rank_prior <= 0 or batch.candidate_rank is None:
             return logits
         rank = batch.candidate_rank
@@ -173,8 +192,11 @@ class OnePieceRanker(nn.Module):
         """Uncached reference: the whole ``[context ; blocks 0..k]`` sequence is recomputed at each step."""
         context, context_valid = self.embed.context(batch)
         num_context, num_candidates = context.shape[1], batch.candidate_item.shape[1]
+        match = self.match_features(batch)
         blocks = [
-            self.embed.candidates(batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank)
+            self.embed.candidates(
+                batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank, match
+            )
         ]
         stages = []
         for step in range(self.config.reasoning_steps + 1):
@@ -185,7 +207,7 @@ class OnePieceRanker(nn.Module):
             stages.append(hidden[:, num_context + step * num_candidates :])
             if step < self.config.reasoning_steps:
                 blocks.append(stages[-1] + self.step_embedding.weight[step])
-        return RankerOutput(self._with_prior(self._heads(stages), batch), batch.group >= 0)
+        return RankerOutput(self._with_direct_terms(self._heads(stages), batch, match), batch.group >= 0)
 
     def serving_score(
         self, task_logits: torch.Tensor, weights: tuple[float, ...] | None = None

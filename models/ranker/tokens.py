@@ -19,6 +19,7 @@ from torch import nn
 
 from models.data.schema import NUM_ACTIONS
 from models.ranker.config import NUM_ANCHOR_TYPES, FeatureSizes, RankerConfig
+from models.ranker.match import NUM_MATCH_FEATURES
 
 RANK_BUCKETS = 12  # log2 buckets of the retrieval rank: 0, 1, 2-3, 4-7, ...; the last row = not retrieved
 SEGMENT_HISTORY, SEGMENT_ANCHOR, SEGMENT_USER, SEGMENT_SITUATION, SEGMENT_CANDIDATE = range(5)
@@ -90,6 +91,8 @@ class TokenEmbedder(nn.Module):
         if config.candidate_sources:
             self.source_rank = nn.Embedding(len(config.candidate_sources) * (RANK_BUCKETS + 1), d)
             nn.init.normal_(self.source_rank.weight, std=0.02)
+        if config.match_features:
+            self.match = nn.Linear(NUM_MATCH_FEATURES, d)
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
         self.register_buffer(
@@ -148,9 +151,10 @@ class TokenEmbedder(nn.Module):
         candidate_item: torch.Tensor,
         candidate_rank: torch.Tensor | None = None,
         candidate_source_rank: torch.Tensor | None = None,
+        match: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """candidate_item [B, N] (+ retrieval rank [B, N], per-source ranks [B, N, S] if configured)
-        -> tokens [B, N, d], no positions."""
+        """candidate_item [B, N] (+ retrieval rank [B, N], per-source ranks [B, N, S], match features
+        [B, N, NUM_MATCH_FEATURES] if configured) -> tokens [B, N, d], no positions."""
         tokens = (
             self._item_features(candidate_item, self.candidate_items) + self.segment.weight[SEGMENT_CANDIDATE]
         )
@@ -166,6 +170,10 @@ class TokenEmbedder(nn.Module):
                 )
             offset = torch.arange(sources, device=tokens.device) * (RANK_BUCKETS + 1)
             tokens = tokens + self.source_rank(rank_bucket(candidate_source_rank) + offset).sum(dim=2)
+        if self.config.match_features:
+            if match is None:
+                raise ValueError("config.match_features needs the match features")
+            tokens = tokens + self.match(match)
         return self.dropout(self.norm(tokens))
 
 

@@ -111,7 +111,8 @@ def sample_candidates(
     take = min(len(positive_item), config.train_max_positives)
     chosen = rng.choice(len(positive_item), size=take, replace=False)
     items, levels = positive_item[chosen], positive_level[chosen]
-    hard_pool = retrieved[~np.isin(retrieved, positive_item)]
+    top = retrieved[: config.retrieval_depth]  # the serving list's head, where the order matters
+    hard_pool = top[~np.isin(top, positive_item)]
     num_hard = min(len(hard_pool), config.train_candidates - take - config.train_uniform_negatives)
     hard = rng.choice(hard_pool, size=max(num_hard, 0), replace=False)
     num_uniform = config.train_candidates - take - len(hard)

@@ -16,9 +16,14 @@ SOURCES = ("ann", "cooccurrence", "popular")
 
 
 def _served_batch(num_candidates: int, seed: int = 0, rank_prior: float = 0.0):  # type: ignore[no-untyped-def]
-    """One request as serving builds it: hash groups, retrieval ranks, per-source ranks (some absent)."""
+    """One request as serving builds it: hash groups, retrieval ranks, per-source ranks (some absent);
+    with the prior on, the match features are on too (the served configuration)."""
     config = tiny_config(
-        group_size=4, use_retrieval_rank=True, candidate_sources=SOURCES, rank_prior=rank_prior
+        group_size=4,
+        use_retrieval_rank=True,
+        candidate_sources=SOURCES,
+        rank_prior=rank_prior,
+        match_features=rank_prior > 0,
     )
     batch = random_batch(config, batch_size=1, num_candidates=num_candidates, seed=seed)
     valid = torch.ones_like(batch.candidate_item, dtype=torch.bool)
@@ -42,6 +47,7 @@ def test_static_forward_gives_the_eager_logits(backend: str, num_candidates: int
         with torch.no_grad():
             for head in model.heads:
                 head[-1].weight.normal_()
+            model.match_logits.weight.normal_()
     with torch.inference_mode():
         eager = model(batch).task_logits
         static = StaticRankerForward(model, backend, pad_multiple=50).task_logits(batch)

@@ -103,8 +103,15 @@ def test_serving_sized_forward_matches_the_reference_with_padding_and_a_partial_
     assert bool((logits[1, :, 150:] == 0).all())  # padding candidates get no logits written
 
 
-def test_a_rank_prior_ranker_starts_from_the_merged_order_and_its_paths_agree() -> None:
-    config = tiny_config(group_size=3, reasoning_steps=2, use_retrieval_rank=True, rank_prior=1.0)
+@pytest.mark.parametrize("match_features", [False, True])
+def test_a_rank_prior_ranker_starts_from_the_merged_order_and_its_paths_agree(match_features: bool) -> None:
+    config = tiny_config(
+        group_size=3,
+        reasoning_steps=2,
+        use_retrieval_rank=True,
+        rank_prior=1.0,
+        match_features=match_features,
+    )
     model = tiny_model(config)
     batch = random_batch(config, batch_size=2, num_candidates=7)
     order = torch.tensor([[3, 0, 6, 1, 5, 2, 4], [0, 1, 2, 3, 4, 5, 6]])  # merged positions
@@ -116,6 +123,8 @@ def test_a_rank_prior_ranker_starts_from_the_merged_order_and_its_paths_agree() 
         for head in model.heads:
             head[-1].weight.normal_()
         model.prior_scale.fill_(0.3)
+        if match_features:
+            model.match_logits.weight.normal_()
     with torch.inference_mode():
         fast = model(batch).task_logits
         reference = model.forward_reference(batch).task_logits
