@@ -164,7 +164,7 @@ def _candidate_stage(
 
     scorer = getattr(bundle.cooccurrence, "scorer", None)
     popularity = np.asarray(bundle.popularity, dtype=np.float32)
-    sources = bundle_sources(bundle.index, scorer, popularity)
+    sources = bundle_sources(bundle.index, scorer, popularity, np.asarray(bundle.catalogue.category))
     serving = dict(bundle.manifest.get("config") or {}).get("serving")
     generator = serving_pipeline(serving, sources, bundle.ranker, candidates).generator
     prepared = [

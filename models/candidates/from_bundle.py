@@ -17,6 +17,7 @@ from models.candidates.served import ServedPipeline
 from models.candidates.sources import (
     AnnSource,
     CandidateSource,
+    CategorySource,
     CooccurrenceSource,
     ItemSearch,
     PopularSource,
@@ -24,15 +25,20 @@ from models.candidates.sources import (
 )
 from models.inference import CandidateRanker
 
+# the merge of a bundle without a tuned one (the category source is used only where a tuned merge names it)
 DEFAULT_WEIGHTS = {"ann": 1.0, "cooccurrence": 0.5, "recent": 1.0, "popular": 0.1}
 DEFAULT_QUOTAS = {"ann": 1.0, "cooccurrence": 1.0, "recent": 0.25, "popular": 0.5}  # shares of the total
 
 
 def bundle_sources(
-    index: ItemSearch | None, cooccurrence_scorer: Any | None, popularity: np.ndarray
+    index: ItemSearch | None,
+    cooccurrence_scorer: Any | None,
+    popularity: np.ndarray,
+    item_category: np.ndarray | None = None,
 ) -> list[CandidateSource]:
     """Sources a bundle can feed: ANN (with an index), co-occurrence (with the fitted baseline scorer,
-    ``models.baselines.cooccurrence.CooccurrenceScorer``), the user's recent items, popularity."""
+    ``models.baselines.cooccurrence.CooccurrenceScorer``), category popularity (with the catalogue's
+    ``item_category`` [num_items]), the user's recent items, popularity."""
     sources: list[CandidateSource] = []
     if index is not None:
         sources.append(AnnSource(index))
@@ -45,6 +51,8 @@ def bundle_sources(
             )
         )
     scores = np.where(np.isfinite(popularity), popularity, 0.0)
+    if item_category is not None:
+        sources.append(CategorySource(item_category, scores))
     sources += [RecentItemsSource(), PopularSource(scores, "popular")]
     return sources
 

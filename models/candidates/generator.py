@@ -16,6 +16,7 @@ from models.candidates.merge import MergeConfig, MergedCandidates, UnionScores, 
 from models.candidates.sources import (
     CandidateRequest,
     CandidateSource,
+    CategorySource,
     CooccurrenceSource,
     PopularSource,
     RecentItemsSource,
@@ -64,19 +65,25 @@ def plain_popularity(events: EventTable, num_items: int) -> np.ndarray:
 
 
 def fit_sources(
-    events: EventTable, num_items: int, num_scenes: int, cooccurrence: CooccurrenceConfig | None = None
+    events: EventTable,
+    num_items: int,
+    num_scenes: int,
+    cooccurrence: CooccurrenceConfig | None = None,
+    item_category: np.ndarray | None = None,
 ) -> dict[str, CandidateSource]:
     """The encoder-free sources from ``events`` (sorted by user, then time): cooccurrence, recent,
-    popular (recency-weighted) and popular_plain (counts)."""
+    popular (recency-weighted), popular_plain (counts) and, given ``item_category`` [num_items], category
+    (the recency-weighted popularity inside the categories of the user's recent items)."""
     config = cooccurrence or CooccurrenceConfig()
     matrix = cooccurrence_matrix(events, num_items, config)
+    popular = popularity_after(events, num_items, num_scenes, PopularityConfig())
+    category = {} if item_category is None else {"category": CategorySource(item_category, popular)}
     return {
         "cooccurrence": CooccurrenceSource(
             matrix.indptr, matrix.indices, matrix.data, config.history_length, config.history_decay
         ),
         "recent": RecentItemsSource(),
-        "popular": PopularSource(
-            popularity_after(events, num_items, num_scenes, PopularityConfig()), "popular"
-        ),
+        **category,
+        "popular": PopularSource(popular, "popular"),
         "popular_plain": PopularSource(plain_popularity(events, num_items), "popular_plain"),
     }

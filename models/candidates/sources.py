@@ -238,3 +238,81 @@ class PopularSource:
         top = float(self.scores.max()) if self.scores.size else 0.0
         share = np.maximum(self.scores[items], 0.0) / top if top > 0 else np.zeros(items.shape[0])
         return np.log(share + 1e-6).astype(np.float32)
+
+
+class CategorySource:
+    """Popular items of the categories the user has just been browsing ("more from what you looked at").
+
+    Category weight w_c = Σ over the last ``history_length`` items h (newest first, age a) of
+    decay^a · [category(h) = c]; score(i) = w_category(i) · the share of i in its category's popularity.
+    The list walks the ``max_categories`` heaviest categories. Items of an unknown category (0 or 1) are
+    never scored, so on a catalogue without categories the source stays empty.
+    """
+
+    name = "category"
+
+    def __init__(
+        self,
+        item_category: np.ndarray,
+        popularity: np.ndarray,
+        history_length: int = 20,
+        decay: float = 0.85,
+        max_categories: int = 5,
+    ) -> None:
+        """item_category, popularity: [num_items] (popularity >= 0 counts or shares; rows 0/1 unused)."""
+        category = np.asarray(item_category, dtype=np.int64)
+        scores = np.where(np.isfinite(popularity), np.maximum(popularity, 0.0), 0.0).astype(np.float64)
+        scores[:FIRST_REAL_ID] = 0.0
+        scores[category < FIRST_REAL_ID] = 0.0
+        totals = np.bincount(category, weights=scores, minlength=int(category.max(initial=1)) + 1)
+        self.category = category
+        self.share = np.where(scores > 0, scores / np.maximum(totals[category], 1e-12), 0.0)
+        eligible = np.flatnonzero(scores > 0)
+        order = eligible[
+            np.lexsort((eligible, -scores[eligible], category[eligible]))
+        ]  # by category, best first
+        self.items_by_category = order.astype(np.int64)
+        self.offsets = np.searchsorted(category[order], np.arange(len(totals) + 1))
+        self.history_length = history_length
+        self.decay = decay
+        self.max_categories = max_categories
+
+    def category_weights(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
+        """(categories [m] int64, weights [m] float64) of the recent history, heaviest first."""
+        items = request.history.item[::-1][: self.history_length].astype(np.int64)
+        items = items[(items >= FIRST_REAL_ID) & (items < len(self.category))]
+        categories = self.category[items]
+        known = categories >= FIRST_REAL_ID
+        if not known.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        ages = np.flatnonzero(known)
+        found, inverse = np.unique(categories[known], return_inverse=True)
+        weights = np.bincount(inverse, self.decay ** ages.astype(np.float64), minlength=len(found))
+        order = np.lexsort((found, -weights))
+        return found[order], weights[order]
+
+    def candidates(self, request: CandidateRequest, count: int) -> SourceList:
+        if count <= 0:
+            return SourceList.empty()
+        categories, weights = self.category_weights(request)
+        chunks, chunk_scores = [], []
+        for category, weight in zip(
+            categories[: self.max_categories].tolist(), weights[: self.max_categories].tolist(), strict=True
+        ):
+            if category + 1 >= len(self.offsets):
+                continue
+            start, stop = int(self.offsets[category]), int(self.offsets[category + 1])
+            head = self.items_by_category[start : min(stop, start + count + request.exclude.size)]
+            chunks.append(head)
+            chunk_scores.append(weight * self.share[head])
+        if not chunks:
+            return SourceList.empty()
+        return _top(np.concatenate(chunks), np.concatenate(chunk_scores), request.exclude, count)
+
+    def score_items(self, request: CandidateRequest, items: np.ndarray) -> np.ndarray:
+        categories, weights = self.category_weights(request)
+        items = np.asarray(items, dtype=np.int64)
+        inside = (items >= 0) & (items < len(self.category))
+        out = np.zeros(len(items), dtype=np.float32)
+        out[inside] = _lookup(categories, weights, self.category[items[inside]]) * self.share[items[inside]]
+        return out

@@ -31,6 +31,7 @@ PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
+SOURCE_ORDER = ("ann", "cooccurrence", "category", "recent", "popular")  # the merge's and ranker's order
 MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on (the gate uses them all)
 
 
@@ -58,7 +59,13 @@ class PipelineSettings:
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     total: int = 200
     quotas: dict[str, int] = field(
-        default_factory=lambda: {"ann": 200, "cooccurrence": 200, "recent": 50, "popular": 100}
+        default_factory=lambda: {
+            "ann": 200,
+            "cooccurrence": 200,
+            "category": 200,
+            "recent": 50,
+            "popular": 100,
+        }
     )
     valid_share: float = 0.2
     # before the test, refit the sources on fit + ranker periods and continue the encoder this many
@@ -186,7 +193,9 @@ def _refit_before_test(
     from models.train.fit import continue_fit
 
     events = periods.refit_events(dataset)
-    sources: dict[str, CandidateSource] = dict(fit_sources(events, dataset.num_items, dataset.num_scenes))
+    sources: dict[str, CandidateSource] = dict(
+        fit_sources(events, dataset.num_items, dataset.num_scenes, item_category=dataset.catalogue.category)
+    )
     seconds = 0.0
     if result is not None:
         started = time.perf_counter()
@@ -411,7 +420,11 @@ def run_seed(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     fit_events = periods.fit_events(dataset)
-    sources: dict[str, CandidateSource] = dict(fit_sources(fit_events, dataset.num_items, dataset.num_scenes))
+    sources: dict[str, CandidateSource] = dict(
+        fit_sources(
+            fit_events, dataset.num_items, dataset.num_scenes, item_category=dataset.catalogue.category
+        )
+    )
     seconds["fit_sources"] = time.perf_counter() - started
     ranker_vectors = None
     encoder_training = None
@@ -430,11 +443,7 @@ def run_seed(
         sources["ann"] = _ann_source(result)
         ranker_vectors = _user_vectors(result, periods.ranker)
     allow_seen = not periods.exclude_seen
-    names = tuple(
-        n
-        for n in ("ann", "cooccurrence", "recent", "popular")
-        if n in sources and (n != "recent" or allow_seen)
-    )
+    names = tuple(n for n in SOURCE_ORDER if n in sources and (n != "recent" or allow_seen))
     base = MergeConfig(
         sources=names,
         quotas=tuple(settings.quotas.get(n, settings.total) for n in names),

@@ -4,6 +4,7 @@ from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
 from models.candidates.sources import (
     AnnSource,
     CandidateRequest,
+    CategorySource,
     CooccurrenceSource,
     PopularSource,
     RecentItemsSource,
@@ -33,6 +34,26 @@ def test_recent_items_newest_first_distinct_and_excluded() -> None:
     assert np.all(np.diff(found.scores) < 0)
     assert source.candidates(request([5, 6, 7], exclude=[7]), 10).items.tolist() == [6, 5]
     assert len(source.candidates(request([]), 10)) == 0
+
+
+def test_category_source_walks_the_recent_categories_by_popularity_share() -> None:
+    # items 2-5 in category 2, 6-8 in category 3, 9 in category 1 (unknown); popularity = the item's index
+    category = np.array([0, 0, 2, 2, 2, 2, 3, 3, 3, 1])
+    popularity = np.arange(10, dtype=np.float32)
+    source = CategorySource(category, popularity, decay=0.5, max_categories=5)
+    # newest first: 6 (category 3, weight 1), 2 (category 2, 0.5), 9 (unknown), 7 (category 3, 0.125)
+    found = source.candidates(request([7, 9, 2, 6]), 10)
+    share_3 = np.array([8, 7, 6]) / 21.0
+    share_2 = np.array([5, 4, 3, 2]) / 14.0
+    expected = np.concatenate([1.125 * share_3, 0.5 * share_2])
+    order = np.argsort(-expected, kind="stable")
+    assert found.items.tolist() == np.array([8, 7, 6, 5, 4, 3, 2])[order].tolist()
+    np.testing.assert_allclose(found.scores, expected[order], rtol=1e-6)
+    assert 9 not in found.items.tolist()  # an unknown category is never recommended
+    assert source.candidates(request([7, 2], exclude=[8, 5]), 2).items.tolist() == [4, 3]  # 2 is newest
+    assert len(source.candidates(request([9]), 10)) == 0  # only unknown categories in the history
+    one = CategorySource(category, popularity, decay=0.5, max_categories=1)
+    assert set(one.candidates(request([2, 6]), 10).items.tolist()) == {6, 7, 8}
 
 
 def test_popular_source_skips_reserved_rows_and_exclusions() -> None:
@@ -119,6 +140,7 @@ def test_every_source_scores_any_item_as_it_scores_its_own_list() -> None:
         RecentItemsSource(),
         PopularSource(rng.integers(0, 50, size=40).astype(np.float32)),
         AnnSource(Stored()),
+        CategorySource(rng.integers(0, 6, size=40), rng.integers(0, 50, size=40).astype(np.float32)),
     ]
     outside = np.array([38, 39], dtype=np.int64)
     for source in sources:

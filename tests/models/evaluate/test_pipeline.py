@@ -82,6 +82,7 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     assert kinds["merged"] == "merged" and kinds["pipeline"] == "pipeline"
     assert {n for n, k in kinds.items() if k == "source"} == {
         "cooccurrence",
+        "category",
         "recent",
         "popular",
         "popular_plain",
