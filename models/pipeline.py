@@ -44,8 +44,9 @@ QUICK_VALID_USERS = 500
 # bumped when what the trainers put into a bundle changes, so older bundles of the same data are rebuilt
 # 2: the session encoder folds the request context into item tokens; 3: sources refitted and the encoder
 # continued on fit + ranker periods after the choices are made, the ranker a residual on the merged order;
-# 4: the merge may be score fusion (chosen on validation)
-RECIPE = "served-pipeline-4"
+# 4: the merge may be score fusion (chosen on validation); 5: the category source, and the ranker reads
+# the candidate-vs-history match features with a longer patience
+RECIPE = "served-pipeline-5"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,

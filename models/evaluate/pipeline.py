@@ -23,6 +23,7 @@ from models.candidates.merge import MergeConfig, MergedCandidates, UnionScores, 
 from models.candidates.served import ServedPipeline
 from models.candidates.sources import AnnSource, CandidateRequest, CandidateSource, SourceList
 from models.data.schema import Dataset
+from models.evaluate.bootstrap import paired_ratio_interval
 from models.evaluate.metrics import ranking_metrics
 from models.evaluate.pipeline_data import PipelinePeriods
 from models.evaluate.protocols import EvalTask
@@ -55,6 +56,9 @@ class PipelineSettings:
     # score flat: early stopping waits longer than the encoder's before it may fire
     ranker_patience: int = 5
     ranker_min_epochs: int = 6
+    # the gate: served only when the validation interval of ranker / merged NDCG@10 at this two-sided
+    # level lies above 1 (0.8: one-sided 90%); 0 = when its mean is higher (``ranker_gate``)
+    ranker_gate_level: float = 0.8
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     total: int = 200
@@ -403,6 +407,32 @@ def _ranker_training(
     return ranker, state.history
 
 
+def ranker_gate(
+    pipeline: ServedPipeline,
+    requests: list[CandidateRequest],
+    merged: list[MergedCandidates],
+    task: EvalTask,
+    rows: np.ndarray,
+    level: float,
+) -> tuple[bool, dict[str, float]]:
+    """Serve the ranker? Its order against the merged order on the validation ``rows``, paired per request.
+    ``level`` > 0: only when the lower end of the paired bootstrap interval (two-sided ``level``) of
+    ranker / merged NDCG@10 is above 1; the epoch was picked on these same users, so a plain "higher"
+    lets noise through. ``level`` 0: whenever its mean is higher. -> (serve, the gate's numbers)."""
+    chosen = [requests[i] for i in rows.tolist()]
+    served = _served_items(pipeline, chosen, [merged[i] for i in rows.tolist()])
+    lists = [np.zeros(0, np.int64)] * len(task)
+    for row, items in zip(rows.tolist(), served, strict=True):
+        lists[row] = items
+    ranked = list_values(lists, task, rows)["NDCG@10"]
+    base = list_values([m.items for m in merged], task, rows)["NDCG@10"]
+    if level <= 0 or np.nansum(base) <= 0:
+        higher = float(np.nanmean(ranked)) > float(np.nanmean(base))
+        return higher, {"gate_ratio": float(np.nansum(ranked) / max(np.nansum(base), 1e-12))}
+    interval = paired_ratio_interval(ranked, base, level=level, seed=0)
+    return interval.low > 1.0, {"gate_ratio": interval.ratio, "gate_low": interval.low}
+
+
 def _served_items(
     pipeline: ServedPipeline, requests: list[CandidateRequest], merged: list[MergedCandidates]
 ) -> list[np.ndarray]:
@@ -511,7 +541,17 @@ def run_seed(
             valid[f"{name}_NDCG@10"] = list_metrics(source_items, periods.ranker, valid_rows)["NDCG@10"]
     if ranker_log:  # the ranker holds its best validation epoch, scored on these same rows during training
         valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
-    use_ranker = ranker is not None and valid["ranker_NDCG@10"] > valid["merged_NDCG@10"]
+    use_ranker = False
+    if ranker is not None:
+        use_ranker, gate = ranker_gate(
+            ServedPipeline(generator, ranker),
+            ranker_requests,
+            ranker_merged,
+            periods.ranker,
+            valid_rows,
+            settings.ranker_gate_level,
+        )
+        valid.update(gate)
 
     if settings.refit_before_test:
         started = time.perf_counter()
