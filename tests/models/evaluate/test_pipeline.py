@@ -161,3 +161,52 @@ def test_a_tiny_validation_period_is_skipped_with_a_note_not_a_crash(tmp_path: P
     )
     assert report.notes[0] == f"{len(periods.test)}/{len(periods.ranker)}"  # the caller's notes come first
     assert any(note.startswith("Skipped: ranker not trained") for note in report.notes)
+
+
+class _TargetRanker:
+    """Scores an item by whether it is some request's target (sign +1: the oracle, -1: the anti-oracle)."""
+
+    candidate_sources: tuple[str, ...] = ()
+
+    def __init__(self, targets: set[int], sign: float) -> None:
+        self.targets, self.sign = targets, sign
+
+    def score_batch(self, histories, contexts, candidates, source_ranks=None):  # type: ignore[no-untyped-def]
+        return [self.sign * np.isin(items, list(self.targets)).astype(np.float32) for items in candidates]
+
+
+@pytest.mark.parametrize(
+    ("sign", "level", "served"),
+    [(1.0, 0.8, True), (-1.0, 0.8, False), (0.0, 0.8, False), (0.0, 0.0, False), (1.0, 0.0, True)],
+)
+def test_the_gate_serves_a_ranker_only_for_a_validation_win(
+    dataset: Dataset, sign: float, level: float, served: bool
+) -> None:
+    from models.candidates.generator import CandidateGenerator
+    from models.candidates.merge import MergedCandidates
+    from models.candidates.served import ServedPipeline
+    from models.evaluate.pipeline import candidate_requests, ranker_gate
+
+    task = pipeline_periods(dataset, "leave-last-out").ranker
+    targets = {int(t) for t in task.targets[task.target_mask].tolist()}
+    fillers = np.asarray([i for i in range(2, dataset.num_items) if i not in targets][:9], dtype=np.int64)
+    merged = []
+    for row in range(len(task)):  # the target sixth in every merged list
+        items = np.insert(fillers, 5, task.targets[row, 0])
+        merged.append(
+            MergedCandidates(
+                items,
+                -np.arange(10, dtype=np.float32),
+                np.zeros((10, 0), np.int64),
+                np.zeros((10, 0), np.float32),
+                (),
+            )
+        )
+    generator = CandidateGenerator([], MergeConfig((), (), ()))
+    pipeline = ServedPipeline(generator, _TargetRanker(targets, sign))  # type: ignore[arg-type]
+    rows = np.arange(len(task))
+    serve, numbers = ranker_gate(pipeline, candidate_requests(task, None), merged, task, rows, level)
+    assert serve is served
+    # NDCG@10 of a target at position p is 1 / log2(p + 1): merged p = 6, oracle 1, anti-oracle 10
+    expected = {1.0: np.log2(7), -1.0: np.log2(7) / np.log2(11), 0.0: 1.0}[sign]
+    assert numbers["gate_ratio"] == pytest.approx(expected, rel=1e-6)
