@@ -93,12 +93,15 @@ def test_default_bundle_serves_the_replayed_pipeline(dataset: Dataset, tmp_path:
     assert loaded.ranker.candidate_sources == tuple(serving["merge"]["sources"])
     served = serving_pipeline(
         serving,
-        bundle_sources(loaded.index, loaded.cooccurrence.scorer, loaded.popularity),
+        bundle_sources(
+            loaded.index, loaded.cooccurrence.scorer, loaded.popularity, loaded.catalogue.category
+        ),
         loaded.ranker,
         50,
     )
     assert served.use_ranker == serving["ranker_served"]
     assert served.generator.config.weights == tuple(serving["merge"]["weights"])
+    assert "category" in serving["merge"]["sources"]  # the catalogue's categories feed a source
     _, history = next(loaded.recent_histories())
     context = RequestContext(timestamp=int(history.timestamp[-1]) + 1)
     vector = loaded.encoder.encode([history], [context])[0]
