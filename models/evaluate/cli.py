@@ -85,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pipeline: the ranker reads how each candidate (and its category) matches the history "
         "(models/ranker/match.py; default: yes)",
     )
+    parser.add_argument(
+        "--ranker-gate-level",
+        type=float,
+        default=0.8,
+        help="pipeline: serve the ranker only when the paired bootstrap interval (this two-sided level) of "
+        "ranker / merged validation NDCG@10 lies above 1; 0 = whenever its mean is higher (default 0.8)",
+    )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument(
         "--dataset",
