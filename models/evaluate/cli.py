@@ -86,11 +86,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(models/ranker/match.py; default: yes)",
     )
     parser.add_argument(
+        "--ranker-gate-share",
+        type=float,
+        default=0.5,
+        help="pipeline: share of the validation users that only gate the ranker (they pick no epoch); "
+        "0 = the same users pick the epoch and gate (default 0.5)",
+    )
+    parser.add_argument(
         "--ranker-gate-level",
         type=float,
-        default=0.8,
-        help="pipeline: serve the ranker only when the paired bootstrap interval (this two-sided level) of "
-        "ranker / merged validation NDCG@10 lies above 1; 0 = whenever its mean is higher (default 0.8)",
+        default=0.0,
+        help="pipeline: 0 = serve the ranker when its gate NDCG@10 is higher than the merged order's; > 0 = "
+        "only when the paired bootstrap interval (this two-sided level) of ranker / merged lies above 1",
     )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument(

@@ -56,9 +56,12 @@ class PipelineSettings:
     # score flat: early stopping waits longer than the encoder's before it may fire
     ranker_patience: int = 5
     ranker_min_epochs: int = 6
-    # the gate: served only when the validation interval of ranker / merged NDCG@10 at this two-sided
-    # level lies above 1 (0.8: one-sided 90%); 0 = when its mean is higher (``ranker_gate``)
-    ranker_gate_level: float = 0.8
+    # the gate (``ranker_gate``): this share of the validation users picks no epoch and only judges the
+    # ranker against the merged order (0 = the same users do both, and the best of many noisy epochs is
+    # judged on the users that picked it); served when its mean NDCG@10 there is higher or, with a level
+    # > 0, when the paired bootstrap interval of ranker / merged at that two-sided level lies above 1
+    ranker_gate_share: float = 0.5
+    ranker_gate_level: float = 0.0
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     total: int = 200
@@ -415,10 +418,10 @@ def ranker_gate(
     rows: np.ndarray,
     level: float,
 ) -> tuple[bool, dict[str, float]]:
-    """Serve the ranker? Its order against the merged order on the validation ``rows``, paired per request.
+    """Serve the ranker? Its order against the merged order on the gate's ``rows`` (validation users that
+    did not pick its epoch), paired per request. ``level`` 0: whenever its mean NDCG@10 is higher;
     ``level`` > 0: only when the lower end of the paired bootstrap interval (two-sided ``level``) of
-    ranker / merged NDCG@10 is above 1; the epoch was picked on these same users, so a plain "higher"
-    lets noise through. ``level`` 0: whenever its mean is higher. -> (serve, the gate's numbers)."""
+    ranker / merged NDCG@10 is above 1. -> (serve, the gate's numbers: gate_ratio, gate_low)."""
     chosen = [requests[i] for i in rows.tolist()]
     served = _served_items(pipeline, chosen, [merged[i] for i in rows.tolist()])
     lists = [np.zeros(0, np.int64)] * len(task)
@@ -509,6 +512,7 @@ def run_seed(
     generator = CandidateGenerator(list(sources.values()), merge)
     ranker_merged = merged_lists(generator, ranker_requests, ranker_lists, merge)
 
+    select_rows, gate_rows = _gate_split(periods.ranker.users, valid_rows, settings.ranker_gate_share, rng)
     started = time.perf_counter()
     ranker: Any = None
     ranker_log: list[dict[str, float]] = []
@@ -523,7 +527,7 @@ def run_seed(
             names,
             settings,
             seed,
-            valid_rows,
+            select_rows,
             generator,
         )
     else:
@@ -548,9 +552,10 @@ def run_seed(
             ranker_requests,
             ranker_merged,
             periods.ranker,
-            valid_rows,
+            gate_rows,
             settings.ranker_gate_level,
         )
+        gate["gate_requests"] = float(len(gate_rows))
         valid.update(gate)
 
     if settings.refit_before_test:
@@ -616,6 +621,19 @@ def _ranker_period_rows(
     chosen = rng.choice(distinct, size=max(1, int(len(distinct) * valid_share)), replace=False)
     is_valid = np.isin(users, chosen)
     return np.flatnonzero(is_valid), np.flatnonzero(~is_valid)
+
+
+def _gate_split(
+    users: np.ndarray, valid_rows: np.ndarray, gate_share: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The validation rows -> (rows that pick the ranker's epoch, rows that gate it), split by user.
+    ``gate_share`` 0, or too few users: both are all the validation rows."""
+    if gate_share <= 0 or len(valid_rows) < 2:
+        return valid_rows, valid_rows
+    gate, select = _ranker_period_rows(users[valid_rows], gate_share, rng)
+    if len(gate) == 0 or len(select) == 0:
+        return valid_rows, valid_rows
+    return valid_rows[select], valid_rows[gate]
 
 
 def _found_any(task: EvalTask, merged: list[MergedCandidates], row: int) -> bool:

@@ -210,3 +210,16 @@ def test_the_gate_serves_a_ranker_only_for_a_validation_win(
     # NDCG@10 of a target at position p is 1 / log2(p + 1): merged p = 6, oracle 1, anti-oracle 10
     expected = {1.0: np.log2(7), -1.0: np.log2(7) / np.log2(11), 0.0: 1.0}[sign]
     assert numbers["gate_ratio"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_gate_users_pick_no_epoch() -> None:
+    from models.evaluate.pipeline import _gate_split
+
+    users = np.repeat(np.arange(40), 3)  # three requests per user
+    valid_rows = np.flatnonzero(users % 2 == 0)
+    select, gate = _gate_split(users, valid_rows, 0.5, np.random.default_rng(0))
+    assert len(select) and len(gate)
+    assert not set(users[select].tolist()) & set(users[gate].tolist())  # split by user
+    assert sorted(np.r_[select, gate].tolist()) == valid_rows.tolist()
+    same_select, same_gate = _gate_split(users, valid_rows, 0.0, np.random.default_rng(0))
+    assert np.array_equal(same_select, valid_rows) and np.array_equal(same_gate, valid_rows)
