@@ -64,6 +64,7 @@ class PipelineSettings:
     ranker_gate_level: float = 0.0
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
+    ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout
     total: int = 200
     quotas: dict[str, int] = field(
         default_factory=lambda: {
@@ -347,6 +348,7 @@ def _ranker_training(
         use_retrieval_rank=True,  # the merged position: the ranker starts from the order it must beat
         rank_prior=settings.ranker_rank_prior,  # ... and, as a residual on it, returns it before training
         match_features=settings.ranker_match_features,
+        item_id_dropout=settings.ranker_item_id_dropout,
         serving_weights=(1.0, 0.0, 0.0),  # test targets are any interaction: the level-1 head decides
     )
     train_config = replace(

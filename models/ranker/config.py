@@ -70,6 +70,9 @@ class RankerConfig:
     # how often, how recently) enter every candidate token and, through a zero-initialised linear term,
     # every task logit. False = off (older checkpoints)
     match_features: bool = False
+    # training only: this share of item ids (history, anchors, candidates) read the unknown row, their
+    # category kept; a regulariser for small ranker periods (0 = off)
+    item_id_dropout: float = 0.0
     popular_days: int = 7
 
     def __post_init__(self) -> None:

@@ -102,7 +102,14 @@ class TokenEmbedder(nn.Module):
             nn.init.normal_(table.weight, std=0.02)
 
     def _item_features(self, ids: torch.Tensor, projection: ItemProjection) -> torch.Tensor:
-        return projection(self.item(ids), self.category(self.item_category[ids]))
+        """ids [...] -> [..., d]. In training, ``config.item_id_dropout`` of the real ids read the unknown
+        row (their category stays), so the ranker cannot lean on memorised ids alone."""
+        category = self.category(self.item_category[ids])
+        rate = self.config.item_id_dropout
+        if self.training and rate > 0:
+            dropped = (torch.rand(ids.shape, device=ids.device) < rate) & (ids > 1)
+            ids = torch.where(dropped, torch.ones_like(ids), ids)
+        return projection(self.item(ids), category)
 
     def context(self, batch: RankerBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (tokens [B, T, d], valid [B, T] bool) with T = config.context_len."""

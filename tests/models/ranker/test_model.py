@@ -135,3 +135,21 @@ def test_a_rank_prior_ranker_starts_from_the_merged_order_and_its_paths_agree(ma
 def test_a_rank_prior_needs_the_merged_position() -> None:
     with pytest.raises(ValueError, match="use_retrieval_rank"):
         tiny_model(tiny_config(rank_prior=1.0))
+
+
+def test_item_id_dropout_hides_ids_in_training_only() -> None:
+    config = tiny_config(item_id_dropout=1.0, dropout=0.0)
+    model = tiny_model(config)
+    batch = random_batch(config, batch_size=1, num_candidates=5)
+    unknown = torch.ones_like(batch.candidate_item)
+    embed = model.embed
+    with torch.no_grad():
+        model.train()
+        hidden = embed._item_features(batch.candidate_item, embed.candidate_items)
+        model.eval()
+        shown = embed._item_features(batch.candidate_item, embed.candidate_items)
+        # id 1 with each candidate's own category: what every dropped id reads
+        category = embed.category(embed.item_category[batch.candidate_item])
+        expected = embed.candidate_items(embed.item(unknown), category)
+    assert torch.allclose(hidden, expected)
+    assert not torch.allclose(shown, expected)
