@@ -33,7 +33,7 @@ MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
 SOURCE_ORDER = ("ann", "cooccurrence", "category", "recent", "popular")  # the merge's and ranker's order
-MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on (the gate uses them all)
+MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on
 
 
 @dataclass(frozen=True)
@@ -398,14 +398,9 @@ def _ranker_training(
     torch.manual_seed(seed)
     model = OnePieceRanker(config, sizes, torch.from_numpy(dataset.catalogue.category))
     ranker = TorchCandidateRanker(model, anchors, dataset.funnel, f"ranker-{dataset.name}-{seed}")
-    valid_requests = [requests[i] for i in valid_rows.tolist()]
-    valid_merged = [merged[i] for i in valid_rows.tolist()]
 
     def validate(_: OnePieceRanker) -> dict[str, float]:
-        served = _served_items(ServedPipeline(generator, ranker), valid_requests, valid_merged)
-        lists = [np.zeros(0, np.int64)] * len(task)
-        for row, items in zip(valid_rows.tolist(), served, strict=True):
-            lists[row] = items
+        lists = _served_on_rows(ServedPipeline(generator, ranker), requests, merged, len(task), valid_rows)
         return list_metrics(lists, task, valid_rows)
 
     state = train_ranker(model, data, train_config, progress=settings.progress, validate=validate)
@@ -424,11 +419,7 @@ def ranker_gate(
     did not pick its epoch), paired per request. ``level`` 0: whenever its mean NDCG@10 is higher;
     ``level`` > 0: only when the lower end of the paired bootstrap interval (two-sided ``level``) of
     ranker / merged NDCG@10 is above 1. -> (serve, the gate's numbers: gate_ratio, gate_low)."""
-    chosen = [requests[i] for i in rows.tolist()]
-    served = _served_items(pipeline, chosen, [merged[i] for i in rows.tolist()])
-    lists = [np.zeros(0, np.int64)] * len(task)
-    for row, items in zip(rows.tolist(), served, strict=True):
-        lists[row] = items
+    lists = _served_on_rows(pipeline, requests, merged, len(task), rows)
     ranked = list_values(lists, task, rows)["NDCG@10"]
     base = list_values([m.items for m in merged], task, rows)["NDCG@10"]
     if level <= 0 or np.nansum(base) <= 0:
@@ -436,6 +427,21 @@ def ranker_gate(
         return higher, {"gate_ratio": float(np.nansum(ranked) / max(np.nansum(base), 1e-12))}
     interval = paired_ratio_interval(ranked, base, level=level, seed=0)
     return interval.low > 1.0, {"gate_ratio": interval.ratio, "gate_low": interval.low}
+
+
+def _served_on_rows(
+    pipeline: ServedPipeline,
+    requests: list[CandidateRequest],
+    merged: list[MergedCandidates],
+    count: int,
+    rows: np.ndarray,
+) -> list[np.ndarray]:
+    """The served lists of ``rows`` in a list of ``count`` (empty elsewhere), as the metrics read them."""
+    served = _served_items(pipeline, [requests[i] for i in rows.tolist()], [merged[i] for i in rows.tolist()])
+    lists = [np.zeros(0, np.int64)] * count
+    for row, items in zip(rows.tolist(), served, strict=True):
+        lists[row] = items
+    return lists
 
 
 def _served_items(
@@ -545,7 +551,9 @@ def run_seed(
         for column, name in enumerate(names):  # each source alone on the same users: what the tuning saw
             source_items = [lists[column].items for lists in ranker_lists]
             valid[f"{name}_NDCG@10"] = list_metrics(source_items, periods.ranker, valid_rows)["NDCG@10"]
-    if ranker_log:  # the ranker holds its best validation epoch, scored on these same rows during training
+    # the ranker holds its best epoch, scored during training on the rows that pick it (all validation
+    # rows without a gate share, else the half outside the gate): not the rows of merged_NDCG@10 above
+    if ranker_log:
         valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
     use_ranker = False
     if ranker is not None:
