@@ -86,18 +86,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(models/ranker/match.py; default: yes)",
     )
     parser.add_argument(
-        "--ranker-gate-share",
-        type=float,
-        default=0.5,
-        help="pipeline: share of the validation users that only gate the ranker (they pick no epoch); "
-        "0 = the same users pick the epoch and gate (default 0.5)",
+        "--ranker-gate-folds",
+        type=int,
+        default=5,
+        help="pipeline: the gate cross-fits over this many folds of validation users: each fold judges the "
+        "epoch the others pick; 1 = the same users pick the epoch and judge it (default 5)",
     )
     parser.add_argument(
         "--ranker-gate-level",
         type=float,
         default=0.0,
-        help="pipeline: 0 = serve the ranker when its gate NDCG@10 is higher than the merged order's; > 0 = "
-        "only when the paired bootstrap interval (this two-sided level) of ranker / merged lies above 1",
+        help="pipeline: 0 = serve the ranker when its cross-fitted NDCG@10 is higher than the merged "
+        "order's; > 0 = only when the paired bootstrap interval (this two-sided level) of ranker / merged "
+        "lies above 1",
     )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument(

@@ -27,6 +27,7 @@ from models.evaluate.bootstrap import paired_ratio_interval
 from models.evaluate.metrics import ranking_metrics
 from models.evaluate.pipeline_data import PipelinePeriods
 from models.evaluate.protocols import EvalTask
+from models.train.loop import TrainState, improved
 
 PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
@@ -56,11 +57,12 @@ class PipelineSettings:
     # score flat: early stopping waits longer than the encoder's before it may fire
     ranker_patience: int = 5
     ranker_min_epochs: int = 6
-    # the gate (``ranker_gate``): this share of the validation users picks no epoch and only judges the
-    # ranker against the merged order (0 = the same users do both, and the best of many noisy epochs is
-    # judged on the users that picked it); served when its mean NDCG@10 there is higher or, with a level
-    # > 0, when the paired bootstrap interval of ranker / merged at that two-sided level lies above 1
-    ranker_gate_share: float = 0.5
+    # the gate (``ranker_gate``): the validation users fall into this many folds (by user); each fold
+    # judges, against the merged order, the epoch that the other folds would have picked, so every
+    # validation request judges and none judges an epoch it picked (1 = the same users pick and judge).
+    # Served when the cross-fitted mean NDCG@10 is higher or, with a level > 0, when the paired bootstrap
+    # interval of ranker / merged at that two-sided level lies above 1
+    ranker_gate_folds: int = 5
     ranker_gate_level: float = 0.0
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
@@ -329,9 +331,10 @@ def _ranker_training(
     seed: int,
     valid_rows: np.ndarray,
     generator: CandidateGenerator,
-) -> tuple[Any, list[dict[str, float]]]:
+) -> tuple[Any, list[dict[str, float]], np.ndarray]:
     """Trains the ranker on the merged candidates of ``rows`` (positives only where a source found them);
-    the epoch kept is the one with the best validation NDCG@10 over ``valid_rows`` (the gate's users)."""
+    the epoch kept is the one with the best validation NDCG@10 over ``valid_rows``. -> (ranker, history,
+    per-epoch NDCG@10 of every validation request [E, len(valid_rows)], what the gate cross-fits)."""
     from models.ranker.config import preset
     from models.ranker.model import OnePieceRanker
     from models.ranker.samples import RankingRequest
@@ -399,34 +402,61 @@ def _ranker_training(
     model = OnePieceRanker(config, sizes, torch.from_numpy(dataset.catalogue.category))
     ranker = TorchCandidateRanker(model, anchors, dataset.funnel, f"ranker-{dataset.name}-{seed}")
 
+    epoch_values: list[np.ndarray] = []
+
     def validate(_: OnePieceRanker) -> dict[str, float]:
         lists = _served_on_rows(ServedPipeline(generator, ranker), requests, merged, len(task), valid_rows)
-        return list_metrics(lists, task, valid_rows)
+        values = list_values(lists, task, valid_rows)
+        epoch_values.append(values["NDCG@10"])
+        return {name: float(np.nanmean(values[name])) for name in PIPELINE_METRICS}
 
     state = train_ranker(model, data, train_config, progress=settings.progress, validate=validate)
-    return ranker, state.history
+    return ranker, state.history, np.stack(epoch_values)
 
 
 def ranker_gate(
-    pipeline: ServedPipeline,
-    requests: list[CandidateRequest],
-    merged: list[MergedCandidates],
-    task: EvalTask,
-    rows: np.ndarray,
+    epoch_values: np.ndarray,
+    train_losses: np.ndarray,
+    base: np.ndarray,
+    folds: np.ndarray,
     level: float,
 ) -> tuple[bool, dict[str, float]]:
-    """Serve the ranker? Its order against the merged order on the gate's ``rows`` (validation users that
-    did not pick its epoch), paired per request. ``level`` 0: whenever its mean NDCG@10 is higher;
-    ``level`` > 0: only when the lower end of the paired bootstrap interval (two-sided ``level``) of
-    ranker / merged NDCG@10 is above 1. -> (serve, the gate's numbers: gate_ratio, gate_low)."""
-    lists = _served_on_rows(pipeline, requests, merged, len(task), rows)
-    ranked = list_values(lists, task, rows)["NDCG@10"]
-    base = list_values([m.items for m in merged], task, rows)["NDCG@10"]
+    """Serve the ranker? Cross-fitted against the merged order on every validation request.
+
+    epoch_values [E, V]: NDCG@10 of the ranker's served list per epoch and validation request; train_losses
+    [E]: each epoch's training loss (the loop's tie-break); base [V]: the merged order's NDCG@10; folds [V]:
+    each request's fold (by user). Each fold is judged at the epoch the other folds pick by the training
+    loop's own rule (one fold: the epoch it picks itself). ``level`` 0: served whenever the cross-fitted mean
+    NDCG@10 is higher; ``level`` > 0: only when the lower end of the paired bootstrap interval (two-sided
+    ``level``) of ranker / merged NDCG@10 is above 1. -> (serve, gate_ratio, gate_low, gate_requests)."""
+    judged = np.full(base.shape, np.nan)
+    for fold in np.unique(folds).tolist():
+        judge = folds == fold
+        picks = ~judge if (~judge).any() else judge
+        scores = np.array([_mean_or_zero(v[picks]) for v in epoch_values])
+        judged[judge] = epoch_values[pick_epoch(scores, train_losses), judge]
+    numbers = {"gate_requests": float(np.isfinite(base).sum())}
     if level <= 0 or np.nansum(base) <= 0:
-        higher = float(np.nanmean(ranked)) > float(np.nanmean(base))
-        return higher, {"gate_ratio": float(np.nansum(ranked) / max(np.nansum(base), 1e-12))}
-    interval = paired_ratio_interval(ranked, base, level=level, seed=0)
-    return interval.low > 1.0, {"gate_ratio": interval.ratio, "gate_low": interval.low}
+        higher = float(np.nanmean(judged)) > float(np.nanmean(base))
+        return higher, {**numbers, "gate_ratio": float(np.nansum(judged) / max(np.nansum(base), 1e-12))}
+    interval = paired_ratio_interval(judged, base, level=level, seed=0)
+    return interval.low > 1.0, {**numbers, "gate_ratio": interval.ratio, "gate_low": interval.low}
+
+
+def _mean_or_zero(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
+
+
+def pick_epoch(scores: np.ndarray, train_losses: np.ndarray) -> int:
+    """Index of the epoch the training loop keeps, given each epoch's validation score [E] and training loss
+    [E] (``models.train.loop.improved``: the higher score, an equal one to the lower loss)."""
+    state = TrainState()
+    best = 0
+    for index, (score, loss) in enumerate(zip(scores.tolist(), train_losses.tolist(), strict=True)):
+        record = {"val_NDCG@10": score, "train_loss": loss}
+        if improved(record, state):
+            best, state.best_score, state.best_loss = index, score, loss
+    return best
 
 
 def _served_on_rows(
@@ -520,13 +550,13 @@ def run_seed(
     generator = CandidateGenerator(list(sources.values()), merge)
     ranker_merged = merged_lists(generator, ranker_requests, ranker_lists, merge)
 
-    select_rows, gate_rows = _gate_split(periods.ranker.users, valid_rows, settings.ranker_gate_share, rng)
     started = time.perf_counter()
     ranker: Any = None
     ranker_log: list[dict[str, float]] = []
+    epoch_values = np.zeros((0, len(valid_rows)))
     trainable = [r for r in train_rows.tolist() if _found_any(periods.ranker, ranker_merged, r)]
     if len(valid_rows) and trainable:
-        ranker, ranker_log = _ranker_training(
+        ranker, ranker_log, epoch_values = _ranker_training(
             dataset,
             periods,
             ranker_requests,
@@ -535,7 +565,7 @@ def run_seed(
             names,
             settings,
             seed,
-            select_rows,
+            valid_rows,
             generator,
         )
     else:
@@ -545,27 +575,27 @@ def run_seed(
         )
     seconds["ranker"] = time.perf_counter() - started
     valid: dict[str, float] = dict(fusion_scores)
+    merged_values = np.zeros(0)
     if len(valid_rows):
-        merged_items = [m.items for m in ranker_merged]
-        valid["merged_NDCG@10"] = list_metrics(merged_items, periods.ranker, valid_rows)["NDCG@10"]
+        merged_values = list_values([m.items for m in ranker_merged], periods.ranker, valid_rows)["NDCG@10"]
+        valid["merged_NDCG@10"] = float(np.nanmean(merged_values))
         for column, name in enumerate(names):  # each source alone on the same users: what the tuning saw
             source_items = [lists[column].items for lists in ranker_lists]
             valid[f"{name}_NDCG@10"] = list_metrics(source_items, periods.ranker, valid_rows)["NDCG@10"]
-    # the ranker holds its best epoch, scored during training on the rows that pick it (all validation
-    # rows without a gate share, else the half outside the gate): not the rows of merged_NDCG@10 above
+    # the ranker holds its best epoch, scored during training on all validation rows: the best of many
+    # noisy epochs, so the gate judges the cross-fitted epochs rather than this score
     if ranker_log:
         valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
     use_ranker = False
     if ranker is not None:
+        folds = _user_folds(periods.ranker.users[valid_rows], settings.ranker_gate_folds, rng)
         use_ranker, gate = ranker_gate(
-            ServedPipeline(generator, ranker),
-            ranker_requests,
-            ranker_merged,
-            periods.ranker,
-            gate_rows,
+            epoch_values,
+            np.asarray([row["train_loss"] for row in ranker_log]),
+            merged_values,
+            folds,
             settings.ranker_gate_level,
         )
-        gate["gate_requests"] = float(len(gate_rows))
         valid.update(gate)
 
     if settings.refit_before_test:
@@ -633,17 +663,14 @@ def _ranker_period_rows(
     return np.flatnonzero(is_valid), np.flatnonzero(~is_valid)
 
 
-def _gate_split(
-    users: np.ndarray, valid_rows: np.ndarray, gate_share: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """The validation rows -> (rows that pick the ranker's epoch, rows that gate it), split by user.
-    ``gate_share`` 0, or too few users: both are all the validation rows."""
-    if gate_share <= 0 or len(valid_rows) < 2:
-        return valid_rows, valid_rows
-    gate, select = _ranker_period_rows(users[valid_rows], gate_share, rng)
-    if len(gate) == 0 or len(select) == 0:
-        return valid_rows, valid_rows
-    return valid_rows[select], valid_rows[gate]
+def _user_folds(users: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Requests' users [V] -> each request's fold in [0, folds) [V], every user's requests in one fold
+    (all 0 with ``folds`` < 2 or fewer than two users)."""
+    distinct = np.unique(users)
+    if folds < 2 or len(distinct) < 2:
+        return np.zeros(len(users), np.int64)
+    fold_of = rng.permutation(len(distinct)) % min(folds, len(distinct))
+    return fold_of[np.searchsorted(distinct, users)].astype(np.int64)
 
 
 def _found_any(task: EvalTask, merged: list[MergedCandidates], row: int) -> bool:

@@ -92,7 +92,9 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     # the served row is the ranker's when it won on validation, else exactly the merged order
     chosen = "ranker_over_merged" if outcome.ranker_served else "merged"
     assert outcome.metrics["pipeline"] == outcome.metrics[chosen]
-    assert outcome.ranker_served == (outcome.valid["ranker_NDCG@10"] > outcome.valid["merged_NDCG@10"])
+    # ... as its cross-fitted gate decided on every validation request
+    assert outcome.ranker_served == (outcome.valid["gate_ratio"] > 1.0)
+    assert outcome.valid["gate_requests"] > 0
     assert isinstance(outcome.merge, MergeConfig) and outcome.merge.allow_seen
     assert "refit" in outcome.seconds  # the test was answered by sources refitted on fit + ranker periods
     assert {f"{name}_NDCG@10" for name in outcome.merge.sources} <= set(outcome.valid)
@@ -175,17 +177,12 @@ class _TargetRanker:
         return [self.sign * np.isin(items, list(self.targets)).astype(np.float32) for items in candidates]
 
 
-@pytest.mark.parametrize(
-    ("sign", "level", "served"),
-    [(1.0, 0.8, True), (-1.0, 0.8, False), (0.0, 0.8, False), (0.0, 0.0, False), (1.0, 0.0, True)],
-)
-def test_the_gate_serves_a_ranker_only_for_a_validation_win(
-    dataset: Dataset, sign: float, level: float, served: bool
-) -> None:
+@pytest.mark.parametrize("sign", [1.0, -1.0, 0.0])
+def test_a_ranker_reorders_the_merged_list_it_is_served_on(dataset: Dataset, sign: float) -> None:
     from models.candidates.generator import CandidateGenerator
     from models.candidates.merge import MergedCandidates
     from models.candidates.served import ServedPipeline
-    from models.evaluate.pipeline import candidate_requests, ranker_gate
+    from models.evaluate.pipeline import _served_on_rows, candidate_requests, list_values
 
     task = pipeline_periods(dataset, "leave-last-out").ranker
     targets = {int(t) for t in task.targets[task.target_mask].tolist()}
@@ -204,22 +201,64 @@ def test_the_gate_serves_a_ranker_only_for_a_validation_win(
         )
     generator = CandidateGenerator([], MergeConfig((), (), ()))
     pipeline = ServedPipeline(generator, _TargetRanker(targets, sign))  # type: ignore[arg-type]
-    rows = np.arange(len(task))
-    serve, numbers = ranker_gate(pipeline, candidate_requests(task, None), merged, task, rows, level)
-    assert serve is served
+    rows = np.arange(0, len(task), 2)
+    lists = _served_on_rows(pipeline, candidate_requests(task, None), merged, len(task), rows)
+    assert all(len(lists[r]) == 0 for r in range(1, len(task), 2))  # only the chosen rows are served
+    ndcg = list_values(lists, task, rows)["NDCG@10"]
     # NDCG@10 of a target at position p is 1 / log2(p + 1): merged p = 6, oracle 1, anti-oracle 10
-    expected = {1.0: np.log2(7), -1.0: np.log2(7) / np.log2(11), 0.0: 1.0}[sign]
-    assert numbers["gate_ratio"] == pytest.approx(expected, rel=1e-6)
+    expected = {1.0: 1.0, -1.0: 1 / np.log2(11), 0.0: 1 / np.log2(7)}[sign]
+    assert np.allclose(ndcg, expected)
 
 
-def test_the_gate_users_pick_no_epoch() -> None:
-    from models.evaluate.pipeline import _gate_split
+_BASE = np.full(40, 0.5)
+_FOLDS = np.arange(40) % 2
+_SPLIT = np.where(_FOLDS == 0, 0.9, 0.2)  # great on fold 0, poor on fold 1
+
+
+@pytest.mark.parametrize(
+    ("epochs", "level", "served", "ratio"),
+    [
+        ([_BASE, _BASE * 1.2], 0.0, True, 1.2),  # a win on every fold
+        ([_BASE, _BASE * 1.2], 0.8, True, 1.2),
+        ([_BASE, _BASE * 0.9], 0.0, False, 1.0),  # every fold picks the untouched first epoch
+        ([_BASE * 0.9, _BASE * 0.8], 0.0, False, 0.9),
+        # each noisy epoch wins where it is picked and loses where it is judged: the best epoch's own
+        # score (0.55) beats the merged order (0.5), the cross-fitted one does not
+        ([_SPLIT, _SPLIT[::-1].copy()], 0.0, False, 0.4),
+    ],
+)
+def test_the_gate_judges_each_fold_at_the_epoch_the_other_folds_pick(
+    epochs: list[np.ndarray], level: float, served: bool, ratio: float
+) -> None:
+    from models.evaluate.pipeline import ranker_gate
+
+    values = np.stack(epochs)
+    serve, numbers = ranker_gate(values, np.ones(len(values)), _BASE, _FOLDS, level)
+    assert serve is served
+    assert numbers["gate_ratio"] == pytest.approx(ratio)
+    assert numbers["gate_requests"] == 40
+    # one fold: the users that pick the epoch also judge it, and the noisy epoch gets through
+    serve_same, same = ranker_gate(values, np.ones(len(values)), _BASE, np.zeros(40, np.int64), level)
+    assert same["gate_ratio"] == pytest.approx(values.mean(axis=1).max() / 0.5)
+    assert serve_same is (same["gate_ratio"] > 1)
+
+
+def test_the_gate_picks_epochs_by_the_training_loops_rule() -> None:
+    from models.evaluate.pipeline import pick_epoch
+
+    assert pick_epoch(np.array([0.1, 0.3, 0.2]), np.array([3.0, 2.0, 1.0])) == 1  # the higher score
+    assert pick_epoch(np.array([0.0, 0.0, 0.0]), np.array([3.0, 2.0, 2.5])) == 1  # equal: the lower loss
+    assert pick_epoch(np.array([0.2, 0.2]), np.array([1.0, 1.0])) == 0  # all equal: the first
+
+
+def test_gate_folds_split_the_validation_users() -> None:
+    from models.evaluate.pipeline import _user_folds
 
     users = np.repeat(np.arange(40), 3)  # three requests per user
-    valid_rows = np.flatnonzero(users % 2 == 0)
-    select, gate = _gate_split(users, valid_rows, 0.5, np.random.default_rng(0))
-    assert len(select) and len(gate)
-    assert not set(users[select].tolist()) & set(users[gate].tolist())  # split by user
-    assert sorted(np.r_[select, gate].tolist()) == valid_rows.tolist()
-    same_select, same_gate = _gate_split(users, valid_rows, 0.0, np.random.default_rng(0))
-    assert np.array_equal(same_select, valid_rows) and np.array_equal(same_gate, valid_rows)
+    folds = _user_folds(users, 5, np.random.default_rng(0))
+    assert sorted(np.unique(folds).tolist()) == [0, 1, 2, 3, 4]
+    for user in range(40):  # every user's requests in one fold
+        assert len(np.unique(folds[users == user])) == 1
+    assert np.bincount(folds).tolist() == [24] * 5  # 8 users per fold
+    assert not _user_folds(users, 1, np.random.default_rng(0)).any()
+    assert not _user_folds(np.zeros(5, np.int64), 5, np.random.default_rng(0)).any()  # one user: one fold
