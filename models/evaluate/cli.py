@@ -86,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(models/ranker/match.py; default: yes)",
     )
     parser.add_argument(
+        "--ranker-lr", type=float, default=3e-4, help="pipeline: the ranker's learning rate (default 3e-4)"
+    )
+    parser.add_argument(
         "--ranker-gate-folds",
         type=int,
         default=5,

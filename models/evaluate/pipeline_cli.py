@@ -29,6 +29,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         ranker_epochs=args.ranker_epochs,
         refit_before_test=args.refit_before_test,
         ranker_match_features=args.ranker_match_features,
+        ranker_lr=args.ranker_lr,
         ranker_gate_folds=args.ranker_gate_folds,
         ranker_gate_level=args.ranker_gate_level,
         continue_epochs=args.continue_epochs,
