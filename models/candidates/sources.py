@@ -7,8 +7,9 @@ fills the answer from the others.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -44,6 +45,26 @@ class SourceList:
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
+
+
+T = TypeVar("T")
+
+
+class LastRequest(Generic[T]):
+    """``compute(request)``, remembered for the last request asked about. Score fusion asks a source
+    twice per request (its list, then its scores of the union); one tuple, read once: safe across threads."""
+
+    def __init__(self, compute: Callable[[CandidateRequest], T]) -> None:
+        self._compute = compute
+        self._last: tuple[CandidateRequest, T] | None = None
+
+    def __call__(self, request: CandidateRequest) -> T:
+        last = self._last
+        if last is not None and last[0] is request:
+            return last[1]
+        value = self._compute(request)
+        self._last = (request, value)
+        return value
 
 
 class CandidateSource(Protocol):
@@ -134,9 +155,7 @@ class CooccurrenceSource:
         self.indptr, self.indices, self.data = indptr, indices, data
         self.history_length = history_length
         self.decay = decay
-        # (request, its neighbour scores) of the last call: score fusion asks for them twice per request,
-        # once for the list and once for the union's scores (one tuple, read once: safe across threads)
-        self._last: tuple[CandidateRequest, tuple[np.ndarray, np.ndarray]] | None = None
+        self._neighbours = LastRequest(self._neighbour_scores)
 
     def seed_items(self, request: CandidateRequest) -> np.ndarray:
         """Anchors first (the caller's "more like these"), then the history, newest first. [m] int64."""
@@ -146,12 +165,7 @@ class CooccurrenceSource:
 
     def neighbour_scores(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
         """Every item some seed points to, with its score (no exclusions, no cut). -> ([m] int64, [m])."""
-        last = self._last
-        if last is not None and last[0] is request:
-            return last[1]
-        found = self._neighbour_scores(request)
-        self._last = (request, found)
-        return found
+        return self._neighbours(request)
 
     def _neighbour_scores(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
         seeds = self.seed_items(request)
@@ -276,9 +290,13 @@ class CategorySource:
         self.history_length = history_length
         self.decay = decay
         self.max_categories = max_categories
+        self._weights = LastRequest(self._category_weights)
 
     def category_weights(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
         """(categories [m] int64, weights [m] float64) of the recent history, heaviest first."""
+        return self._weights(request)
+
+    def _category_weights(self, request: CandidateRequest) -> tuple[np.ndarray, np.ndarray]:
         items = request.history.item[::-1][: self.history_length].astype(np.int64)
         items = items[(items >= FIRST_REAL_ID) & (items < len(self.category))]
         categories = self.category[items]

@@ -169,3 +169,13 @@ def test_cooccurrence_sums_once_per_request_for_list_and_fusion_scores() -> None
     assert other is not found and not np.array_equal(other[0], found[0])
     again = source.neighbour_scores(request([3, 9, 17]))  # an equal but new request is summed afresh
     assert again is not found and np.array_equal(again[0], found[0]) and np.allclose(again[1], found[1])
+
+
+def test_the_category_source_weighs_a_request_once_for_list_and_fusion_scores() -> None:
+    category = np.array([0, 0, 2, 2, 3, 3, 3], dtype=np.int64)
+    source = CategorySource(category, np.arange(7, dtype=np.float64))
+    first, second = request([2, 4]), request([5])
+    weights = source.category_weights(first)
+    assert source.category_weights(first) is weights
+    assert source.category_weights(second) is not weights
+    assert source.category_weights(second)[0].tolist() == [3]
