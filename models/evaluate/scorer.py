@@ -40,6 +40,8 @@ class EncoderBudget:
     # once validation has chosen the epoch, this many more on train + validation before testing (the
     # data the baselines are fitted on); 0 = test the validated weights as they are
     continue_epochs: int = 0
+    # validation cases (one per held-out user) that pick the epoch; more of them, a steadier score to stop on
+    valid_users: int = 1000
 
 
 @dataclass

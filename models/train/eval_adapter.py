@@ -84,7 +84,7 @@ def _fit(kind: str, fit: FitInput, **fixed: float) -> Scorer:
     dataset, split = fit.dataset, fit.split
     train_events = dataset.events.take(split.train)
     valid = next_item_cases(dataset, train_events, dataset.events.take(split.valid))
-    cases = subsample(valid, 1000, fit.seed)
+    cases = subsample(valid, budget.valid_users, fit.seed)
     # validation scored like the test: history items excluded when the test excludes them
     exclude = fit.protocol == "leave-last-out" if fit.exclude_seen is None else fit.exclude_seen
     result = fit_encoder(dataset, train_events, model_config, train, cases, valid_exclude_history=exclude)

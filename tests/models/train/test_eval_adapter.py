@@ -44,3 +44,24 @@ def test_the_retrieval_stage_continues_on_train_and_valid_when_asked(continue_ep
     )
     scorer = build_sasrec(FitInput(dataset, split, "leave-last-out", 0, 50, budget, exclude_seen=False))
     assert len(scorer.training.get("continued", [])) == continue_epochs
+
+
+def test_the_validation_sample_is_the_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.train.eval_adapter as adapter
+
+    config = SyntheticConfig(num_users=40, num_items=80, num_events=1_500, num_clusters=4, seed=1)
+    dataset = generate_synthetic(config)
+    split = protocol_split(dataset.events, "leave-last-out", None)
+    seen: list[int] = []
+    fit = adapter.fit_encoder
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(len(args[4].targets))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(adapter, "fit_encoder", spy)
+    for valid_users in (1000, 5):
+        budget = EncoderBudget(preset="tiny", epochs=1, overrides={"threads": 1}, valid_users=valid_users)
+        build_sasrec(FitInput(dataset, split, "leave-last-out", 0, 50, budget, exclude_seen=False))
+    # every user with a validation target (about one per user), then at most valid_users of them
+    assert 30 < seen[0] <= 40 and seen[1] == 5
