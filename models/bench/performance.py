@@ -141,12 +141,14 @@ def stage_floors(
             assert ranker is not None
             return ranker.score(requests[row][0], requests[row][1], pools[row])
 
-        generate = _candidate_stage(bundle, requests, vectors, candidates)
+        generate, served = _candidate_stage(bundle, requests, vectors, candidates)
         floors["encoder_ms"] = _p50(time_calls(encode, repeats))
         floors["ann_ms"] = _p50(time_calls(search, repeats))
         # every candidate source (ANN included), de-duplicated and merged: the stage the ranker reads
         floors["candidates_ms"] = _p50(time_calls(generate, repeats))
         floors["ranker_ms"] = _p50(time_calls(rank, repeats)) if ranker is not None else 0.0
+    # a bundle whose ranker lost its gate serves the merged order: its requests never run the ranker
+    floors["ranker_served"] = bool(served.use_ranker and ranker is not None)
     floors["json_ms"] = _p50(time_calls(_answer_json(20), repeats))
     read = _store_read(redis_url)
     floors["store_read_ms"] = _p50(time_calls(read, repeats)) if read is not None else 0.0
@@ -157,8 +159,9 @@ def stage_floors(
 
 def _candidate_stage(
     bundle: Any, requests: list[tuple[Any, Any]], vectors: np.ndarray, candidates: int
-) -> Callable[[], object]:
-    """One call of the bundle's served candidate generator (sources + merge), as the service builds it."""
+) -> tuple[Callable[[], object], Any]:
+    """(one call of the bundle's served candidate generator (sources + merge), as the service builds it;
+    the service's ``ServedPipeline``, which says whether the ranker runs)."""
     from models.candidates.from_bundle import bundle_sources, serving_pipeline
     from models.candidates.sources import CandidateRequest
 
@@ -166,13 +169,14 @@ def _candidate_stage(
     popularity = np.asarray(bundle.popularity, dtype=np.float32)
     sources = bundle_sources(bundle.index, scorer, popularity, np.asarray(bundle.catalogue.category))
     serving = dict(bundle.manifest.get("config") or {}).get("serving")
-    generator = serving_pipeline(serving, sources, bundle.ranker, candidates).generator
+    pipeline = serving_pipeline(serving, sources, bundle.ranker, candidates)
+    generator = pipeline.generator
     prepared = [
         CandidateRequest(history, context, vectors[row], np.unique(history.item).astype(np.int64))
         for row, (history, context) in enumerate(requests)
     ]
     rows = iter(range(10**9))
-    return lambda: generator.generate(prepared[next(rows) % len(prepared)])
+    return (lambda: generator.generate(prepared[next(rows) % len(prepared)])), pipeline
 
 
 def http_floor(port: int, seconds: float, log_dir: Path) -> dict[str, Any]:
@@ -299,14 +303,20 @@ def bench_bundle(name: str, bundle: Path, args: argparse.Namespace, log_dir: Pat
     redis_url = REDIS_URL if args.workers > 1 else None
     floors = stage_floors(bundle, args.repeats, redis_url, args.candidates, args.ranker_backend)
     floors["http_ms"] = args.http_floor["p50_ms"]
-    # candidates_ms holds the ANN search and the other sources with their merge
-    stages = ("http_ms", "store_read_ms", "candidates_ms", "ranker_ms", "json_ms")
-    cache_sum = sum(floors[k] for k in stages)
-    floors["sum_cache_ms"] = round(cache_sum, 3)
-    floors["sum_online_ms"] = round(cache_sum + floors["encoder_ms"], 3)
+    floors["sum_cache_ms"], floors["sum_online_ms"] = floor_sums(floors)
     logger.info("bundle %s: service over HTTP", name)
     paths = service_paths(bundle, args, floors["user_ids"], floors["item_ids"], log_dir)
     return {"bundle": str(bundle), "floors": floors, **paths}
+
+
+def floor_sums(floors: dict[str, Any]) -> tuple[float, float]:
+    """(cache path, online path) sums of the stage floors a request runs, ms: HTTP, store read, candidates
+    (the ANN search and the other sources with their merge), the ranker only where the bundle serves it
+    (``ranker_served``), the answer's JSON; the online path adds the encoder."""
+    stages = ("http_ms", "store_read_ms", "candidates_ms", "json_ms")
+    ranker = floors["ranker_ms"] if floors.get("ranker_served", True) else 0.0
+    cache = sum(floors[k] for k in stages) + ranker
+    return round(cache, 3), round(cache + floors["encoder_ms"], 3)
 
 
 def _headline(result: dict[str, Any]) -> dict[str, Any]:
@@ -359,9 +369,15 @@ def _markdown(report: dict[str, Any]) -> str:
         )
     lines += ["", "Stage floors (p50 ms, 1 thread, in-process; HTTP = bare FastAPI app at 1 connection):", ""]
     keys = ("http_ms", "store_read_ms", "ann_ms", "candidates_ms", "ranker_ms", "json_ms", "encoder_ms")
-    lines += ["| bundle | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += ["| bundle | " + " | ".join(keys) + " | ranker served |", "|---|" + "---|" * (len(keys) + 1)]
     for name, result in report["bundles"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{result['floors'][k]:.3f}" for k in keys) + " |")
+        floors = result["floors"]
+        served = floors.get("ranker_served", True)
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{floors[k]:.3f}" for k in keys)
+            + f" | {'yes' if served else 'no (not in the floor sum)'} |"
+        )
     lines += ["", "Load points (connections: rps, p50/p99 ms):", ""]
     for name, result in report["bundles"].items():
         for path in ("cache", "online"):
