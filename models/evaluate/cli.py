@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder-valid-users",
         type=int,
         default=1000,
-        help="retrieval: held-out validation users whose targets pick a neural retriever's epoch (default "
-        "1000; about +-0.01 NDCG@10 of noise between epochs on ML-1M)",
+        help="held-out validation users whose targets pick a neural retriever's epoch (retrieval; pipeline: "
+        "the session encoder's, on ranker-period targets; default 1000, about +-0.01 NDCG@10 of noise "
+        "between epochs on ML-1M)",
     )
     parser.add_argument(
         "--ranker-match-features",

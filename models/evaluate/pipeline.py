@@ -44,6 +44,7 @@ class PipelineSettings:
     encoder_preset: str = "quick"
     encoder_minutes: float = 3.0  # wall-clock cap per seed; 0 = no encoder (no ANN source)
     encoder_overrides: dict[str, Any] = field(default_factory=dict)
+    encoder_valid_users: int = 1000  # ranker-period targets (one per user) that pick the encoder's epoch
     ranker_preset: str = "quick"
     ranker_epochs: int = 4
     ranker_min_steps: int = 300  # small ranker periods (Taobao) get more epochs: at least this many updates
@@ -181,7 +182,7 @@ def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: Pipelin
     model_config, train = _encoder_configs(settings, seed)
     fit_events = periods.fit_events(dataset)
     valid = next_item_cases(dataset, fit_events, dataset.events.take(np.sort(periods.ranker_target_rows)))
-    cases = subsample(valid, 1000, seed)
+    cases = subsample(valid, settings.encoder_valid_users, seed)
     return fit_encoder(
         dataset, fit_events, model_config, train, cases, valid_exclude_history=periods.exclude_seen
     )
