@@ -46,8 +46,9 @@ QUICK_VALID_USERS = 500
 # continued on fit + ranker periods after the choices are made, the ranker a residual on the merged order;
 # 4: the merge may be score fusion (chosen on validation); 5: the category source, and the ranker reads
 # the candidate-vs-history match features with a longer patience, gated on held-out validation users;
-# 6: the ranker's gate cross-fitted over folds of validation users, its learning rate 3e-4
-RECIPE = "served-pipeline-6"
+# 6: the ranker's gate cross-fitted over folds of validation users, its learning rate 3e-4; 7: the
+# encoder's epoch picked on 5,000 ranker-period targets with patience 8
+RECIPE = "served-pipeline-7"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,

@@ -81,10 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder-valid-users",
         type=int,
-        default=1000,
+        default=None,
         help="held-out validation users whose targets pick a neural retriever's epoch (retrieval; pipeline: "
-        "the session encoder's, on ranker-period targets; default 1000, about +-0.01 NDCG@10 of noise "
-        "between epochs on ML-1M)",
+        "the session encoder's, on ranker-period targets; default 1000 for retrieval, about +-0.01 NDCG@10 "
+        "of noise between epochs on ML-1M, and 5000 for the pipeline)",
     )
     parser.add_argument(
         "--ranker-match-features",
@@ -172,7 +172,7 @@ def encoder_budget(args: argparse.Namespace) -> EncoderBudget:
         max_minutes=args.encoder_minutes,
         overrides=encoder_overrides(args),
         continue_epochs=args.continue_epochs,
-        valid_users=args.encoder_valid_users,
+        **({} if args.encoder_valid_users is None else {"valid_users": args.encoder_valid_users}),
     )
 
 

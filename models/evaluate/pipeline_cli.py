@@ -26,7 +26,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         encoder_preset=args.encoder_preset or "quick",
         encoder_minutes=3.0 if args.encoder_minutes is None else args.encoder_minutes,
         encoder_overrides=encoder_overrides(args),
-        encoder_valid_users=args.encoder_valid_users,
+        **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
         ranker_epochs=args.ranker_epochs,
         refit_before_test=args.refit_before_test,
         ranker_match_features=args.ranker_match_features,
