@@ -138,7 +138,11 @@ def list_metrics(
     lists: Sequence[np.ndarray], task: EvalTask, rows: np.ndarray | None = None
 ) -> dict[str, float]:
     """Mean NDCG@10, HR@10, Recall@50, MRR of served lists over the requests ``rows`` (default all)."""
-    values = list_values(lists, task, rows)
+    return metric_means(list_values(lists, task, rows))
+
+
+def metric_means(values: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per-request values (``list_values``) -> the mean of each of PIPELINE_METRICS over the requests."""
     return {name: float(np.nanmean(values[name])) for name in PIPELINE_METRICS}
 
 
@@ -416,7 +420,7 @@ def _ranker_training(
         lists = _served_on_rows(ServedPipeline(generator, ranker), requests, merged, len(task), valid_rows)
         values = list_values(lists, task, valid_rows)
         epoch_values.append(values["NDCG@10"])
-        return {name: float(np.nanmean(values[name])) for name in PIPELINE_METRICS}
+        return metric_means(values)
 
     state = train_ranker(model, data, train_config, progress=settings.progress, validate=validate)
     return ranker, state.history, np.stack(epoch_values)
