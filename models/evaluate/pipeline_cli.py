@@ -14,8 +14,16 @@ import numpy as np
 
 from models.data.schema import Dataset
 from models.evaluate.bootstrap import RatioInterval, paired_ratio_interval
-from models.evaluate.pipeline import PIPELINE_METRICS, PipelineSettings, history_share, run_seed
+from models.evaluate.ceiling import synthetic_ceiling_lists
+from models.evaluate.pipeline import (
+    PIPELINE_METRICS,
+    PipelineSettings,
+    history_share,
+    list_metrics,
+    run_seed,
+)
 from models.evaluate.pipeline_data import pipeline_periods
+from models.evaluate.protocols import EvalTask
 from models.evaluate.report import EvalReport
 
 
@@ -86,6 +94,7 @@ def evaluate_pipeline(
                 "skipped": outcome.notes,
             }
         )
+    ceiling = _ceiling_row(dataset, protocol, periods.test, settings.total, len(seeds), report)
     share = history_share(periods.test)
     report.extra = {
         "protocol_periods": {
@@ -123,9 +132,36 @@ def evaluate_pipeline(
         + ".",
         f"Mean seconds per seed: {np.mean([d['seconds']['total'] for d in decisions]):.0f}.",
     ]
+    if ceiling is not None:
+        report.notes.append(_ceiling_note(ceiling, report.means(), best_source))
     skipped = dict.fromkeys(note for d in decisions for note in d["skipped"])
     report.notes += [f"Skipped: {note}." for note in skipped]
     return report
+
+
+def _ceiling_row(
+    dataset: Dataset, protocol: str, task: EvalTask, total: int, num_seeds: int, report: EvalReport
+) -> float | None:
+    """Adds the ``ceiling`` row (synthetic data under next-session only: the generator's own probabilities,
+    the same for every seed) and returns its NDCG@10; None (no row) otherwise."""
+    lists = synthetic_ceiling_lists(dataset, task, total) if protocol == "next-session" else None
+    if lists is None:
+        return None
+    metrics = list_metrics(lists, task)
+    report.kinds["ceiling"] = "ceiling"
+    for _ in range(num_seeds):
+        report.add("ceiling", metrics, 0.0)
+    return metrics["NDCG@10"]
+
+
+def _ceiling_note(ceiling: float, means: dict[str, dict[str, float]], best_source: str) -> str:
+    share = {name: means[name]["NDCG@10"] / ceiling for name in ("pipeline", best_source)}
+    return (
+        f"Ceiling (the generator's own view probabilities given the last session's intent, "
+        f"models/evaluate/ceiling.py): NDCG@10 {ceiling:.4f}. The served pipeline reaches "
+        f"{share['pipeline']:.1%} of it, the best source ({best_source}) {share[best_source]:.1%}; "
+        f"1.10 x the best source would be {1.1 * share[best_source]:.1%} of the ceiling."
+    )
 
 
 def _intervals(per_request: dict[str, list[np.ndarray]], best_source: str) -> dict[str, RatioInterval]:

@@ -34,7 +34,8 @@ class EvalReport:
     carried: dict[str, dict[str, Any]] = field(default_factory=dict)
     # taken when the evaluation starts: the code that trained the models, not what HEAD is at write time
     commit: str = field(default_factory=lambda: git_commit())
-    # row name -> what the row is ("source", "merged", "ranker", "pipeline"); empty for model tables
+    # row name -> what the row is ("source", "merged", "ranker", "pipeline", "ceiling"); empty for tables
+    # of models
     kinds: dict[str, str] = field(default_factory=dict)
     title: str = "Retrieval evaluation"
     extra: dict[str, Any] = field(default_factory=dict)  # more top-level JSON fields (settings, decisions)

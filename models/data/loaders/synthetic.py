@@ -91,8 +91,9 @@ def _intents(config: SyntheticConfig, session_user: np.ndarray, rng: np.random.G
 
 def _view_items(
     config: SyntheticConfig, view_cluster: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Item per view [V] and the cluster of every item [I]."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Item per view [V], the cluster of every item [I], and the probabilities views are drawn with:
+    in-cluster [I] (the item's chance when a view picks inside its cluster) and global [I]."""
     item_cluster = rng.permutation(np.arange(config.num_items) % config.num_clusters)
     members = np.argsort(item_cluster, kind="stable")  # random order inside a cluster = popularity order
     sizes = np.bincount(item_cluster, minlength=config.num_clusters)
@@ -103,11 +104,66 @@ def _view_items(
     global_order = rng.permutation(config.num_items)
     global_item = global_order[np.floor(config.num_items * rng.random(num_views) ** 3.0).astype(np.int64)]
     in_cluster = rng.random(num_views) < config.in_cluster_prob
-    return np.where(in_cluster, in_cluster_item, global_item), item_cluster
+    # P(rank r) of floor(n * u**p) is ((r + 1) / n)**(1/p) - (r / n)**(1/p)
+    rank_in_cluster = np.empty(config.num_items, dtype=np.int64)
+    rank_in_cluster[members] = np.arange(config.num_items) - np.repeat(offsets, sizes)
+    size = sizes[item_cluster]
+    in_cluster_prob = np.sqrt((rank_in_cluster + 1) / size) - np.sqrt(rank_in_cluster / size)
+    global_rank = np.empty(config.num_items, dtype=np.int64)
+    global_rank[global_order] = np.arange(config.num_items)
+    global_prob = np.cbrt((global_rank + 1) / config.num_items) - np.cbrt(global_rank / config.num_items)
+    return (
+        np.where(in_cluster, in_cluster_item, global_item),
+        item_cluster,
+        in_cluster_prob,
+        global_prob,
+    )
+
+
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """What the generator drew and the data only shows indirectly (for ceilings, not for models).
+
+    Sessions [S], sorted by user then time: session_user (raw user id), session_start (unix s), intent
+    (cluster). Items [I] by raw item id: item_cluster, in_cluster_prob (chance of the item when a view
+    picks inside its cluster), global_prob (chance when a view picks from global popularity).
+    """
+
+    config: SyntheticConfig
+    session_user: np.ndarray
+    session_start: np.ndarray
+    intent: np.ndarray
+    item_cluster: np.ndarray
+    in_cluster_prob: np.ndarray
+    global_prob: np.ndarray
+
+    def next_intent_probs(self, intent: int) -> np.ndarray:
+        """[num_clusters] chance of the next session's intent cluster after a session in ``intent``."""
+        config = self.config
+        probs = np.full(config.num_clusters, config.intent_jump_prob / config.num_clusters)
+        step = (1 - config.intent_stay_prob - config.intent_jump_prob) / 2
+        probs[intent] += config.intent_stay_prob
+        probs[(intent + 1) % config.num_clusters] += step
+        probs[(intent - 1) % config.num_clusters] += step
+        return probs
+
+    def view_probs(self, intent_probs: np.ndarray) -> np.ndarray:
+        """[I] chance that one view picks each item, given [num_clusters] chances of the session's intent."""
+        inside = self.config.in_cluster_prob * intent_probs[self.item_cluster] * self.in_cluster_prob
+        return inside + (1 - self.config.in_cluster_prob) * self.global_prob
 
 
 def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None = None) -> Dataset:
     """Builds the dataset described in the module docstring. Same config -> identical dataset."""
+    return _generate(config, sessions)[0]
+
+
+def synthetic_truth(config: SyntheticConfig) -> SyntheticTruth:
+    """The hidden draws behind ``generate_synthetic(config)`` (the same draws: same config, same truth)."""
+    return _generate(config, None)[1]
+
+
+def _generate(config: SyntheticConfig, sessions: SessionConfig | None) -> tuple[Dataset, SyntheticTruth]:
     rng = np.random.default_rng(config.seed)
     session_user, views = _sessions(config, rng)
     num_sessions = len(session_user)
@@ -142,7 +198,7 @@ def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None =
     draw = draw[np.lexsort((draw, session_user))]  # session_user is sorted, so this sorts within users
     session_start = config.start_time + draw + _per_user_cumsum(push, first_session)
     view_time = session_start[view_session] + view_offset
-    view_item, item_cluster = _view_items(config, intent[view_session], rng)
+    view_item, item_cluster, in_cluster_prob, global_prob = _view_items(config, intent[view_session], rng)
     # Funnel: cart after some views (rate depends on the scene), purchase after some carts.
     scene_factor = np.linspace(0.6, 1.6, config.num_scenes)
     view_scene = scene[view_session]
@@ -171,4 +227,7 @@ def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None =
     )
     dataset = build_dataset("synthetic", events, COMMERCE_FUNNEL, "commerce", items, None, sessions)
     dataset.manifest["synthetic"] = asdict(config)
-    return dataset
+    truth = SyntheticTruth(
+        config, session_user, session_start, intent, item_cluster, in_cluster_prob, global_prob
+    )
+    return dataset, truth

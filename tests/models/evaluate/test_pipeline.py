@@ -111,11 +111,21 @@ def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, t
     assert data["rows"]["pipeline"]["kind"] == "pipeline"
     assert set(data["rows"]["merged"]["metrics"]) == {"NDCG@10", "HR@10", "Recall@50", "MRR"}
     assert "recent" not in data["rows"]  # leave-last-out excludes the history: no repeat source
+    assert "ceiling" not in data["rows"]  # the generator's bound is for the next session only
     assert all(p.exists() for p in paths)
     served = data["intervals"]["pipeline_over_best_source"]
     assert served["low"] <= served["ratio"] <= served["high"] and served["resamples"] > 0
     best = max((n for n, r in data["rows"].items() if r["kind"] == "source"), key=lambda n: _ndcg(data, n))
     assert served["ratio"] == pytest.approx(_ndcg(data, "pipeline") / _ndcg(data, best), rel=1e-9)
+
+
+def test_a_synthetic_next_session_report_shows_the_generators_ceiling(dataset: Dataset) -> None:
+    report = evaluate_pipeline(dataset, "next-session", [0], replace(FAST, total=30), "tandem eval test")
+    data = report.as_json()
+    assert data["rows"]["ceiling"]["kind"] == "ceiling"
+    best = max((n for n, r in data["rows"].items() if r["kind"] == "source"), key=lambda n: _ndcg(data, n))
+    assert _ndcg(data, "ceiling") > _ndcg(data, best)
+    assert any(note.startswith("Ceiling (") for note in data["notes"])
 
 
 def _ndcg(data: dict, row: str) -> float:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
+from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic, synthetic_truth
 from models.data.schema import FIRST_REAL_ID, Action, Dataset
 
 
@@ -85,3 +85,31 @@ def test_scenes_change_cart_rate(tiny_synthetic: Dataset) -> None:
 def test_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError, match="num_clusters"):
         SyntheticConfig(num_items=5, num_clusters=10)
+
+
+def test_the_truth_describes_the_draws_behind_the_data() -> None:
+    config = SyntheticConfig(num_users=200, num_items=400, num_events=20_000, num_clusters=8, seed=5)
+    dataset, truth = generate_synthetic(config), synthetic_truth(config)
+    assert truth.view_probs(truth.next_intent_probs(3)).sum() == pytest.approx(1.0)
+    jump = 0.06 / 8
+    assert truth.next_intent_probs(0)[[0, 1, 7, 4]] == pytest.approx(
+        [0.7 + jump, 0.12 + jump, 0.12 + jump, jump]
+    )
+    # a session's views land in its intent cluster about in_cluster_prob of the time
+    events = dataset.events.take(dataset.events.action == Action.VIEW)
+    raw_item = np.asarray([int(dataset.catalogue.raw_id[i]) for i in events.item.tolist()])
+    raw_user = np.asarray([int(dataset.user_raw_id[u]) for u in events.user.tolist()])
+    first = np.searchsorted(truth.session_user, raw_user)
+    stop = np.searchsorted(truth.session_user, raw_user, side="right")
+    session = np.asarray(
+        [
+            f + np.searchsorted(truth.session_start[f:s], t, side="right") - 1
+            for f, s, t in zip(first.tolist(), stop.tolist(), events.timestamp.tolist(), strict=True)
+        ]
+    )
+    in_intent = truth.item_cluster[raw_item] == truth.intent[session]
+    assert abs(in_intent.mean() - (config.in_cluster_prob + 0.15 / 8)) < 0.03
+    # and the in-cluster probabilities order the items as the counts do
+    counts = np.bincount(raw_item, minlength=config.num_items)
+    top = np.argsort(-truth.in_cluster_prob)[:40]
+    assert counts[top].mean() > 2 * counts.mean()  # 2.8x on this draw; equal if unrelated

@@ -1,0 +1,72 @@
+"""An upper bound on next-session quality for the synthetic log, from the generator's own draws.
+
+The generator picks a session's intent cluster from the previous session's (stay, step to a neighbour,
+jump) and then draws every view independently: inside the intent cluster with a known popularity curve, or
+from global popularity (``models.data.loaders.synthetic``). Given the intent of the user's last session
+before the request, the chance that a view of the next session picks item i is therefore known exactly:
+
+    p(i) = Σ_c P(next intent c | last intent) · [in-cluster share · P(i | c)] + global share · P_global(i)
+
+Ranking by p(i) is the best any scorer of the history can do in expectation (it knows the last intent,
+which a scorer can only infer, and nothing about the next session beyond it). No model sees this; the
+pipeline report shows it as a ``ceiling`` row, so a ratio target can be read against what is attainable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.data.loaders.synthetic import SyntheticConfig, SyntheticTruth, synthetic_truth
+from models.data.schema import Dataset
+from models.evaluate.protocols import EvalTask
+
+
+def synthetic_ceiling_lists(dataset: Dataset, task: EvalTask, total: int) -> list[np.ndarray] | None:
+    """Per request of ``task``, the ``total`` items with the highest p(i) (excluded items dropped), as
+    item indices best first. None when ``dataset`` is not the synthetic generator's (no config saved)."""
+    saved = dataset.manifest.get("synthetic")
+    if not saved:
+        return None
+    truth = synthetic_truth(SyntheticConfig(**saved))
+    return ceiling_lists(truth, dataset, task, total)
+
+
+def ceiling_lists(truth: SyntheticTruth, dataset: Dataset, task: EvalTask, total: int) -> list[np.ndarray]:
+    """``synthetic_ceiling_lists`` for a given truth (the generator's draws behind ``dataset``)."""
+    item_index = _raw_item_index(dataset, truth.config.num_items)
+    user_raw = np.asarray([int(dataset.user_raw_id[u]) for u in task.users.tolist()], dtype=np.int64)
+    lists = []
+    for row in range(len(task)):
+        history = task.histories[row]
+        if len(history.timestamp) == 0:
+            lists.append(np.zeros(0, dtype=np.int64))
+            continue
+        session = _last_session(truth, int(user_raw[row]), int(history.timestamp[-1]))
+        probs = truth.view_probs(truth.next_intent_probs(int(truth.intent[session])))
+        start, stop = task.exclude.offsets[row], task.exclude.offsets[row + 1]
+        excluded = task.exclude.columns["item"][start:stop].astype(np.int64)
+        order = item_index[np.argsort(-probs, kind="stable")]
+        lists.append(order[~np.isin(order, excluded)][:total])
+    return lists
+
+
+def _raw_item_index(dataset: Dataset, num_items: int) -> np.ndarray:
+    """[num_items] item index of every raw generator item id (every item appears in a generated log)."""
+    index = np.full(num_items, -1, dtype=np.int64)
+    for row, raw in enumerate(dataset.catalogue.raw_id):
+        if raw.isdigit() and int(raw) < num_items:
+            index[int(raw)] = row
+    if (index < 0).any():
+        raise ValueError(
+            f"{dataset.name}: {int((index < 0).sum())} generator items are missing from the data"
+        )
+    return index
+
+
+def _last_session(truth: SyntheticTruth, user: int, last_time: int) -> int:
+    """Row of the user's generator session holding the event at ``last_time`` (the latest one started)."""
+    first, stop = np.searchsorted(truth.session_user, [user, user + 1])
+    started = int(np.searchsorted(truth.session_start[first:stop], last_time, side="right"))
+    if started == 0:
+        raise ValueError(f"user {user} has no generator session before t={last_time}")
+    return int(first) + started - 1
