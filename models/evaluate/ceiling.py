@@ -23,11 +23,17 @@ from models.evaluate.protocols import EvalTask
 
 def synthetic_ceiling_lists(dataset: Dataset, task: EvalTask, total: int) -> list[np.ndarray] | None:
     """Per request of ``task``, the ``total`` items with the highest p(i) (excluded items dropped), as
-    item indices best first. None when ``dataset`` is not the synthetic generator's (no config saved)."""
+    item indices best first. None when ``dataset`` is not the synthetic generator's (no config saved);
+    ValueError when its saved config no longer regenerates it."""
     saved = dataset.manifest.get("synthetic")
     if not saved:
         return None
-    truth = synthetic_truth(SyntheticConfig(**saved))
+    regenerated, truth = synthetic_truth(SyntheticConfig(**saved))
+    if not np.array_equal(regenerated.events.timestamp, dataset.events.timestamp):
+        raise ValueError(
+            f"{dataset.name}: the generator no longer draws this log from its saved config (prepared by "
+            "another version?); prepare it again for a ceiling"
+        )
     return ceiling_lists(truth, dataset, task, total)
 
 

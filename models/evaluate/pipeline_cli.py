@@ -144,7 +144,11 @@ def _ceiling_row(
 ) -> float | None:
     """Adds the ``ceiling`` row (synthetic data under next-session only: the generator's own probabilities,
     the same for every seed) and returns its NDCG@10; None (no row) otherwise."""
-    lists = synthetic_ceiling_lists(dataset, task, total) if protocol == "next-session" else None
+    try:
+        lists = synthetic_ceiling_lists(dataset, task, total) if protocol == "next-session" else None
+    except ValueError as exc:
+        report.notes.append(f"No ceiling row: {exc}.")
+        return None
     if lists is None:
         return None
     metrics = list_metrics(lists, task)

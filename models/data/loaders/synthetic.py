@@ -158,9 +158,9 @@ def generate_synthetic(config: SyntheticConfig, sessions: SessionConfig | None =
     return _generate(config, sessions)[0]
 
 
-def synthetic_truth(config: SyntheticConfig) -> SyntheticTruth:
-    """The hidden draws behind ``generate_synthetic(config)`` (the same draws: same config, same truth)."""
-    return _generate(config, None)[1]
+def synthetic_truth(config: SyntheticConfig) -> tuple[Dataset, SyntheticTruth]:
+    """``generate_synthetic(config)`` and the hidden draws behind it (same config, same draws)."""
+    return _generate(config, None)
 
 
 def _generate(config: SyntheticConfig, sessions: SessionConfig | None) -> tuple[Dataset, SyntheticTruth]:

@@ -30,7 +30,7 @@ def test_the_ceiling_beats_what_the_data_alone_gives_and_a_wrong_intent_falls_be
     ceiling = list_metrics(lists, task)["NDCG@10"]
     assert ceiling > 2 * list_metrics(popular_lists, task)["NDCG@10"]
     # the same bound with every session's intent shifted by half the clusters: the user mapping matters
-    truth = synthetic_truth(CONFIG)
+    _, truth = synthetic_truth(CONFIG)
     shifted = type(truth)(**{**vars(truth), "intent": (truth.intent + 5) % CONFIG.num_clusters})
     assert list_metrics(ceiling_lists(shifted, dataset, task, 50), task)["NDCG@10"] < 0.5 * ceiling
 
@@ -48,3 +48,11 @@ def test_no_ceiling_without_the_generators_config(dataset: Dataset) -> None:
     task = pipeline_periods(dataset, "next-session").test
     other = Dataset(**{**vars(dataset), "manifest": {}})
     assert synthetic_ceiling_lists(other, task, 10) is None
+
+
+def test_a_log_the_generator_no_longer_draws_gets_no_ceiling(dataset: Dataset) -> None:
+    task = pipeline_periods(dataset, "next-session").test
+    saved = {**dataset.manifest["synthetic"], "seed": CONFIG.seed + 1}
+    other = Dataset(**{**vars(dataset), "manifest": {**dataset.manifest, "synthetic": saved}})
+    with pytest.raises(ValueError, match="prepare it again"):
+        synthetic_ceiling_lists(other, task, 10)

@@ -89,7 +89,8 @@ def test_rejects_bad_sizes() -> None:
 
 def test_the_truth_describes_the_draws_behind_the_data() -> None:
     config = SyntheticConfig(num_users=200, num_items=400, num_events=20_000, num_clusters=8, seed=5)
-    dataset, truth = generate_synthetic(config), synthetic_truth(config)
+    dataset, truth = synthetic_truth(config)
+    np.testing.assert_array_equal(dataset.events.item, generate_synthetic(config).events.item)
     assert truth.view_probs(truth.next_intent_probs(3)).sum() == pytest.approx(1.0)
     jump = 0.06 / 8
     assert truth.next_intent_probs(0)[[0, 1, 7, 4]] == pytest.approx(
