@@ -5,7 +5,7 @@ from models.baselines.popularity import PopularityConfig, popularity_after
 from models.candidates.sources import PopularSource
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic, synthetic_truth
 from models.data.schema import Dataset
-from models.evaluate.ceiling import ceiling_lists, synthetic_ceiling_lists
+from models.evaluate.ceiling import _best, ceiling_lists, synthetic_ceiling_lists
 from models.evaluate.pipeline import candidate_requests, list_metrics
 from models.evaluate.pipeline_data import pipeline_periods
 
@@ -56,3 +56,11 @@ def test_a_log_the_generator_no_longer_draws_gets_no_ceiling(dataset: Dataset) -
     other = Dataset(**{**vars(dataset), "manifest": {**dataset.manifest, "synthetic": saved}})
     with pytest.raises(ValueError, match="prepare it again"):
         synthetic_ceiling_lists(other, task, 10)
+
+
+def test_the_head_is_the_best_items_ties_by_raw_id_without_the_excluded() -> None:
+    probs = np.array([0.1, 0.5, 0.5, 0.2, 0.05])
+    index = np.array([10, 11, 12, 13, 14])
+    assert _best(probs, index, np.array([11]), 2).tolist() == [12, 13]
+    assert _best(probs, index, np.zeros(0, np.int64), 3).tolist() == [11, 12, 13]
+    assert _best(probs, index, np.array([12, 13]), 10).tolist() == [11, 10, 14]
