@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.data.builder import lookup
 from models.data.loaders.synthetic import SyntheticConfig, SyntheticTruth, synthetic_truth
-from models.data.schema import Dataset
+from models.data.schema import FIRST_REAL_ID, Dataset
+from models.evaluate.pipeline import candidate_requests
 from models.evaluate.protocols import EvalTask
 
 
@@ -42,16 +44,13 @@ def ceiling_lists(truth: SyntheticTruth, dataset: Dataset, task: EvalTask, total
     item_index = _raw_item_index(dataset, truth.config.num_items)
     user_raw = np.asarray([int(dataset.user_raw_id[u]) for u in task.users.tolist()], dtype=np.int64)
     lists = []
-    for row in range(len(task)):
-        history = task.histories[row]
-        if len(history.timestamp) == 0:
+    for row, request in enumerate(candidate_requests(task, None)):
+        if len(request.history.timestamp) == 0:
             lists.append(np.zeros(0, dtype=np.int64))
             continue
-        session = _last_session(truth, int(user_raw[row]), int(history.timestamp[-1]))
+        session = _last_session(truth, int(user_raw[row]), int(request.history.timestamp[-1]))
         probs = truth.view_probs(truth.next_intent_probs(int(truth.intent[session])))
-        start, stop = task.exclude.offsets[row], task.exclude.offsets[row + 1]
-        excluded = task.exclude.columns["item"][start:stop].astype(np.int64)
-        lists.append(_best(probs, item_index, excluded, total))
+        lists.append(_best(probs, item_index, request.exclude, total))
     return lists
 
 
@@ -67,13 +66,11 @@ def _best(probs: np.ndarray, item_index: np.ndarray, excluded: np.ndarray, total
 
 def _raw_item_index(dataset: Dataset, num_items: int) -> np.ndarray:
     """[num_items] item index of every raw generator item id (every item appears in a generated log)."""
-    index = np.full(num_items, -1, dtype=np.int64)
-    for row, raw in enumerate(dataset.catalogue.raw_id):
-        if raw.isdigit() and int(raw) < num_items:
-            index[int(raw)] = row
-    if (index < 0).any():
+    vocab = np.asarray(dataset.catalogue.raw_id[FIRST_REAL_ID:], dtype=object)
+    index = lookup(vocab, np.arange(num_items))
+    if (index < FIRST_REAL_ID).any():
         raise ValueError(
-            f"{dataset.name}: {int((index < 0).sum())} generator items are missing from the data"
+            f"{dataset.name}: {int((index < FIRST_REAL_ID).sum())} generator items are missing from the data"
         )
     return index
 
