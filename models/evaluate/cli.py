@@ -19,6 +19,7 @@ from models.data.schema import Dataset
 from models.data.shape import measure_shape
 from models.data.splits import protocol_split
 from models.evaluate.period_checks import RANKER_TIME_CUT, period_warnings, skipped_users_note
+from models.evaluate.pipeline import PipelineSettings
 from models.evaluate.protocols import (
     PROTOCOLS,
     REPORTED_METRICS,
@@ -32,6 +33,7 @@ from models.evaluate.scorer import EncoderBudget, FitInput
 from models.train.eval_adapter import parse_overrides
 
 DEFAULT_OUT_DIR = Path("docs/results")
+PIPELINE_DEFAULTS = PipelineSettings()  # the pipeline flags' defaults, so the CLI and the library agree
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder-minutes",
         type=float,
         default=None,
-        help="wall-clock budget per trained model and seed (pipeline: default 3, 0 = no encoder)",
+        help="wall-clock budget per trained model and seed (pipeline: default "
+        f"{PIPELINE_DEFAULTS.encoder_minutes:g}, 0 = no encoder)",
     )
     parser.add_argument(
         "--encoder-preset", default=None, help="tiny | quick | default (retrieval: default; pipeline: quick)"
@@ -62,19 +65,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON of EncoderConfig/TrainConfig fields (retrieval and pipeline stages), e.g. "
         "'{\"max_items_per_session\": 4}'",
     )
-    parser.add_argument("--ranker-epochs", type=int, default=4, help="pipeline: ranker epochs")
-    parser.add_argument("--threads", type=int, default=1, help="pipeline: torch threads")
+    parser.add_argument(
+        "--ranker-epochs", type=int, default=PIPELINE_DEFAULTS.ranker_epochs, help="pipeline: ranker epochs"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=PIPELINE_DEFAULTS.threads, help="pipeline: torch threads"
+    )
     parser.add_argument(
         "--refit-before-test",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=PIPELINE_DEFAULTS.refit_before_test,
         help="pipeline: before the test, refit the sources on the fit + ranker periods and continue the "
         "encoder on them (default: yes; what was chosen on the ranker period stays)",
     )
     parser.add_argument(
         "--continue-epochs",
         type=int,
-        default=1,
+        default=PIPELINE_DEFAULTS.continue_epochs,
         help="encoder epochs on the validation period too, after validation chose the epoch, before the "
         "test (pipeline: on fit + ranker periods, with --refit-before-test; retrieval: on train + valid)",
     )
@@ -89,24 +96,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ranker-match-features",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=PIPELINE_DEFAULTS.ranker_match_features,
         help="pipeline: the ranker reads how each candidate (and its category) matches the history "
         "(models/ranker/match.py; default: yes)",
     )
     parser.add_argument(
-        "--ranker-lr", type=float, default=3e-4, help="pipeline: the ranker's learning rate (default 3e-4)"
+        "--ranker-lr",
+        type=float,
+        default=PIPELINE_DEFAULTS.ranker_lr,
+        help=f"pipeline: the ranker's learning rate (default {PIPELINE_DEFAULTS.ranker_lr:g})",
     )
     parser.add_argument(
         "--ranker-gate-folds",
         type=int,
-        default=5,
+        default=PIPELINE_DEFAULTS.ranker_gate_folds,
         help="pipeline: the gate cross-fits over this many folds of validation users: each fold judges the "
-        "epoch the others pick; 1 = the same users pick the epoch and judge it (default 5)",
+        "epoch the others pick; 1 = the same users pick the epoch and judge it "
+        f"(default {PIPELINE_DEFAULTS.ranker_gate_folds})",
     )
     parser.add_argument(
         "--ranker-gate-level",
         type=float,
-        default=0.0,
+        default=PIPELINE_DEFAULTS.ranker_gate_level,
         help="pipeline: 0 = serve the ranker when its cross-fitted NDCG@10 is higher than the merged "
         "order's; > 0 = only when the paired bootstrap interval (this two-sided level) of ranker / merged "
         "lies above 1",

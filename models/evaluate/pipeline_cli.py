@@ -32,7 +32,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
 
     return PipelineSettings(
         encoder_preset=args.encoder_preset or "quick",
-        encoder_minutes=3.0 if args.encoder_minutes is None else args.encoder_minutes,
+        **({} if args.encoder_minutes is None else {"encoder_minutes": args.encoder_minutes}),
         encoder_overrides=encoder_overrides(args),
         **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
         ranker_epochs=args.ranker_epochs,

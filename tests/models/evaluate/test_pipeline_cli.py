@@ -1,0 +1,26 @@
+import argparse
+from dataclasses import replace
+
+from models.evaluate import cli
+from models.evaluate.pipeline import PipelineSettings
+from models.evaluate.pipeline_cli import settings_from_args
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_no_flags_give_the_library_defaults() -> None:
+    assert settings_from_args(_parse([])) == PipelineSettings()
+
+
+def test_flags_reach_the_settings() -> None:
+    args = _parse(
+        ["--encoder-minutes", "0", "--ranker-epochs", "7", "--ranker-lr", "0.001", "--no-refit-before-test"]
+    )
+    expected = replace(
+        PipelineSettings(), encoder_minutes=0.0, ranker_epochs=7, ranker_lr=1e-3, refit_before_test=False
+    )
+    assert settings_from_args(args) == expected
