@@ -8,10 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+REPORT_KINDS = ("md", "json", "png")
+
 
 def report_paths(out: Path) -> dict[str, Path]:
-    """out: the path without suffix -> {"md", "json", "png"} paths next to each other."""
-    return {kind: out.with_suffix(f".{kind}") for kind in ("md", "json", "png")}
+    """out: the path without suffix (one of the three suffixes is dropped; any other dot stays part of the
+    name: ``x_tau0.1`` -> ``x_tau0.1.md``) -> {"md", "json", "png"} paths next to each other."""
+    if out.suffix.lstrip(".") in REPORT_KINDS:
+        out = out.with_suffix("")
+    return {kind: out.with_name(f"{out.name}.{kind}") for kind in REPORT_KINDS}
 
 
 def write_report(

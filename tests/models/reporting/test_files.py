@@ -24,3 +24,8 @@ def test_key_order_is_kept_unless_sorting_is_asked_for(tmp_path: Path) -> None:
     paths = write_report(tmp_path / "r", {"z": 1, "a": 2}, "", lambda png: None, indent=1)
     text = paths["json"].read_text()
     assert text.index('"z"') < text.index('"a"') and '\n "z": 1' in text
+
+
+def test_a_dot_in_the_name_stays_and_a_report_suffix_is_dropped(tmp_path: Path) -> None:
+    assert report_paths(tmp_path / "retrieval_tau0.1")["json"] == tmp_path / "retrieval_tau0.1.json"
+    assert report_paths(tmp_path / "retrieval.md")["png"] == tmp_path / "retrieval.png"
