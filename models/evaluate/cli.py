@@ -30,6 +30,7 @@ from models.evaluate.protocols import (
 from models.evaluate.registry import MODELS, available_models, get_factory
 from models.evaluate.report import EvalReport
 from models.evaluate.scorer import EncoderBudget, FitInput
+from models.reporting.files import report_paths
 from models.train.eval_adapter import parse_overrides
 
 DEFAULT_OUT_DIR = Path("docs/results")
@@ -341,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
                 out = out.with_name(f"{out.name}-{name}")
             previous = None
             if args.append:
-                earlier = out.with_suffix(".json")
+                earlier = report_paths(out)["json"]
                 if not earlier.is_file():
                     raise ValueError(f"--append: {earlier} does not exist")
                 previous = json.loads(earlier.read_text(encoding="utf-8"))

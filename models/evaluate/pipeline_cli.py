@@ -31,7 +31,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
     from models.evaluate.cli import encoder_overrides
 
     return PipelineSettings(
-        encoder_preset=args.encoder_preset or "quick",
+        **({} if not args.encoder_preset else {"encoder_preset": args.encoder_preset}),
         **({} if args.encoder_minutes is None else {"encoder_minutes": args.encoder_minutes}),
         encoder_overrides=encoder_overrides(args),
         **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),

@@ -178,7 +178,8 @@ class EvalReport:
         if curves:
             from models.train.plots import plot_training_curves
 
-            paths.append(plot_training_curves(curves, out.with_name(out.name + "-curves.png")))
+            png = written["png"]
+            paths.append(plot_training_curves(curves, png.with_name(f"{png.stem}-curves.png")))
         return paths
 
 

@@ -40,3 +40,17 @@ def test_seeds_are_a_count_or_a_list_and_none_is_a_clear_error() -> None:
     for bad in ("0", "", "x"):
         with pytest.raises(ValueError, match="--seeds"):
             cli.parse_seeds(bad)
+
+
+def test_append_reads_the_report_it_wrote_under_a_dotted_name(tmp_path: Path) -> None:
+    config = SyntheticConfig(num_users=120, num_items=300, num_events=6000, num_clusters=10, seed=2)
+    load_dataset("synthetic", None, tmp_path / "cache", PrepareOptions(synthetic=config))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    out = tmp_path / "retrieval_tau0.1"
+    common = ["--dataset", "synthetic", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    assert cli.run(parser.parse_args(["--model", "popularity", *common])) == 0
+    assert cli.run(parser.parse_args(["--model", "cooccurrence", "--append", *common])) == 0
+    data = json.loads((tmp_path / "retrieval_tau0.1.json").read_text())
+    assert set(data["models"]) == {"popularity", "cooccurrence"}
+    assert not (tmp_path / "retrieval_tau0.json").exists()
