@@ -156,7 +156,8 @@ def continue_fit(
     config = result.model.config
     store = LayoutStore(histories_by_user(events, dataset), config, result.item_category)
     item_prob = target_probabilities(events, config.num_items)
-    more = replace(train, epochs=epochs, patience=0, max_minutes=0.0, seed=train.seed + 1)
+    # the continued epochs train the kept weights as they are, without averaging them
+    more = replace(train, epochs=epochs, patience=0, max_minutes=0.0, seed=train.seed + 1, weight_average=0.0)
     state = train_encoder(result.model, store, item_prob, result.item_category, more)
     result.continued = state.history
     return result

@@ -11,6 +11,9 @@ Rules (the same for every model):
   training loss.
 - early stop: ``patience`` epochs since the best one, and never before ``min_epochs`` epochs.
 - budget: no epoch starts when another one like the last would overrun ``max_minutes``.
+- weight averaging (``average_decay`` > 0): an exponential moving average of the weights, updated after
+  every counted step, is what each epoch is validated and judged on and what the best epoch keeps; the
+  raw weights go on training.
 
 History record per epoch: ``{"epoch", "train_loss", "epoch_seconds", "epoch_cpu_seconds", "val_<metric>"...}``
 (floats; ``epoch_cpu_seconds`` is this process's CPU time, steadier than wall time on a shared machine).
@@ -43,6 +46,7 @@ class LoopSettings:
     monitor: str = "NDCG@10"  # the validation metric that picks the best epoch
     progress: bool = True
     label: str = "model"  # names the progress bar and the per-epoch line
+    average_decay: float = 0.0  # per-step decay of the weights' moving average (0 = off, raw weights)
 
 
 @dataclass
@@ -98,9 +102,15 @@ def run_epochs(
     checkpoint). steps_per_epoch: the progress bar's length."""
     state = state if state is not None else TrainState()
     best = copy.deepcopy(best_weights if best_weights is not None else model.state_dict())
+    average = WeightAverage(model, settings.average_decay) if settings.average_decay > 0 else None
+    counted_step = step if average is None else average.wrap(step)
     started = time.perf_counter()
     for epoch in range(state.epoch + 1, settings.epochs + 1):
-        record = _train_one_epoch(model, batches(epoch), step, settings, epoch, steps_per_epoch)
+        record = _train_one_epoch(model, batches(epoch), counted_step, settings, epoch, steps_per_epoch)
+        raw = None
+        if average is not None:
+            raw = copy.deepcopy(model.state_dict())
+            model.load_state_dict(average.weights)
         if validate is not None:
             model.eval()
             record.update({f"val_{k}": v for k, v in validate(model).items()})
@@ -112,6 +122,8 @@ def run_epochs(
             state.best_score = epoch_score(record, settings.monitor)
             state.best_loss = record["train_loss"]
             best = copy.deepcopy(model.state_dict())
+        if raw is not None:
+            model.load_state_dict(raw)
         if settings.progress:
             shown = {k: round(v, 4) for k, v in record.items() if k != "epoch"}
             tqdm.write(f"{settings.label} epoch {epoch}: {shown}")
@@ -125,6 +137,36 @@ def run_epochs(
     model.load_state_dict(best)
     model.eval()
     return state
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point weights and buffers (integer buffers, such
+    as counters, are copied as they are): after each step avg = decay * avg + (1 - decay) * weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"average_decay must be in (0, 1), got {decay}")
+        self.model, self.decay = model, decay
+        self.weights: Weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def update(self) -> None:
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():
+                if value.is_floating_point():
+                    self.weights[name].mul_(self.decay).add_(value, alpha=1.0 - self.decay)
+                else:
+                    self.weights[name].copy_(value)
+
+    def wrap(self, step: Callable[[BatchT], float | None]) -> Callable[[BatchT], float | None]:
+        """``step`` followed by an update of the average when the step counted."""
+
+        def averaged(batch: BatchT) -> float | None:
+            loss = step(batch)
+            if loss is not None:
+                self.update()
+            return loss
+
+        return averaged
 
 
 def _train_one_epoch(

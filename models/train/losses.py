@@ -2,6 +2,7 @@
 
 - ``sample_pool``: one negative pool per batch, ``n_inbatch`` draws from the batch's positives plus
   ``n_uniform`` uniform draws from the catalogue; expected multiplicity m_j = n_b f_j/F + n_u/|I| (4.3).
+- ``catalogue_pool``: every item once, for catalogues small enough to score in full (cross-entropy).
 - ``sampled_softmax``: per (query, positive) loss against the shared pool with
   ``logq = none`` (plain), ``classic`` (subtract log m from every logit, the positive's included, 4.3) or
   ``corrected`` (Khrylchenko et al. 2025, 4.4: positive uncorrected and out of the denominator, negatives
@@ -57,6 +58,13 @@ def sample_pool(
         parts.append(rng.integers(FIRST_REAL_ID, num_items, n_uniform))
     items = torch.as_tensor(np.concatenate(parts).astype(np.int64))
     return NegativePool(items, log_multiplicity(items, item_prob, n_b, n_uniform, num_items), n_b + n_uniform)
+
+
+def catalogue_pool(num_items: int) -> NegativePool:
+    """Every real item once, multiplicity 1 (log m = 0): with ``logq="none"`` and the positive masked as an
+    accidental hit, ``sampled_softmax`` is then the full softmax over the catalogue (cross-entropy)."""
+    items = torch.arange(FIRST_REAL_ID, num_items, dtype=torch.int64)
+    return NegativePool(items, torch.zeros(len(items)), len(items))
 
 
 class PoolLogSumExp(torch.autograd.Function):

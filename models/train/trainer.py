@@ -17,6 +17,7 @@ from models.train.data import LayoutStore, PaddedBatch
 from models.train.examples import build_targets, item_token_targets
 from models.train.loop import LoopSettings, TrainState, Weights, run_epochs
 from models.train.losses import (
+    catalogue_pool,
     listwise_funnel_loss,
     log_multiplicity,
     mean_over_valid,
@@ -36,6 +37,11 @@ class TrainConfig:
     n_inbatch: int = 512
     n_uniform: int = 512
     logq: str = "corrected"
+    # catalogues of at most this many items are scored in full (softmax over every item, no sampling, no
+    # logQ correction) instead of against the sampled pool; 0 = always sample
+    full_softmax_items: int = 0
+    # per-step decay of a moving average of the weights, which is validated and kept (0 = off)
+    weight_average: float = 0.0
     patience: int = 3  # epochs without a better validation NDCG@10 before stopping (0 = never stop)
     min_epochs: int = 3  # early stopping never fires before this many epochs
     seed: int = 0
@@ -69,15 +75,25 @@ def batch_loss(
     query_hidden = hidden[rows, cols]
     item_vectors = model.item_vectors()
     positives = torch.as_tensor(targets.items)
-    pool = sample_pool(
-        targets.items[targets.items > 0], item_prob, train.n_inbatch, train.n_uniform, config.num_items, rng
-    )
-    n_b = train.n_inbatch if (targets.items > 0).any() else 0
+    full = 0 < config.num_items <= train.full_softmax_items
+    if full:
+        pool, n_b, n_u, logq = catalogue_pool(config.num_items), 0, 0, "none"
+    else:
+        pool = sample_pool(
+            targets.items[targets.items > 0],
+            item_prob,
+            train.n_inbatch,
+            train.n_uniform,
+            config.num_items,
+            rng,
+        )
+        n_b = train.n_inbatch if (targets.items > 0).any() else 0
+        n_u, logq = train.n_uniform, train.logq
 
     def nce(rows_hidden: torch.Tensor, head: int, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         query = model.query_vectors(rows_hidden, head)
-        log_m = log_multiplicity(items, item_prob, n_b, train.n_uniform, config.num_items)
-        loss, valid = sampled_softmax(query, items, log_m, item_vectors, pool, config.temperature, train.logq)
+        log_m = log_multiplicity(items, item_prob, n_b, n_u, config.num_items)
+        loss, valid = sampled_softmax(query, items, log_m, item_vectors, pool, config.temperature, logq)
         return mean_over_valid(loss, valid), query
 
     per_query, query = nce(query_hidden, 0, positives)
@@ -184,6 +200,7 @@ def train_encoder(
         max_minutes=train.max_minutes,
         progress=train.progress,
         label=model.config.kind,
+        average_decay=train.weight_average,
     )
     return run_epochs(
         model,

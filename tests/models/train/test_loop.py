@@ -139,3 +139,37 @@ def test_improvement_rule_reads_the_monitored_metric() -> None:
     state = TrainState(best_epoch=1, best_score=0.2, best_loss=5.0)
     assert improved({"val_HR@10": 0.3, "val_NDCG@10": 0.1, "train_loss": 9.0}, state, monitor="HR@10")
     assert not improved({"val_HR@10": 0.3, "val_NDCG@10": 0.1, "train_loss": 9.0}, state)
+
+
+class Averaged(Scripted):
+    """Step e sets the weight to e (its raw value); validation records the weight it is shown."""
+
+    def __init__(self) -> None:
+        super().__init__(losses=[1.0] * 10)
+        self.shown: list[float] = []
+        self.started_from: list[float] = []
+
+    def step(self, epoch: int) -> float:
+        self.started_from.append(float(self.model.weight.item()))
+        return super().step(epoch)
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        self.shown.append(float(model.weight.item()))
+        return {"NDCG@10": float(model.weight.item())}  # the larger the weight, the better
+
+
+def test_weight_average_is_validated_kept_and_raw_weights_go_on_training() -> None:
+    run = Averaged()
+    with torch.no_grad():
+        run.model.weight.fill_(0.0)
+    state = run_epochs(run.model, run.batches, run.step, settings(epochs=3, average_decay=0.5), run.validate)
+    # avg_e = 0.5 avg_{e-1} + 0.5 e from avg_0 = 0: 0.5, 1.25, 2.125
+    assert run.shown == pytest.approx([0.5, 1.25, 2.125])
+    assert run.started_from == [0.0, 1.0, 2.0]  # each epoch starts from the raw weights, not the average
+    assert state.best_epoch == 3 and run.model.weight.item() == pytest.approx(2.125)
+
+
+def test_weight_average_decay_must_lie_strictly_between_0_and_1() -> None:
+    run = Averaged()
+    with pytest.raises(ValueError, match="average_decay"):
+        run_epochs(run.model, run.batches, run.step, settings(epochs=1, average_decay=1.0), run.validate)

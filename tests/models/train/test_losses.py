@@ -6,6 +6,7 @@ import torch
 from models.train.losses import (
     NegativePool,
     PoolLogSumExp,
+    catalogue_pool,
     listwise_funnel_loss,
     log_multiplicity,
     sample_pool,
@@ -58,6 +59,30 @@ def test_plain_sampled_softmax_hand_case():
     negatives = [3, 4, 6]
     expected = -SCORES[2] + math.log(math.exp(SCORES[2]) + sum(math.exp(SCORES[j]) for j in negatives))
     assert abs(float(loss) - expected) < 1e-6
+
+
+def test_catalogue_pool_is_full_cross_entropy():
+    """Two positives per query, one masked slot: each loss is cross-entropy over the whole catalogue with
+    the query's other positive left out of the denominator (an accidental hit)."""
+    generator = torch.Generator().manual_seed(0)
+    item_vectors = torch.randn(NUM_ITEMS, 4, generator=generator)
+    query = torch.randn(3, 4, generator=generator)
+    positives = torch.tensor([[2, 5], [6, 0], [3, 4]])
+    pool = catalogue_pool(NUM_ITEMS)
+    assert pool.items.tolist() == [2, 3, 4, 5, 6] and pool.size == 5
+    loss, valid = sampled_softmax(query, positives, torch.zeros(3, 2), item_vectors, pool, 0.5, "none")
+    assert valid.tolist() == [[True, True], [True, False], [True, True]]
+    logits = query @ item_vectors[2:].T / 0.5  # [3, 5] scores of items 2..6
+    for q in range(3):
+        for slot in range(2):
+            item = int(positives[q, slot])
+            if item == 0:
+                assert float(loss[q, slot]) == 0.0
+                continue
+            other = {int(p) for p in positives[q] if int(p) not in (0, item)}
+            keep = [j for j in range(2, NUM_ITEMS) if j not in other]
+            expected = -logits[q, item - 2] + torch.logsumexp(logits[q, [j - 2 for j in keep]], 0)
+            assert abs(float(loss[q, slot]) - float(expected)) < 1e-5
 
 
 def test_classic_logq_hand_case():
