@@ -43,11 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stage",
-        choices=("retrieval", "ranker", "pipeline"),
+        choices=("retrieval", "ranker", "pipeline", "fusion"),
         default="retrieval",
         help="ranker: train the ranker variants and compare with the retrieval order (ranking-<dataset>.*); "
         "pipeline: replay what /v1/recommend serves, every candidate source and the merge as rows "
-        "(pipeline-<dataset>.*)",
+        "(pipeline-<dataset>.*); fusion: the same replay, then how far any score fusion of its sources "
+        "goes on the test, an upper bound (fusion-<dataset>.*)",
     )
     parser.add_argument(
         "--encoder-minutes",
@@ -326,11 +327,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.stage == "ranker":
             return run_ranker_stage(args, command)
-        if args.stage == "pipeline":
-            from models.evaluate.pipeline_cli import run_pipeline_stage
+        if args.stage in ("pipeline", "fusion"):
+            from models.evaluate.pipeline_cli import run_fusion_stage, run_pipeline_stage
 
             names = list(args.dataset) or ["ml-1m"]
-            return run_pipeline_stage(args, names, _load, command, DEFAULT_OUT_DIR)
+            stage = run_pipeline_stage if args.stage == "pipeline" else run_fusion_stage
+            return stage(args, names, _load, command, DEFAULT_OUT_DIR)
         models = _models(args)
         datasets = _datasets(args)
         for name in datasets:

@@ -90,6 +90,9 @@ class PipelineSettings:
     continue_epochs: int = 1
     threads: int = 1
     progress: bool = True
+    # keep every source's score of every candidate (validation and test requests) in the outcome, for
+    # the fusion bound (models.evaluate.fusion_bound); off: it holds [candidates, sources] per request
+    keep_candidates: bool = False
 
 
 @dataclass
@@ -110,6 +113,21 @@ class SeedOutcome:
     notes: list[str] = field(default_factory=list)  # what was skipped, and why (tiny periods)
     # row name -> NDCG@10 of every test request [U] (NaN without a target): paired intervals across rows
     per_request: dict[str, np.ndarray] = field(default_factory=dict)
+    candidates: CandidateUnions | None = None  # with PipelineSettings.keep_candidates
+
+
+@dataclass
+class CandidateUnions:
+    """What a fusion of the sources can reorder: per request, the union of the source lists (items [C])
+    and every source's score of each (scores [C, S], columns in ``sources`` order). ``valid``: the ranker
+    period's validation requests, rows ``valid_rows`` of its task, scored by the sources fitted before the
+    test; ``test``: every test request, scored by the sources the test used. ``merge``: the tuned merge."""
+
+    sources: tuple[str, ...]
+    merge: MergeConfig
+    valid_rows: np.ndarray
+    valid: list[tuple[np.ndarray, np.ndarray]]
+    test: list[tuple[np.ndarray, np.ndarray]]
 
 
 def list_ranks(lists: Sequence[np.ndarray], targets: np.ndarray, target_mask: np.ndarray) -> np.ndarray:
@@ -288,13 +306,20 @@ def stored_union_scores(
 ) -> UnionScores:
     """Every source's scores of the request's candidate union, computed once and looked up after (the
     merge tuning merges one request many times)."""
-    union = np.unique(np.concatenate([source.items for source in lists] + [np.zeros(0, np.int64)]))
-    matrix = generator.union_scores(request)(union)
+    union, matrix = candidate_union(generator, request, lists)
 
     def lookup(items: np.ndarray) -> np.ndarray:
         return matrix[np.searchsorted(union, items)]
 
     return lookup
+
+
+def candidate_union(
+    generator: CandidateGenerator, request: CandidateRequest, lists: list[SourceList]
+) -> tuple[np.ndarray, np.ndarray]:
+    """-> (the union of the request's source lists [C] sorted, every source's score of each [C, S])."""
+    union = np.unique(np.concatenate([source.items for source in lists] + [np.zeros(0, np.int64)]))
+    return union, generator.union_scores(request)(union)
 
 
 def choose_merge(
@@ -561,6 +586,10 @@ def run_seed(
     seconds["tune_merge"] = time.perf_counter() - started
     generator = CandidateGenerator(list(sources.values()), merge)
     ranker_merged = merged_lists(generator, ranker_requests, ranker_lists, merge)
+    valid_unions = [
+        candidate_union(generator, ranker_requests[i], ranker_lists[i])
+        for i in (valid_rows.tolist() if settings.keep_candidates else [])
+    ]
 
     started = time.perf_counter()
     ranker: Any = None
@@ -623,6 +652,13 @@ def run_seed(
     test_lists = lists_for(test_requests, "candidates (test)")
     test_merged = merged_lists(generator, test_requests, test_lists, merge)
     served = ServedPipeline(generator, ranker, use_ranker)
+    unions = None
+    if settings.keep_candidates:
+        test_unions = [
+            candidate_union(generator, request, lists)
+            for request, lists in zip(test_requests, test_lists, strict=True)
+        ]
+        unions = CandidateUnions(names, merge, valid_rows, valid_unions, test_unions)
 
     served_lists: dict[str, list[np.ndarray]] = {}
     kinds: dict[str, str] = {}
@@ -659,6 +695,7 @@ def run_seed(
         ranker_log,
         notes,
         per_request,
+        unions,
     )
 
 

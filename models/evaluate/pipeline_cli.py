@@ -207,3 +207,37 @@ def run_pipeline_stage(
         print(report.markdown())
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def run_fusion_stage(
+    args: argparse.Namespace, names: list[str], load: Any, command: str, out_dir: Path
+) -> int:
+    """``--stage fusion``: the replay's seeds with every candidate's source scores kept, then the fusion
+    bound (models.evaluate.fusion_bound) per seed -> fusion-<dataset>.{md,json,png}."""
+    from dataclasses import replace
+
+    from models.evaluate.cli import chosen_defaults, parse_seeds
+    from models.evaluate.fusion_bound import seed_summary, weight_grid, write_fusion_report
+    from models.reporting.provenance import git_commit
+
+    settings = replace(settings_from_args(args), keep_candidates=True)
+    for name in names:
+        dataset = load(name, args)
+        choices = chosen_defaults(dataset, args)
+        periods = pipeline_periods(dataset, choices.protocol.value, exclude_seen=choices.exclude_seen.value)
+        if len(periods.test) == 0:
+            raise ValueError(f"{dataset.name}: no test requests under {choices.protocol.value}")
+        seeds = []
+        for seed in parse_seeds(args.seeds):
+            outcome = run_seed(dataset, periods, seed, settings)
+            assert outcome.candidates is not None
+            grid = weight_grid(len(outcome.candidates.sources))
+            seeds.append(
+                seed_summary(seed, outcome.candidates, periods.ranker, periods.test, outcome.metrics, grid)
+            )
+        paths = write_fusion_report(
+            args.out or out_dir / f"fusion-{name}", name, command, git_commit(), seeds
+        )
+        print(paths["md"].read_text(encoding="utf-8"))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
