@@ -54,3 +54,22 @@ def test_append_reads_the_report_it_wrote_under_a_dotted_name(tmp_path: Path) ->
     data = json.loads((tmp_path / "retrieval_tau0.1.json").read_text())
     assert set(data["models"]) == {"popularity", "cooccurrence"}
     assert not (tmp_path / "retrieval_tau0.json").exists()
+
+
+def test_the_fusion_stage_writes_the_bound_per_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = SyntheticConfig(num_users=120, num_items=300, num_events=6000, num_clusters=10, seed=2)
+    load_dataset("synthetic", None, tmp_path / "cache", PrepareOptions(synthetic=config))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    out = tmp_path / "fusion-synthetic"
+    argv = ["--stage", "fusion", "--dataset", "synthetic", "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--seeds", "1", "--encoder-minutes", "0", "--ranker-epochs", "1", "--out", str(out)]
+    assert cli.run(parser.parse_args(argv)) == 0
+    assert "grid, best on test (bound)" in capsys.readouterr().out
+    data = json.loads(out.with_suffix(".json").read_text())
+    (seed,) = data["seeds"]
+    assert seed["seed"] == 0 and "ann" not in seed["sources"]  # no encoder budget: no ANN source
+    assert seed["grid_test_best"]["test"] >= seed["grid_valid_best"]["test"]
+    assert out.with_suffix(".png").exists()
