@@ -22,7 +22,7 @@ from models.evaluate.pipeline import (
     list_metrics,
     run_seed,
 )
-from models.evaluate.pipeline_data import pipeline_periods
+from models.evaluate.pipeline_data import PipelinePeriods, pipeline_periods
 from models.evaluate.protocols import EvalTask
 from models.evaluate.report import EvalReport
 
@@ -46,6 +46,12 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
     )
 
 
+def require_test_requests(dataset: Dataset, protocol: str, periods: PipelinePeriods) -> None:
+    """A replay with no test request has nothing to score: a clear error, not an empty report."""
+    if len(periods.test) == 0:
+        raise ValueError(f"{dataset.name}: no test requests under {protocol}")
+
+
 def evaluate_pipeline(
     dataset: Dataset,
     protocol: str,
@@ -59,8 +65,7 @@ def evaluate_pipeline(
     caller's warnings and choices, kept first in the report's notes."""
     periods = pipeline_periods(dataset, protocol, exclude_seen=exclude_seen)
     head = [] if notes is None else notes(len(periods.test), len(periods.ranker))
-    if len(periods.test) == 0:
-        raise ValueError(f"{dataset.name}: no test requests under {protocol}")
+    require_test_requests(dataset, protocol, periods)
     report = EvalReport(
         command,
         dataset.name,
@@ -225,8 +230,7 @@ def run_fusion_stage(
         dataset = load(name, args)
         choices = chosen_defaults(dataset, args)
         periods = pipeline_periods(dataset, choices.protocol.value, exclude_seen=choices.exclude_seen.value)
-        if len(periods.test) == 0:
-            raise ValueError(f"{dataset.name}: no test requests under {choices.protocol.value}")
+        require_test_requests(dataset, choices.protocol.value, periods)
         seeds = []
         for seed in parse_seeds(args.seeds):
             outcome = run_seed(dataset, periods, seed, settings)
