@@ -47,8 +47,9 @@ QUICK_VALID_USERS = 500
 # 4: the merge may be score fusion (chosen on validation); 5: the category source, and the ranker reads
 # the candidate-vs-history match features with a longer patience, gated on held-out validation users;
 # 6: the ranker's gate cross-fitted over folds of validation users, its learning rate 3e-4; 7: the
-# encoder's epoch picked on 5,000 ranker-period targets with patience 8
-RECIPE = "served-pipeline-7"
+# encoder's epoch picked on 5,000 ranker-period targets with patience 8; 8: the encoder kept among the
+# preset and its variants (τ 0.1) by the ranker-period targets
+RECIPE = "served-pipeline-8"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,
@@ -142,6 +143,7 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
                 "dataset": dataset.name,
                 "train_seconds": outcome.seconds.get("encoder"),
                 "preset": "quick",
+                "overrides": (outcome.encoder_training or {}).get("overrides", {}),
             },
         )
     if outcome.ranker is not None:
@@ -152,6 +154,7 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
     serving = {
         "merge": outcome.merge.to_dict(),
         "ranker_served": outcome.ranker_served,
+        "encoder_variants": (outcome.encoder_training or {}).get("variants", []),
         "protocol": protocol,
         "defaults": choices.to_dict(),
         "skipped": outcome.notes,

@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'{\"max_items_per_session\": 4}'",
     )
     parser.add_argument(
+        "--encoder-variants",
+        default=None,
+        help="pipeline: JSON list of encoder settings tried besides the preset (each over "
+        "--encoder-overrides, each with the full budget); the one best on the ranker-period targets is kept. "
+        f"Default {json.dumps(list(PIPELINE_DEFAULTS.encoder_variants))}; '[]' trains the preset only",
+    )
+    parser.add_argument(
         "--ranker-epochs", type=int, default=PIPELINE_DEFAULTS.ranker_epochs, help="pipeline: ranker epochs"
     )
     parser.add_argument(
@@ -176,6 +183,16 @@ def encoder_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--items-per-request must be >= 1, got {args.items_per_request}")
         overrides["max_items_per_session"] = args.items_per_request
     return overrides
+
+
+def encoder_variants(args: argparse.Namespace) -> tuple[dict[str, Any], ...]:
+    """--encoder-variants: a JSON list of JSON objects (None: the pipeline's default variants)."""
+    if args.encoder_variants is None:
+        return PIPELINE_DEFAULTS.encoder_variants
+    values: Any = json.loads(args.encoder_variants)
+    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+        raise ValueError("--encoder-variants must be a JSON list of objects, e.g. '[{\"temperature\": 0.1}]'")
+    return tuple(values)
 
 
 def encoder_budget(args: argparse.Namespace) -> EncoderBudget:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from functools import partial
@@ -28,12 +29,13 @@ from models.evaluate.report import EvalReport
 
 
 def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
-    from models.evaluate.cli import encoder_overrides
+    from models.evaluate.cli import encoder_overrides, encoder_variants
 
     return PipelineSettings(
         **({} if not args.encoder_preset else {"encoder_preset": args.encoder_preset}),
         **({} if args.encoder_minutes is None else {"encoder_minutes": args.encoder_minutes}),
         encoder_overrides=encoder_overrides(args),
+        encoder_variants=encoder_variants(args),
         **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
         ranker_epochs=args.ranker_epochs,
         refit_before_test=args.refit_before_test,
@@ -94,6 +96,7 @@ def evaluate_pipeline(
                 "ranker_served": outcome.ranker_served,
                 "valid": outcome.valid,
                 "merge": outcome.merge.to_dict(),
+                "encoder_variants": (outcome.encoder_training or {}).get("variants", []),
                 "ranker_epochs": outcome.ranker_log,
                 "seconds": {**outcome.seconds, "total": round(elapsed, 1)},
                 "skipped": outcome.notes,
@@ -135,6 +138,7 @@ def evaluate_pipeline(
             for d in decisions
         )
         + ".",
+        *_variant_notes(decisions),
         f"Mean seconds per seed: {np.mean([d['seconds']['total'] for d in decisions]):.0f}.",
     ]
     if ceiling is not None:
@@ -142,6 +146,24 @@ def evaluate_pipeline(
     skipped = dict.fromkeys(note for d in decisions for note in d["skipped"])
     report.notes += [f"Skipped: {note}." for note in skipped]
     return report
+
+
+def _variant_notes(decisions: list[dict[str, Any]]) -> list[str]:
+    """One line on which encoder variant each seed kept and what each scored on validation (none when a
+    single variant was trained)."""
+    if not any(len(d["encoder_variants"]) > 1 for d in decisions):
+        return []
+    parts = []
+    for d in decisions:
+        tried = d["encoder_variants"]
+        best = next(i for i, row in enumerate(tried) if row["kept"])
+        scores = ", ".join(
+            f"{json.dumps(row['overrides']) if row['overrides'] else 'preset'} {row['valid_NDCG@10']:.4f}"
+            for row in tried
+        )
+        parts.append(f"seed {d['seed']}: {scores} -> kept {best + 1}")
+    head = "Encoder variants per seed (validation NDCG@10 on ranker-period targets): "
+    return [head + "; ".join(parts) + "."]
 
 
 def _ceiling_row(

@@ -10,7 +10,14 @@ from models.data.loaders.generic import load_event_file, parse_mapping
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import Dataset
 from models.data.splits import TEST, VALID
-from models.evaluate.pipeline import MISS_RANK, PipelineSettings, list_metrics, list_ranks, run_seed
+from models.evaluate.pipeline import (
+    MISS_RANK,
+    PipelineSettings,
+    best_variant,
+    list_metrics,
+    list_ranks,
+    run_seed,
+)
 from models.evaluate.pipeline_cli import evaluate_pipeline
 from models.evaluate.pipeline_data import pipeline_periods
 from tests.models.user_log import CLICK_LOG_MAP, write_click_log
@@ -101,6 +108,29 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     # rank and score fusion were both tuned; the better one on validation is served (ties: rank fusion)
     rank, score = outcome.valid["merge_rrf_NDCG@10"], outcome.valid["merge_score_NDCG@10"]
     assert outcome.merge.fusion == ("score" if score > rank + 1e-9 else "rrf")
+
+
+def test_the_encoder_variant_best_on_validation_is_kept_and_continued(dataset: Dataset) -> None:
+    # a second variant that cannot learn (learning rate 0): both train on the same targets, one is kept
+    settings = replace(FAST, encoder_minutes=0.05, encoder_variants=({"learning_rate": 0.0, "epochs": 2},))
+    outcome = run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, settings)
+    training = outcome.encoder_training
+    assert training is not None and outcome.encoder is not None
+    tried = training["variants"]
+    assert [row["overrides"] for row in tried] == [{}, {"learning_rate": 0.0, "epochs": 2}]
+    assert sum(row["kept"] for row in tried) == 1
+    kept = next(row for row in tried if row["kept"])
+    assert kept["valid_NDCG@10"] == max(row["valid_NDCG@10"] for row in tried)
+    # the encoder that answered the test is the kept one, continued with the kept settings
+    assert training["overrides"] == kept["overrides"]
+    assert outcome.encoder.state.best_score == kept["valid_NDCG@10"]
+    assert "ann" in outcome.metrics
+
+
+def test_variant_ties_keep_the_earlier_one() -> None:
+    assert best_variant([0.1, 0.1, 0.05]) == 0
+    assert best_variant([0.1, 0.2, 0.2]) == 1
+    assert best_variant([0.3]) == 0
 
 
 def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, tmp_path) -> None:

@@ -1,6 +1,8 @@
 import argparse
 from dataclasses import replace
 
+import pytest
+
 from models.evaluate import cli
 from models.evaluate.pipeline import PipelineSettings
 from models.evaluate.pipeline_cli import settings_from_args
@@ -24,3 +26,12 @@ def test_flags_reach_the_settings() -> None:
         PipelineSettings(), encoder_minutes=0.0, ranker_epochs=7, ranker_lr=1e-3, refit_before_test=False
     )
     assert settings_from_args(args) == expected
+
+
+def test_encoder_variants_flag() -> None:
+    assert settings_from_args(_parse(["--encoder-variants", "[]"])).encoder_variants == ()
+    chosen = settings_from_args(_parse(["--encoder-variants", '[{"temperature": 0.05}, {"lr": 0.01}]']))
+    assert chosen.encoder_variants == ({"temperature": 0.05}, {"lr": 0.01})
+    for bad in ('{"temperature": 0.1}', "[0.1]"):
+        with pytest.raises(ValueError, match="JSON list of objects"):
+            settings_from_args(_parse(["--encoder-variants", bad]))
