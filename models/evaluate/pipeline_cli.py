@@ -95,6 +95,7 @@ def evaluate_pipeline(
                 "seed": seed,
                 "ranker_served": outcome.ranker_served,
                 "valid": outcome.valid,
+                "test": outcome.metrics,  # this seed's rows on the test (the report's rows average them)
                 "merge": outcome.merge.to_dict(),
                 "encoder_variants": (outcome.encoder_training or {}).get("variants", []),
                 "ranker_epochs": outcome.ranker_log,

@@ -145,6 +145,9 @@ def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, t
     assert all(p.exists() for p in paths)
     served = data["intervals"]["pipeline_over_best_source"]
     assert served["low"] <= served["ratio"] <= served["high"] and served["resamples"] > 0
+    # every seed's own test rows are kept, and the report's rows are their mean
+    per_seed = [d["test"]["pipeline"]["NDCG@10"] for d in data["decisions"]]
+    assert len(per_seed) == 2 and _ndcg(data, "pipeline") == pytest.approx(np.mean(per_seed), rel=1e-9)
     best = max((n for n, r in data["rows"].items() if r["kind"] == "source"), key=lambda n: _ndcg(data, n))
     assert served["ratio"] == pytest.approx(_ndcg(data, "pipeline") / _ndcg(data, best), rel=1e-9)
 
