@@ -235,8 +235,9 @@ def train_encoder_variants(
     variants = [dict(settings.encoder_overrides)]
     variants += [{**settings.encoder_overrides, **variant} for variant in settings.encoder_variants]
     kept: Any = None
+    index = 0  # of the kept variant
     tried: list[dict[str, Any]] = []
-    for overrides in variants:
+    for position, overrides in enumerate(variants):
         started = time.perf_counter()
         result = _train_encoder(dataset, periods, replace(settings, encoder_overrides=overrides), seed)
         state = result.state
@@ -248,9 +249,8 @@ def train_encoder_variants(
                 "seconds": round(time.perf_counter() - started, 1),
             }
         )
-        if best_variant([row["valid_NDCG@10"] for row in tried]) == len(tried) - 1:
-            kept = result  # the earlier best is dropped here, so only two models are held at a time
-    index = best_variant([row["valid_NDCG@10"] for row in tried])
+        if best_variant([row["valid_NDCG@10"] for row in tried]) == position:
+            kept, index = result, position  # the earlier best is dropped: at most two models at a time
     for position, row in enumerate(tried):
         row["kept"] = position == index
     return EncoderChoice(kept, variants[index], tried)
@@ -359,7 +359,11 @@ def stored_union_scores(
 ) -> UnionScores:
     """Every source's scores of the request's candidate union, computed once and looked up after (the
     merge tuning merges one request many times)."""
-    union, matrix = candidate_union(generator, request, lists)
+    return union_lookup(*candidate_union(generator, request, lists))
+
+
+def union_lookup(union: np.ndarray, matrix: np.ndarray) -> UnionScores:
+    """A ``candidate_union`` result (union [C] sorted, scores [C, S]) as the merge's score lookup."""
 
     def lookup(items: np.ndarray) -> np.ndarray:
         return matrix[np.searchsorted(union, items)]
@@ -399,13 +403,20 @@ def merged_lists(
     requests: list[CandidateRequest],
     lists: list[list[SourceList]],
     config: MergeConfig,
+    unions: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[MergedCandidates]:
-    """Every request's merged candidates under ``config`` (the sources' scores fetched for score fusion)."""
+    """Every request's merged candidates under ``config`` (the sources' scores fetched for score fusion).
+    ``unions``: request index -> its ``candidate_union`` where already computed (the rest: computed here)."""
     if config.fusion != "score":
         return [merge_lists(request_lists, config) for request_lists in lists]
+    known = unions or {}
     return [
-        merge_lists(request_lists, config, stored_union_scores(generator, request, request_lists))
-        for request, request_lists in zip(requests, lists, strict=True)
+        merge_lists(
+            request_lists,
+            config,
+            union_lookup(*(known.get(row) or candidate_union(generator, request, request_lists))),
+        )
+        for row, (request, request_lists) in enumerate(zip(requests, lists, strict=True))
     ]
 
 
@@ -642,11 +653,11 @@ def run_seed(
         notes.append("no validation requests: the merge keeps equal weights")
     seconds["tune_merge"] = time.perf_counter() - started
     generator = CandidateGenerator(list(sources.values()), merge)
-    ranker_merged = merged_lists(generator, ranker_requests, ranker_lists, merge)
-    valid_unions = [
-        candidate_union(generator, ranker_requests[i], ranker_lists[i])
+    valid_unions = {  # with keep_candidates, computed once for the merge and the outcome
+        i: candidate_union(generator, ranker_requests[i], ranker_lists[i])
         for i in (valid_rows.tolist() if settings.keep_candidates else [])
-    ]
+    }
+    ranker_merged = merged_lists(generator, ranker_requests, ranker_lists, merge, valid_unions)
 
     started = time.perf_counter()
     ranker: Any = None
@@ -707,15 +718,17 @@ def run_seed(
     test_vectors = _user_vectors(result, periods.test) if result is not None else None
     test_requests = candidate_requests(periods.test, test_vectors)
     test_lists = lists_for(test_requests, "candidates (test)")
-    test_merged = merged_lists(generator, test_requests, test_lists, merge)
+    test_unions = {
+        i: candidate_union(generator, test_requests[i], test_lists[i])
+        for i in (range(len(test_requests)) if settings.keep_candidates else [])
+    }
+    test_merged = merged_lists(generator, test_requests, test_lists, merge, test_unions)
     served = ServedPipeline(generator, ranker, use_ranker)
     unions = None
     if settings.keep_candidates:
-        test_unions = [
-            candidate_union(generator, request, lists)
-            for request, lists in zip(test_requests, test_lists, strict=True)
-        ]
-        unions = CandidateUnions(names, merge, valid_rows, valid_unions, test_unions)
+        unions = CandidateUnions(
+            names, merge, valid_rows, list(valid_unions.values()), list(test_unions.values())
+        )
 
     served_lists: dict[str, list[np.ndarray]] = {}
     kinds: dict[str, str] = {}
