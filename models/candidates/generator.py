@@ -10,8 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.baselines.cooccurrence import CooccurrenceConfig, cooccurrence_matrix
+from models.baselines.cooccurrence import CooccurrenceConfig, SparseRows, cooccurrence_matrix
 from models.baselines.popularity import PopularityConfig, popularity_after
+from models.baselines.transitions import TransitionConfig, transition_matrix
 from models.candidates.merge import MergeConfig, MergedCandidates, UnionScores, merge_lists
 from models.candidates.sources import (
     CandidateRequest,
@@ -64,24 +65,36 @@ def plain_popularity(events: EventTable, num_items: int) -> np.ndarray:
     return counts
 
 
+def transition_source(matrix: SparseRows, config: TransitionConfig) -> CooccurrenceSource:
+    """The ``transitions`` source over a fitted successor table (``transition_matrix``)."""
+    return CooccurrenceSource(
+        matrix.indptr, matrix.indices, matrix.data, config.history_length, config.history_decay, "transitions"
+    )
+
+
 def fit_sources(
     events: EventTable,
     num_items: int,
     num_scenes: int,
     cooccurrence: CooccurrenceConfig | None = None,
     item_category: np.ndarray | None = None,
+    transitions: TransitionConfig | None = None,
 ) -> dict[str, CandidateSource]:
-    """The encoder-free sources from ``events`` (sorted by user, then time): cooccurrence, recent,
-    popular (recency-weighted), popular_plain (counts) and, given ``item_category`` [num_items], category
-    (the recency-weighted popularity inside the categories of the user's recent items)."""
+    """The encoder-free sources from ``events`` (sorted by user, then time): cooccurrence, transitions
+    (directed successors), recent, popular (recency-weighted), popular_plain (counts) and, given
+    ``item_category`` [num_items], category (the recency-weighted popularity inside the categories of the
+    user's recent items)."""
     config = cooccurrence or CooccurrenceConfig()
     matrix = cooccurrence_matrix(events, num_items, config)
+    successors = transitions or TransitionConfig()
+    directed = transition_matrix(events, num_items, successors)
     popular = popularity_after(events, num_items, num_scenes, PopularityConfig())
     category = {} if item_category is None else {"category": CategorySource(item_category, popular)}
     return {
         "cooccurrence": CooccurrenceSource(
             matrix.indptr, matrix.indices, matrix.data, config.history_length, config.history_decay
         ),
+        "transitions": transition_source(directed, successors),
         "recent": RecentItemsSource(),
         **category,
         "popular": PopularSource(popular, "popular"),

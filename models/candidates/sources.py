@@ -139,10 +139,9 @@ class CooccurrenceSource:
 
     neighbours: CSR rows (indptr [I + 1], indices [nnz], data [nnz]) of item-to-item similarity. Score of
     item j = Σ over recent items h (newest first, age a) of decay^a · sim(h, j). Sparse: the cost grows with
-    the neighbours gathered, not with the catalogue.
+    the neighbours gathered, not with the catalogue. The same walk serves any item-to-item table: named
+    ``transitions`` it reads the directed successor shares of ``models.baselines.transitions``.
     """
-
-    name = "cooccurrence"
 
     def __init__(
         self,
@@ -151,7 +150,9 @@ class CooccurrenceSource:
         data: np.ndarray,
         history_length: int = 20,
         decay: float = 0.8,
+        name: str = "cooccurrence",
     ) -> None:
+        self.name = name
         self.indptr, self.indices, self.data = indptr, indices, data
         self.history_length = history_length
         self.decay = decay

@@ -33,7 +33,7 @@ PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
-SOURCE_ORDER = ("ann", "cooccurrence", "category", "recent", "popular")  # the merge's and ranker's order
+SOURCE_ORDER = ("ann", "cooccurrence", "transitions", "category", "recent", "popular")  # the merge's and ranker's order
 MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on
 
 
@@ -77,11 +77,13 @@ class PipelineSettings:
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout
+    merge_fusion: str = "auto"  # "auto": tune rank and score fusion, keep the better; "rrf" / "score": only it
     total: int = 200
     quotas: dict[str, int] = field(
         default_factory=lambda: {
             "ann": 200,
             "cooccurrence": 200,
+            "transitions": 200,
             "category": 200,
             "recent": 50,
             "popular": 100,
@@ -386,16 +388,26 @@ def choose_merge(
     task: EvalTask,
     rows: np.ndarray,
     base: MergeConfig,
+    fusion: str = "auto",
 ) -> tuple[MergeConfig, dict[str, float]]:
     """Tunes rank fusion and score fusion on the validation ``rows`` and keeps the better (ties: rank
-    fusion). -> (merge config, validation NDCG@10 of each fusion, keys ``merge_<fusion>_NDCG@10``)."""
-    rank_config, rank_score = tune_weights(lists, task, rows, base)
-    stored: list[UnionScores | None] = [None] * len(lists)
-    for i in rows.tolist():
-        stored[i] = stored_union_scores(generator, requests[i], lists[i])
-    score_config, score_score = tune_weights(lists, task, rows, replace(base, fusion="score"), stored)
-    chosen = score_config if score_score > rank_score + 1e-9 else rank_config
-    return chosen, {"merge_rrf_NDCG@10": rank_score, "merge_score_NDCG@10": score_score}
+    fusion); ``fusion`` "rrf" or "score" tunes only that one. -> (merge config, validation NDCG@10 of each
+    fusion tuned, keys ``merge_<fusion>_NDCG@10``)."""
+    if fusion not in ("auto", "rrf", "score"):
+        raise ValueError(f"merge fusion {fusion!r}: expected auto, rrf or score")
+    scores: dict[str, float] = {}
+    chosen = base
+    if fusion in ("auto", "rrf"):
+        chosen, scores["merge_rrf_NDCG@10"] = tune_weights(lists, task, rows, base)
+    if fusion in ("auto", "score"):
+        stored: list[UnionScores | None] = [None] * len(lists)
+        for i in rows.tolist():
+            stored[i] = stored_union_scores(generator, requests[i], lists[i])
+        score_config, score_score = tune_weights(lists, task, rows, replace(base, fusion="score"), stored)
+        if score_score > scores.get("merge_rrf_NDCG@10", -np.inf) + 1e-9:
+            chosen = score_config
+        scores["merge_score_NDCG@10"] = score_score
+    return chosen, scores
 
 
 def merged_lists(
@@ -647,7 +659,7 @@ def run_seed(
     if len(valid_rows):
         tuning_rows = np.sort(rng.permutation(valid_rows)[:MAX_TUNING_REQUESTS])
         merge, fusion_scores = choose_merge(
-            generator, ranker_requests, ranker_lists, periods.ranker, tuning_rows, base
+            generator, ranker_requests, ranker_lists, periods.ranker, tuning_rows, base, settings.merge_fusion
         )
     else:
         notes.append("no validation requests: the merge keeps equal weights")

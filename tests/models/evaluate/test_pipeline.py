@@ -89,6 +89,7 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     assert kinds["merged"] == "merged" and kinds["pipeline"] == "pipeline"
     assert {n for n, k in kinds.items() if k == "source"} == {
         "cooccurrence",
+        "transitions",
         "category",
         "recent",
         "popular",
