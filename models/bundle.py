@@ -184,10 +184,12 @@ def popularity_scores(dataset: Dataset) -> tuple[np.ndarray, str]:
 
 
 class CooccurrenceNeighbours:
-    """Serving face of the co-occurrence baseline: ``neighbours(item_ids, k)`` over a fitted scorer."""
+    """Serving face of the co-occurrence baseline: ``neighbours(item_ids, k)`` over a fitted scorer;
+    ``transitions``: the directed successor source saved beside it (None in bundles built before it)."""
 
-    def __init__(self, scorer: Any):
+    def __init__(self, scorer: Any, transitions: Any | None = None):
         self.scorer = scorer
+        self.transitions = transitions
 
     def neighbours(self, item_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Items that co-occur with the seed items (oldest first, the last weighs most).
@@ -206,10 +208,37 @@ class CooccurrenceNeighbours:
 
 
 COOCCURRENCE_FILE = "cooccurrence.npz"
+TRANSITIONS_FILE = "transitions.npz"
+TRANSITIONS_CONFIG = "transitions.json"
+
+
+def save_transitions(dataset: Dataset, directory: Path) -> None:
+    """Fits the directed successor table (``models.baselines.transitions``) on all events and saves it."""
+    from models.baselines.transitions import TransitionConfig, transition_matrix
+
+    config = TransitionConfig()
+    matrix = transition_matrix(dataset.events, dataset.num_items, config)
+    np.savez(directory / TRANSITIONS_FILE, indptr=matrix.indptr, indices=matrix.indices, data=matrix.data)
+    (directory / TRANSITIONS_CONFIG).write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+
+
+def load_transitions(directory: Path) -> Any | None:
+    """The ``transitions`` candidate source saved by ``save_transitions``; None when the bundle has none."""
+    from models.baselines.cooccurrence import SparseRows
+    from models.baselines.transitions import TransitionConfig
+    from models.candidates.generator import transition_source
+
+    path = directory / TRANSITIONS_FILE
+    if not path.is_file():
+        return None
+    arrays = np.load(path)
+    config = TransitionConfig(**json.loads((directory / TRANSITIONS_CONFIG).read_text()))
+    return transition_source(SparseRows(arrays["indptr"], arrays["indices"], arrays["data"]), config)
 
 
 def save_cooccurrence(dataset: Dataset, directory: Path) -> str:
-    """Fits the co-occurrence baseline on all events and saves its sparse rows; returns the method name."""
+    """Fits the co-occurrence baseline (and the successor table beside it) on all events and saves their
+    sparse rows; returns the method name."""
     from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
 
     config = CooccurrenceConfig()
@@ -224,6 +253,7 @@ def save_cooccurrence(dataset: Dataset, directory: Path) -> str:
         popularity=scorer.popularity,
     )
     (directory / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+    save_transitions(dataset, directory)
     return f"models.baselines.cooccurrence window={config.window}"
 
 
@@ -242,7 +272,7 @@ def load_cooccurrence(directory: Path) -> CooccurrenceNeighbours:
     scorer.num_items = int(arrays["indptr"].shape[0] - 1)
     scorer.matrix = SparseRows(arrays["indptr"], arrays["indices"], arrays["data"])
     scorer.popularity = arrays["popularity"]
-    return CooccurrenceNeighbours(scorer)
+    return CooccurrenceNeighbours(scorer, load_transitions(directory))
 
 
 def write_atomically(out_dir: Path, assemble: Callable[[Path], None], *, overwrite: bool) -> Path:

@@ -48,8 +48,8 @@ QUICK_VALID_USERS = 500
 # the candidate-vs-history match features with a longer patience, gated on held-out validation users;
 # 6: the ranker's gate cross-fitted over folds of validation users, its learning rate 3e-4; 7: the
 # encoder's epoch picked on 5,000 ranker-period targets with patience 8; 8: the encoder kept among the
-# preset and its variants (τ 0.1) by the ranker-period targets
-RECIPE = "served-pipeline-8"
+# preset and its variants (τ 0.1) by the ranker-period targets; 9: the directed ``transitions`` source
+RECIPE = "served-pipeline-9"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,

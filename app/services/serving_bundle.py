@@ -77,7 +77,11 @@ class ServingBundle:
         # The candidate sources and their merge (models.candidates), one served pipeline per list length.
         self.serving_config: dict[str, Any] | None = dict(manifest.get("config") or {}).get("serving")
         self.candidate_sources = bundle_sources(
-            self.index, getattr(self.cooccurrence, "scorer", None), self.popularity, self.item_category
+            self.index,
+            getattr(self.cooccurrence, "scorer", None),
+            self.popularity,
+            self.item_category,
+            getattr(self.cooccurrence, "transitions", None),
         )
         self._pipelines: dict[int, ServedPipeline] = {}
         # Recent histories of training users: seeds the store, and serves the online path when it is down.

@@ -167,7 +167,10 @@ def _candidate_stage(
 
     scorer = getattr(bundle.cooccurrence, "scorer", None)
     popularity = np.asarray(bundle.popularity, dtype=np.float32)
-    sources = bundle_sources(bundle.index, scorer, popularity, np.asarray(bundle.catalogue.category))
+    transitions = getattr(bundle.cooccurrence, "transitions", None)
+    sources = bundle_sources(
+        bundle.index, scorer, popularity, np.asarray(bundle.catalogue.category), transitions
+    )
     serving = dict(bundle.manifest.get("config") or {}).get("serving")
     pipeline = serving_pipeline(serving, sources, bundle.ranker, candidates)
     generator = pipeline.generator

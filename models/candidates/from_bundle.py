@@ -35,9 +35,11 @@ def bundle_sources(
     cooccurrence_scorer: Any | None,
     popularity: np.ndarray,
     item_category: np.ndarray | None = None,
+    transitions: CandidateSource | None = None,
 ) -> list[CandidateSource]:
     """Sources a bundle can feed: ANN (with an index), co-occurrence (with the fitted baseline scorer,
-    ``models.baselines.cooccurrence.CooccurrenceScorer``), category popularity (with the catalogue's
+    ``models.baselines.cooccurrence.CooccurrenceScorer``), directed successors (``transitions``, as
+    ``models.bundle.load_transitions`` loads it), category popularity (with the catalogue's
     ``item_category`` [num_items]), the user's recent items, popularity."""
     sources: list[CandidateSource] = []
     if index is not None:
@@ -50,6 +52,8 @@ def bundle_sources(
                 matrix.indptr, matrix.indices, matrix.data, config.history_length, config.history_decay
             )
         )
+    if transitions is not None:
+        sources.append(transitions)
     scores = np.where(np.isfinite(popularity), popularity, 0.0)
     if item_category is not None:
         sources.append(CategorySource(item_category, scores))

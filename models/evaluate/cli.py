@@ -78,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ranker-epochs", type=int, default=PIPELINE_DEFAULTS.ranker_epochs, help="pipeline: ranker epochs"
     )
     parser.add_argument(
+        "--merge-fusion",
+        choices=("auto", "rrf", "score"),
+        default=PIPELINE_DEFAULTS.merge_fusion,
+        help="pipeline: how the source lists merge: rank fusion (rrf), weighted standardised scores (score), "
+        "or auto (tune both on validation, keep the better; default)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=PIPELINE_DEFAULTS.threads, help="pipeline: torch threads"
     )
     parser.add_argument(

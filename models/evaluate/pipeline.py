@@ -33,7 +33,14 @@ PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
-SOURCE_ORDER = ("ann", "cooccurrence", "transitions", "category", "recent", "popular")  # the merge's and ranker's order
+SOURCE_ORDER = (
+    "ann",
+    "cooccurrence",
+    "transitions",
+    "category",
+    "recent",
+    "popular",
+)  # the merge's and ranker's order
 MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on
 
 
@@ -77,7 +84,9 @@ class PipelineSettings:
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout
-    merge_fusion: str = "auto"  # "auto": tune rank and score fusion, keep the better; "rrf" / "score": only it
+    merge_fusion: str = (
+        "auto"  # "auto": tune rank and score fusion, keep the better; "rrf" / "score": only it
+    )
     total: int = 200
     quotas: dict[str, int] = field(
         default_factory=lambda: {

@@ -38,6 +38,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         encoder_variants=encoder_variants(args),
         **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
         ranker_epochs=args.ranker_epochs,
+        merge_fusion=args.merge_fusion,
         refit_before_test=args.refit_before_test,
         ranker_match_features=args.ranker_match_features,
         ranker_lr=args.ranker_lr,

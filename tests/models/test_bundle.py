@@ -8,11 +8,22 @@ import pytest
 import models.bundle as bundle_module
 from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
 from models.baselines.popularity import PopularityConfig, PopularityScorer
-from models.bundle import HISTORY_LENGTH, Bundle, build_bundle, data_fingerprint, recent_events
+from models.bundle import (
+    HISTORY_LENGTH,
+    Bundle,
+    build_bundle,
+    data_fingerprint,
+    load_cooccurrence,
+    recent_events,
+)
+from models.candidates.from_bundle import bundle_sources
+from models.candidates.generator import fit_sources
+from models.candidates.sources import CandidateRequest
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, Dataset
 from models.index import IndexBuildConfig
 from models.inference import RequestContext, UserHistory
+from tests.models.candidates.test_sources import history
 
 TINY = SyntheticConfig(num_users=60, num_items=250, num_events=4_000, num_clusters=8, seed=5)
 INDEX_CONFIG = IndexBuildConfig(recall_k=20, sample_queries=30, latency_queries=3)
@@ -88,6 +99,24 @@ def test_baselines_match_their_scorers(dataset: Dataset, tmp_path: Path) -> None
     items, scores = loaded.cooccurrence.neighbours(seeds, 15)
     np.testing.assert_array_equal(items, scorer.top_k(seeds, 15))
     assert (items >= FIRST_REAL_ID).all() and (np.diff(scores) <= 0).all()
+
+
+def test_the_successor_source_is_saved_and_served(dataset: Dataset, tmp_path: Path) -> None:
+    loaded = Bundle.load(build_bundle(dataset, tmp_path / "bundle"))
+    transitions = getattr(loaded.cooccurrence, "transitions", None)
+    assert transitions is not None and transitions.name == "transitions"
+    fitted = fit_sources(dataset.events, dataset.num_items, dataset.num_scenes)["transitions"]
+    request = CandidateRequest(history(dataset.events.item[:6].tolist()), RequestContext(0))
+    np.testing.assert_array_equal(
+        transitions.candidates(request, 20).items, fitted.candidates(request, 20).items
+    )
+    scorer = loaded.cooccurrence.scorer
+    names = [s.name for s in bundle_sources(None, scorer, loaded.popularity, None, transitions)]
+    assert "transitions" in names and "cooccurrence" in names
+    # a bundle built before the successor table still loads, without that source
+    for name in ("transitions.npz", "transitions.json"):
+        (tmp_path / "bundle" / "cooccurrence" / name).unlink()
+    assert load_cooccurrence(tmp_path / "bundle" / "cooccurrence").transitions is None
 
 
 def test_same_data_same_model_version(dataset: Dataset, tmp_path: Path) -> None:

@@ -128,6 +128,20 @@ def test_the_encoder_variant_best_on_validation_is_kept_and_continued(dataset: D
     assert "ann" in outcome.metrics
 
 
+@pytest.mark.parametrize("fusion", ["rrf", "score"])
+def test_a_fixed_fusion_tunes_only_that_kind(dataset: Dataset, fusion: str) -> None:
+    outcome = run_seed(
+        dataset, pipeline_periods(dataset, "next-session"), 0, replace(FAST, merge_fusion=fusion)
+    )
+    assert outcome.merge.fusion == fusion
+    assert {k for k in outcome.valid if k.startswith("merge_")} == {f"merge_{fusion}_NDCG@10"}
+
+
+def test_an_unknown_fusion_is_refused(dataset: Dataset) -> None:
+    with pytest.raises(ValueError, match="merge fusion 'sum'"):
+        run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, replace(FAST, merge_fusion="sum"))
+
+
 def test_variant_ties_keep_the_earlier_one() -> None:
     assert best_variant([0.1, 0.1, 0.05]) == 0
     assert best_variant([0.1, 0.2, 0.2]) == 1

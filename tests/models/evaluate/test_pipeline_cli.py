@@ -20,10 +20,18 @@ def test_no_flags_give_the_library_defaults() -> None:
 
 def test_flags_reach_the_settings() -> None:
     args = _parse(
-        ["--encoder-minutes", "0", "--ranker-epochs", "7", "--ranker-lr", "0.001", "--no-refit-before-test"]
+        [
+            *("--encoder-minutes", "0", "--ranker-epochs", "7", "--ranker-lr", "0.001"),
+            *("--no-refit-before-test", "--merge-fusion", "score"),
+        ]
     )
     expected = replace(
-        PipelineSettings(), encoder_minutes=0.0, ranker_epochs=7, ranker_lr=1e-3, refit_before_test=False
+        PipelineSettings(),
+        encoder_minutes=0.0,
+        ranker_epochs=7,
+        ranker_lr=1e-3,
+        refit_before_test=False,
+        merge_fusion="score",
     )
     assert settings_from_args(args) == expected
 
