@@ -94,7 +94,11 @@ def test_default_bundle_serves_the_replayed_pipeline(dataset: Dataset, tmp_path:
     served = serving_pipeline(
         serving,
         bundle_sources(
-            loaded.index, loaded.cooccurrence.scorer, loaded.popularity, loaded.catalogue.category
+            loaded.index,
+            loaded.cooccurrence.scorer,
+            loaded.popularity,
+            loaded.catalogue.category,
+            loaded.cooccurrence.transitions,
         ),
         loaded.ranker,
         50,
