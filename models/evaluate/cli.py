@@ -138,6 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "order's; > 0 = only when the paired bootstrap interval (this two-sided level) of ranker / merged "
         "lies above 1",
     )
+    parser.add_argument(
+        "--ranker-gate-margin",
+        type=float,
+        default=PIPELINE_DEFAULTS.ranker_gate_margin,
+        help="pipeline: the ranker is served only when it beats the merged order by more than this share "
+        f"on validation (default {PIPELINE_DEFAULTS.ranker_gate_margin:g}, i.e. 0.5%%)",
+    )
     parser.add_argument("--all", action="store_true", help="every registered model that is installed")
     parser.add_argument(
         "--dataset",

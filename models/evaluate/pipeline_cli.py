@@ -44,6 +44,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         ranker_lr=args.ranker_lr,
         ranker_gate_folds=args.ranker_gate_folds,
         ranker_gate_level=args.ranker_gate_level,
+        ranker_gate_margin=args.ranker_gate_margin,
         continue_epochs=args.continue_epochs,
         threads=args.threads,
     )

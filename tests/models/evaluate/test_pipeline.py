@@ -301,6 +301,17 @@ def test_the_gate_judges_each_fold_at_the_epoch_the_other_folds_pick(
     assert serve_same is (same["gate_ratio"] > 1)
 
 
+@pytest.mark.parametrize("level", [0.0, 0.8])
+def test_the_gate_margin_refuses_a_gain_below_it(level: float) -> None:
+    from models.evaluate.pipeline import ranker_gate
+
+    values = np.stack([_BASE, _BASE * 1.004])  # +0.4% on every request
+    losses = np.ones(2)
+    assert ranker_gate(values, losses, _BASE, _FOLDS, level, margin=0.0)[0]
+    assert not ranker_gate(values, losses, _BASE, _FOLDS, level, margin=0.005)[0]
+    assert ranker_gate(np.stack([_BASE, _BASE * 1.006]), losses, _BASE, _FOLDS, level, margin=0.005)[0]
+
+
 def test_the_gate_picks_epochs_by_the_training_loops_rule() -> None:
     from models.evaluate.pipeline import pick_epoch
 

@@ -22,7 +22,7 @@ def test_flags_reach_the_settings() -> None:
     args = _parse(
         [
             *("--encoder-minutes", "0", "--ranker-epochs", "7", "--ranker-lr", "0.001"),
-            *("--no-refit-before-test", "--merge-fusion", "score"),
+            *("--no-refit-before-test", "--merge-fusion", "score", "--ranker-gate-margin", "0.01"),
         ]
     )
     expected = replace(
@@ -32,6 +32,7 @@ def test_flags_reach_the_settings() -> None:
         ranker_lr=1e-3,
         refit_before_test=False,
         merge_fusion="score",
+        ranker_gate_margin=0.01,
     )
     assert settings_from_args(args) == expected
 
