@@ -76,7 +76,8 @@ class MergedCandidates:
     """N candidates in merged order.
 
     items [N] int64; merge_score [N] float32; source_rank [N, S] int64 (0-based rank in each source,
-    -1 = that source did not return it); source_score [N, S] float32 (0 where absent).
+    -1 = that source did not return it); source_score [N, S] float32 (0 where absent); weights [S]: the
+    merge's weight of each source (empty: unknown, every source counts).
     """
 
     items: np.ndarray
@@ -84,6 +85,7 @@ class MergedCandidates:
     source_rank: np.ndarray
     source_score: np.ndarray
     sources: tuple[str, ...] = field(default_factory=tuple)
+    weights: tuple[float, ...] = field(default_factory=tuple)
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
@@ -96,13 +98,20 @@ class MergedCandidates:
             self.source_rank[order],
             self.source_score[order],
             self.sources,
+            self.weights,
         )
 
     def primary_source(self) -> list[str]:
-        """Per candidate, the source that ranked it best (the name shown to callers). [N] names."""
+        """Per candidate, the source that ranked it best among those the merge weighs (the name shown to
+        callers); a candidate that only weight-0 sources found is named after the best of them. [N]."""
         if len(self) == 0:
             return []
-        ranks = np.where(self.source_rank < 0, np.iinfo(np.int64).max, self.source_rank)
+        absent = np.iinfo(np.int64).max
+        ranks = np.where(self.source_rank < 0, absent, self.source_rank)
+        if len(self.weights) == ranks.shape[1]:
+            muted = np.asarray(self.weights) <= 0
+            weighed = np.where(muted[None, :], absent, ranks)
+            ranks = np.where((weighed < absent).any(axis=1, keepdims=True), weighed, ranks)
         return [self.sources[s] for s in ranks.argmin(axis=1).tolist()]
 
 
@@ -124,6 +133,7 @@ def merge_lists(
             empty_ranks,
             np.zeros((0, num_sources), np.float32),
             config.sources,
+            config.weights,
         )
     items, inverse = np.unique(all_items, return_inverse=True)
     source_rank = np.full((len(items), num_sources), NOT_FOUND, dtype=np.int64)
@@ -144,7 +154,12 @@ def merge_lists(
     best_rank = np.where(source_rank >= 0, source_rank, np.iinfo(np.int64).max).min(axis=1)
     order = np.lexsort((items, best_rank, -fused))[: config.total]
     return MergedCandidates(
-        items[order], fused[order].astype(np.float32), source_rank[order], source_score[order], config.sources
+        items[order],
+        fused[order].astype(np.float32),
+        source_rank[order],
+        source_score[order],
+        config.sources,
+        config.weights,
     )
 
 

@@ -55,6 +55,16 @@ def test_an_empty_source_leaves_a_full_list_from_the_others() -> None:
     assert len(empty) == 0 and empty.source_rank.shape == (0, 2)
 
 
+def test_the_name_shown_is_a_source_the_merge_weighs() -> None:
+    # 6 is first in a (weight 0) and second in b: b is what put it in the list
+    merged = merge_lists(lists([6, 7], [5, 6]), config(weights=(0.0, 1.0)))
+    names = dict(zip(merged.items.tolist(), merged.primary_source(), strict=True))
+    assert names == {5: "b", 6: "b", 7: "a"}  # 7: only the weight-0 source found it
+    assert merged.take(np.arange(len(merged))[::-1]).weights == (0.0, 1.0)
+    both = merge_lists(lists([6, 7], [5, 6]), config())
+    assert dict(zip(both.items.tolist(), both.primary_source(), strict=True))[6] == "a"  # best rank wins
+
+
 def test_take_reorders_every_column_together() -> None:
     merged = merge_lists(lists([5, 6], [6, 9]), config())
     reordered = merged.take(np.arange(len(merged))[::-1])
