@@ -41,8 +41,8 @@ async def test_baseline_bundle_serves_every_endpoint(baseline_bundle: Path) -> N
             serving_user = next(iter(serving.fallback_histories))
             known = (await client.post("/v1/recommend", json={"user_id": serving_user, "k": 5})).json()
             assert known["meta"]["served_by"] == "online"
-            assert {item["source"] for item in known["items"]} <= {"cooccurrence", "popular"}
-            assert known["items"][0]["source"] == "cooccurrence" and len(known["items"]) == 5
+            assert {item["source"] for item in known["items"]} <= {"cooccurrence", "transitions", "popular"}
+            assert known["items"][0]["source"] in ("cooccurrence", "transitions") and len(known["items"]) == 5
             unknown = (await client.post("/v1/recommend", json={"user_id": "nobody-here", "k": 5})).json()
             assert unknown["meta"]["served_by"] == "popular"
             anchor = serving.raw_item(int(serving.popular_order[0]))
@@ -72,7 +72,10 @@ async def test_encoder_bundle_serves_ann_cache_cold_start_and_worker_vectors(enc
             await wait_for_write_backs()  # the online vector is cached in the background
             second = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
             assert (first["meta"]["served_by"], second["meta"]["served_by"]) == ("online", "cache")
-            assert first["items"] == second["items"] and {i["source"] for i in first["items"]} == {"ann"}
+            assert first["items"] == second["items"]
+            # the untuned default merge: the ANN list interleaved with the item-to-item lists
+            sources = {i["source"] for i in first["items"]}
+            assert "ann" in sources and sources <= {"ann", "cooccurrence", "transitions"}
             assert first["meta"]["model_version"] == serving.model_version
 
             anchor = serving.raw_item(int(serving.popular_order[0]))
