@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ranker-epochs", type=int, default=PIPELINE_DEFAULTS.ranker_epochs, help="pipeline: ranker epochs"
     )
     parser.add_argument(
+        "--sources",
+        default="",
+        help="pipeline: comma-separated candidate sources to merge (of ann, cooccurrence, transitions, "
+        "category, recent, popular; default: every one the data feeds), e.g. for an ablation",
+    )
+    parser.add_argument(
         "--merge-fusion",
         choices=("auto", "rrf", "score"),
         default=PIPELINE_DEFAULTS.merge_fusion,

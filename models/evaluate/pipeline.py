@@ -33,14 +33,8 @@ PIPELINE_METRICS = ("NDCG@10", "HR@10", "Recall@50", "MRR")
 MISS_RANK = 1 << 40  # rank given to a target that is not in the served list: no credit at any cutoff
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
-SOURCE_ORDER = (
-    "ann",
-    "cooccurrence",
-    "transitions",
-    "category",
-    "recent",
-    "popular",
-)  # the merge's and ranker's order
+# the merge's and the ranker's order of the candidate sources
+SOURCE_ORDER = ("ann", "cooccurrence", "transitions", "category", "recent", "popular")
 MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on
 
 
@@ -88,9 +82,10 @@ class PipelineSettings:
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout
-    merge_fusion: str = (
-        "auto"  # "auto": tune rank and score fusion, keep the better; "rrf" / "score": only it
-    )
+    # "auto": tune rank and score fusion on validation, keep the better; "rrf" / "score": only that one
+    merge_fusion: str = "auto"
+    # the candidate sources the merge may use (names of SOURCE_ORDER); empty = every one the data feeds
+    sources: tuple[str, ...] = ()
     total: int = 200
     quotas: dict[str, int] = field(
         default_factory=lambda: {
@@ -612,6 +607,24 @@ def _served_items(
     return out
 
 
+def merge_sources(available: tuple[str, ...], allow_seen: bool, chosen: tuple[str, ...]) -> tuple[str, ...]:
+    """The sources the replay merges, in ``SOURCE_ORDER``: those available (``recent`` only where seen
+    items may be recommended), cut to ``chosen`` when it names any. Unknown names are a ValueError."""
+    unknown = sorted(set(chosen) - set(SOURCE_ORDER))
+    if unknown:
+        raise ValueError(f"unknown candidate source(s) {unknown}; expected some of {list(SOURCE_ORDER)}")
+    names = tuple(
+        n
+        for n in SOURCE_ORDER
+        if n in available and (n != "recent" or allow_seen) and (not chosen or n in chosen)
+    )
+    if not names:
+        raise ValueError(
+            f"no candidate source left to merge: asked for {list(chosen)}, have {list(available)}"
+        )
+    return names
+
+
 def run_seed(
     dataset: Dataset, periods: PipelinePeriods, seed: int, settings: PipelineSettings
 ) -> SeedOutcome:
@@ -646,7 +659,7 @@ def run_seed(
         sources["ann"] = _ann_source(result)
         ranker_vectors = _user_vectors(result, periods.ranker)
     allow_seen = not periods.exclude_seen
-    names = tuple(n for n in SOURCE_ORDER if n in sources and (n != "recent" or allow_seen))
+    names = merge_sources(tuple(sources), allow_seen, settings.sources)
     base = MergeConfig(
         sources=names,
         quotas=tuple(settings.quotas.get(n, settings.total) for n in names),

@@ -39,6 +39,7 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
         ranker_epochs=args.ranker_epochs,
         merge_fusion=args.merge_fusion,
+        sources=tuple(name.strip() for name in args.sources.split(",") if name.strip()),
         refit_before_test=args.refit_before_test,
         ranker_match_features=args.ranker_match_features,
         ranker_lr=args.ranker_lr,

@@ -137,6 +137,26 @@ def test_a_fixed_fusion_tunes_only_that_kind(dataset: Dataset, fusion: str) -> N
     assert {k for k in outcome.valid if k.startswith("merge_")} == {f"merge_{fusion}_NDCG@10"}
 
 
+def test_the_merge_uses_only_the_sources_asked_for(dataset: Dataset) -> None:
+    periods = pipeline_periods(dataset, "next-session")
+    chosen = ("cooccurrence", "popular")
+    outcome = run_seed(dataset, periods, 0, replace(FAST, sources=chosen))
+    assert outcome.merge.sources == chosen
+    assert {n for n, k in outcome.kinds.items() if k == "source"} == {*chosen, "popular_plain"}
+
+
+def test_source_choices_are_checked() -> None:
+    from models.evaluate.pipeline import merge_sources
+
+    have = ("ann", "cooccurrence", "recent", "popular")
+    assert merge_sources(have, False, ()) == ("ann", "cooccurrence", "popular")  # recent needs allow_seen
+    assert merge_sources(have, True, ("recent", "ann")) == ("ann", "recent")  # the merge's own order
+    with pytest.raises(ValueError, match="unknown candidate source"):
+        merge_sources(have, True, ("knn",))
+    with pytest.raises(ValueError, match="no candidate source left"):
+        merge_sources(have, False, ("transitions",))
+
+
 def test_an_unknown_fusion_is_refused(dataset: Dataset) -> None:
     with pytest.raises(ValueError, match="merge fusion 'sum'"):
         run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, replace(FAST, merge_fusion="sum"))

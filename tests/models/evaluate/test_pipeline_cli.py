@@ -23,6 +23,7 @@ def test_flags_reach_the_settings() -> None:
         [
             *("--encoder-minutes", "0", "--ranker-epochs", "7", "--ranker-lr", "0.001"),
             *("--no-refit-before-test", "--merge-fusion", "score", "--ranker-gate-margin", "0.01"),
+            *("--sources", "ann, transitions"),
         ]
     )
     expected = replace(
@@ -33,6 +34,7 @@ def test_flags_reach_the_settings() -> None:
         refit_before_test=False,
         merge_fusion="score",
         ranker_gate_margin=0.01,
+        sources=("ann", "transitions"),
     )
     assert settings_from_args(args) == expected
 
