@@ -9,6 +9,7 @@ sim(h, ·), plus a tiny popularity term so users without neighbours still get a 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,22 +46,39 @@ def cooccurrence_matrix(events: EventTable, num_items: int, config: Cooccurrence
     ranker's "neighbours" anchors (``models.ranker.retrieval.fit_cooccurrence``) all read this matrix.
     Every row holds its strongest neighbours first (ties: smaller item index first)."""
     keys = []
-    for distance in range(1, config.window + 1):
-        a, b = events.item[:-distance].astype(np.int64), events.item[distance:].astype(np.int64)
-        same = events.user[:-distance] == events.user[distance:]
-        if config.same_session_only:
-            same &= events.session[:-distance] == events.session[distance:]
-        same &= a != b
-        keys += [a[same] * num_items + b[same], b[same] * num_items + a[same]]
+    for _, a, b in ordered_pairs(events, config.window, config.same_session_only):
+        keys += [a * num_items + b, b * num_items + a]
     pairs, counts = np.unique(np.concatenate(keys) if keys else np.zeros(0, np.int64), return_counts=True)
     rows, cols = pairs // num_items, pairs % num_items
     frequency = np.bincount(events.item, minlength=num_items).astype(np.float64)
     weight = counts / np.sqrt(frequency[rows] * frequency[cols])
-    # Keep each row's strongest neighbours: sort by (row, -weight) and cut by position inside the row.
-    order = np.lexsort((-weight, rows))
+    return strongest_per_row(rows, cols, weight, num_items, config.max_neighbours)
+
+
+def ordered_pairs(
+    events: EventTable, window: int, same_session_only: bool
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Per distance d = 1..window: (d, a [P] int64, b [P] int64), every pair of distinct items where b
+    comes d events after a in one user's sequence (and session, with ``same_session_only``). events sorted
+    by (user, timestamp). The one pair walk of the item-to-item fits (co-occurrence, transitions)."""
+    for distance in range(1, window + 1):
+        a, b = events.item[:-distance].astype(np.int64), events.item[distance:].astype(np.int64)
+        same = events.user[:-distance] == events.user[distance:]
+        if same_session_only:
+            same &= events.session[:-distance] == events.session[distance:]
+        same &= a != b
+        yield distance, a[same], b[same]
+
+
+def strongest_per_row(
+    rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_items: int, max_neighbours: int
+) -> SparseRows:
+    """Entries (rows, cols, weight) [P] -> CSR [num_items, num_items] keeping each row's ``max_neighbours``
+    heaviest entries, heaviest first (ties: smaller column first)."""
+    order = np.lexsort((cols, -weight, rows))
     rows, cols, weight = rows[order], cols[order], weight[order]
     row_start = np.searchsorted(rows, np.arange(num_items))
-    keep = np.arange(len(rows)) - row_start[rows] < config.max_neighbours
+    keep = np.arange(len(rows)) - row_start[rows] < max_neighbours
     rows, cols, weight = rows[keep], cols[keep], weight[keep]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=num_items))]).astype(np.int64)
     return SparseRows(indptr, cols.astype(np.int64), weight.astype(np.float32))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.baselines.cooccurrence import SparseRows
+from models.baselines.cooccurrence import SparseRows, ordered_pairs, strongest_per_row
 from models.data.schema import EventTable
 
 
@@ -38,26 +38,13 @@ class TransitionConfig:
 def transition_matrix(events: EventTable, num_items: int, config: TransitionConfig) -> SparseRows:
     """events sorted by (user, timestamp) -> CSR [num_items, num_items] of T(a, b), strongest first per row
     (ties: smaller item index first)."""
-    keys, weights = [], []
-    items = events.item.astype(np.int64)
-    for distance in range(1, config.window + 1):
-        a, b = items[:-distance], items[distance:]
-        same = events.user[:-distance] == events.user[distance:]
-        if config.same_session_only:
-            same &= events.session[:-distance] == events.session[distance:]
-        same &= a != b
-        keys.append(a[same] * num_items + b[same])
-        weights.append(np.full(int(same.sum()), 1.0 / distance))
-    flat = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    pairs, inverse = np.unique(flat, return_inverse=True)
-    totals = np.bincount(inverse, np.concatenate(weights) if weights else None, minlength=len(pairs))
+    keys, weights = [np.zeros(0, np.int64)], [np.zeros(0)]
+    for distance, a, b in ordered_pairs(events, config.window, config.same_session_only):
+        keys.append(a * num_items + b)
+        weights.append(np.full(len(a), 1.0 / distance))
+    pairs, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    totals = np.bincount(inverse, np.concatenate(weights), minlength=len(pairs))
     rows, cols = pairs // num_items, pairs % num_items
-    frequency = np.bincount(items, minlength=num_items).astype(np.float64)
+    frequency = np.bincount(events.item.astype(np.int64), minlength=num_items).astype(np.float64)
     share = totals / (frequency[rows] + config.smoothing)
-    order = np.lexsort((cols, -share, rows))
-    rows, cols, share = rows[order], cols[order], share[order]
-    row_start = np.searchsorted(rows, np.arange(num_items))
-    keep = np.arange(len(rows)) - row_start[rows] < config.max_neighbours
-    rows, cols, share = rows[keep], cols[keep], share[keep]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=num_items))]).astype(np.int64)
-    return SparseRows(indptr, cols.astype(np.int64), share.astype(np.float32))
+    return strongest_per_row(rows, cols, share, num_items, config.max_neighbours)
