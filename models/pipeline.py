@@ -49,7 +49,7 @@ QUICK_VALID_USERS = 500
 # 6: the ranker's gate cross-fitted over folds of validation users, its learning rate 3e-4; 7: the
 # encoder's epoch picked on 5,000 ranker-period targets with patience 8; 8: the encoder kept among the
 # preset and its variants (τ 0.1) by the ranker-period targets; 9: the directed ``transitions`` source
-RECIPE = "served-pipeline-9"
+RECIPE = "served-pipeline-10"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,
@@ -154,6 +154,7 @@ def train_served_pipeline(dataset: Dataset, out_dir: Path) -> tuple[dict[str, Pa
     serving = {
         "merge": outcome.merge.to_dict(),
         "ranker_served": outcome.ranker_served,
+        "recent": outcome.recent,
         "encoder_variants": (outcome.encoder_training or {}).get("variants", []),
         "protocol": protocol,
         "defaults": choices.to_dict(),

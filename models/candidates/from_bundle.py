@@ -82,8 +82,12 @@ def serving_pipeline(
     ranker: CandidateRanker | None,
     total: int,
 ) -> ServedPipeline:
-    """``serving_config``: the manifest's ``config.serving`` ({"merge": MergeConfig dict, "ranker_served"})
-    or None. Sources the stored merge names but this bundle lacks are dropped; ``total`` caps the list."""
+    """``serving_config``: the manifest's ``config.serving`` ({"merge": MergeConfig dict, "ranker_served",
+    "recent": RecentItemsSource dict}) or None. Sources the stored merge names but this bundle lacks are
+    dropped; ``total`` caps the list."""
+    if serving_config and serving_config.get("recent"):  # the scoring the pipeline trainer chose
+        chosen = RecentItemsSource.from_dict(dict(serving_config["recent"]))
+        sources = [chosen if source.name == "recent" else source for source in sources]
     available = [source.name for source in sources]
     if serving_config and serving_config.get("merge"):
         stored = MergeConfig.from_dict(dict(serving_config["merge"]))

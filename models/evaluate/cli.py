@@ -91,6 +91,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or auto (tune both on validation, keep the better; default)",
     )
     parser.add_argument(
+        "--merge-tuning",
+        choices=("all", "valid"),
+        default=PIPELINE_DEFAULTS.merge_tuning,
+        help="pipeline: the ranker-period requests the merge weights are tuned on: all of them (default) "
+        "or only the ranker's validation users",
+    )
+    parser.add_argument(
+        "--merge-tuning-requests",
+        type=int,
+        default=PIPELINE_DEFAULTS.merge_tuning_requests,
+        help="pipeline: at most this many of them, drawn at random (default %(default)s)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=PIPELINE_DEFAULTS.threads, help="pipeline: torch threads"
     )
     parser.add_argument(

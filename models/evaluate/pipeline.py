@@ -21,7 +21,13 @@ from tqdm import tqdm
 from models.candidates.generator import CandidateGenerator, fit_sources
 from models.candidates.merge import MergeConfig, MergedCandidates, UnionScores, merge_lists
 from models.candidates.served import ServedPipeline
-from models.candidates.sources import AnnSource, CandidateRequest, CandidateSource, SourceList
+from models.candidates.sources import (
+    AnnSource,
+    CandidateRequest,
+    CandidateSource,
+    RecentItemsSource,
+    SourceList,
+)
 from models.data.schema import Dataset
 from models.evaluate.bootstrap import paired_ratio_interval
 from models.evaluate.metrics import ranking_metrics
@@ -35,7 +41,6 @@ WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
 # the merge's and the ranker's order of the candidate sources
 SOURCE_ORDER = ("ann", "cooccurrence", "transitions", "category", "recent", "popular")
-MAX_TUNING_REQUESTS = 1500  # validation requests the merge weights are tuned on
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,12 @@ class PipelineSettings:
     ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout
     # "auto": tune rank and score fusion on validation, keep the better; "rrf" / "score": only that one
     merge_fusion: str = "auto"
+    # the requests the merge weights are tuned on: "all" ranker-period requests (the ranker's training
+    # users and its validation users) or only the "valid" ones; at most ``merge_tuning_requests`` of them,
+    # drawn at random. Six weights tuned on <= 1,500 validation requests took different values per seed
+    # and lost on ML-100K's test what they gained on validation (docs/pipeline.md)
+    merge_tuning: str = "all"
+    merge_tuning_requests: int = 4000
     # the candidate sources the merge may use (names of SOURCE_ORDER); empty = every one the data feeds
     sources: tuple[str, ...] = ()
     total: int = 200
@@ -128,6 +139,10 @@ class SeedOutcome:
     # row name -> NDCG@10 of every test request [U] (NaN without a target): paired intervals across rows
     per_request: dict[str, np.ndarray] = field(default_factory=dict)
     candidates: CandidateUnions | None = None  # with PipelineSettings.keep_candidates
+    # the recent-items scoring kept on the ranker period (RecentItemsSource.to_dict) and every choice's
+    # NDCG@10 there; None where seen items are excluded (no recent source)
+    recent: dict[str, Any] | None = None
+    recent_tried: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -278,6 +293,36 @@ def _train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: Pipelin
     )
 
 
+# the recent-items scorings the ranker period chooses from (RecentItemsSource arguments): action weights
+# (a cart or favourite counts more) helped Taobao and hurt synthetic; decay 0.98 per event is a slow
+# fade, 0.9 nearly newest-first (docs/pipeline.md, "Re-visits by decayed frequency")
+RECENT_CHOICES: tuple[dict[str, Any], ...] = (
+    {"decay": 0.98},
+    {"decay": 0.98, "action_weights": {}},
+    {"decay": 0.9, "action_weights": {}},
+)
+
+
+def choose_recent(
+    task: EvalTask, choices: Sequence[dict[str, Any]] = RECENT_CHOICES
+) -> tuple[RecentItemsSource, list[dict[str, Any]]]:
+    """The recent-items scoring with the best NDCG@10 of its own list on ``task``'s requests (the ranker
+    period; ties keep the earlier choice). -> (the source, every choice with its ``NDCG@10``)."""
+    requests = candidate_requests(task, None)
+    tried: list[dict[str, Any]] = []
+    best: RecentItemsSource | None = None
+    best_score = -np.inf
+    for choice in choices:
+        source = RecentItemsSource(**choice)
+        lists = [source.candidates(request, source.max_items).items for request in requests]
+        score = list_metrics(lists, task)["NDCG@10"] if requests else 0.0
+        tried.append({**source.to_dict(), "NDCG@10": round(float(score), 4)})
+        if best is None or score > best_score + 1e-9:
+            best, best_score = source, score
+    assert best is not None, "no recent-items choice to try"
+    return best, tried
+
+
 def _refit_before_test(
     dataset: Dataset,
     periods: PipelinePeriods,
@@ -285,6 +330,7 @@ def _refit_before_test(
     seed: int,
     result: Any,
     ranker: Any,
+    recent: CandidateSource | None = None,
 ) -> tuple[dict[str, CandidateSource], float]:
     """Everything chosen on the ranker period stays (epochs, merge weights, ranker and gate); what is
     fitted sees the ranker period too before the test, as a bundle built today would: the sources and
@@ -298,6 +344,8 @@ def _refit_before_test(
     sources: dict[str, CandidateSource] = dict(
         fit_sources(events, dataset.num_items, dataset.num_scenes, item_category=dataset.catalogue.category)
     )
+    if recent is not None:  # its scoring was chosen on the ranker period; it fits nothing
+        sources["recent"] = recent
     seconds = 0.0
     if result is not None:
         started = time.perf_counter()
@@ -660,6 +708,10 @@ def run_seed(
         ranker_vectors = _user_vectors(result, periods.ranker)
     allow_seen = not periods.exclude_seen
     names = merge_sources(tuple(sources), allow_seen, settings.sources)
+    recent, recent_tried = None, []
+    if "recent" in names and len(periods.ranker):
+        recent, recent_tried = choose_recent(periods.ranker)
+        sources["recent"] = recent
     base = MergeConfig(
         sources=names,
         quotas=tuple(settings.quotas.get(n, settings.total) for n in names),
@@ -685,7 +737,7 @@ def run_seed(
     merge = base
     fusion_scores: dict[str, float] = {}
     if len(valid_rows):
-        tuning_rows = np.sort(rng.permutation(valid_rows)[:MAX_TUNING_REQUESTS])
+        tuning_rows = merge_tuning_rows(train_rows, valid_rows, settings, rng)
         merge, fusion_scores = choose_merge(
             generator, ranker_requests, ranker_lists, periods.ranker, tuning_rows, base, settings.merge_fusion
         )
@@ -750,7 +802,7 @@ def run_seed(
 
     if settings.refit_before_test:
         started = time.perf_counter()
-        sources, continued = _refit_before_test(dataset, periods, settings, seed, result, ranker)
+        sources, continued = _refit_before_test(dataset, periods, settings, seed, result, ranker, recent)
         seconds["refit"] = time.perf_counter() - started
         if result is not None:
             seconds["encoder"] += continued
@@ -807,7 +859,20 @@ def run_seed(
         notes,
         per_request,
         unions,
+        None if recent is None else recent.to_dict(),
+        recent_tried,
     )
+
+
+def merge_tuning_rows(
+    train_rows: np.ndarray, valid_rows: np.ndarray, settings: PipelineSettings, rng: np.random.Generator
+) -> np.ndarray:
+    """The ranker-period rows the merge weights are tuned on (``settings.merge_tuning``: "all" or "valid"),
+    at most ``settings.merge_tuning_requests`` drawn at random, sorted. -> [R] int64."""
+    if settings.merge_tuning not in ("all", "valid"):
+        raise ValueError(f"merge tuning {settings.merge_tuning!r}: expected all or valid")
+    pool = np.concatenate([train_rows, valid_rows]) if settings.merge_tuning == "all" else valid_rows
+    return np.sort(rng.permutation(pool)[: settings.merge_tuning_requests]).astype(np.int64)
 
 
 def _ranker_period_rows(

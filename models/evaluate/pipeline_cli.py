@@ -39,6 +39,8 @@ def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
         ranker_epochs=args.ranker_epochs,
         merge_fusion=args.merge_fusion,
+        merge_tuning=args.merge_tuning,
+        merge_tuning_requests=args.merge_tuning_requests,
         sources=tuple(name.strip() for name in args.sources.split(",") if name.strip()),
         refit_before_test=args.refit_before_test,
         ranker_match_features=args.ranker_match_features,
@@ -101,6 +103,7 @@ def evaluate_pipeline(
                 "test": outcome.metrics,  # this seed's rows on the test (the report's rows average them)
                 "merge": outcome.merge.to_dict(),
                 "encoder_variants": (outcome.encoder_training or {}).get("variants", []),
+                "recent": outcome.recent_tried,
                 "ranker_epochs": outcome.ranker_log,
                 "seconds": {**outcome.seconds, "total": round(elapsed, 1)},
                 "skipped": outcome.notes,
@@ -119,6 +122,10 @@ def evaluate_pipeline(
         "decisions": decisions,
     }
     served = sum(d["ranker_served"] for d in decisions)
+    tuned_on = {
+        "all": f"ranker-period requests, at most {settings.merge_tuning_requests}",
+        "valid": f"ranker's validation requests, at most {settings.merge_tuning_requests}",
+    }.get(settings.merge_tuning, settings.merge_tuning)
     best_source = max(
         (n for n, k in report.kinds.items() if k == "source"), key=lambda n: report.means()[n]["NDCG@10"]
     )
@@ -135,7 +142,7 @@ def evaluate_pipeline(
         ),
         f"The ranker was served in {served} of {len(decisions)} seeds (it must beat the merged order on the "
         "validation users; otherwise the bundle serves the merged order).",
-        "Merge per seed (rank or score fusion and its weights, tuned on validation NDCG@10): "
+        f"Merge per seed (rank or score fusion and its weights, tuned on NDCG@10 of the {tuned_on}): "
         + "; ".join(
             f"seed {d['seed']}: {d['merge'].get('fusion', 'rrf')} "
             f"{dict(zip(d['merge']['sources'], d['merge']['weights'], strict=True))}"
@@ -143,6 +150,7 @@ def evaluate_pipeline(
         )
         + ".",
         *_variant_notes(decisions),
+        *_recent_notes(decisions),
         f"Mean seconds per seed: {np.mean([d['seconds']['total'] for d in decisions]):.0f}.",
     ]
     if ceiling is not None:
@@ -167,6 +175,22 @@ def _variant_notes(decisions: list[dict[str, Any]]) -> list[str]:
         )
         parts.append(f"seed {d['seed']}: {scores} -> kept {best + 1}")
     head = "Encoder variants per seed (validation NDCG@10 on ranker-period targets): "
+    return [head + "; ".join(parts) + "."]
+
+
+def _recent_notes(decisions: list[dict[str, Any]]) -> list[str]:
+    """One line on the recent-items scoring each seed kept on the ranker period (none without the source)."""
+    if not any(d["recent"] for d in decisions):
+        return []
+    parts = []
+    for d in decisions:
+        tried = ", ".join(
+            f"decay {row['decay']}{' + actions' if row['action_weights'] else ''} {row['NDCG@10']:.4f}"
+            for row in d["recent"]
+        )
+        best = max(range(len(d["recent"])), key=lambda i: (d["recent"][i]["NDCG@10"], -i))
+        parts.append(f"seed {d['seed']}: {tried} -> kept {best + 1}")
+    head = "Recent-items scoring per seed (its own list's NDCG@10 on the ranker period): "
     return [head + "; ".join(parts) + "."]
 
 

@@ -16,6 +16,7 @@ from models.evaluate.pipeline import (
     best_variant,
     list_metrics,
     list_ranks,
+    merge_tuning_rows,
     run_seed,
 )
 from models.evaluate.pipeline_cli import evaluate_pipeline
@@ -155,6 +156,20 @@ def test_source_choices_are_checked() -> None:
         merge_sources(have, True, ("knn",))
     with pytest.raises(ValueError, match="no candidate source left"):
         merge_sources(have, False, ("transitions",))
+
+
+def test_the_merge_is_tuned_on_every_ranker_period_request_or_only_the_validation_ones() -> None:
+    train, valid = np.arange(0, 80), np.arange(80, 100)
+    rng = np.random.default_rng(0)
+    every = merge_tuning_rows(train, valid, PipelineSettings(merge_tuning="all"), rng)
+    assert np.array_equal(every, np.arange(100))
+    only_valid = merge_tuning_rows(train, valid, PipelineSettings(merge_tuning="valid"), rng)
+    assert np.array_equal(only_valid, valid)
+    capped = merge_tuning_rows(train, valid, PipelineSettings(merge_tuning_requests=30), rng)
+    assert len(capped) == 30 and len(np.unique(capped)) == 30 and np.all(np.diff(capped) > 0)
+    assert np.any(capped < 80) and set(capped.tolist()) <= set(range(100))
+    with pytest.raises(ValueError, match="merge tuning 'test'"):
+        merge_tuning_rows(train, valid, PipelineSettings(merge_tuning="test"), rng)
 
 
 def test_an_unknown_fusion_is_refused(dataset: Dataset) -> None:

@@ -23,7 +23,7 @@ def test_flags_reach_the_settings() -> None:
         [
             *("--encoder-minutes", "0", "--ranker-epochs", "7", "--ranker-lr", "0.001"),
             *("--no-refit-before-test", "--merge-fusion", "score", "--ranker-gate-margin", "0.01"),
-            *("--sources", "ann, transitions"),
+            *("--sources", "ann, transitions", "--merge-tuning", "valid", "--merge-tuning-requests", "1500"),
         ]
     )
     expected = replace(
@@ -35,6 +35,8 @@ def test_flags_reach_the_settings() -> None:
         merge_fusion="score",
         ranker_gate_margin=0.01,
         sources=("ann", "transitions"),
+        merge_tuning="valid",
+        merge_tuning_requests=1500,
     )
     assert settings_from_args(args) == expected
 
