@@ -708,7 +708,8 @@ def run_seed(
         ranker_vectors = _user_vectors(result, periods.ranker)
     allow_seen = not periods.exclude_seen
     names = merge_sources(tuple(sources), allow_seen, settings.sources)
-    recent, recent_tried = None, []
+    recent: RecentItemsSource | None = None
+    recent_tried: list[dict[str, Any]] = []
     if "recent" in names and len(periods.ranker):
         recent, recent_tried = choose_recent(periods.ranker)
         sources["recent"] = recent

@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pytest
 
 from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
 from models.candidates.sources import (
@@ -9,7 +12,7 @@ from models.candidates.sources import (
     PopularSource,
     RecentItemsSource,
 )
-from models.data.schema import EventTable
+from models.data.schema import Action, EventTable
 from models.inference import RequestContext, UserHistory
 
 
@@ -27,13 +30,35 @@ def request(
     )
 
 
-def test_recent_items_newest_first_distinct_and_excluded() -> None:
-    source = RecentItemsSource(max_items=10)
+def test_recent_items_by_decayed_frequency_distinct_and_excluded() -> None:
+    source = RecentItemsSource(max_items=10, decay=0.5, action_weights={})
+    # newest first: 8 (1), 7 (0.5), 5 (0.25 + 0.0625), 6 (0.125)
     found = source.candidates(request([5, 6, 5, 7, 8]), 10)
     assert found.items.tolist() == [8, 7, 5, 6]
-    assert np.all(np.diff(found.scores) < 0)
+    np.testing.assert_allclose(found.scores, [1.0, 0.5, 0.3125, 0.125])
     assert source.candidates(request([5, 6, 7], exclude=[7]), 10).items.tolist() == [6, 5]
     assert len(source.candidates(request([]), 10)) == 0
+    counted = RecentItemsSource(max_items=2, decay=1.0, action_weights={})  # a plain count, ties: newer
+    assert counted.candidates(request([5, 6, 5, 7, 8]), 10).items.tolist() == [5, 8]
+
+
+def test_recent_items_weigh_a_cart_above_a_view() -> None:
+    viewed = request([5, 6])
+    viewed.history.action[:] = [Action.CART, Action.VIEW]  # 5 carted, then 6 viewed
+    assert RecentItemsSource(decay=0.9, action_weights={}).candidates(viewed, 5).items.tolist() == [6, 5]
+    weighted = RecentItemsSource(decay=0.9, action_weights={int(Action.CART): 2.0})
+    assert weighted.candidates(viewed, 5).items.tolist() == [5, 6]
+    assert RecentItemsSource().action_weights[Action.CART] > RecentItemsSource().action_weights[Action.VIEW]
+
+
+def test_recent_items_scoring_round_trips_through_a_manifest() -> None:
+    source = RecentItemsSource(max_items=20, decay=0.9, action_weights={int(Action.FAV): 1.5})
+    stored = json.loads(json.dumps(source.to_dict()))  # as the manifest holds it: string keys
+    again = RecentItemsSource.from_dict(stored)
+    assert again.to_dict() == source.to_dict()
+    np.testing.assert_array_equal(again.action_weights, source.action_weights)
+    with pytest.raises(ValueError, match="decay 0"):
+        RecentItemsSource(decay=0.0)
 
 
 def test_category_source_walks_the_recent_categories_by_popularity_share() -> None:

@@ -14,6 +14,7 @@ from models.evaluate.pipeline import (
     MISS_RANK,
     PipelineSettings,
     best_variant,
+    choose_recent,
     list_metrics,
     list_ranks,
     merge_tuning_rows,
@@ -170,6 +171,19 @@ def test_the_merge_is_tuned_on_every_ranker_period_request_or_only_the_validatio
     assert np.any(capped < 80) and set(capped.tolist()) <= set(range(100))
     with pytest.raises(ValueError, match="merge tuning 'test'"):
         merge_tuning_rows(train, valid, PipelineSettings(merge_tuning="test"), rng)
+
+
+def test_the_recent_items_scoring_best_on_the_ranker_period_is_kept(dataset: Dataset) -> None:
+    task = pipeline_periods(dataset, "next-session").ranker
+    choices = ({"decay": 0.5, "action_weights": {}}, {"decay": 0.98}, {"decay": 0.5, "action_weights": {}})
+    source, tried = choose_recent(task, choices)
+    scores = [row["NDCG@10"] for row in tried]
+    assert len(tried) == 3 and scores[0] == scores[2]
+    best = int(np.argmax(scores))  # the first of equal scores
+    assert source.to_dict() == {key: value for key, value in tried[best].items() if key != "NDCG@10"}
+    outcome = run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, FAST)
+    assert outcome.recent is not None and outcome.recent_tried  # next-session keeps seen items: chosen
+    assert outcome.recent["decay"] in {row["decay"] for row in outcome.recent_tried}
 
 
 def test_an_unknown_fusion_is_refused(dataset: Dataset) -> None:
