@@ -307,20 +307,22 @@ def choose_recent(
     task: EvalTask, choices: Sequence[dict[str, Any]] = RECENT_CHOICES
 ) -> tuple[RecentItemsSource, list[dict[str, Any]]]:
     """The recent-items scoring with the best NDCG@10 of its own list on ``task``'s requests (the ranker
-    period; ties keep the earlier choice). -> (the source, every choice with its ``NDCG@10``)."""
+    period; ties keep the earlier choice, as ``best_variant``). -> (the source, every choice with its
+    ``NDCG@10`` and whether it was ``kept``)."""
     requests = candidate_requests(task, None)
-    tried: list[dict[str, Any]] = []
-    best: RecentItemsSource | None = None
-    best_score = -np.inf
-    for choice in choices:
-        source = RecentItemsSource(**choice)
-        lists = [source.candidates(request, source.max_items).items for request in requests]
-        score = list_metrics(lists, task)["NDCG@10"] if requests else 0.0
-        tried.append({**source.to_dict(), "NDCG@10": round(float(score), 4)})
-        if best is None or score > best_score + 1e-9:
-            best, best_score = source, score
-    assert best is not None, "no recent-items choice to try"
-    return best, tried
+    sources = [RecentItemsSource(**choice) for choice in choices]
+    scores = [
+        list_metrics([source.candidates(r, source.max_items).items for r in requests], task)["NDCG@10"]
+        if requests
+        else 0.0
+        for source in sources
+    ]
+    kept = best_variant(scores)
+    tried = [
+        {**source.to_dict(), "NDCG@10": round(float(score), 4), "kept": i == kept}
+        for i, (source, score) in enumerate(zip(sources, scores, strict=True))
+    ]
+    return sources[kept], tried
 
 
 def _refit_before_test(

@@ -188,7 +188,7 @@ def _recent_notes(decisions: list[dict[str, Any]]) -> list[str]:
             f"decay {row['decay']}{' + actions' if row['action_weights'] else ''} {row['NDCG@10']:.4f}"
             for row in d["recent"]
         )
-        best = max(range(len(d["recent"])), key=lambda i: (d["recent"][i]["NDCG@10"], -i))
+        best = next(i for i, row in enumerate(d["recent"]) if row["kept"])
         parts.append(f"seed {d['seed']}: {tried} -> kept {best + 1}")
     head = "Recent-items scoring per seed (its own list's NDCG@10 on the ranker period): "
     return [head + "; ".join(parts) + "."]

@@ -180,7 +180,10 @@ def test_the_recent_items_scoring_best_on_the_ranker_period_is_kept(dataset: Dat
     scores = [row["NDCG@10"] for row in tried]
     assert len(tried) == 3 and scores[0] == scores[2]
     best = int(np.argmax(scores))  # the first of equal scores
-    assert source.to_dict() == {key: value for key, value in tried[best].items() if key != "NDCG@10"}
+    assert [row["kept"] for row in tried] == [i == best for i in range(3)]
+    assert source.to_dict() == {
+        key: value for key, value in tried[best].items() if key not in ("NDCG@10", "kept")
+    }
     outcome = run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, FAST)
     assert outcome.recent is not None and outcome.recent_tried  # next-session keeps seen items: chosen
     assert outcome.recent["decay"] in {row["decay"] for row in outcome.recent_tried}
