@@ -49,8 +49,9 @@ QUICK_VALID_USERS = 500
 # 6: the ranker's gate cross-fitted over folds of validation users, its learning rate 3e-4; 7: the
 # encoder's epoch picked on 5,000 ranker-period targets with patience 8; 8: the encoder kept among the
 # preset and its variants (τ 0.1) by the ranker-period targets; 9: the directed ``transitions`` source;
-# 10: the merge tuned on up to 4,000 ranker-period requests, the recent-items scoring chosen and stored
-RECIPE = "served-pipeline-10"
+# 10: the merge tuned on up to 4,000 ranker-period requests, the recent-items scoring chosen and stored;
+# 11: the ranker served only on a validation gain whose 90% bootstrap interval lies above 1
+RECIPE = "served-pipeline-11"
 # the first-run budget of the served pipeline (models.evaluate.pipeline.PipelineSettings fields)
 QUICK_PIPELINE: dict[str, Any] = {
     "encoder_minutes": 2.5,

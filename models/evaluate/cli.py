@@ -153,9 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ranker-gate-level",
         type=float,
         default=PIPELINE_DEFAULTS.ranker_gate_level,
-        help="pipeline: 0 = serve the ranker when its cross-fitted NDCG@10 is higher than the merged "
-        "order's; > 0 = only when the paired bootstrap interval (this two-sided level) of ranker / merged "
-        "lies above 1",
+        help="pipeline: > 0 = the ranker is served only when the paired bootstrap interval (this two-sided "
+        "level) of its cross-fitted NDCG@10 / the merged order's lies above 1, besides the margin; 0 = the "
+        f"margin alone (default {PIPELINE_DEFAULTS.ranker_gate_level:g})",
     )
     parser.add_argument(
         "--ranker-gate-margin",

@@ -27,6 +27,8 @@ from models.evaluate.pipeline_data import PipelinePeriods, pipeline_periods
 from models.evaluate.protocols import EvalTask
 from models.evaluate.report import EvalReport
 
+SERVED_OVER_BEST_SOURCE = 1.10  # the target: served NDCG@10 / the best single source's
+
 
 def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
     from models.evaluate.cli import encoder_overrides, encoder_variants
@@ -153,11 +155,62 @@ def evaluate_pipeline(
         *_recent_notes(decisions),
         f"Mean seconds per seed: {np.mean([d['seconds']['total'] for d in decisions]):.0f}.",
     ]
+    targets = target_checks(report.means(), intervals["pipeline_over_best_source"], best_source)
+    report.extra["targets"] = targets
+    report.notes += target_notes(targets)
     if ceiling is not None:
         report.notes.append(_ceiling_note(ceiling, report.means(), best_source))
     skipped = dict.fromkeys(note for d in decisions for note in d["skipped"])
     report.notes += [f"Skipped: {note}." for note in skipped]
     return report
+
+
+def target_checks(
+    means: dict[str, dict[str, float]], over_best: RatioInterval, best_source: str
+) -> dict[str, dict[str, Any]]:
+    """The pipeline's two quality targets against this report's means (NDCG@10): the served pipeline at
+    least ``SERVED_OVER_BEST_SOURCE`` x the best single source, and never below its own merged order.
+    -> name -> {target, value, met, ...} (``report.extra["targets"]``)."""
+    served, merged = means["pipeline"]["NDCG@10"], means["merged"]["NDCG@10"]
+    over_merged = served / merged if merged > 0 else 1.0
+    return {
+        "served_over_best_source": {
+            "target": SERVED_OVER_BEST_SOURCE,
+            "value": over_best.ratio,
+            "low": over_best.low,
+            "high": over_best.high,
+            "best_source": best_source,
+            "needed_NDCG@10": SERVED_OVER_BEST_SOURCE * means[best_source]["NDCG@10"],
+            "met": over_best.ratio >= SERVED_OVER_BEST_SOURCE,
+        },
+        "served_over_merged": {"target": 1.0, "value": over_merged, "met": served >= merged},
+    }
+
+
+def target_notes(targets: dict[str, dict[str, Any]]) -> list[str]:
+    """The report's lines on its targets: met, or missed by how much, and where the attempts are written."""
+    best, merged = targets["served_over_best_source"], targets["served_over_merged"]
+    lines = [
+        f"Target: served >= {best['target']:.2f} x the best single source ({best['best_source']}): "
+        + (
+            f"met ({best['value']:.3f})."
+            if best["met"]
+            else f"missed by {best['target'] - best['value']:.3f} ({best['value']:.3f}; it needs NDCG@10 "
+            f"{best['needed_NDCG@10']:.4f})."
+        ),
+        "Target: the served pipeline never below its merged order: "
+        + (
+            f"met ({merged['value']:.3f})."
+            if merged["met"]
+            else f"missed by {1 - merged['value']:.3f} (served / merged {merged['value']:.3f})."
+        ),
+    ]
+    if not (best["met"] and merged["met"]):
+        lines.append(
+            "What was tried against the misses, round by round, with its numbers: docs/pipeline.md "
+            "(sources, merges and their fusion bound, ranker settings, the gate, the encoder's settings)."
+        )
+    return lines
 
 
 def _variant_notes(decisions: list[dict[str, Any]]) -> list[str]:

@@ -217,6 +217,11 @@ def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, t
     assert len(per_seed) == 2 and _ndcg(data, "pipeline") == pytest.approx(np.mean(per_seed), rel=1e-9)
     best = max((n for n, r in data["rows"].items() if r["kind"] == "source"), key=lambda n: _ndcg(data, n))
     assert served["ratio"] == pytest.approx(_ndcg(data, "pipeline") / _ndcg(data, best), rel=1e-9)
+    targets = data["targets"]
+    assert targets["served_over_best_source"]["value"] == served["ratio"]
+    assert targets["served_over_best_source"]["met"] is (served["ratio"] >= 1.10)
+    assert targets["served_over_merged"]["met"] is (_ndcg(data, "pipeline") >= _ndcg(data, "merged"))
+    assert sum(note.startswith("Target: ") for note in data["notes"]) == 2
 
 
 def test_a_synthetic_next_session_report_shows_the_generators_ceiling(dataset: Dataset) -> None:
@@ -362,6 +367,26 @@ def test_the_gate_margin_refuses_a_gain_below_it(level: float) -> None:
     assert ranker_gate(values, losses, _BASE, _FOLDS, level, margin=0.0)[0]
     assert not ranker_gate(values, losses, _BASE, _FOLDS, level, margin=0.005)[0]
     assert ranker_gate(np.stack([_BASE, _BASE * 1.006]), losses, _BASE, _FOLDS, level, margin=0.005)[0]
+
+
+def test_a_gain_that_the_validation_users_cannot_tell_from_noise_is_refused() -> None:
+    from models.evaluate.pipeline import ranker_gate
+
+    # the same +3% mean gain twice: on every request alike, or as a few large wins among as many losses
+    steady = _BASE * 1.03
+    noisy = _BASE.copy()
+    noisy[:6] = 1.0  # six requests gain 0.5 each (+3.0)
+    noisy[6:11] = 0.0  # five lose 0.5 each (-2.5)
+    noisy[11] = 0.6  # one gains 0.1: +0.6 in all, 3% of the merged order's 20
+    losses = np.ones(2)
+    for values in (steady, noisy):
+        assert np.sum(values) == pytest.approx(np.sum(_BASE) * 1.03)
+        assert ranker_gate(np.stack([values, values]), losses, _BASE, _FOLDS, 0.0, margin=0.005)[0]
+    serve, numbers = ranker_gate(np.stack([steady, steady]), losses, _BASE, _FOLDS, 0.9, margin=0.005)
+    assert serve and numbers["gate_low"] == pytest.approx(1.03)
+    serve, numbers = ranker_gate(np.stack([noisy, noisy]), losses, _BASE, _FOLDS, 0.9, margin=0.005)
+    assert not serve
+    assert numbers["gate_ratio"] == pytest.approx(1.03) and numbers["gate_low"] < 1.0
 
 
 def test_the_gate_picks_epochs_by_the_training_loops_rule() -> None:

@@ -4,8 +4,9 @@ from dataclasses import replace
 import pytest
 
 from models.evaluate import cli
+from models.evaluate.bootstrap import RatioInterval
 from models.evaluate.pipeline import PipelineSettings
-from models.evaluate.pipeline_cli import settings_from_args
+from models.evaluate.pipeline_cli import settings_from_args, target_checks, target_notes
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -48,3 +49,30 @@ def test_encoder_variants_flag() -> None:
     for bad in ('{"temperature": 0.1}', "[0.1]"):
         with pytest.raises(ValueError, match="JSON list of objects"):
             settings_from_args(_parse(["--encoder-variants", bad]))
+
+
+def _means(**ndcg: float) -> dict[str, dict[str, float]]:
+    return {name: {"NDCG@10": value} for name, value in ndcg.items()}
+
+
+def test_targets_say_met_or_by_how_much_they_were_missed() -> None:
+    met = target_checks(
+        _means(pipeline=0.18, merged=0.18, transitions=0.16),
+        RatioInterval(1.125, 1.09, 1.15, 0.95, 100),
+        "transitions",
+    )
+    assert met["served_over_best_source"]["met"] and met["served_over_merged"]["met"]
+    lines = target_notes(met)
+    assert lines == [
+        "Target: served >= 1.10 x the best single source (transitions): met (1.125).",
+        "Target: the served pipeline never below its merged order: met (1.000).",
+    ]
+    missed = target_checks(
+        _means(pipeline=0.099, merged=0.1, recent=0.1), RatioInterval(0.99, 0.98, 1.0, 0.95, 100), "recent"
+    )
+    assert not missed["served_over_best_source"]["met"] and not missed["served_over_merged"]["met"]
+    assert missed["served_over_best_source"]["needed_NDCG@10"] == pytest.approx(0.11)
+    lines = target_notes(missed)
+    assert "missed by 0.110 (0.990; it needs NDCG@10 0.1100)" in lines[0]
+    assert "missed by 0.010 (served / merged 0.990)" in lines[1]
+    assert lines[2].startswith("What was tried") and "docs/pipeline.md" in lines[2]
