@@ -2,7 +2,10 @@
 
 Both rows were scored on the same requests, so the requests are resampled together (Efron & Tibshirani,
 1993, ch. 13 percentile intervals). The seeds' values of one request are averaged first: the interval is
-about which users were tested, not about training noise (that is the report's ± std).
+about which users were tested, not about training noise (that is the report's ± std). Where one user has
+several requests (the ranker period's validation requests), their values move together, so the user is
+what is resampled (a cluster bootstrap, Davison & Hinkley, 1997, section 3.8): resampling the requests one
+by one would give an interval too narrow by about the square root of the requests per user.
 """
 
 from __future__ import annotations
@@ -42,17 +45,25 @@ def paired_ratio_interval(
     resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> RatioInterval:
     """numerator, denominator: [seeds, U] (or [U]) per-request values of two rows on the same requests,
-    NaN where a request has no target -> the ratio of their means with a paired percentile interval."""
+    NaN where a request has no target; groups: [U] the user (any int label) of each request, resampled
+    as a whole, or None (each request its own) -> the ratio of their means with a paired percentile
+    interval."""
     top = np.atleast_2d(np.asarray(numerator, dtype=np.float64)).mean(axis=0)
     bottom = np.atleast_2d(np.asarray(denominator, dtype=np.float64)).mean(axis=0)
     if top.shape != bottom.shape:
         raise ValueError(f"rows scored on different requests: {top.shape} vs {bottom.shape}")
+    if groups is not None and np.shape(groups) != top.shape:
+        raise ValueError(f"groups {np.shape(groups)} do not match the requests {top.shape}")
     keep = ~(np.isnan(top) | np.isnan(bottom))
     top, bottom = top[keep], bottom[keep]
     if top.size == 0 or bottom.sum() <= 0:
         raise ValueError("no request with a target, or the denominator row is zero everywhere")
+    if groups is not None:  # one row per user: the sums of its requests (the ratio of sums is unchanged)
+        _, label = np.unique(np.asarray(groups)[keep], return_inverse=True)
+        top, bottom = np.bincount(label, weights=top), np.bincount(label, weights=bottom)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, top.size, size=(resamples, top.size))
     ratios = top[picks].sum(axis=1) / np.maximum(bottom[picks].sum(axis=1), 1e-12)

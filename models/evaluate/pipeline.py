@@ -595,6 +595,7 @@ def ranker_gate(
     folds: np.ndarray,
     level: float,
     margin: float = 0.0,
+    users: np.ndarray | None = None,
 ) -> tuple[bool, dict[str, float]]:
     """Serve the ranker? Cross-fitted against the merged order on every validation request.
 
@@ -604,8 +605,9 @@ def ranker_gate(
     loop's own rule (one fold: the epoch it picks itself). Served when the cross-fitted mean NDCG@10 is above
     the merged order's times 1 + ``margin`` (the gain pays for the ranker's forward pass) and, with ``level``
     > 0, the lower end of the paired bootstrap interval (two-sided ``level``) of ranker / merged NDCG@10 is
-    above 1 (the gain is not noise of the validation users). -> (serve, gate_ratio, gate_low,
-    gate_requests)."""
+    above 1 (the gain is not noise of the validation users). users [V]: each request's user, the unit the
+    bootstrap resamples (a user's requests move together); None: each request alone. -> (serve,
+    gate_ratio, gate_low, gate_requests)."""
     judged = np.full(base.shape, np.nan)
     for fold in np.unique(folds).tolist():
         judge = folds == fold
@@ -616,7 +618,7 @@ def ranker_gate(
     if level <= 0 or np.nansum(base) <= 0:
         higher = float(np.nanmean(judged)) > float(np.nanmean(base)) * (1.0 + margin)
         return higher, {**numbers, "gate_ratio": float(np.nansum(judged) / max(np.nansum(base), 1e-12))}
-    interval = paired_ratio_interval(judged, base, level=level, seed=0)
+    interval = paired_ratio_interval(judged, base, level=level, seed=0, groups=users)
     serve = interval.ratio > 1.0 + margin and interval.low > 1.0
     return serve, {**numbers, "gate_ratio": interval.ratio, "gate_low": interval.low}
 
@@ -797,7 +799,8 @@ def run_seed(
         valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
     use_ranker = False
     if ranker is not None:
-        folds = _user_folds(periods.ranker.users[valid_rows], settings.ranker_gate_folds, rng)
+        valid_users = periods.ranker.users[valid_rows]
+        folds = _user_folds(valid_users, settings.ranker_gate_folds, rng)
         use_ranker, gate = ranker_gate(
             epoch_values,
             np.asarray([row["train_loss"] for row in ranker_log]),
@@ -805,6 +808,7 @@ def run_seed(
             folds,
             settings.ranker_gate_level,
             settings.ranker_gate_margin,
+            valid_users,
         )
         valid.update(gate)
 

@@ -30,3 +30,22 @@ def test_mismatched_or_empty_rows_are_errors() -> None:
         paired_ratio_interval(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="zero everywhere"):
         paired_ratio_interval(np.ones(3), np.zeros(3))
+    with pytest.raises(ValueError, match="groups"):
+        paired_ratio_interval(np.ones(3), np.ones(3), groups=np.zeros(4))
+
+
+def test_a_users_requests_are_resampled_together() -> None:
+    rng = np.random.default_rng(3)
+    users = np.repeat(np.arange(60), 10)  # ten requests per user, as in the ranker period
+    base = rng.random(600) + 0.5
+    # the gain is the user's: every request of a user moves by the same user-level amount
+    gain = np.repeat(rng.normal(0.02, 0.2, 60), 10)
+    alone = paired_ratio_interval(base + gain, base)
+    by_user = paired_ratio_interval(base + gain, base, groups=users)
+    assert by_user.ratio == pytest.approx(alone.ratio)
+    # 10 requests that move together are one draw, not ten: the interval widens by about sqrt(10)
+    assert by_user.high - by_user.low > 2.5 * (alone.high - alone.low)
+    # one request per user: the same as resampling requests
+    single = paired_ratio_interval(base + gain, base, groups=np.arange(600), seed=4)
+    plain = paired_ratio_interval(base + gain, base, seed=4)
+    assert (single.low, single.high) == pytest.approx((plain.low, plain.high))

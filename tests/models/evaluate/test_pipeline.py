@@ -389,6 +389,20 @@ def test_a_gain_that_the_validation_users_cannot_tell_from_noise_is_refused() ->
     assert numbers["gate_ratio"] == pytest.approx(1.03) and numbers["gate_low"] < 1.0
 
 
+def test_the_gate_resamples_users_not_requests() -> None:
+    from models.evaluate.pipeline import ranker_gate
+
+    users = np.arange(40) // 10  # four users, ten validation requests each
+    gained = _BASE.copy()
+    gained[users == 0] += 0.3  # the whole +15% comes from one user's requests
+    values, losses = np.stack([_BASE, gained]), np.ones(2)
+    serve_requests, by_request = ranker_gate(values, losses, _BASE, _FOLDS, 0.9, margin=0.005)
+    serve_users, by_user = ranker_gate(values, losses, _BASE, _FOLDS, 0.9, margin=0.005, users=users)
+    assert by_request["gate_ratio"] == by_user["gate_ratio"] == pytest.approx(1.15)
+    assert serve_requests and by_request["gate_low"] > 1.0  # ten lucky requests look like a sure gain
+    assert not serve_users and by_user["gate_low"] == pytest.approx(1.0)  # one lucky user does not
+
+
 def test_the_gate_picks_epochs_by_the_training_loops_rule() -> None:
     from models.evaluate.pipeline import pick_epoch
 
