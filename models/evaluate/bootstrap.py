@@ -3,9 +3,10 @@
 Both rows were scored on the same requests, so the requests are resampled together (Efron & Tibshirani,
 1993, ch. 13 percentile intervals). The seeds' values of one request are averaged first: the interval is
 about which users were tested, not about training noise (that is the report's ± std). Where one user has
-several requests (the ranker period's validation requests), their values move together, so the user is
-what is resampled (a cluster bootstrap, Davison & Hinkley, 1997, section 3.8): resampling the requests one
-by one would give an interval too narrow by about the square root of the requests per user.
+several requests (the ranker period's validation requests), their values may move together, so the user
+is what is resampled (a cluster bootstrap, Davison & Hinkley, 1997, section 3.8): resampling the requests
+one by one gives an interval too narrow by up to the square root of the requests per user (fully when a
+user's requests move as one; on ML-1M's gate they barely do, docs/pipeline.md).
 """
 
 from __future__ import annotations
