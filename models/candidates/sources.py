@@ -244,9 +244,8 @@ class RecentItemsSource:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         actions = np.clip(request.history.action[::-1].astype(np.int64), 0, NUM_ACTIONS - 1)
         distinct, first, inverse = np.unique(items, return_index=True, return_inverse=True)
-        scores = np.zeros(len(distinct), dtype=np.float64)
         decayed = self.action_weights[actions] * self.decay ** np.arange(len(items), dtype=np.float64)
-        np.add.at(scores, inverse.reshape(-1), decayed)
+        scores = np.bincount(inverse.reshape(-1), weights=decayed, minlength=len(distinct))
         order = np.lexsort((first, -scores))[: self.max_items]
         return distinct[order], scores[order]
 

@@ -307,12 +307,15 @@ RECENT_CHOICES: tuple[dict[str, Any], ...] = (
 
 
 def choose_recent(
-    task: EvalTask, choices: Sequence[dict[str, Any]] = RECENT_CHOICES
+    task: EvalTask,
+    choices: Sequence[dict[str, Any]] = RECENT_CHOICES,
+    requests: list[CandidateRequest] | None = None,
 ) -> tuple[RecentItemsSource, list[dict[str, Any]]]:
     """The recent-items scoring with the best NDCG@10 of its own list on ``task``'s requests (the ranker
-    period; ties keep the earlier choice, as ``best_variant``). -> (the source, every choice with its
-    ``NDCG@10`` and whether it was ``kept``)."""
-    requests = candidate_requests(task, None)
+    period; ties keep the earlier choice, as ``best_variant``); ``requests``: the task's requests when the
+    caller has built them (``candidate_requests``). -> (the source, every choice with its ``NDCG@10`` and
+    whether it was ``kept``)."""
+    requests = candidate_requests(task, None) if requests is None else requests
     sources = [RecentItemsSource(**choice) for choice in choices]
     scores = [
         list_metrics([source.candidates(r, source.max_items).items for r in requests], task)["NDCG@10"]
@@ -717,10 +720,11 @@ def run_seed(
         ranker_vectors = _user_vectors(result, periods.ranker)
     allow_seen = not periods.exclude_seen
     names = merge_sources(tuple(sources), allow_seen, settings.sources)
+    ranker_requests = candidate_requests(periods.ranker, ranker_vectors)
     recent: RecentItemsSource | None = None
     recent_tried: list[dict[str, Any]] = []
     if "recent" in names and len(periods.ranker):
-        recent, recent_tried = choose_recent(periods.ranker)
+        recent, recent_tried = choose_recent(periods.ranker, requests=ranker_requests)
         sources["recent"] = recent
     base = MergeConfig(
         sources=names,
@@ -729,7 +733,6 @@ def run_seed(
         total=settings.total,
         allow_seen=allow_seen,
     )
-    ranker_requests = candidate_requests(periods.ranker, ranker_vectors)
     generator = CandidateGenerator(list(sources.values()), base)
 
     def lists_for(requests: list[CandidateRequest], desc: str) -> list[list[SourceList]]:

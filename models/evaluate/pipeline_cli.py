@@ -218,32 +218,40 @@ def _variant_notes(decisions: list[dict[str, Any]]) -> list[str]:
     single variant was trained)."""
     if not any(len(d["encoder_variants"]) > 1 for d in decisions):
         return []
-    parts = []
-    for d in decisions:
-        tried = d["encoder_variants"]
-        best = next(i for i, row in enumerate(tried) if row["kept"])
-        scores = ", ".join(
+    return _kept_choices_line(
+        decisions,
+        "encoder_variants",
+        "Encoder variants per seed (validation NDCG@10 on ranker-period targets): ",
+        lambda row: (
             f"{json.dumps(row['overrides']) if row['overrides'] else 'preset'} {row['valid_NDCG@10']:.4f}"
-            for row in tried
-        )
-        parts.append(f"seed {d['seed']}: {scores} -> kept {best + 1}")
-    head = "Encoder variants per seed (validation NDCG@10 on ranker-period targets): "
-    return [head + "; ".join(parts) + "."]
+        ),
+    )
 
 
 def _recent_notes(decisions: list[dict[str, Any]]) -> list[str]:
     """One line on the recent-items scoring each seed kept on the ranker period (none without the source)."""
     if not any(d["recent"] for d in decisions):
         return []
+    return _kept_choices_line(
+        decisions,
+        "recent",
+        "Recent-items scoring per seed (its own list's NDCG@10 on the ranker period): ",
+        lambda row: (
+            f"decay {row['decay']}{' + actions' if row['action_weights'] else ''} {row['NDCG@10']:.4f}"
+        ),
+    )
+
+
+def _kept_choices_line(
+    decisions: list[dict[str, Any]], key: str, head: str, label: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """One line: per seed, every choice under ``decisions[][key]`` as ``label`` writes it, and which one
+    (1-based) carries the ``kept`` mark."""
     parts = []
     for d in decisions:
-        tried = ", ".join(
-            f"decay {row['decay']}{' + actions' if row['action_weights'] else ''} {row['NDCG@10']:.4f}"
-            for row in d["recent"]
-        )
-        best = next(i for i, row in enumerate(d["recent"]) if row["kept"])
-        parts.append(f"seed {d['seed']}: {tried} -> kept {best + 1}")
-    head = "Recent-items scoring per seed (its own list's NDCG@10 on the ranker period): "
+        tried = d[key]
+        kept = next(i for i, row in enumerate(tried) if row["kept"])
+        parts.append(f"seed {d['seed']}: {', '.join(label(row) for row in tried)} -> kept {kept + 1}")
     return [head + "; ".join(parts) + "."]
 
 
