@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.main import create_app
 from app.services.serving_bundle import BundleLoader
+from models.bundle import build_bundle
+from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from tests.app.fake_bundle import FakeBundle
 
 REDIS_HOST, REDIS_PORT, REDIS_TEST_DB = "127.0.0.1", 6379, 13
@@ -70,11 +72,9 @@ def bundle_v2(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def baseline_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bundle_module = pytest.importorskip("models.bundle")
-    synthetic = pytest.importorskip("models.data.loaders.synthetic")
-    config = synthetic.SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=8, seed=3)
-    dataset = synthetic.generate_synthetic(config)
-    return Path(bundle_module.build_bundle(dataset, tmp_path_factory.mktemp("real") / "bundle"))
+    config = SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=8, seed=3)
+    dataset = generate_synthetic(config)
+    return Path(build_bundle(dataset, tmp_path_factory.mktemp("real") / "bundle"))
 
 
 @pytest.fixture(scope="session")

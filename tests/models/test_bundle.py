@@ -181,12 +181,12 @@ def test_bad_bundle_paths_name_the_file(tmp_path: Path) -> None:
 
 
 def test_bundle_with_the_tiny_session_encoder(dataset: Dataset, tmp_path: Path) -> None:
-    fit = pytest.importorskip("models.train.fit")
     from models.encoder.serving import save_user_encoder
+    from models.train.fit import fit_encoder
     from models.train.presets import preset
 
     model_config, train = preset("tiny", "session_encoder")
-    result = fit.fit_encoder(dataset, dataset.events, model_config, replace(train, epochs=1, threads=1))
+    result = fit_encoder(dataset, dataset.events, model_config, replace(train, epochs=1, threads=1))
     checkpoint = save_user_encoder(result.model, tmp_path / "encoder.pt", result.item_category)
     path = build_bundle(dataset, tmp_path / "bundle", encoder_path=checkpoint, index_config=INDEX_CONFIG)
     loaded = Bundle.load(path)

@@ -124,3 +124,44 @@ def test_the_worker_command_does_not_import_the_web_app() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+async def test_the_route_serves_what_the_offline_replay_path_computes(encoder_bundle: Path) -> None:
+    """/v1/recommend for a known user equals ``models.candidates.served.ServedPipeline`` built from the
+    bundle on disk by the models package alone (the object the offline replay scores), for the same
+    history, request time and user vector: the replay's metrics are metrics of this answer."""
+    from models.bundle import Bundle
+    from models.candidates.from_bundle import bundle_sources, serving_pipeline
+    from models.candidates.sources import CandidateRequest
+    from models.inference import RequestContext
+
+    settings = make_settings(encoder_bundle)
+    k, timestamp = 10, 1_760_000_000
+    bundle = Bundle.load(encoder_bundle)
+    user, history = next(bundle.recent_histories())
+    context = RequestContext(timestamp=timestamp)
+    vector = bundle.encoder.encode([history], [context])[0]
+    sources = bundle_sources(
+        bundle.index,
+        getattr(bundle.cooccurrence, "scorer", None),
+        np.asarray(bundle.popularity, dtype=np.float32),
+        np.asarray(bundle.catalogue.category, dtype=np.int64),
+        getattr(bundle.cooccurrence, "transitions", None),
+    )
+    config = dict(bundle.manifest.get("config") or {}).get("serving")
+    offline = serving_pipeline(config, sources, bundle.ranker, settings.candidate_count)
+    seen = np.unique(history.item).astype(np.int64)
+    served = offline.recommend(CandidateRequest(history, context, vector, exclude=seen))
+    expected = [str(bundle.catalogue.raw_id[item]) for item in served.candidates.items[:k]]
+    assert len(expected) == k and len(set(offline.generator.config.sources)) >= 3  # ANN and item-to-item
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tandem.test") as client:
+            body = {"user_id": user, "k": k, "context": {"timestamp": timestamp}}
+            answer = (await client.post("/v1/recommend", json=body)).json()
+    assert answer["meta"]["served_by"] == "online"
+    assert [item["item_id"] for item in answer["items"]] == expected
+    assert [item["source"] for item in answer["items"]] == served.candidates.primary_source()[:k]
+    assert np.allclose([item["score"] for item in answer["items"]], served.scores[:k], atol=1e-5)
