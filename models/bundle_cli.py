@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.bundle import Bundle, build_bundle, data_fingerprint
+from models.cli_options import add_data_dir_option
 from models.index import IndexBuildConfig
 
 
@@ -27,9 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a shipped dataset or a prepared dataset's --name (default: ml-1m if present, else synthetic)",
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
-    )
+    add_data_dir_option(parser)
     parser.add_argument("--cache-dir", type=Path, default=Path("var/data"), help="prepared-dataset cache")
     parser.add_argument("--encoder", type=Path, default=None, help="encoder checkpoint (config + state_dict)")
     parser.add_argument("--ranker", type=Path, default=None, help="ranker checkpoint")

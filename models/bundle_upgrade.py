@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.cli_options import add_data_dir_option
+
 logger = logging.getLogger(__name__)
 STATUS_FILE = "upgrade.json"
 
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", default=None)
+    add_data_dir_option(parser)
     parser.add_argument("--root", type=Path, default=Path("var"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

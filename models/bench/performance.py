@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import itertools
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -55,6 +54,7 @@ from models.bench.service import (
     visit_every_user,
     wait_ready,
 )
+from models.cli_options import add_data_dir_option
 from models.reporting.files import write_report
 from models.reporting.provenance import command_line, machine_info
 
@@ -421,7 +421,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 def default_bundle_path(data_dir: Path | None) -> Path:
     from models.pipeline import ensure_default_bundle
 
-    return Path(ensure_default_bundle(data_dir or os.environ.get("TANDEM_DATA_DIR", "../shared/data")))
+    return Path(ensure_default_bundle(data_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "onnxruntime", "torchscript", "eager"),
         help="TANDEM_RANKER_BACKEND of the service, and the ranker floor's",
     )
-    parser.add_argument("--data-dir", type=Path, default=None)
+    add_data_dir_option(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--seconds", type=float, default=5.0, help="per load point")

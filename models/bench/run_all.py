@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.bundle import history_sample
+from models.cli_options import add_data_dir_option
 from models.data.schema import Dataset
 from models.index import IndexBuildConfig, build_index, set_faiss_threads
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
@@ -226,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
-    )
+    add_data_dir_option(parser)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--skip-1m", action="store_true", help="skip the 1M-item ANN case (~1 minute)")
     parser.add_argument("--out", type=Path, default=Path("docs/results/bench-cpu"))

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from models.cli_options import add_data_dir_option
 from models.data.builder import SessionConfig
 from models.data.datasets import (
     DATASET_NAMES,
@@ -25,9 +26,7 @@ from models.data.summary import format_summary
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=DATASET_NAMES, required=True)
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
-    )
+    add_data_dir_option(parser)
     parser.add_argument("--input", type=Path, default=None, help="a specific input file or folder")
     parser.add_argument(
         "--name",

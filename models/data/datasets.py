@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -77,10 +76,9 @@ class PrepareOptions:
 
 
 def resolve_data_dir(data_dir: Path | str | None) -> Path:
-    """The given directory, else $TANDEM_DATA_DIR, else ../shared/data."""
-    if data_dir is not None:
-        return Path(data_dir)
-    return Path(os.environ.get("TANDEM_DATA_DIR", str(DEFAULT_DATA_DIR)))
+    """The given directory, else ``DEFAULT_DATA_DIR`` (../shared/data). The commands resolve
+    $TANDEM_DATA_DIR themselves (``models.cli_options``)."""
+    return Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
 
 
 def _source_dir(name: str, data_dir: Path, options: PrepareOptions) -> Path:

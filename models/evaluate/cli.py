@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from models.cli_options import add_data_dir_option
 from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, has_ml1m, open_dataset, resolve_data_dir
 from models.data.defaults import ShapeDefaults, defaults_for
 from models.data.errors import DataError
@@ -172,9 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"repeatable: {', '.join(DATASET_NAMES)}, or the --name of a dataset prepared with "
         "`tandem data prepare` (read from --cache-dir)",
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="default: $TANDEM_DATA_DIR or ../shared/data"
-    )
+    add_data_dir_option(parser)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument(
         "--protocol",

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from models.cli_options import add_data_dir_option
 from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, open_dataset
 from models.data.schema import Dataset
 from models.ranker.config import PRESETS, preset
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default="ml-1m", help=f"{', '.join(DATASET_NAMES)} or a prepared dataset's --name"
     )
-    parser.add_argument("--data-dir", default=None, help="shared data directory (default $TANDEM_DATA_DIR)")
+    add_data_dir_option(parser)
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR))
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--epochs", type=int, default=None)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoints import load_checkpoint
+from models.cli_options import add_data_dir_option
 from models.data.datasets import DATASET_NAMES, open_dataset
 from models.data.splits import protocol_split
 from models.encoder.config import ENCODER_KINDS
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default="ml-1m", help=f"{', '.join(DATASET_NAMES)} or a prepared dataset's --name"
     )
-    parser.add_argument("--data-dir", default=None, help="raw data root (default ../shared/data)")
+    add_data_dir_option(parser)
     parser.add_argument("--cache-dir", default="var/data", help="where prepared datasets are cached")
     parser.add_argument("--model", choices=ENCODER_KINDS, default="session_encoder")
     parser.add_argument("--preset", choices=PRESETS, default="default")

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from models.cli_options import add_data_dir_option
 from models.data.datasets import open_dataset
 from models.data.splits import leave_last_out
 from models.train.eval_adapter import apply_overrides, parse_overrides
@@ -29,9 +30,12 @@ VALID_USERS = 500  # as models.pipeline.QUICK_VALID_USERS
 BUDGETS_S = (30, 60, 90, 120)  # training CPU seconds at which runs are compared
 
 
-def measure(dataset_name: str, epochs: int, threads: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Train ``epochs`` epochs of the quick session encoder; the per-epoch record and the resolved config."""
-    dataset = open_dataset(dataset_name)
+def measure(
+    dataset_name: str, epochs: int, threads: int, overrides: dict[str, Any], data_dir: Path | None = None
+) -> dict[str, Any]:
+    """Train ``epochs`` epochs of the quick session encoder; the per-epoch record and the resolved config.
+    ``data_dir``: the raw data root (None: ../shared/data)."""
+    dataset = open_dataset(dataset_name, data_dir)
     model_config, train = preset("quick", "session_encoder")
     train = replace(train, epochs=epochs, patience=0, max_minutes=0.0, threads=threads, progress=False)
     model_config, train = apply_overrides(model_config, train, overrides)
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", default="ml-1m")
+    add_data_dir_option(parser)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--overrides", default="", help="JSON object of EncoderConfig/TrainConfig fields")
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--table needs an existing --json file")
         print(markdown(json.loads(args.json.read_text())), end="")
         return
-    run = measure(args.dataset, args.epochs, args.threads, parse_overrides(args.overrides))
+    run = measure(args.dataset, args.epochs, args.threads, parse_overrides(args.overrides), args.data_dir)
     run["label"] = args.label
     for row in run["epochs"]:
         print(json.dumps(row))
