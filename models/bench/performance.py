@@ -395,24 +395,35 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
+    """Per bundle, against wrk's connections: throughput (top) and p50 / p99 latency (bottom). The sweeps
+    are not monotone in throughput (which worker accepts the connections varies), so connections, the
+    load that was set, is the x axis."""
     names = list(report["bundles"])
-    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
-    for axis, name in zip(axes[0], names, strict=True):
+    figure, axes = plt.subplots(2, len(names), figsize=(6 * len(names), 6.5), squeeze=False, sharex="col")
+    for column, name in enumerate(names):
         result = report["bundles"][name]
+        top, bottom = axes[0][column], axes[1][column]
         for route, colour in (("cache", "tab:blue"), ("online", "tab:orange")):
             sweep = result[route]["sweep"]
-            rps = [p["rps"] for p in sweep]
-            axis.plot(rps, [p["p50_ms"] for p in sweep], "o-", color=colour, label=f"{route} p50")
-            axis.plot(rps, [p["p99_ms"] for p in sweep], "s--", color=colour, label=f"{route} p99")
-        axis.axhline(report["budget_ms"], color="grey", linewidth=1, label="p99 budget")
-        axis.axhline(
+            connections = [p["connections"] for p in sweep]
+            top.plot(connections, [p["rps"] for p in sweep], "o-", color=colour, label=route)
+            bottom.plot(connections, [p["p50_ms"] for p in sweep], "o-", color=colour, label=f"{route} p50")
+            bottom.plot(connections, [p["p99_ms"] for p in sweep], "s--", color=colour, label=f"{route} p99")
+        bottom.axhline(report["budget_ms"], color="grey", linewidth=1, label="p99 budget")
+        bottom.axhline(
             result["floors"]["sum_cache_ms"], color="black", linestyle=":", label="floor sum (cache)"
         )
-        axis.set_yscale("log")
-        axis.set_xlabel("throughput (requests/s)")
-        axis.set_ylabel("latency ms (log)")
-        axis.set_title(f"{name}: latency vs load (wrk, {report['workers']} workers)", fontsize=9)
-        axis.legend(fontsize=7)
+        top.set_ylabel("throughput (requests/s)")
+        top.set_ylim(bottom=0)
+        top.set_title(f"{name}: load sweep (wrk, {report['workers']} workers)", fontsize=9)
+        top.legend(fontsize=7)
+        bottom.set_yscale("log")
+        bottom.set_xscale("log", base=2)
+        ticks = sorted({p["connections"] for route in ("cache", "online") for p in result[route]["sweep"]})
+        bottom.set_xticks(ticks, [str(t) for t in ticks])
+        bottom.set_xlabel("wrk connections")
+        bottom.set_ylabel("latency ms (log)")
+        bottom.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
