@@ -25,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (>1 needs Redis)")
+    parser.add_argument(
+        "--reuse-port",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --workers > 1 on Linux, one SO_REUSEPORT socket per worker so the kernel spreads "
+        "connections over them (default); --no-reuse-port: uvicorn's one shared socket",
+    )
     parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (TANDEM_BUNDLE_PATH)")
     parser.add_argument(
         "--dataset",
@@ -122,15 +129,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers > 1:
         _prepare_multiprocess_dir()
-        uvicorn.run(
-            "app.main:app_factory",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=None,
-            timeout_graceful_shutdown=30,
-        )
+        options: dict[str, Any] = {
+            "factory": True,
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            "log_config": None,
+            "timeout_graceful_shutdown": 30,
+        }
+        from app.reuse_port import ReusePortSupervisor, reuse_port_supported
+
+        if args.reuse_port and reuse_port_supported():
+            ReusePortSupervisor(uvicorn.Config("app.main:app_factory", **options)).run()
+        else:
+            uvicorn.run("app.main:app_factory", **options)
         return 0
 
     from app.main import create_app

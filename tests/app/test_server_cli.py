@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.conftest import free_port
+from app.reuse_port import reuse_port_supported
+from tests.app.conftest import _flush, free_port, make_settings
+from tests.app.test_reuse_port import answering_pids
 
 
 def wait_for(url: str, status: int, timeout_s: float = 60.0) -> httpx.Response:
@@ -72,3 +76,36 @@ def test_serving_a_dataset_without_a_bundle_says_how_to_build_one(
     monkeypatch.delenv("TANDEM_BUNDLE_PATH", raising=False)
     assert main(["serve", "--dataset", "myshop"]) == 2
     assert "run `tandem bundle build --train --dataset myshop` first" in capsys.readouterr().err
+
+
+def test_two_workers_each_serve_on_their_own_socket(
+    baseline_bundle: Path, redis_url: str, key_prefix: str
+) -> None:
+    """`tandem serve --workers 2` (Redis-backed): two listening sockets on one port, both workers ready."""
+    if not reuse_port_supported():
+        pytest.skip("SO_REUSEPORT balancing is Linux only")
+    port = free_port()
+    env = {**os.environ, "TANDEM_REDIS_URL": redis_url, "TANDEM_KEY_PREFIX": key_prefix}
+    command = [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(port)]
+    command += ["--bundle", str(baseline_bundle)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ready_pids: set[int] = set()
+        deadline = time.monotonic() + 90
+        while len(ready_pids) < 2 and time.monotonic() < deadline:
+            try:  # a new connection per call: each lands on one worker's socket
+                answer = httpx.get(f"{base}/readyz", timeout=2.0)
+                if answer.status_code == 200:
+                    ready_pids.add(int(answer.json()["detail"]["pid"]))
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        assert len(ready_pids) == 2, ready_pids
+        shares = Counter(answering_pids(port, 32, path="/readyz"))
+        assert len(shares) == 2 and min(shares.values()) >= 4, shares
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+        asyncio.run(_flush(make_settings(baseline_bundle, redis_url=redis_url, key_prefix=key_prefix)))
+    assert code == 0

@@ -1,0 +1,121 @@
+"""app/reuse_port.py: workers on their own SO_REUSEPORT sockets, run for real in a subprocess."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.reuse_port import reuse_port_socket, reuse_port_supported
+from tests.app.conftest import free_port
+
+pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="SO_REUSEPORT balancing is Linux only")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def pid_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The smallest ASGI app: answers every request with its process id."""
+    body = str(os.getpid()).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def answering_pids(port: int, connections: int, path: str = "/") -> list[int]:
+    """Opens ``connections`` connections at once, then sends one GET ``path`` on each: the pid that
+    answered each (the body, or its ``detail.pid`` for /readyz). Opened together, they are accepted while
+    both workers are idle, which is where one shared listening socket hands them all to the worker that
+    wakes first."""
+    clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(connections)]
+    try:
+        for client in clients:
+            client.connect()
+        pids = []
+        for client in clients:
+            client.request("GET", path)
+            body = client.getresponse().read()
+            pids.append(int(body) if path == "/" else int(json.loads(body)["detail"]["pid"]))
+        return pids
+    finally:
+        for client in clients:
+            client.close()
+
+
+def wait_for_pids(
+    port: int, count: int, exclude: frozenset[int] = frozenset(), seconds: float = 20
+) -> set[int]:
+    """Polls until ``count`` distinct pids outside ``exclude`` answer one round of 32 connections."""
+    deadline = time.monotonic() + seconds
+    seen: set[int] = set()
+    while time.monotonic() < deadline:
+        try:
+            seen = set(answering_pids(port, 32)) - exclude
+        except OSError:
+            seen = set()
+        if len(seen) >= count:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"{count} workers never answered one round together; saw {seen}")
+
+
+@pytest.fixture
+def supervised() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    code = (
+        "from uvicorn.config import Config\n"
+        "from app.reuse_port import ReusePortSupervisor\n"
+        f"config = Config('tests.app.test_reuse_port:pid_app', host='127.0.0.1', port={port}, workers=2,"
+        " lifespan='off', log_config=None)\n"
+        "ReusePortSupervisor(config).run()\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_two_sockets_share_one_port() -> None:
+    port = free_port()
+    first, second = reuse_port_socket("127.0.0.1", port), reuse_port_socket("127.0.0.1", port)
+    try:
+        assert first.getsockname() == second.getsockname()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_new_connections_reach_every_worker_and_a_dead_worker_is_replaced(
+    supervised: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    process, port = supervised
+    workers = wait_for_pids(port, 2)
+    assert len(workers) == 2 and process.pid not in workers
+    # the kernel spreads connections opened together; one shared socket often gave one worker all 32
+    for _ in range(4):
+        shares = Counter(answering_pids(port, 32))
+        assert set(shares) == workers and min(shares.values()) >= 4, shares
+
+    dead = min(workers)
+    os.kill(dead, signal.SIGKILL)
+    replaced = wait_for_pids(port, 2, exclude=frozenset({dead}))
+    assert (workers - {dead}) < replaced and dead not in replaced
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+    for pid in replaced:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
