@@ -82,10 +82,14 @@ def supervised() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         yield process, port
-    finally:
+    finally:  # SIGTERM lets the supervisor stop its workers; SIGKILL would leave them running
         if process.poll() is None:
-            process.kill()
-            process.wait(10)
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
 
 
 def test_two_sockets_share_one_port() -> None:
