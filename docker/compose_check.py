@@ -309,12 +309,14 @@ def default_bundle(data_dir: Path) -> Path:
 
 
 def bundle_summary(stdout: str) -> dict[str, Any]:
-    """The JSON summary `tandem bundle build` prints last (indented, so it opens with a lone "{" line)."""
+    """The last JSON summary `tandem bundle build` prints (indented: it opens with a lone "{" line and
+    closes with a lone "}"); lines after it (the "serve it: ..." hint) are not part of it."""
     lines = stdout.splitlines()
     starts = [i for i, line in enumerate(lines) if line == "{"]
     try:
-        return dict(json.loads("\n".join(lines[starts[-1] :])))
-    except (IndexError, json.JSONDecodeError) as error:
+        stop = lines.index("}", starts[-1])
+        return dict(json.loads("\n".join(lines[starts[-1] : stop + 1])))
+    except (IndexError, ValueError) as error:  # no "{" line, no closing "}", or not JSON
         raise CheckFailed(
             f"no bundle summary in the output of tandem bundle build: {stdout[-300:]!r}"
         ) from error

@@ -358,5 +358,7 @@ def test_the_bundle_summary_is_the_last_json_object_printed() -> None:
     summary = {"bundle": "var/bundles/ml-1m-x", "index": {"kind": "flat"}}
     stdout = "step {'a': 1} took 3s\n{not json\n" + json.dumps(summary, indent=2) + "\n"
     assert CHECK.bundle_summary(stdout) == summary
+    # tandem bundle build ends with a hint after the summary
+    assert CHECK.bundle_summary(stdout + "serve it: tandem serve --bundle var/bundles/ml-1m-x\n") == summary
     with pytest.raises(CHECK.CheckFailed, match="no bundle summary"):
         CHECK.bundle_summary("trained {'encoder': 1}\n")
