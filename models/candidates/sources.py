@@ -97,9 +97,15 @@ def _allowed(items: np.ndarray, exclude: np.ndarray) -> np.ndarray:
 
 
 def _top(items: np.ndarray, scores: np.ndarray, exclude: np.ndarray, count: int) -> SourceList:
-    """Best ``count`` of (items, scores) after the exclusions; ties by smaller item index (deterministic)."""
+    """Best ``count`` of (items, scores) after the exclusions; ties by smaller item index (deterministic).
+    Only the items scoring at least the ``count``-th best score are sorted (all ties at that score kept,
+    so the order is the full sort's)."""
     keep = _allowed(items, exclude)
     items, scores = items[keep], scores[keep]
+    if 0 < count < len(items):
+        threshold = np.partition(scores, len(items) - count)[len(items) - count]
+        contenders = scores >= threshold
+        items, scores = items[contenders], scores[contenders]
     order = np.lexsort((items, -scores))[:count]
     return SourceList(items[order].astype(np.int64), scores[order].astype(np.float32))
 
@@ -132,6 +138,11 @@ class AnnSource:
         if request.user_vector is None or vectors is None or items.size == 0:
             return np.zeros(items.shape[0], dtype=np.float32)
         return (vectors(items) @ request.user_vector.astype(np.float32)).astype(np.float32)
+
+
+# The neighbour walk sums its scores over an array as long as the catalogue when that is at most this many
+# times the neighbours gathered (cheaper than sorting them); a large catalogue sorts instead. Same result.
+DENSE_WALK_FACTOR = 4
 
 
 class CooccurrenceSource:
@@ -178,8 +189,14 @@ class CooccurrenceSource:
             int(lengths.sum())
         )
         weights = np.repeat(self.decay ** np.arange(len(seeds), dtype=np.float64), lengths)
-        items, inverse = np.unique(self.indices[positions], return_inverse=True)
-        scores = np.bincount(inverse, weights * self.data[positions], minlength=len(items))
+        gathered, weighted = self.indices[positions], weights * self.data[positions]
+        num_items = len(self.indptr) - 1
+        if num_items <= DENSE_WALK_FACTOR * gathered.size:  # small catalogue: one pass, no sort
+            items = np.flatnonzero(np.bincount(gathered, minlength=num_items))
+            scores = np.bincount(gathered, weighted, minlength=num_items)[items]
+            return items.astype(np.int64), scores
+        items, inverse = np.unique(gathered, return_inverse=True)
+        scores = np.bincount(inverse, weighted, minlength=len(items))
         return items.astype(np.int64), scores
 
     def candidates(self, request: CandidateRequest, count: int) -> SourceList:

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+import models.candidates.sources as sources_module
 from models.baselines.cooccurrence import CooccurrenceConfig, CooccurrenceScorer
 from models.candidates.sources import (
     AnnSource,
@@ -11,6 +12,7 @@ from models.candidates.sources import (
     CooccurrenceSource,
     PopularSource,
     RecentItemsSource,
+    _top,
 )
 from models.data.schema import Action, EventTable
 from models.inference import RequestContext, UserHistory
@@ -204,3 +206,31 @@ def test_the_category_source_weighs_a_request_once_for_list_and_fusion_scores() 
     assert source.category_weights(first) is weights
     assert source.category_weights(second) is not weights
     assert source.category_weights(second)[0].tolist() == [3]
+
+
+def test_the_top_cut_orders_exactly_as_a_full_sort_ties_included() -> None:
+    rng = np.random.default_rng(3)
+    for count in (1, 5, 40, 400):
+        items = rng.permutation(np.arange(2, 402)).astype(np.int64)
+        scores = rng.integers(0, 6, size=len(items)).astype(np.float64)  # many ties at every score
+        exclude = items[::7]
+        found = _top(items, scores, exclude, count)
+        keep = ~np.isin(items, exclude)
+        order = np.lexsort((items[keep], -scores[keep]))[:count]
+        assert found.items.tolist() == items[keep][order].tolist()
+        np.testing.assert_array_equal(found.scores, scores[keep][order].astype(np.float32))
+
+
+def test_the_neighbour_walk_sums_the_same_dense_or_sorted(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    users = np.repeat(np.arange(2, 40), 15)
+    events = table(users.tolist(), rng.integers(2, 60, size=len(users)).tolist())
+    m = CooccurrenceScorer(events, 60, CooccurrenceConfig()).matrix
+    source = CooccurrenceSource(m.indptr, m.indices, m.data)
+    wanted = request([3, 9, 17, 4, 9, 31])
+    monkeypatch.setattr(sources_module, "DENSE_WALK_FACTOR", 0)  # always sort
+    sorted_items, sorted_scores = source._neighbour_scores(wanted)
+    monkeypatch.setattr(sources_module, "DENSE_WALK_FACTOR", 10**9)  # always dense
+    items, scores = source._neighbour_scores(wanted)
+    assert len(items) > 10 and items.tolist() == sorted_items.tolist()
+    np.testing.assert_array_equal(scores, sorted_scores)  # the same sums in the same order
