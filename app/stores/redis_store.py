@@ -176,7 +176,7 @@ class RedisStore:
             return list(await pipe.execute())
 
         raw_vector, raw_seq, raw_events = await self._call("get_state", run)
-        events = [StoredEvent.decode(raw) for raw in raw_events]
+        events = StoredEvent.decode_many(raw_events)
         return UserState(_decode_vector(raw_vector), int(raw_seq or 0), events)
 
     async def get_history(self, user: str) -> UserHistoryRecord:
@@ -195,7 +195,7 @@ class RedisStore:
         out = {}
         for position, user in enumerate(users):
             raw_events, raw_seq = replies[2 * position], replies[2 * position + 1]
-            out[user] = UserHistoryRecord([StoredEvent.decode(raw) for raw in raw_events], int(raw_seq or 0))
+            out[user] = UserHistoryRecord(StoredEvent.decode_many(raw_events), int(raw_seq or 0))
         return out
 
     async def put_vectors(self, vectors: dict[str, StoredVector], ttl_s: int) -> None:

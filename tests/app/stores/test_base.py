@@ -221,3 +221,15 @@ async def test_idle_consumers_with_nothing_pending_are_removed(redis_store: Redi
     await redis_store.read_new("live", count=1, block_ms=10)
     removed = await redis_store.remove_idle_consumers(min_idle_ms=0, keep="live")
     assert removed == ["finished"]  # "crashed" keeps its pending entry until it is re-claimed
+
+
+def test_a_history_decodes_in_one_parse_exactly_as_event_by_event() -> None:
+    events = [
+        event("i7", 100),
+        StoredEvent(item="42", action=5, value=4.5, timestamp=101, scene=None, device="ios"),
+        StoredEvent(item='odd "id", with [brackets]', action=1, value=0.0, timestamp=102),
+    ]
+    texts = [e.encode() for e in events]
+    assert StoredEvent.decode_many(texts) == [StoredEvent.decode(t) for t in texts] == events
+    assert StoredEvent.decode_many([t.encode() for t in texts]) == events  # bytes, as redis-py returns them
+    assert StoredEvent.decode_many([]) == []
