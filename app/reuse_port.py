@@ -33,6 +33,16 @@ def reuse_port_supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Raises OSError (EADDRINUSE) when something listens on (host, port) already. A socket of our own
+    with SO_REUSEPORT would otherwise join the group of an earlier server of the same user still
+    running there, and the two would split the traffic without a word; a plain bind is refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        probe.bind((host, port))
+
+
 def reuse_port_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port) with SO_REUSEADDR and SO_REUSEPORT, not yet listening (the
     worker's server listens on it)."""
@@ -50,6 +60,7 @@ class ReusePortSupervisor:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        ensure_port_free(config.host, config.port)
         self.sockets = [reuse_port_socket(config.host, config.port) for _ in range(config.workers)]
         self.processes: list[Process] = []
         self.should_exit = threading.Event()

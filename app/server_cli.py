@@ -140,7 +140,12 @@ def run(args: argparse.Namespace) -> int:
         from app.reuse_port import ReusePortSupervisor, reuse_port_supported
 
         if args.reuse_port and reuse_port_supported():
-            ReusePortSupervisor(uvicorn.Config("app.main:app_factory", **options)).run()
+            try:
+                supervisor = ReusePortSupervisor(uvicorn.Config("app.main:app_factory", **options))
+            except OSError as exc:
+                log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+                return 1
+            supervisor.run()
         else:
             uvicorn.run("app.main:app_factory", **options)
         return 0

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from uvicorn.config import Config
 
-from app.reuse_port import reuse_port_socket, reuse_port_supported
+from app.reuse_port import ReusePortSupervisor, reuse_port_socket, reuse_port_supported
 from tests.app.conftest import free_port
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="SO_REUSEPORT balancing is Linux only")
@@ -123,3 +124,13 @@ def test_new_connections_reach_every_worker_and_a_dead_worker_is_replaced(
     for pid in replaced:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_port_taken_by_a_running_server_is_refused_not_shared(
+    supervised: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    _, port = supervised
+    wait_for_pids(port, 2)
+    config = Config("tests.app.test_reuse_port:pid_app", host="127.0.0.1", port=port, workers=2)
+    with pytest.raises(OSError):
+        ReusePortSupervisor(config)
