@@ -33,12 +33,16 @@ def reuse_port_supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """IPv6 for an address with a colon (as uvicorn decides), else IPv4."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def ensure_port_free(host: str, port: int) -> None:
     """Raises OSError (EADDRINUSE) when something listens on (host, port) already. A socket of our own
     with SO_REUSEPORT would otherwise join the group of an earlier server of the same user still
     running there, and the two would split the traffic without a word; a plain bind is refused."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
         probe.bind((host, port))
 
@@ -46,8 +50,7 @@ def ensure_port_free(host: str, port: int) -> None:
 def reuse_port_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port) with SO_REUSEADDR and SO_REUSEPORT, not yet listening (the
     worker's server listens on it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))

@@ -35,9 +35,9 @@ async def pid_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def answering_pids(port: int, connections: int, path: str = "/") -> list[int]:
     """Opens ``connections`` connections at once, then sends one GET ``path`` on each: the pid that
-    answered each (the body, or its ``detail.pid`` for /readyz). Opened together, they are accepted while
-    both workers are idle, which is where one shared listening socket hands them all to the worker that
-    wakes first."""
+    answered each (the body, or its ``detail.pid`` for /readyz; an answer other than 200 raises
+    ConnectionError, as a worker not ready yet). Opened together, they are accepted while both workers
+    are idle, which is where one shared listening socket hands them all to the worker that wakes first."""
     clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(connections)]
     try:
         for client in clients:
@@ -45,7 +45,10 @@ def answering_pids(port: int, connections: int, path: str = "/") -> list[int]:
         pids = []
         for client in clients:
             client.request("GET", path)
-            body = client.getresponse().read()
+            response = client.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise ConnectionError(f"GET {path}: {response.status}")
             pids.append(int(body) if path == "/" else int(json.loads(body)["detail"]["pid"]))
         return pids
     finally:
@@ -54,14 +57,14 @@ def answering_pids(port: int, connections: int, path: str = "/") -> list[int]:
 
 
 def wait_for_pids(
-    port: int, count: int, exclude: frozenset[int] = frozenset(), seconds: float = 20
+    port: int, count: int, exclude: frozenset[int] = frozenset(), seconds: float = 20, path: str = "/"
 ) -> set[int]:
     """Polls until ``count`` distinct pids outside ``exclude`` answer one round of 32 connections."""
     deadline = time.monotonic() + seconds
     seen: set[int] = set()
     while time.monotonic() < deadline:
         try:
-            seen = set(answering_pids(port, 32)) - exclude
+            seen = set(answering_pids(port, 32, path)) - exclude
         except OSError:
             seen = set()
         if len(seen) >= count:

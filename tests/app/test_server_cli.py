@@ -16,7 +16,7 @@ import pytest
 
 from app.reuse_port import reuse_port_supported
 from tests.app.conftest import _flush, free_port, make_settings
-from tests.app.test_reuse_port import answering_pids
+from tests.app.test_reuse_port import answering_pids, wait_for_pids
 
 
 def wait_for(url: str, status: int, timeout_s: float = 60.0) -> httpx.Response:
@@ -88,20 +88,10 @@ def test_two_workers_each_serve_on_their_own_socket(
     env = {**os.environ, "TANDEM_REDIS_URL": redis_url, "TANDEM_KEY_PREFIX": key_prefix}
     command = [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(port)]
     command += ["--bundle", str(baseline_bundle)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    # stderr not piped: nothing reads it, and a full pipe would stall the workers' logging
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ready_pids: set[int] = set()
-        deadline = time.monotonic() + 90
-        while len(ready_pids) < 2 and time.monotonic() < deadline:
-            try:  # a new connection per call: each lands on one worker's socket
-                answer = httpx.get(f"{base}/readyz", timeout=2.0)
-                if answer.status_code == 200:
-                    ready_pids.add(int(answer.json()["detail"]["pid"]))
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        assert len(ready_pids) == 2, ready_pids
+        assert len(wait_for_pids(port, 2, seconds=90, path="/readyz")) == 2  # both workers ready
         shares = Counter(answering_pids(port, 32, path="/readyz"))
         assert len(shares) == 2 and min(shares.values()) >= 4, shares
     finally:
