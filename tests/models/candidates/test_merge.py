@@ -98,3 +98,22 @@ def test_score_fusion_credits_a_source_for_items_it_did_not_return() -> None:
     with pytest.raises(ValueError, match="fusion"):
         config(fusion="borda")
     assert MergeConfig.from_dict(config(fusion="score").to_dict()).fusion == "score"
+
+
+def test_score_fusion_weighs_each_source() -> None:
+    # a and b disagree completely: a scores 5 > 6 > 7, b scores 7 > 6 > 5 (both score all three)
+    a_scores = {5: 3.0, 6: 2.0, 7: 1.0}
+    b_scores = {5: 1.0, 6: 2.0, 7: 3.0}
+
+    def union_scores(items: np.ndarray) -> np.ndarray:
+        return np.array([[a_scores[int(i)], b_scores[int(i)]] for i in items])
+
+    heavy_a = merge_lists(lists([5, 6], [7, 6]), config(fusion="score", weights=(1.0, 0.25)), union_scores)
+    heavy_b = merge_lists(lists([5, 6], [7, 6]), config(fusion="score", weights=(0.25, 1.0)), union_scores)
+    assert heavy_a.items.tolist() == [5, 6, 7]
+    assert heavy_b.items.tolist() == [7, 6, 5]
+    # merge_score = sum of w_s * z_s: z_a = (1.22, 0, -1.22), z_b = (-1.22, 0, 1.22) for items 5, 6, 7
+    z = np.sqrt(1.5)
+    assert np.allclose(heavy_a.merge_score, [0.75 * z, 0.0, -0.75 * z], atol=1e-6)
+    muted_b = merge_lists(lists([5, 6], [7, 6]), config(fusion="score", weights=(1.0, 0.0)), union_scores)
+    assert np.allclose(muted_b.merge_score, [z, 0.0, -z], atol=1e-6)  # weight 0: b's scores count for nothing
