@@ -41,7 +41,7 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.faults.soak --seconds $${SOAK_SECONDS:-600}
 
 lint: $(STAMP)
-	$(BIN)/ruff check app models tests loadtest docker
+	$(BIN)/ruff check app models cli tests loadtest docker
 	$(BIN)/mypy
 
 # One run: stage floors in-process, then the service over HTTP with wrk -> docs/results/performance.*

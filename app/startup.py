@@ -1,15 +1,19 @@
-"""Start-up helpers shared by the API (``app.main``) and ``tandem worker``: open the store, find the bundle,
-set torch threads. Kept apart from the FastAPI app so the worker process never imports the web stack."""
+"""Start-up helpers shared by the API (``app.main``), ``tandem serve`` and ``tandem worker``: open the store,
+find the bundle (``first_bundle``: the one a server starts from), set torch threads. Kept apart from the
+FastAPI app so the worker process never imports the web stack."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 from app.core.config import Settings
 from app.stores.base import UserStateStore
 from app.stores.memory import MemoryStore
 from app.stores.redis_store import RedisStore
+
+log = logging.getLogger("tandem.serve")
 
 
 def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
@@ -37,6 +41,29 @@ def resolve_bundle_path(settings: Settings) -> Path:
     from models.pipeline import ensure_default_bundle
 
     return Path(ensure_default_bundle(settings.data_dir, root=str(settings.var_dir)))
+
+
+def first_bundle(settings: Settings) -> tuple[Path, Path | None]:
+    """(bundle to start from, status file of a background build or None).
+
+    The full default bundle when it is built already (later starts); else the baseline bundle, built in
+    seconds, so the first answer does not wait for training, and the full one built in its own process."""
+    from models.bundle_upgrade import STATUS_FILE, build_running, start_background_build
+    from models.pipeline import default_bundle_if_built, ensure_default_bundle
+
+    full = default_bundle_if_built(settings.data_dir, settings.var_dir)
+    if full is not None:
+        return full, None
+    baseline = default_bundle_if_built(
+        settings.data_dir, settings.var_dir, stages=()
+    ) or ensure_default_bundle(settings.data_dir, root=settings.var_dir, stages=())
+    log.info(
+        "answering from the baseline bundle while the full one is built", extra={"bundle_path": str(baseline)}
+    )
+    status = Path(settings.var_dir) / "bundles" / STATUS_FILE
+    if build_running(status):  # a build started by an earlier start is still going: follow it
+        return baseline, status
+    return baseline, start_background_build(settings.data_dir, settings.var_dir)
 
 
 def set_thread_counts(threads: int) -> None:

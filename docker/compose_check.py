@@ -300,7 +300,7 @@ def make_wheelhouse(engine: Engine) -> None:
 
 def default_bundle(data_dir: Path) -> Path:
     """The default bundle on the host (built on first use, a few minutes; reused after)."""
-    command = [sys.executable, "-m", "app.cli", "bundle", "build", "--default"]
+    command = [sys.executable, "-m", "cli.main", "bundle", "build", "--default"]
     command += ["--data-dir", str(data_dir), "--root", str(ROOT / "var")]
     result = subprocess.run(command, cwd=ROOT, text=True, stdout=subprocess.PIPE)  # progress on stderr
     if result.returncode != 0:

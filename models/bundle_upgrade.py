@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.cli_options import add_data_dir_option
-
 logger = logging.getLogger(__name__)
 STATUS_FILE = "upgrade.json"
 
@@ -101,10 +99,12 @@ def build(data_dir: str | Path | None, root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The background process ``start_background_build`` runs (not a user command: ``tandem serve`` starts
+    it, with the server's data directory)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_data_dir_option(parser)
+    parser.add_argument("--data-dir", type=Path, required=True, help="raw data root")
     parser.add_argument("--root", type=Path, default=Path("var"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 # whose module is not installed is skipped. The ranker trainer also receives ``encoder_path`` (or None).
 QUICK_TRAINERS: dict[str, str] = {
     "encoder": "models.pipeline:train_quick_encoder",  # adapter over models.train.fit below
-    "ranker": "models.ranker.cli:train_quick",
+    "ranker": "models.ranker.quick:train_quick",
 }
 # The module each stage needs beyond the trainer's own (the adapter lives here, its model elsewhere).
 REQUIRED_MODULES: dict[str, str] = {"encoder": "models.train.fit", "ranker": "models.ranker.serving"}

@@ -188,7 +188,7 @@ def serve_command(bundle: Path, port: int, workers: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "app.cli",
+        "cli.main",
         "serve",
         "--host",
         "127.0.0.1",

@@ -77,7 +77,7 @@ class PrepareOptions:
 
 def resolve_data_dir(data_dir: Path | str | None) -> Path:
     """The given directory, else ``DEFAULT_DATA_DIR`` (../shared/data). The commands resolve
-    $TANDEM_DATA_DIR themselves (``models.cli_options``)."""
+    $TANDEM_DATA_DIR themselves (``cli.options``)."""
     return Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models.cli_options import add_data_dir_option
+from cli.options import add_data_dir_option  # until this module moves to cli/eval.py
 from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, has_ml1m, open_dataset, resolve_data_dir
 from models.data.defaults import ShapeDefaults, defaults_for
 from models.data.errors import DataError
@@ -355,8 +355,8 @@ def evaluate_dataset(
 
 
 def run_ranker_stage(args: argparse.Namespace, command: str) -> int:
-    """``--stage ranker``: the ranker's own evaluation (models.ranker.cli.evaluate_dataset) per dataset."""
-    from models.ranker.cli import evaluate_dataset as evaluate_ranker_dataset
+    """``--stage ranker``: the ranker's own evaluation (models.ranker.dataset_report) per dataset."""
+    from models.ranker.dataset_report import evaluate_dataset as evaluate_ranker_dataset
 
     for name in _datasets(args):
         paths = evaluate_ranker_dataset(

@@ -1,4 +1,4 @@
-"""Ranker report files: docs/results/ranking-<dataset>.{json,md,png}."""
+"""Ranker report files: ranking-<dataset>.{json,md,png} in the results directory the caller gives."""
 
 from __future__ import annotations
 

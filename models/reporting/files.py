@@ -1,5 +1,8 @@
 """A report as three files side by side: ``<out>.md`` (for people), ``<out>.json`` (for tools) and
-``<out>.png`` (a figure). Every results writer in the project goes through ``write_report``."""
+``<out>.png`` (a figure). Every results writer in the project goes through ``write_report``.
+
+A run's reports go under ``DEFAULT_RESULTS_DIR`` (var/results, beside var/bundles) unless told otherwise;
+only the project's own reference runs are written to docs/results, by the Makefile targets that pass it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 REPORT_KINDS = ("md", "json", "png")
+DEFAULT_RESULTS_DIR = Path("var/results")
 
 
 def report_paths(out: Path) -> dict[str, Path]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from app.api import routes_events, routes_items, routes_recommend
-from app.cli import build_parser
+from cli.main import build_parser
 from app.core import metrics as app_metrics
 from app.core.config import Settings
 from app.services.events import ACTION_NAMES

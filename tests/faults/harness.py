@@ -172,7 +172,7 @@ class Stack:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis.start()
-        serve = [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(self.port)]
+        serve = [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", str(self.port)]
         self.api = Service("api", serve, self.env(), self.workdir)
         self.api.start()
         self.start_worker()
@@ -181,7 +181,7 @@ class Stack:
 
     def start_worker(self) -> Service:
         name = f"worker-{len(self.workers)}"
-        command = [sys.executable, "-m", "app.cli", "worker", "--consumer", name, "--metrics-port", "0"]
+        command = [sys.executable, "-m", "cli.main", "worker", "--consumer", name, "--metrics-port", "0"]
         worker = Service(name, command, self.env(), self.workdir)
         worker.start()
         self.workers.append(worker)

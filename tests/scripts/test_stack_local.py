@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from app.cli import build_parser
+from cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "stack-local.sh"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.server_cli import first_bundle
+from app.startup import first_bundle
 from models.bundle_upgrade import write_status
 from tests.app.conftest import make_settings, running_app
 

@@ -117,7 +117,7 @@ def test_the_worker_command_does_not_import_the_web_app() -> None:
     import sys
 
     code = (
-        "import sys, app.worker_cli as w; w.runtime_modules(); "
+        "import sys, cli.worker as w; w.runtime_modules(); "
         "print(sorted(m for m in ('app.main', 'fastapi', 'starlette') if m in sys.modules))"
     )
     out = subprocess.run(

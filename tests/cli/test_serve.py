@@ -38,7 +38,7 @@ def test_sigterm_drains_then_exits(baseline_bundle: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "app.cli",
+        "cli.main",
         "serve",
         "--port",
         str(port),
@@ -70,7 +70,7 @@ def test_sigterm_drains_then_exits(baseline_bundle: Path) -> None:
 def test_serving_a_dataset_without_a_bundle_says_how_to_build_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("TANDEM_VAR_DIR", str(tmp_path))
     monkeypatch.delenv("TANDEM_BUNDLE_PATH", raising=False)
@@ -86,7 +86,7 @@ def test_two_workers_each_serve_on_their_own_socket(
         pytest.skip("SO_REUSEPORT balancing is Linux only")
     port = free_port()
     env = {**os.environ, "TANDEM_REDIS_URL": redis_url, "TANDEM_KEY_PREFIX": key_prefix}
-    command = [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(port)]
+    command = [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", str(port)]
     command += ["--bundle", str(baseline_bundle)]
     # stderr not piped: nothing reads it, and a full pipe would stall the workers' logging
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

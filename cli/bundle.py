@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.options import add_data_dir_option
 from models.bundle import Bundle, build_bundle, data_fingerprint
-from models.cli_options import add_data_dir_option
 from models.index import IndexBuildConfig
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.cli_options import add_data_dir_option
+from cli.options import add_data_dir_option
 from models.data.builder import SessionConfig
 from models.data.datasets import (
     DATASET_NAMES,

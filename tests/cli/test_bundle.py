@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import models.pipeline as pipeline
-from app.cli import main
+from cli.main import main
 from models.bundle import Bundle
 from models.candidates.from_bundle import bundle_sources, serving_pipeline
 from models.candidates.sources import CandidateRequest

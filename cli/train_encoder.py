@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from cli.options import add_data_dir_option
 from models.checkpoints import load_checkpoint
-from models.cli_options import add_data_dir_option
 from models.data.datasets import DATASET_NAMES, open_dataset
 from models.data.splits import protocol_split
 from models.encoder.config import ENCODER_KINDS

@@ -72,29 +72,6 @@ def _prepare_multiprocess_dir() -> None:
         stale.unlink()
 
 
-def first_bundle(settings: Any) -> tuple[Path, Path | None]:
-    """(bundle to start from, status file of a background build or None).
-
-    The full default bundle when it is built already (later starts); else the baseline bundle, built in
-    seconds, so the first answer does not wait for training, and the full one built in its own process."""
-    from models.bundle_upgrade import STATUS_FILE, build_running, start_background_build
-    from models.pipeline import default_bundle_if_built, ensure_default_bundle
-
-    full = default_bundle_if_built(settings.data_dir, settings.var_dir)
-    if full is not None:
-        return full, None
-    baseline = default_bundle_if_built(
-        settings.data_dir, settings.var_dir, stages=()
-    ) or ensure_default_bundle(settings.data_dir, root=settings.var_dir, stages=())
-    log.info(
-        "answering from the baseline bundle while the full one is built", extra={"bundle_path": str(baseline)}
-    )
-    status = Path(settings.var_dir) / "bundles" / STATUS_FILE
-    if build_running(status):  # a build started by an earlier start is still going: follow it
-        return baseline, status
-    return baseline, start_background_build(settings.data_dir, settings.var_dir)
-
-
 def run(args: argparse.Namespace) -> int:
     from app.core.config import Settings
     from app.core.logging import configure_logging
@@ -118,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("--workers > 1 needs TANDEM_REDIS_URL: each process would hold its own in-memory store")
         return 2
     if settings.bundle_path is None:
+        from app.startup import first_bundle
+
         # Find or build the default bundle once, here, not in every worker process.
         bundle, upgrade = first_bundle(settings)
         os.environ["TANDEM_BUNDLE_PATH"] = str(bundle)

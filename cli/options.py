@@ -1,4 +1,4 @@
-"""Command-line options that several ``tandem`` commands share.
+"""Command-line options that several ``tandem`` commands (and the tools) share.
 
 Commands are the one layer that reads the environment: library functions take the data directory as an
 argument and fall back to ``models.data.datasets.DEFAULT_DATA_DIR`` when given None.

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from models.cli_options import add_data_dir_option
+from cli.options import add_data_dir_option
 from models.data.datasets import DEFAULT_DATA_DIR, resolve_data_dir
 
 

@@ -1,25 +1,24 @@
 """``tandem train ranker``: train the ranker on a dataset and save a serving checkpoint; ``--evaluate``
-also writes the ranking report with ablations (the same function ``tandem eval --stage ranker`` calls)."""
+also writes the ranking report with ablations (as ``tandem eval --stage ranker`` does through
+``models.ranker.dataset_report``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.cli_options import add_data_dir_option
+from cli.options import add_data_dir_option
 from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, open_dataset
-from models.data.schema import Dataset
 from models.ranker.config import PRESETS, preset
 from models.ranker.evaluate import VARIANTS, encode_sources, evaluate_ranker, fit_variant, prepare_experiment
 from models.ranker.report import write_report
-from models.ranker.retrieval import CandidateRetriever, EncoderRetriever
 from models.ranker.serving import save_ranker
+from models.reporting.files import DEFAULT_RESULTS_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="K reasoning steps (0 = off)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="checkpoint path (default var/ranker/<dataset>.pt)")
-    parser.add_argument("--evaluate", action="store_true", help="write docs/results/ranking-<dataset>.*")
+    parser.add_argument(
+        "--evaluate", action="store_true", help="write <results-dir>/ranking-<dataset>.{json,md,png}"
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, with --evaluate")
     parser.add_argument("--eval-candidates", type=int, default=200)
-    parser.add_argument("--results-dir", default="docs/results")
+    parser.add_argument(
+        "--results-dir",
+        default=str(DEFAULT_RESULTS_DIR),
+        help=f"where --evaluate writes its report (default {DEFAULT_RESULTS_DIR})",
+    )
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -56,63 +61,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         "threads": args.threads,
     }
     return model_config, replace(train_config, **{k: v for k, v in changes.items() if v is not None})
-
-
-def evaluate_dataset(
-    name: str,
-    data_dir: str | Path | None = None,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
-    results_dir: str | Path = "docs/results",
-    preset_name: str = "quick",
-    epochs: int = 3,
-    max_train_requests: int = 4000,
-    eval_candidates: int = 100,
-    variants: tuple[str, ...] = tuple(VARIANTS),
-    retriever: CandidateRetriever | None = None,
-    command: str = "",
-) -> dict[str, Path]:
-    """Entry point for ``tandem eval --stage ranker``: trains the variants on ``name`` and writes
-    ranking-<name>.{json,md,png} into ``results_dir``. ``retriever`` = any frozen candidate source (default:
-    the co-occurrence item-kNN fitted before the split)."""
-    model_config, train_config = preset(preset_name)
-    train_config = replace(train_config, epochs=epochs, max_train_requests=max_train_requests)
-    torch.set_num_threads(train_config.threads)
-    dataset = open_dataset(name, data_dir, cache_dir)
-    report = evaluate_ranker(dataset, model_config, train_config, variants, retriever, eval_candidates)
-    return write_report(report, Path(results_dir), command or f"tandem eval --stage ranker --dataset {name}")
-
-
-def train_quick(
-    dataset: Dataset, out_dir: Path, encoder_path: Path | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """The ``quick`` preset for the first ``make serve`` (models.pipeline): trains on ``dataset`` with the
-    bundle's own encoder as the frozen candidate source when there is one (the co-occurrence item-kNN
-    otherwise) and writes ``out_dir/ranker.pt``. Returns the path and the training log."""
-    model_config, train_config = preset("quick")
-    torch.set_num_threads(train_config.threads)
-    retriever: CandidateRetriever | None = None
-    if encoder_path is not None:
-        from models.encoder.serving import load_user_encoder
-
-        exclude_seen = dataset.funnel.rating_thresholds is not None  # a film is rated once
-        retriever = EncoderRetriever(load_user_encoder(encoder_path), exclude_seen=exclude_seen)
-    started = time.perf_counter()
-    experiment, _ = prepare_experiment(dataset, model_config, train_config, retriever)
-    model, log = fit_variant(experiment, model_config, train_config)
-    path = save_ranker(
-        Path(out_dir) / "ranker.pt",
-        model,
-        encode_sources(experiment, model_config),
-        dataset.funnel,
-        f"ranker-{dataset.name}",
-    )
-    seconds = time.perf_counter() - started
-    source = "encoder" if encoder_path is not None else "cooccurrence"
-    return path, {
-        "train_seconds": round(seconds, 1),
-        "retriever": source,
-        "epochs": log,
-    }
 
 
 def run_ranker_evaluation(args: argparse.Namespace) -> dict[str, Path]:

@@ -1,0 +1,57 @@
+"""``tandem``: every command is on the parser, each from its own module, and a command module that cannot
+be imported breaks ``tandem`` instead of vanishing from it."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from cli import bundle, data, main, serve, train_encoder, train_ranker, worker
+from models.evaluate import cli as evaluate
+
+EXPECTED = {
+    ("data", "prepare"): data,
+    ("train", "encoder"): train_encoder,
+    ("train", "ranker"): train_ranker,
+    ("bundle", "build"): bundle,
+    ("eval",): evaluate,
+    ("serve",): serve,
+    ("worker",): worker,
+}
+
+
+def _leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    """command path -> the ``func`` its parser sets, for every leaf command."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        return {prefix: parser.get_default("func")}
+    found: dict[tuple[str, ...], object] = {}
+    for name, sub in subparsers[0].choices.items():
+        found.update(_leaves(sub, (*prefix, name)))
+    return found
+
+
+def test_the_parser_has_every_command_run_by_its_module() -> None:
+    leaves = _leaves(main.build_parser())
+    assert leaves == {path: module.run for path, module in EXPECTED.items()}
+
+
+def test_help_lists_every_command() -> None:
+    tandem = Path(sys.executable).parent / "tandem"  # the installed console script
+    result = subprocess.run([str(tandem), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for top in ("data", "train", "bundle", "eval", "serve", "worker"):
+        assert f"    {top} " in result.stdout, top
+    assert "offline evaluation with markdown/JSON/PNG reports" in result.stdout
+    train = main.build_parser().parse_args(["train", "ranker"])
+    assert train.func is train_ranker.run
+
+
+def test_a_command_module_that_fails_to_import_fails_tandem() -> None:
+    code = "import sys; sys.modules['cli.worker'] = None; import cli.main"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(("ImportError", "ModuleNotFoundError")) and "cli.worker" in last
