@@ -9,7 +9,8 @@ PORT ?= 8000
 
 LOADTEST_RESULTS := loadtest/results
 
-.PHONY: serve test lint bench bench-stages eval clean venv worker loadtest stack-local stack-local-down compose-check eval-pipeline faults soak
+.PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest \
+	stack-local stack-local-down compose-check eval-pipeline faults soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -41,17 +42,32 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.faults.soak --seconds $${SOAK_SECONDS:-600}
 
 lint: $(STAMP)
-	$(BIN)/ruff check app models cli tests loadtest docker
+	$(BIN)/ruff check app models cli tools tests loadtest
 	$(BIN)/mypy
 
+# The benchmarks (tools/bench/, not part of the package). The reference runs are committed: the targets
+# that write a report write it to docs/results/ (the tools' own default is var/results/). BENCH_ARGS: more
+# flags (a later --out wins).
 # One run: stage floors in-process, then the service over HTTP with wrk -> docs/results/performance.*
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install -y wrk)"; exit 2; }
-	$(BIN)/python -m models.bench.performance $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench.performance --out docs/results/performance $(BENCH_ARGS)
 
 # Stage latency floors with random-weight models (encoder, ANN at 10K/1M, ranker) -> docs/results/bench-cpu.*
 bench-stages: $(STAMP)
-	$(BIN)/python -m models.bench.run_all
+	$(BIN)/python -m tools.bench.run_all --out docs/results/bench-cpu $(BENCH_ARGS)
+
+# Recall/latency sweep of exact, IVF and HNSW indexes at 1M items -> docs/results/index-synthetic-1m.* (~5 min)
+bench-index: $(STAMP)
+	$(BIN)/python -m tools.bench.index_sweep --out docs/results/index-synthetic-1m $(BENCH_ARGS)
+
+# The ranker's forward for one request of 200 candidates, and a batch (prints JSON; --checkpoint PATH)
+bench-ranker: $(STAMP)
+	$(BIN)/python -m tools.bench.ranker_latency $(BENCH_ARGS)
+
+# Seconds per session-encoder epoch and the validation curve they buy (prints one line per epoch)
+bench-epochs: $(STAMP)
+	$(BIN)/python -m tools.bench.epoch_time $(BENCH_ARGS)
 
 eval: $(STAMP)
 	$(BIN)/tandem eval --all --data-dir $(DATA_DIR)
@@ -77,15 +93,15 @@ loadtest: $(STAMP)
 
 # The compose topology without Docker (API x2 workers, tandem worker, Redis, Prometheus if installed).
 stack-local: $(STAMP)
-	HOST=$(HOST) PORT=$(PORT) TANDEM_DATA_DIR=$${TANDEM_DATA_DIR:-$(DATA_DIR)} scripts/stack-local.sh up
+	HOST=$(HOST) PORT=$(PORT) TANDEM_DATA_DIR=$${TANDEM_DATA_DIR:-$(DATA_DIR)} tools/stack-local.sh up
 
 stack-local-down:
-	scripts/stack-local.sh down
+	tools/stack-local.sh down
 
 # Builds the image and runs docker-compose.yml for real (minutes, GBs; not part of make test). See
-# docker/compose_check.py and docs/operations.md.
+# tools/compose_check/ and docs/operations.md.
 compose-check: $(STAMP)
-	$(BIN)/python docker/compose_check.py --data-dir $(DATA_DIR)
+	$(BIN)/python -m tools.compose_check --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
@@ -13,29 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from app.api import routes_events, routes_items, routes_recommend
-from cli.main import build_parser
 from app.core import metrics as app_metrics
 from app.core.config import Settings
-from app.services.events import ACTION_NAMES
+from cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 DOCKERFILE = (ROOT / "docker/Dockerfile").read_text()
 HTTP_ROUTES = {"/livez", "/readyz", "/metrics"}
-
-
-def _load_check_script() -> Any:
-    """docker/compose_check.py is a script, not a package module: load it from its path."""
-    spec = importlib.util.spec_from_file_location("compose_check", ROOT / "docker/compose_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CHECK = _load_check_script()
 
 
 def test_every_expected_service_has_a_healthcheck_and_healthy_dependencies() -> None:
@@ -232,9 +217,12 @@ def test_dashboard_queries_use_existing_metrics(path: Path) -> None:
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090" and "prometheus" in SERVICES
 
 
-# --- the overrides and make compose-check (docker/compose_check.py) ----------------------------------
+# --- the overrides make compose-check (tools/compose_check) runs the stack with -------------------
 
-OVERRIDES = {name: yaml.safe_load((ROOT / "docker" / name).read_text()) for name in CHECK.OVERRIDES}
+OVERRIDES = {
+    name: yaml.safe_load((ROOT / "docker" / name).read_text())
+    for name in ("compose.check.yml", "compose.debian.yml")
+}
 
 
 def test_overrides_only_change_services_of_the_shipped_file() -> None:
@@ -255,22 +243,6 @@ def test_the_check_override_mounts_the_bundle_it_points_the_settings_at() -> Non
         assert mounts[0][0].startswith("${TANDEM_BUNDLE_HOST_DIR:?")
 
 
-def test_debian_override_builds_from_files_that_exist_and_leaves_grafana_out() -> None:
-    services = OVERRIDES["compose.debian.yml"]["services"]
-    assert services["api"]["build"]["args"]["BASE_IMAGE"] == CHECK.LOCAL_BASE
-    assert services["api"]["build"]["args"]["WHEELS"] in {"index", "local"}
-    assert f"deps-{services['api']['build']['args']['WHEELS']}" in STAGES
-    for name in ("redis", "prometheus"):
-        build = services[name]["build"]
-        dockerfile = ROOT / build["context"] / build["dockerfile"]
-        text = dockerfile.read_text()
-        assert re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M).group(1) == CHECK.LOCAL_BASE  # type: ignore[union-attr]
-        assert build["args"]["BASE_IMAGE"] == CHECK.LOCAL_BASE
-        assert services[name]["image"] != SERVICES[name]["image"], f"{name} would shadow the public image"
-    assert services["grafana"] == {"profiles": ["grafana"]}
-    assert set(CHECK.SERVICES) == set(SERVICES) - {"grafana"}
-
-
 def test_debian_images_run_the_shipped_commands_like_the_official_ones() -> None:
     prometheus = (ROOT / "docker/debian/prometheus.Dockerfile").read_text()
     assert re.search(r'^ENTRYPOINT \["/usr/bin/prometheus"\]$', prometheus, re.M)
@@ -283,82 +255,3 @@ def test_debian_images_run_the_shipped_commands_like_the_official_ones() -> None
     assert "redis-server" in redis and "--protected-mode no" in redis
     data_volume = next(v for v in SERVICES["redis"]["volumes"] if v.startswith("redis-data:"))
     assert re.search(rf"^WORKDIR {data_volume.split(':')[1]}$", redis, re.M)
-
-
-def test_compose_check_talks_to_real_routes_metrics_and_targets() -> None:
-    source = (ROOT / "docker/compose_check.py").read_text()
-    routes = {
-        route.path
-        for router in (routes_recommend, routes_events, routes_items)
-        for route in router.router.routes
-    }  # type: ignore[attr-defined]
-    for used in re.findall(r'\{api\}(/v1/[^"?]+)', source):
-        assert re.sub(r"\{urllib\.parse\.quote\(seed_item\)\}", "{item_id}", used) in routes, used
-    for metric in re.findall(r'"(tandem_[a-z_]+)"', source) + re.findall(r"\b(tandem_[a-z_]+)\{", source):
-        assert metric in _metric_names(), metric
-    for labels in re.findall(r"tandem_requests_total\{([^}]*)\}", source):
-        names = {pair.split("=")[0] for pair in labels.split(",")}
-        assert names == {"job", *app_metrics.REQUESTS._labelnames}, names
-    worker_port = SERVICES["worker"]["command"][SERVICES["worker"]["command"].index("--metrics-port") + 1]
-    assert f'metrics_of("worker", {worker_port})' in source
-    jobs = {
-        job["job_name"]
-        for job in yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())["scrape_configs"]
-    }
-    assert (
-        set(re.findall(r'"(tandem-[a-z]+)"', source)) | set(re.findall(r'job="(tandem-[a-z]+)"', source))
-        <= jobs
-    )
-    assert '"action": "click"' in source and "click" in ACTION_NAMES
-
-
-def test_make_compose_check_runs_the_script() -> None:
-    makefile = (ROOT / "Makefile").read_text()
-    recipe = re.search(r"^compose-check:.*\n\t(.+)$", makefile, re.M)
-    assert recipe is not None and "docker/compose_check.py" in recipe.group(1)
-    assert "compose-check" not in re.search(r"^test:.*\n\t(.+)$", makefile, re.M).group(1)  # type: ignore[union-attr]
-
-
-def test_metric_total_sums_every_label_set_of_one_metric_only() -> None:
-    text = (
-        "# TYPE tandem_worker_vectors_written_total counter\n"
-        'tandem_worker_vectors_written_total{model="a"} 3.0\n'
-        'tandem_worker_vectors_written_total{model="b"} 4.0\n'
-        "tandem_worker_vectors_written_created 1.7e9\n"
-        "tandem_worker_entries_total 9.0\n"
-    )
-    assert CHECK.metric_total(text, "tandem_worker_vectors_written_total") == 7.0
-    assert CHECK.metric_total(text, "tandem_worker_entries_total") == 9.0
-    assert CHECK.metric_total(text, "tandem_missing_total") == 0.0
-
-
-def test_image_requirements_follow_pyproject() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    requirements = CHECK.image_requirements()
-    assert set(project["project"]["dependencies"]) <= set(requirements)
-    assert set(project["build-system"]["requires"]) <= set(requirements)
-    script = STAGES["venv"]
-    assert "['build-system']['requires'], 'wheel', *p['project']['dependencies']" in script
-
-
-def test_no_engine_and_no_way_to_install_one_is_one_line_and_a_failure(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(CHECK, "_path_binaries", lambda name: [])
-    monkeypatch.setattr(CHECK.os, "geteuid", lambda: 1000)  # not root: apt-get is out of reach
-    monkeypatch.setattr(CHECK, "WORK", tmp_path)
-    assert CHECK.main(["--bundle", str(tmp_path)]) == 1
-    lines = capsys.readouterr().out.strip().splitlines()
-    failures = [line for line in lines if "FAILED" in line]
-    assert len(failures) == 1 and "no Docker engine" in failures[0] and "cannot be installed" in failures[0]
-    assert [line for line in lines if line not in failures] == ["compose-check: engine ..."]
-
-
-def test_the_bundle_summary_is_the_last_json_object_printed() -> None:
-    summary = {"bundle": "var/bundles/ml-1m-x", "index": {"kind": "flat"}}
-    stdout = "step {'a': 1} took 3s\n{not json\n" + json.dumps(summary, indent=2) + "\n"
-    assert CHECK.bundle_summary(stdout) == summary
-    # tandem bundle build ends with a hint after the summary
-    assert CHECK.bundle_summary(stdout + "serve it: tandem serve --bundle var/bundles/ml-1m-x\n") == summary
-    with pytest.raises(CHECK.CheckFailed, match="no bundle summary"):
-        CHECK.bundle_summary("trained {'encoder': 1}\n")

@@ -6,8 +6,8 @@ prints one line per epoch: wall seconds, CPU seconds (this process; steadier tha
 machine), cumulative CPU seconds and validation NDCG@10. ``--overrides`` takes the same JSON object as
 ``tandem eval --encoder-overrides``; ``--json`` appends the run to a file.
 
-    python -m models.train.epoch_time --dataset ml-1m --epochs 6 --threads 1 \
-        --overrides '{"fold_context": false}' --label "two tokens per rating"
+    make bench-epochs BENCH_ARGS="--dataset ml-1m --epochs 6 --threads 1 \
+        --overrides '{\"fold_context\": false}' --label 'two tokens per rating'"
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from models.cli_options import add_data_dir_option
+from cli.options import add_data_dir_option
 from models.data.datasets import open_dataset
 from models.data.splits import leave_last_out
 from models.train.eval_adapter import apply_overrides, parse_overrides

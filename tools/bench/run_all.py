@@ -1,6 +1,6 @@
 """Latency floor of each serving stage on this machine -> docs/results/bench-cpu.{md,json,png}.
 
-    python -m models.bench.run_all [--skip-1m] [--repeats 200]
+    make bench-stages [BENCH_ARGS='--skip-1m --repeats 200']    (default --out: var/results/bench-cpu)
 
 Stages: encoder forward (quick config, batch 1 and 32), ANN search (exact vs IVF/HNSW at 10K items, exact
 vs IVF at 1M; the HNSW-at-1M sweep is docs/results/index-synthetic-1m.md), ranker forward (quick config,
@@ -27,13 +27,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm import tqdm
 
+from cli.options import add_data_dir_option
 from models.bundle import history_sample
-from models.cli_options import add_data_dir_option
 from models.data.schema import Dataset
 from models.index import IndexBuildConfig, build_index, set_faiss_threads
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
 from models.inference import RequestContext
-from models.reporting.files import write_report
+from models.reporting.files import DEFAULT_RESULTS_DIR, write_report
 from models.reporting.provenance import command_line, machine_info
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     add_data_dir_option(parser)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--skip-1m", action="store_true", help="skip the 1M-item ANN case (~1 minute)")
-    parser.add_argument("--out", type=Path, default=Path("docs/results/bench-cpu"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_RESULTS_DIR / "bench-cpu",
+        help="report path without suffix (make bench-stages: docs/results/bench-cpu)",
+    )
     args = parser.parse_args(argv)
     import torch
 

@@ -1,6 +1,8 @@
 """A large synthetic bundle for the service benchmark: 1M items, quick encoder and ranker, random weights.
 
-    python -m models.bench.synthetic_bundle --out var/bundles/synthetic-1m [--items 1000000]
+    python -m tools.bench.synthetic_bundle --out var/bundles/synthetic-1m [--items 1000000]
+
+(``make bench`` builds it when it is missing.)
 
 Latency does not depend on the weights, so the models are not trained; the encoder's item table is set to
 clustered unit vectors (models.index.synthetic_vectors, as the index sweep uses) so the IVF index and its

@@ -1,4 +1,4 @@
-"""Latency of the serving path: ``python -m models.ranker.bench [--checkpoint PATH]``.
+"""Latency of the ranker's serving path: ``make bench-ranker [BENCH_ARGS='--checkpoint PATH']``.
 
 Median wall time of ``score`` for one request of N candidates on one CPU thread (target <= 5 ms for 200),
 and of ``score_batch`` for several requests. Without a checkpoint a randomly initialised model of the

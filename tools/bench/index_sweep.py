@@ -1,6 +1,6 @@
 """Recall/latency sweep of exact, IVF and HNSW indexes on clustered synthetic item vectors.
 
-    python -m models.bench.index_sweep    # 1M items, d=64 -> docs/results/index-synthetic-1m.*
+    make bench-index    # 1M items, d=64 -> docs/results/index-synthetic-1m.* (default --out: var/results/)
 
 Holdout queries (user-like: means of 3 random items plus noise) are disjoint from the ones each build tunes
 on, so the recall reported here is what the tuned setting gives on queries it has not seen. Single-query
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from models.index import IndexBuildConfig, build_index
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
 from models.index.tuning import exact_top_k, sweep
-from models.reporting.files import write_report
+from models.reporting.files import DEFAULT_RESULTS_DIR, write_report
 from models.reporting.provenance import command_line, machine_info
 
 GOAL_RECALL = 0.95
@@ -46,7 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="faiss threads for builds and batched search")
     parser.add_argument("--ivf-nlist", default="1024,2048,4096", help="comma-separated nlist values")
     parser.add_argument("--hnsw", default="16:40,32:80", help="comma-separated M:efConstruction pairs")
-    parser.add_argument("--out", type=Path, default=Path("docs/results/index-synthetic-1m"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_RESULTS_DIR / "index-synthetic-1m",
+        help="report path without suffix (make bench-index: docs/results/index-synthetic-1m)",
+    )
     return parser.parse_args(argv)
 
 

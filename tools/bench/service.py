@@ -206,7 +206,7 @@ def bare_command(port: int) -> list[str]:
         sys.executable,
         "-m",
         "uvicorn",
-        "models.bench.bare_app:app",
+        "tools.bench.bare_app:app",
         "--host",
         "127.0.0.1",
         "--port",

@@ -1,4 +1,4 @@
-from models.train.epoch_time import best_within, markdown
+from tools.bench.epoch_time import best_within, markdown
 
 
 def run(cpu: list[float], scores: list[float], label: str = "r") -> dict:

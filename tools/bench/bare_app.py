@@ -1,6 +1,6 @@
 """The HTTP floor: a FastAPI app with the service's request shape and a fixed 20-item answer, no models.
 
-    uvicorn models.bench.bare_app:app     (models/bench/service.py starts it and measures it with wrk)
+    uvicorn tools.bench.bare_app:app     (tools/bench/service.py starts it and measures it with wrk)
 
 What it costs to answer is what uvicorn + FastAPI + body validation + sending ~2 KB cost on this machine,
 the part of every request no model change can remove.

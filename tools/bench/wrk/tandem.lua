@@ -1,4 +1,4 @@
--- wrk script for the tandem service benchmark (models/bench/service.py runs it; one wrk thread).
+-- wrk script for the tandem service benchmark (tools/bench/service.py runs it; one wrk thread).
 --   BENCH_ROUTE      recommend | similar | events
 --   BENCH_FIRST/LAST raw ids cycled in order from a random start (users for recommend and events, items for similar; an event's
 --                    item is the same number, so it must be a catalogue id too)

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.bench import run_all
-from models.bench.index_sweep import main as sweep_main
+from tools.bench import run_all
+from tools.bench.index_sweep import main as sweep_main
 
 
 def test_time_calls_counts_every_repeat() -> None:

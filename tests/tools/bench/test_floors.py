@@ -1,6 +1,6 @@
 import pytest
 
-from models.bench.performance import floor_sums
+from tools.bench.floors import floor_sums
 
 FLOORS = {
     "http_ms": 0.1,

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from models.bench import service
-from models.bench.service import LoadPoint, Workload
+from tools.bench import service
+from tools.bench.service import LoadPoint, Workload
 
 
 def _point(connections: int, rps: float, p99_ms: float, errors: int = 0) -> LoadPoint:

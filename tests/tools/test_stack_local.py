@@ -1,4 +1,4 @@
-"""scripts/stack-local.sh starts the compose topology: its tandem commands and flags exist, it parses."""
+"""tools/stack-local.sh starts the compose topology: its tandem commands and flags exist, it parses."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "stack-local.sh"
+SCRIPT = ROOT / "tools" / "stack-local.sh"
 
 
 def _tandem_commands() -> list[list[str]]:

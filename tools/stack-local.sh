@@ -2,8 +2,8 @@
 # The docker-compose topology without Docker: API (2 uvicorn workers) + `tandem worker` + Redis
 # (+ Prometheus when installed). One command up, one down; pid files and logs under var/stack/.
 #
-#   scripts/stack-local.sh up      # make stack-local
-#   scripts/stack-local.sh down    # make stack-local-down
+#   tools/stack-local.sh up      # make stack-local
+#   tools/stack-local.sh down    # make stack-local-down
 #
 # Redis: the one answering on REDIS_HOST:REDIS_PORT (default 127.0.0.1:6379) is used as it is; when none
 # answers and redis-server is installed, one is started (and stopped again by `down`).

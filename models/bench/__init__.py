@@ -1,1 +1,0 @@
-"""Benchmarks of the serving stages (``python -m models.bench.run_all``) and the index sweep."""

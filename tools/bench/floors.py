@@ -1,0 +1,167 @@
+"""The floors of one bundle: each serving stage alone, in this process, one thread, the bundle's own models
+(encoder batch 1, ANN search, the served candidate generator, the ranker, a store read, the answer's JSON),
+and the HTTP floor: the bare FastAPI app (tools.bench.bare_app) under uvicorn, measured with wrk.
+
+``floor_sums`` adds the stages a cache-path and an online request run; ``tools.bench.performance`` sets the
+service's measured p50 against them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tools.bench.run_all import time_calls
+from tools.bench.service import Workload, bare_command, run_wrk, start_process, stop_process, wait_ready
+
+
+def _p50(timings: np.ndarray) -> float:
+    return round(float(np.percentile(timings, 50)), 4)
+
+
+def _answer_json(count: int) -> Callable[[], bytes]:
+    import orjson
+
+    answer = {
+        "items": [
+            {"item_id": str(i), "rank": i, "score": -1.5 + i / 100, "source": "ranker", "title": "t" * 24}
+            | {"category": "Drama"}
+            for i in range(1, count + 1)
+        ],
+        "meta": {"request_id": "0" * 32, "model_version": "m", "index_version": "i", "served_by": "cache"},
+        "warnings": [],
+    }
+    return lambda: orjson.dumps(answer)
+
+
+def _store_read(redis_url: str | None) -> Callable[[], object] | None:
+    if redis_url is None:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        client.ping()
+    except redis.RedisError:
+        return None
+    return lambda: client.hgetall("tandem-bench-floor:absent")
+
+
+def stage_floors(
+    bundle_path: Path, repeats: int, redis_url: str | None, candidates: int, ranker_backend: str = "auto"
+) -> dict[str, Any]:
+    """p50 ms of each stage with the bundle's own models, one thread, in this process. The ranker scores what
+    the ANN returns for ``candidates``, the candidate count the service is started with, through the same
+    ``ranker_backend`` the service uses."""
+    import torch
+
+    from models.bundle import Bundle
+    from models.index import set_faiss_threads
+    from models.inference import RequestContext
+
+    torch.set_num_threads(1)
+    set_faiss_threads(1)
+    bundle = Bundle.load(bundle_path, ranker_backend=ranker_backend)
+    encoder, index, ranker = bundle.encoder, bundle.index, bundle.ranker
+    if encoder is None or index is None:
+        raise ValueError(f"{bundle_path}: the service benchmark needs a bundle with an encoder and an index")
+    requests = [
+        (history, RequestContext(timestamp=int(history.timestamp[-1]) + 1))
+        for _, history in itertools.islice(bundle.recent_histories(), 32)
+        if len(history)
+    ]
+    rows = iter(range(10**9))
+    floors: dict[str, Any] = {
+        "num_items": int(bundle.catalogue.num_items),
+        "user_ids": _numeric_range(list(bundle.user_index)),
+        "item_ids": _numeric_range(list(bundle.item_index)),
+    }
+    with torch.inference_mode():
+        vectors = encoder.encode([h for h, _ in requests], [c for _, c in requests])
+
+        def encode() -> object:
+            history, context = requests[next(rows) % len(requests)]
+            return encoder.encode([history], [context])
+
+        def search() -> object:
+            row = next(rows) % len(requests)
+            return index.search(vectors[row : row + 1], candidates, exclude=[set(requests[row][0].item)])
+
+        pools = [index.search(vectors[r : r + 1], candidates)[0][0] for r in range(len(requests))]
+
+        def rank() -> object:
+            row = next(rows) % len(requests)
+            assert ranker is not None
+            return ranker.score(requests[row][0], requests[row][1], pools[row])
+
+        generate, served = _candidate_stage(bundle, requests, vectors, candidates)
+        floors["encoder_ms"] = _p50(time_calls(encode, repeats))
+        floors["ann_ms"] = _p50(time_calls(search, repeats))
+        # every candidate source (ANN included), de-duplicated and merged: the stage the ranker reads
+        floors["candidates_ms"] = _p50(time_calls(generate, repeats))
+        floors["ranker_ms"] = _p50(time_calls(rank, repeats)) if ranker is not None else 0.0
+    # a bundle whose ranker lost its gate serves the merged order: its requests never run the ranker
+    floors["ranker_served"] = bool(served.use_ranker and ranker is not None)
+    floors["json_ms"] = _p50(time_calls(_answer_json(20), repeats))
+    read = _store_read(redis_url)
+    floors["store_read_ms"] = _p50(time_calls(read, repeats)) if read is not None else 0.0
+    floors["ann_candidates"] = candidates
+    floors["ranker_candidates"] = candidates
+    return floors
+
+
+def _candidate_stage(
+    bundle: Any, requests: list[tuple[Any, Any]], vectors: np.ndarray, candidates: int
+) -> tuple[Callable[[], object], Any]:
+    """(one call of the bundle's served candidate generator (sources + merge), as the service builds it;
+    the service's ``ServedPipeline``, which says whether the ranker runs)."""
+    from models.candidates.sources import CandidateRequest
+
+    pipeline = bundle.served_pipeline(candidates)
+    generator = pipeline.generator
+    prepared = [
+        CandidateRequest(history, context, vectors[row], np.unique(history.item).astype(np.int64))
+        for row, (history, context) in enumerate(requests)
+    ]
+    rows = iter(range(10**9))
+    return (lambda: generator.generate(prepared[next(rows) % len(prepared)])), pipeline
+
+
+def _numeric_range(raw_ids: list[str]) -> tuple[int, int]:
+    """first..last of the raw ids that are integers (the wrk script sends integers)."""
+    numeric = sorted(int(value) for value in raw_ids if str(value).isdigit())
+    if not numeric:
+        raise ValueError("the bench needs integer raw ids")
+    return numeric[0], numeric[-1]
+
+
+def floor_sums(floors: dict[str, Any]) -> tuple[float, float]:
+    """(cache path, online path) sums of the stage floors a request runs, ms: HTTP, store read, candidates
+    (the ANN search and the other sources with their merge), the ranker only where the bundle serves it
+    (``ranker_served``), the answer's JSON; the online path adds the encoder."""
+    stages = ("http_ms", "store_read_ms", "candidates_ms", "json_ms")
+    ranker = floors["ranker_ms"] if floors.get("ranker_served", True) else 0.0
+    cache = sum(floors[k] for k in stages) + ranker
+    return round(cache, 3), round(cache + floors["encoder_ms"], 3)
+
+
+def http_floor(port: int, seconds: float, log_dir: Path) -> dict[str, Any]:
+    """The bare FastAPI app (same request shape, fixed answer) at 1 connection and at capacity."""
+    url = f"http://127.0.0.1:{port}"
+    process = start_process(bare_command(port), {}, log_dir / "bare_app.log")
+    try:
+        wait_ready(url, process, 60)
+        one = run_wrk(url, Workload(), 1, seconds)
+        many = run_wrk(url, Workload(), 16, seconds)
+    finally:
+        stop_process(process)
+    return {
+        "p50_ms": one.p50_ms,
+        "p99_ms": one.p99_ms,
+        "rps_1_connection": one.rps,
+        "rps_16_connections": many.rps,
+    }
