@@ -70,13 +70,13 @@ bench-epochs: $(STAMP)
 	$(BIN)/python -m tools.bench.epoch_time $(BENCH_ARGS)
 
 eval: $(STAMP)
-	$(BIN)/tandem eval --all --data-dir $(DATA_DIR)
+	$(BIN)/tandem eval --all --data-dir $(DATA_DIR) --results-dir docs/results
 
 # The served pipeline replayed offline on the four datasets (docs/results/pipeline-*.*; about 30-60 min each).
 eval-pipeline: $(STAMP)
 	for dataset in ml-100k taobao synthetic ml-1m; do \
 		$(BIN)/tandem eval --stage pipeline --dataset $$dataset --seeds 3 --encoder-minutes 3 --ranker-epochs 6 \
-			--data-dir $(DATA_DIR) || exit 1; \
+			--data-dir $(DATA_DIR) --results-dir docs/results || exit 1; \
 	done
 
 # Targets a running service only (make serve / make stack-local); fails on the budget (p99, errors).

@@ -31,10 +31,10 @@ from models.evaluate.protocols import (
 from models.evaluate.registry import MODELS, available_models, get_factory
 from models.evaluate.report import EvalReport
 from models.evaluate.scorer import EncoderBudget, FitInput
-from models.reporting.files import report_paths
+from models.reporting.files import DEFAULT_RESULTS_DIR, report_paths
 from models.train.eval_adapter import parse_overrides
 
-DEFAULT_OUT_DIR = Path("docs/results")
+DEFAULT_OUT_DIR = DEFAULT_RESULTS_DIR  # var/results: a run's reports stay out of the checkout
 PIPELINE_DEFAULTS = PipelineSettings()  # the pipeline flags' defaults, so the CLI and the library agree
 
 
@@ -201,6 +201,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (.md/.json/.png)")
     parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=DEFAULT_OUT_DIR,
+        help=f"where the reports go, named by stage and dataset (default {DEFAULT_OUT_DIR}; the project's "
+        "reference runs, make eval and make eval-pipeline: docs/results); --out names one report instead",
+    )
+    parser.add_argument(
         "--append",
         action="store_true",
         help="keep the rows of models not named here from the existing <out>.json (same dataset and seeds)",
@@ -360,7 +367,7 @@ def run_ranker_stage(args: argparse.Namespace, command: str) -> int:
 
     for name in _datasets(args):
         paths = evaluate_ranker_dataset(
-            name, args.data_dir, args.cache_dir, args.out or DEFAULT_OUT_DIR, command=command
+            name, args.data_dir, args.cache_dir, args.out or args.results_dir, command=command
         )
         print(paths["md"].read_text(encoding="utf-8"))
         print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -381,14 +388,14 @@ def run(args: argparse.Namespace) -> int:
 
             names = list(args.dataset) or ["ml-1m"]
             stage = run_pipeline_stage if args.stage == "pipeline" else run_fusion_stage
-            return stage(args, names, _load, command, DEFAULT_OUT_DIR)
+            return stage(args, names, _load, command, args.results_dir)
         models = _models(args)
         datasets = _datasets(args)
         for name in datasets:
             dataset = _load(name, args)
             protocol = args.protocol or defaults_for(dataset.events).protocol.value
             suffix = "" if protocol == "leave-last-out" else f"-{protocol}"
-            out = args.out or DEFAULT_OUT_DIR / f"retrieval-{name}{suffix}"
+            out = args.out or args.results_dir / f"retrieval-{name}{suffix}"
             if args.out is not None and len(datasets) > 1:
                 out = out.with_name(f"{out.name}-{name}")
             previous = None

@@ -1,5 +1,5 @@
 """``tandem eval --stage pipeline``: the served-pipeline replay per dataset, seeds, one report each
-(``docs/results/pipeline-<dataset>.{md,json,png}``)."""
+(``<results-dir>/pipeline-<dataset>.{md,json,png}``)."""
 
 from __future__ import annotations
 

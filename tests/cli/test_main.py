@@ -1,5 +1,5 @@
 """``tandem``: every command is on the parser, each from its own module, and a command module that cannot
-be imported breaks ``tandem`` instead of vanishing from it."""
+be imported breaks ``tandem`` instead of vanishing from it; reports go under var/results unless told."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cli import bundle, data, main, serve, train_encoder, train_ranker, worker
+from models.data.datasets import PrepareOptions, load_dataset
+from models.data.loaders.synthetic import SyntheticConfig
 from models.evaluate import cli as evaluate
+from models.reporting.files import DEFAULT_RESULTS_DIR
 
 EXPECTED = {
     ("data", "prepare"): data,
@@ -55,3 +60,24 @@ def test_a_command_module_that_fails_to_import_fails_tandem() -> None:
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(("ImportError", "ModuleNotFoundError")) and "cli.worker" in last
+
+
+def test_reports_go_under_var_results_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's runs write into var/results of the working directory, not into the checkout's docs/results."""
+    assert Path("var/results") == DEFAULT_RESULTS_DIR
+    parser = main.build_parser()
+    assert parser.parse_args(["eval", "--dataset", "synthetic"]).results_dir == DEFAULT_RESULTS_DIR
+    assert Path(parser.parse_args(["train", "ranker"]).results_dir) == DEFAULT_RESULTS_DIR
+    config = SyntheticConfig(num_users=60, num_items=150, num_events=2500, num_clusters=5, seed=3)
+    load_dataset("synthetic", None, tmp_path / "cache", PrepareOptions(synthetic=config))
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval", "--model", "popularity", "--dataset", "synthetic", "--cache-dir", str(tmp_path / "cache")]
+    assert main.main(argv) == 0
+    assert [path.suffix for path in sorted((tmp_path / "var" / "results").glob("retrieval-synthetic*"))] == [
+        ".json",
+        ".md",
+        ".png",
+    ]
+    assert main.main([*argv, "--results-dir", "elsewhere"]) == 0
+    assert len(list((tmp_path / "elsewhere").glob("retrieval-synthetic*.md"))) == 1
+    assert not (tmp_path / "docs").exists()

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench import run_all
+from models.reporting.files import DEFAULT_RESULTS_DIR
+from tools.bench import index_sweep, run_all
 from tools.bench.index_sweep import main as sweep_main
 
 
@@ -38,3 +39,7 @@ def test_index_sweep_writes_all_three_reports(tmp_path: Path) -> None:
     assert [r["kind"] for r in report["results"]] == ["flat", "ivf", "hnsw"]
     assert report["results"][0]["holdout_at_tuned"]["recall_at_k"] == 1.0
     assert out.with_suffix(".png").stat().st_size > 0 and "IVF nlist=32" in out.with_suffix(".md").read_text()
+
+
+def test_the_index_sweep_writes_under_var_results_by_default() -> None:
+    assert index_sweep.parse_args([]).out == DEFAULT_RESULTS_DIR / "index-synthetic-1m"
