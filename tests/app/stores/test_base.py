@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -54,22 +55,86 @@ async def test_histories_are_bounded_and_sequence_counts_every_event(store: User
     assert records["b"].sequence == 1 and records["nobody"].events == [] and records["nobody"].sequence == 0
 
 
-async def test_vectors_round_trip_and_expire(store: UserStateStore) -> None:
+class FrozenClock:
+    """Stands in for the ``time`` module inside app.stores.memory: its time moves only when a test says."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    frozen = FrozenClock()
+    monkeypatch.setattr("app.stores.memory.time", frozen)
+    return frozen
+
+
+def lifetime_ms(pttl: int) -> float:
+    """A Redis PTTL reply as the lifetime left: -1 (no expiry) is forever, -2 (expired already) is 0."""
+    return float("inf") if pttl == -1 else max(pttl, 0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> bool:
+    """Polls ``check`` until it holds or ``timeout_s`` passed (Redis expires on its own clock)."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def test_vectors_round_trip_and_expire(store: UserStateStore, clock: FrozenClock) -> None:
     vector = np.asarray([0.6, 0.8], dtype=np.float32)
-    await store.put_vectors({"a": StoredVector(vector, "m1", 7, 123, time.time())}, ttl_s=1)
-    stored = (await store.get_state("a")).vector
+    written = StoredVector(vector, "m1", 7, 123, time.time())
+    await store.put_vectors({"a": written}, ttl_s=1)
+    if isinstance(store, RedisStore):  # no clock to hold: Redis keeps the lifetime asked for
+        assert lifetime_ms(await store.client.pttl(f"{store.prefix}:u:{{a}}:v")) <= 1000
+        await store.put_vectors({"b": written}, ttl_s=60)  # read back where a stall cannot expire it
+        read_back = "b"
+    else:
+        clock.advance(0.5)
+        read_back = "a"
+    stored = (await store.get_state(read_back)).vector
     assert stored is not None
     assert np.array_equal(stored.vector, vector) and stored.model_version == "m1"
     assert (stored.sequence, stored.newest_event_ts) == (7, 123)
-    await asyncio.sleep(1.1)
-    assert (await store.get_state("a")).vector is None
+
+    async def expired() -> bool:
+        return (await store.get_state("a")).vector is None
+
+    if isinstance(store, MemoryStore):
+        clock.advance(0.5)  # exactly ttl_s after the write
+        assert await expired()
+    else:
+        assert await eventually(expired)
 
 
-async def test_keys_are_forgotten_after_the_dedupe_window(store: UserStateStore) -> None:
+async def test_keys_are_forgotten_after_the_dedupe_window(store: UserStateStore, clock: FrozenClock) -> None:
     batch = keyed([("a", event("i1", 1))])
     await store.append_events(batch)
-    await asyncio.sleep(1.1)  # dedupe_ttl_s = 1
-    assert (await store.append_events(batch)).stored == 1
+    if isinstance(store, MemoryStore):
+        clock.advance(0.5)
+        assert (await store.append_events(batch)).duplicates == 1  # inside the window: a retry
+        clock.advance(0.5)  # dedupe_ttl_s = 1 after the first append
+        assert (await store.append_events(batch)).stored == 1
+    else:
+        assert isinstance(store, RedisStore)
+        assert lifetime_ms(await store.client.pttl(f"{store.prefix}:u:{{a}}:d")) <= 1000  # dedupe_ttl_s = 1
+
+        async def stored_again() -> bool:  # every try before the window ends is a duplicate, no copy
+            return (await store.append_events(batch)).stored == 1
+
+        assert await eventually(stored_again)
     assert (await store.get_state("a")).sequence == 2
 
 
@@ -95,6 +160,18 @@ async def test_a_retried_append_stores_nothing_twice(store: UserStateStore) -> N
     state = await store.get_state("a")
     assert [e.item for e in state.events] == ["i1", "i2"] and state.sequence == 2
     assert len(await store.read_new("w", count=10, block_ms=10)) == 1  # no stream entry for the retry
+
+
+async def test_without_event_ids_events_differing_in_any_field_are_all_stored(store: UserStateStore) -> None:
+    bought = event("i1", 1)
+    # the same item bought again a minute later, with another value, from another device: three new events
+    again = [replace(bought, timestamp=61), replace(bought, value=2.0), replace(bought, device="ios")]
+    first = await store.append_events(keyed([("a", bought), *[("a", e) for e in again]]))
+    assert (first.stored, first.duplicates) == (4, 0)
+    retried = await store.append_events(keyed([("a", bought), ("a", again[0])]))  # the same fields: a retry
+    assert (retried.stored, retried.duplicates) == (0, 2)
+    state = await store.get_state("a")
+    assert state.sequence == 4 and state.events == again  # history_length = 3: the newest three
 
 
 async def test_client_event_ids_decide_what_is_a_duplicate(store: UserStateStore) -> None:
