@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 
 from app.services.serving_bundle import BundleHolder
-from app.services.user_vectors import wait_for_write_backs
+from app.services.user_vectors import encode_one, wait_for_write_backs
 from app.services.worker import VectorWorker
 from app.startup import open_store
+from app.stores.base import StoredEvent, UserStateStore, keyed
+from app.stores.memory import MemoryStore
 from app.stores.redis_store import RedisStore
+from models.inference import RequestContext
 from tests.app.api.test_routes_events import category, events_for
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import FakeBundle
@@ -151,3 +154,76 @@ async def test_the_worker_survives_errors_and_a_flushed_redis(
         worker.stop()
         await asyncio.wait_for(task, timeout=5)
         assert not task.done() or task.exception() is None
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def worker_store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[UserStateStore]:
+    """The embedded store (always) and the real Redis (skipped without it, failing under CI=true)."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    store = RedisStore(request.getfixturevalue("redis_url"), key_prefix=key_prefix, block_ms=50)
+    try:
+        yield store
+    finally:
+        await store.flush_prefix()
+        await store.close()
+
+
+async def bare_worker(store: UserStateStore, bundle: Path) -> VectorWorker:
+    holder = BundleHolder(FakeBundle.load)
+    await holder.load(bundle)
+    await store.ensure_group()
+    return VectorWorker(store, holder, consumer="w", block_ms=50, claim_idle_ms=0, claim_every_s=0)
+
+
+def bought(items: list[int], start: int) -> list[StoredEvent]:
+    return [StoredEvent(f"i{item}", 2, 1.0, start + n, "home") for n, item in enumerate(items)]
+
+
+async def test_an_entry_is_acknowledged_only_after_its_vectors_are_written(
+    worker_store: UserStateStore, bundle_v1: Path
+) -> None:
+    worker = await bare_worker(worker_store, bundle_v1)
+    await worker_store.append_events(keyed([("x", event) for event in bought([3, 4], 1_750_000_000)]))
+    written = worker_store.put_vectors
+
+    async def killed_while_writing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the worker died before its vectors were written")
+
+    worker_store.put_vectors = killed_while_writing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await worker.step()
+    assert (await worker_store.backlog()).pending == 1  # not acknowledged: another step re-claims it
+    assert (await worker_store.get_state("x")).vector is None
+
+    worker_store.put_vectors = written  # type: ignore[method-assign]
+    assert await worker.step() == 1
+    state = await worker_store.get_state("x")
+    assert state.vector is not None and state.vector.sequence == state.sequence == 2
+    assert (await worker_store.backlog()).pending == 0
+
+
+async def test_each_user_gets_the_vector_of_their_own_history(
+    worker_store: UserStateStore, bundle_v1: Path
+) -> None:
+    # three users in one stream entry, each buying in another category, with histories of other lengths
+    purchases = {"p": bought([1], 1_750_000_000), "q": bought([16, 17, 18], 1_750_000_100)}
+    purchases["r"] = bought([31, 32, 33, 34, 35], 1_750_000_200)
+    await worker_store.append_events(keyed([(user, e) for user, events in purchases.items() for e in events]))
+    worker = await bare_worker(worker_store, bundle_v1)
+    assert await worker.step() == 1
+    serving = worker.holder.current
+    for user, events in purchases.items():
+        state = await worker_store.get_state(user)
+        assert state.vector is not None, user
+        # the vector the online path computes from this user's history alone
+        history = serving.history_from_events(events)
+        context = RequestContext(
+            timestamp=events[-1].timestamp, scene=int(history.scene[-1]), device=int(history.device[-1])
+        )
+        expected = encode_one(serving, history, context)
+        assert np.allclose(state.vector.vector, expected, atol=1e-6), user
+        assert (state.vector.sequence, state.vector.newest_event_ts) == (len(events), events[-1].timestamp)
+    vectors = [(await worker_store.get_state(user)).vector for user in purchases]
+    assert len({vector.vector.tobytes() for vector in vectors if vector is not None}) == 3
