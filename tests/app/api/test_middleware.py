@@ -73,6 +73,47 @@ async def test_a_chunked_body_over_the_limit_is_413_and_one_within_reaches_the_a
     assert within.status_code == 200 and within.text == "3000"
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_of_exactly_the_limit_reaches_the_app_and_one_byte_more_is_413(chunked: bool) -> None:
+    def body(size: int):
+        return chunks(size) if chunked else b"x" * size  # chunked: no content-length, read as it comes
+
+    calls = []
+
+    async def counting_app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await echo_length_app(scope, receive, send)
+
+    async with client_for(counting_app, max_body_bytes=4096) as client:
+        at_limit = await client.post("/v1/events", content=body(4096))
+        over = await client.post("/v1/events", content=body(4097))
+    assert at_limit.status_code == 200 and at_limit.text == "4096"
+    assert over.status_code == 413 and over.json()["error"]["code"] == "payload_too_large"
+    assert len(calls) == 1  # refused before the app saw any of it (then the connection closes)
+    assert over.headers["connection"] == "close"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("size", "status"), [(4096, 200), (4097, 413)])
+async def test_a_body_longer_than_declared_is_counted_as_it_arrives(size: int, status: int) -> None:
+    guard = RequestGuard(echo_length_app, max_body_bytes=4096, max_in_flight=8)
+    parts = [b"x" * 4000, b"x" * (size - 4000)]
+    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": [(b"content-length", b"10")]}
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if parts:
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await guard(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == status
+
+
 @contextmanager
 def served(app) -> Iterator[str]:
     """A real uvicorn server on 127.0.0.1 in a thread (the lingering close needs a real socket)."""

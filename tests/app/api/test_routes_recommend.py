@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -143,21 +144,33 @@ async def test_body_size_limit(bundle_v1: Path) -> None:
         response = await client.post("/v1/recommend", json=body)
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
+        # at the boundary: the same request padded to exactly the limit is served, one byte more is not
+        padded = json.dumps({"user_id": "u1", "k": 5}).ljust(2048).encode()
+        headers = {"content-type": "application/json"}
+        at_limit = await client.post("/v1/recommend", content=padded, headers=headers)
+        assert at_limit.status_code == 200 and len(at_limit.json()["items"]) == 5
+        over = await client.post("/v1/recommend", content=padded + b" ", headers=headers)
+        assert over.status_code == 413 and over.json()["error"]["code"] == "payload_too_large"
 
 
 async def test_load_shedding_returns_429_with_retry_after(bundle_v1: Path) -> None:
     async with running_app(make_settings(bundle_v1, max_in_flight=1)) as (app, client):
         encoder = app.state.services.holder.current.encoder
         original = encoder.encode
+        inside, release = threading.Event(), threading.Event()
 
-        def slow_encode(histories, contexts):
-            time.sleep(0.3)
+        def held_encode(histories, contexts):  # runs in a thread: the request holds its slot meanwhile
+            inside.set()
+            release.wait(timeout=60)
             return original(histories, contexts)
 
-        encoder.encode = slow_encode
+        encoder.encode = held_encode
         first = asyncio.create_task(client.post("/v1/recommend", json={"user_id": "u5"}))
-        await asyncio.sleep(0.1)
-        second = await client.post("/v1/recommend", json={"user_id": "u6"})
+        try:
+            assert await asyncio.to_thread(inside.wait, 60)  # the first request is in flight
+            second = await client.post("/v1/recommend", json={"user_id": "u6"})
+        finally:
+            release.set()
         assert second.status_code == 429
         assert second.headers["retry-after"] == "1"
         assert second.json()["error"]["code"] == "too_many_requests"
