@@ -75,7 +75,7 @@ eval: $(STAMP)
 # The served pipeline replayed offline on the four datasets (docs/results/pipeline-*.*; about 30-60 min each).
 eval-pipeline: $(STAMP)
 	for dataset in ml-100k taobao synthetic ml-1m; do \
-		$(BIN)/tandem eval --stage pipeline --dataset $$dataset --seeds 3 --encoder-minutes 3 --ranker-epochs 6 \
+		$(BIN)/tandem eval --stage pipeline --dataset $$dataset --seeds 3 --encoder-epochs 24 --ranker-epochs 6 \
 			--data-dir $(DATA_DIR) --results-dir docs/results || exit 1; \
 	done
 

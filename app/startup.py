@@ -38,7 +38,7 @@ def resolve_bundle_path(settings: Settings) -> Path:
     """The configured bundle, else the default one for the configured data (built on first use)."""
     if settings.bundle_path is not None:
         return settings.bundle_path
-    from models.pipeline import ensure_default_bundle
+    from models.bundle.default import ensure_default_bundle
 
     return Path(ensure_default_bundle(settings.data_dir, root=str(settings.var_dir)))
 
@@ -48,8 +48,8 @@ def first_bundle(settings: Settings) -> tuple[Path, Path | None]:
 
     The full default bundle when it is built already (later starts); else the baseline bundle, built in
     seconds, so the first answer does not wait for training, and the full one built in its own process."""
-    from models.bundle_upgrade import STATUS_FILE, build_running, start_background_build
-    from models.pipeline import default_bundle_if_built, ensure_default_bundle
+    from models.bundle.upgrade import STATUS_FILE, build_running, start_background_build
+    from models.bundle.default import default_bundle_if_built, ensure_default_bundle
 
     full = default_bundle_if_built(settings.data_dir, settings.var_dir)
     if full is not None:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cli.options import add_data_dir_option
-from models.bundle import Bundle, build_bundle, data_fingerprint
+from models.bundle.load import Bundle
+from models.bundle.write import data_fingerprint, from_checkpoints, write_bundle
 from models.index import IndexBuildConfig
 
 
@@ -77,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
     manifest = Bundle.load(path).manifest
     summary = {
         "bundle": str(path),
-        "dataset": manifest.get("dataset"),
-        "model_version": manifest["model_version"],
-        "index_version": manifest["index_version"],
-        "serving_path": manifest["serving_path"],
-        "index": manifest["metrics"].get("index", {}),
+        "dataset": manifest.dataset,
+        "model_version": manifest.model_version,
+        "index_version": manifest.index_version,
+        "serving_path": manifest.served_path,
+        "index": manifest.index,
     }
     print(json.dumps(summary, indent=2))
     print(f"serve it: tandem serve --bundle {path}")
@@ -92,7 +93,7 @@ def _build(args: argparse.Namespace) -> Path:
     from models.data.datasets import default_dataset, open_dataset
 
     if args.default or args.train:
-        from models.pipeline import ensure_default_bundle
+        from models.bundle.default import ensure_default_bundle
 
         if args.train and not args.dataset:
             raise ValueError("--train needs --dataset (the shipped default dataset: --default)")
@@ -104,18 +105,18 @@ def _build(args: argparse.Namespace) -> Path:
         else default_dataset(args.data_dir, args.cache_dir)
     )
     out = args.out or Path("var/bundles") / f"{dataset.name}-{data_fingerprint(dataset)[:12]}-custom"
-    return build_bundle(
+    pipeline = from_checkpoints(
         dataset,
-        out,
-        encoder_path=args.encoder,
-        ranker_path=args.ranker,
+        args.encoder,
+        args.ranker,
         index_kind=args.index_kind,
         index_config=IndexBuildConfig(target_recall=args.target_recall),
-        metrics=_read_metrics(args.metrics),
-        config={
-            "command": "tandem bundle build",
-            "encoder": str(args.encoder),
-            "ranker": str(args.ranker),
-        },
+    )
+    return write_bundle(
+        pipeline,
+        dataset,
+        out,
+        offline=_read_metrics(args.metrics),
+        training={"command": "tandem bundle build", "encoder": str(args.encoder), "ranker": str(args.ranker)},
         overwrite=args.overwrite,
     )

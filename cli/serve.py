@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from app.core.logging import configure_logging
 
     if args.bundle is None and args.dataset is not None:
-        from models.pipeline import latest_bundle
+        from models.bundle.default import latest_bundle
 
         args.bundle = latest_bundle(Settings().var_dir, args.dataset)
         if args.bundle is None:

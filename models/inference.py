@@ -8,13 +8,10 @@ artifact bundle (``models.bundle``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
-
-from models.data.schema import Catalogue
 
 
 @dataclass
@@ -99,63 +96,4 @@ class ItemSearch(Protocol):
         self, queries: np.ndarray, k: int, exclude: list[set[int]] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """queries [B, d] float32 -> (items [B, k] int64, scores [B, k] float32), best first, -1 padded."""
-        ...
-
-
-class ItemNeighbours(Protocol):
-    """Item-to-item neighbours (the co-occurrence baseline)."""
-
-    def neighbours(self, item_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """item_ids [n] int64 -> (items [<= k] int64 best first, scores [<= k] float32)."""
-        ...
-
-
-@runtime_checkable
-class ServableBundle(Protocol):
-    """The door between training and serving: what serving reads from a loaded bundle.
-
-    ``models.bundle.Bundle`` satisfies it, and so does any test double; serving holds this type, never
-    ``Any``. Members are read-only properties, so an implementation may hold narrower types."""
-
-    @property
-    def manifest(self) -> dict[str, Any]: ...
-
-    @property
-    def catalogue(self) -> Catalogue: ...
-
-    @property
-    def item_index(self) -> dict[str, int]:
-        """raw item id -> item index"""
-        ...
-
-    @property
-    def user_index(self) -> dict[str, int]: ...
-
-    @property
-    def popularity(self) -> np.ndarray:
-        """[num_items] float32, 0 for rows 0/1"""
-        ...
-
-    @property
-    def encoder(self) -> UserEncoder | None: ...
-
-    @property
-    def ranker(self) -> CandidateRanker | None: ...
-
-    @property
-    def index(self) -> ItemSearch | None: ...
-
-    @property
-    def cooccurrence(self) -> ItemNeighbours | None: ...
-
-    @property
-    def model_version(self) -> str:
-        """Verified from the model files' content: vectors cached under another version are stale."""
-        ...
-
-    @property
-    def index_version(self) -> str: ...
-
-    def recent_histories(self) -> Iterator[tuple[str, UserHistory]]:
-        """(raw user id, recent events oldest first) for the users the bundle knows."""
         ...

@@ -41,7 +41,7 @@ async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
         "store": f"{services.store.kind}:{store_state}",
         "model_version": serving.model_version,
         "index_version": serving.index_version,
-        "serving_path": serving.serving_path,
+        "serving_path": serving.served_path,
         "pid": os.getpid(),
         "bundle_path": str(services.holder.path),
         **upgrade_state(services.settings.bundle_upgrade_file, services.holder),
@@ -77,12 +77,12 @@ async def bundle_info(services: ServicesDep) -> BundleResponse:
         bundle_path=str(services.holder.path) if services.holder.path else None,
         model_version=serving.model_version,
         index_version=serving.index_version,
-        serving_path=serving.serving_path,
+        serving_path=serving.served_path,
         candidate_sources=list(merge.sources),
         merge_weights=list(merge.weights),
         ranker_served=pipeline.use_ranker,
         allow_seen=merge.allow_seen,
-        offline=dict((serving.serving_config or {}).get("offline", {})),
+        offline=serving.offline,
         **upgrade_state(services.settings.bundle_upgrade_file, services.holder),
     )
 
@@ -131,7 +131,7 @@ async def reload_bundle(services: ServicesDep, body: ReloadRequest | None = None
     return ReloadResponse(
         model_version=serving.model_version,
         index_version=serving.index_version,
-        serving_path=serving.serving_path,
+        serving_path=serving.served_path,
         bundle_path=str(path),
         process=sync.process if sync is not None else "",
         processes=processes,

@@ -1,4 +1,4 @@
-"""Following a background bundle build (models.bundle_upgrade) and hot-reloading its bundle when ready.
+"""Following a background bundle build (models.bundle.upgrade) and hot-reloading its bundle when ready.
 
 ``tandem serve`` started from the baseline bundle sets ``TANDEM_BUNDLE_UPGRADE_FILE``; every API process
 then polls that status file and swaps to the full bundle through ``BundleHolder.load`` (no dropped
@@ -14,7 +14,7 @@ from typing import Any
 
 from app.core import metrics
 from app.services.serving_bundle import BundleHolder
-from models.bundle_upgrade import read_status
+from models.bundle.upgrade import read_status
 
 log = logging.getLogger("tandem.bundle_upgrade")
 

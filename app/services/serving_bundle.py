@@ -19,22 +19,15 @@ import numpy as np
 from app.core import metrics
 from app.services.items import RankedItem
 from app.stores.base import StoredEvent
-from models.candidates.from_bundle import bundle_sources, serving_pipeline
+from models.bundle.load import ServableBundle
 from models.candidates.served import ServedPipeline
 from models.candidates.sources import CandidateRequest
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
-from models.inference import RequestContext, ServableBundle, UserHistory
+from models.inference import RequestContext, UserHistory
 
 log = logging.getLogger("tandem.bundle")
 
 BundleLoader = Callable[[Path], ServableBundle]
-
-
-def _vocabularies(manifest: dict[str, Any]) -> dict[str, Any]:
-    for holder in (manifest, manifest.get("dataset"), manifest.get("data")):
-        if isinstance(holder, dict) and isinstance(holder.get("vocabularies"), dict):
-            return holder["vocabularies"]
-    return {}
 
 
 def _index_of(names: list[str]) -> dict[str, int]:
@@ -51,15 +44,15 @@ class ServingBundle:
         self.encoder = bundle.encoder
         self.ranker = bundle.ranker
         self.index = bundle.index
-        self.cooccurrence = bundle.cooccurrence
+        self.sources = bundle.sources
         self.model_version = bundle.model_version  # verified from the model files' content
         self.index_version = bundle.index_version
-        self.serving_path = str(manifest.get("serving_path", "unknown"))
+        self.served_path = manifest.served_path  # the stages that answer a known user, as served
         self.catalogue = bundle.catalogue
         self.item_index: dict[str, int] = bundle.item_index
         self.user_index: dict[str, int] = bundle.user_index
         self.num_items = int(self.catalogue.num_items)
-        vocabularies = _vocabularies(manifest)
+        vocabularies = manifest.vocabularies
         self.scene_index = _index_of(vocabularies.get("scene", []))
         self.device_index = _index_of(vocabularies.get("device", []))
         self.category_index = _index_of(vocabularies.get("category", []))
@@ -74,16 +67,9 @@ class ServingBundle:
         self.item_vectors: np.ndarray | None = (
             np.asarray(self.encoder.item_vectors(), dtype=np.float32) if self.encoder is not None else None
         )
-        # The candidate sources and their merge (models.candidates), one served pipeline per list length.
-        self.serving_config: dict[str, Any] | None = dict(manifest.get("config") or {}).get("serving")
-        self.candidate_sources = bundle_sources(
-            self.index,
-            getattr(self.cooccurrence, "scorer", None),
-            self.popularity,
-            self.item_category,
-            getattr(self.cooccurrence, "transitions", None),
-        )
-        self._pipelines: dict[int, ServedPipeline] = {}
+        self.offline: dict[str, Any] = dict(manifest.offline)
+        self.merge = manifest.serving.merge
+        self.ranker_served = manifest.serving.ranker_served
         # Recent histories of training users: seeds the store, and serves the online path when it is down.
         self.history_length = history_length
         self.fallback_histories: dict[str, UserHistory] = {}
@@ -92,11 +78,7 @@ class ServingBundle:
 
     def pipeline(self, total: int) -> ServedPipeline:
         """The served pipeline (sources -> merge -> ranker) for lists of ``total`` candidates."""
-        if total not in self._pipelines:
-            self._pipelines[total] = serving_pipeline(
-                self.serving_config, self.candidate_sources, self.ranker, total
-            )
-        return self._pipelines[total]
+        return self.bundle.served_pipeline(total)
 
     # ------------------------------------------------------------------ id mapping
     def item_of(self, raw_item: str | int) -> int | None:
@@ -190,8 +172,8 @@ def _tail(history: UserHistory, length: int) -> UserHistory:
 
 
 def load_bundle(path: Path, ranker_backend: str = "eager", threads: int = 1) -> ServableBundle:
-    """The default loader: ``models.bundle.Bundle.load`` (``ranker_backend``: see ``load_ranker``)."""
-    from models.bundle import Bundle
+    """The default loader: ``models.bundle.load.Bundle.load`` (``ranker_backend``: see ``load_ranker``)."""
+    from models.bundle.load import Bundle
 
     return Bundle.load(path, ranker_backend=ranker_backend, threads=threads)
 
@@ -243,5 +225,5 @@ class BundleHolder:
                     f"{path}: model version {serving.model_version}, not {expected_version} (files changed?)"
                 )
             self._current, self.path = serving, path
-            metrics.set_bundle_info(serving.model_version, serving.index_version, serving.serving_path)
+            metrics.set_bundle_info(serving.model_version, serving.index_version, serving.served_path)
             return serving

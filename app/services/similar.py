@@ -6,6 +6,7 @@ import numpy as np
 
 from app.services.items import RankedItem
 from app.services.serving_bundle import ServingBundle
+from models.candidates.sources import CooccurrenceSource
 from models.data.schema import FIRST_REAL_ID
 
 
@@ -15,13 +16,9 @@ def similar_items(serving: ServingBundle, item: int, k: int) -> list[RankedItem]
         query = serving.item_vectors[item][None, :]
         items, scores = serving.index.search(query, k, exclude=[{item}])
         found, found_scores, source = items[0], scores[0], "ann"
-    elif serving.cooccurrence is not None:
-        found, found_scores = serving.cooccurrence.neighbours(np.asarray([item], dtype=np.int64), k + 1)
-        found, found_scores, source = (
-            np.asarray(found).reshape(-1),
-            np.asarray(found_scores).reshape(-1),
-            "cooccurrence",
-        )
+    elif isinstance(cooccurrence := serving.sources.get("cooccurrence"), CooccurrenceSource):
+        found, found_scores = cooccurrence.item_neighbours(item, k + 1)
+        source = "cooccurrence"
     else:
         found, found_scores, source = np.zeros(0, np.int64), np.zeros(0, np.float32), "none"
     keep = (found >= FIRST_REAL_ID) & (found != item)

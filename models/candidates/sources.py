@@ -199,6 +199,17 @@ class CooccurrenceSource:
         scores = np.bincount(inverse, weighted, minlength=len(items))
         return items.astype(np.int64), scores
 
+    def item_neighbours(self, item: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """One item's strongest ``count`` neighbours (similar items), best first; ties by item index.
+        -> (items [<= count] int64, scores [<= count] float32)."""
+        if not FIRST_REAL_ID <= item < len(self.indptr) - 1 or count <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        start, stop = int(self.indptr[item]), int(self.indptr[item + 1])
+        found = _top(
+            self.indices[start:stop].astype(np.int64), self.data[start:stop], np.zeros(0, np.int64), count
+        )
+        return found.items, found.scores
+
     def candidates(self, request: CandidateRequest, count: int) -> SourceList:
         if count <= 0:
             return SourceList.empty()
@@ -331,6 +342,7 @@ class CategorySource:
         scores[category < FIRST_REAL_ID] = 0.0
         totals = np.bincount(category, weights=scores, minlength=int(category.max(initial=1)) + 1)
         self.category = category
+        self.popularity = scores  # [num_items] float64 as used (what a saved bundle stores)
         self.share = np.where(scores > 0, scores / np.maximum(totals[category], 1e-12), 0.0)
         eligible = np.flatnonzero(scores > 0)
         order = eligible[

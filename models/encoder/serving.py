@@ -97,6 +97,15 @@ def encoder_path(path: Path | str) -> Path:
     return path / ENCODER_FILE if path.is_dir() or not path.suffix else path
 
 
+def weights_version(model: RetrievalEncoder) -> str:
+    """``<kind>-<12 hex>``: a hash of the weights, the encoder's version when none is given."""
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for key in sorted(state):
+        digest.update(state[key].detach().cpu().float().numpy().tobytes())
+    return f"{model.config.kind}-{digest.hexdigest()[:12]}"
+
+
 def save_user_encoder(
     model: RetrievalEncoder,
     path: Path | str,
@@ -110,10 +119,7 @@ def save_user_encoder(
     target.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if version is None:
-        digest = hashlib.sha256()
-        for key in sorted(state):
-            digest.update(state[key].float().numpy().tobytes())
-        version = f"{model.config.kind}-{digest.hexdigest()[:12]}"
+        version = weights_version(model)
     payload = {
         "config": model.config.to_dict(),
         "state_dict": state,

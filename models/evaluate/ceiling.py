@@ -19,8 +19,8 @@ import numpy as np
 from models.data.builder import lookup
 from models.data.loaders.synthetic import SyntheticConfig, SyntheticTruth, synthetic_truth
 from models.data.schema import FIRST_REAL_ID, Dataset
-from models.evaluate.pipeline import candidate_requests
-from models.evaluate.protocols import EvalTask
+from models.protocols import EvalTask
+from models.recipe.lists import candidate_requests
 
 
 def synthetic_ceiling_lists(dataset: Dataset, task: EvalTask, total: int) -> list[np.ndarray] | None:

@@ -20,22 +20,22 @@ from models.data.schema import Dataset
 from models.data.shape import measure_shape
 from models.data.splits import protocol_split
 from models.evaluate.period_checks import RANKER_TIME_CUT, period_warnings, skipped_users_note
-from models.evaluate.pipeline import PipelineSettings
-from models.evaluate.protocols import (
+from models.evaluate.registry import MODELS, available_models, get_factory
+from models.evaluate.report import EvalReport
+from models.protocols import (
     PROTOCOLS,
     REPORTED_METRICS,
     evaluate,
     leave_last_out_task,
     next_session_task,
 )
-from models.evaluate.registry import MODELS, available_models, get_factory
-from models.evaluate.report import EvalReport
-from models.evaluate.scorer import EncoderBudget, FitInput
+from models.recipe.settings import RecipeSettings
 from models.reporting.files import DEFAULT_RESULTS_DIR, report_paths
+from models.scorer import EncoderBudget, FitInput
 from models.train.eval_adapter import parse_overrides
 
 DEFAULT_OUT_DIR = DEFAULT_RESULTS_DIR  # var/results: a run's reports stay out of the checkout
-PIPELINE_DEFAULTS = PipelineSettings()  # the pipeline flags' defaults, so the CLI and the library agree
+PIPELINE_DEFAULTS = RecipeSettings.full()  # the pipeline flags' defaults, so the CLI and the library agree
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,13 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder-minutes",
         type=float,
         default=None,
-        help="wall-clock budget per trained model and seed (pipeline: default "
-        f"{PIPELINE_DEFAULTS.encoder_minutes:g}, 0 = no encoder)",
+        help="wall-clock safety cap per trained model and seed, reported when it stops a model (the budget "
+        f"is --encoder-epochs; pipeline default {PIPELINE_DEFAULTS.encoder_max_minutes:g}, 0 = none)",
     )
     parser.add_argument(
         "--encoder-preset", default=None, help="tiny | quick | default (retrieval: default; pipeline: quick)"
     )
-    parser.add_argument("--encoder-epochs", type=int, default=None, help="retrieval: epoch cap per model")
+    parser.add_argument(
+        "--encoder-epochs",
+        type=int,
+        default=None,
+        help="epoch budget per trained model (pipeline: per encoder variant, default "
+        f"{PIPELINE_DEFAULTS.encoder_epochs}, 0 = no encoder)",
+    )
     parser.add_argument(
         "--encoder-overrides",
         default="",

@@ -1,6 +1,6 @@
 """How far can a score fusion of the candidate sources go? (``tandem eval --stage fusion``)
 
-For each seed of the served-pipeline replay (``models.evaluate.pipeline.run_seed`` with
+For each seed of the served-pipeline replay (``models.evaluate.replay.run_seed`` with
 ``keep_candidates``), every candidate in the union of the source lists is scored by every source, and
 the fused score sum_s w_s * standardised(score_s), the merge's own score fusion
 (``models.candidates.merge.standardised``), is ranked for every weight vector of a grid. Per seed:
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from models.candidates.merge import standardised
-from models.evaluate.pipeline import CandidateUnions, list_values
-from models.evaluate.protocols import EvalTask
+from models.evaluate.replay import CandidateUnions
+from models.protocols import EvalTask
+from models.recipe.lists import list_values
 
 GRID_VALUES = (0.0, 0.25, 1.0, 4.0)
 TOP_K = 10

@@ -13,29 +13,26 @@ from typing import Any
 
 import numpy as np
 
+from models.bootstrap import RatioInterval, paired_ratio_interval
 from models.data.schema import Dataset
-from models.evaluate.bootstrap import RatioInterval, paired_ratio_interval
 from models.evaluate.ceiling import synthetic_ceiling_lists
-from models.evaluate.pipeline import (
-    PIPELINE_METRICS,
-    PipelineSettings,
-    history_share,
-    list_metrics,
-    run_seed,
-)
-from models.evaluate.pipeline_data import PipelinePeriods, pipeline_periods
-from models.evaluate.protocols import EvalTask
+from models.evaluate.replay import history_share, run_seed
 from models.evaluate.report import EvalReport
+from models.protocols import EvalTask
+from models.recipe.lists import PIPELINE_METRICS, list_metrics
+from models.recipe.periods import PipelinePeriods, pipeline_periods
+from models.recipe.settings import RecipeSettings
 
 SERVED_OVER_BEST_SOURCE = 1.10  # the target: served NDCG@10 / the best single source's
 
 
-def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
+def settings_from_args(args: argparse.Namespace) -> RecipeSettings:
     from models.evaluate.cli import encoder_overrides, encoder_variants
 
-    return PipelineSettings(
+    return RecipeSettings.full(
         **({} if not args.encoder_preset else {"encoder_preset": args.encoder_preset}),
-        **({} if args.encoder_minutes is None else {"encoder_minutes": args.encoder_minutes}),
+        **({} if args.encoder_epochs is None else {"encoder_epochs": args.encoder_epochs}),
+        **({} if args.encoder_minutes is None else {"encoder_max_minutes": args.encoder_minutes}),
         encoder_overrides=encoder_overrides(args),
         encoder_variants=encoder_variants(args),
         **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
@@ -65,14 +62,14 @@ def evaluate_pipeline(
     dataset: Dataset,
     protocol: str,
     seeds: list[int],
-    settings: PipelineSettings,
+    settings: RecipeSettings,
     command: str,
     exclude_seen: bool | None = None,
     notes: Callable[[int, int], list[str]] | None = None,
 ) -> EvalReport:
     """``exclude_seen`` None: the protocol's rule. ``notes(test requests, ranker-period requests)``: the
     caller's warnings and choices, kept first in the report's notes."""
-    periods = pipeline_periods(dataset, protocol, exclude_seen=exclude_seen)
+    periods = pipeline_periods(dataset, protocol, settings.ranker_events, exclude_seen=exclude_seen)
     head = [] if notes is None else notes(len(periods.test), len(periods.ranker))
     require_test_requests(dataset, protocol, periods)
     report = EvalReport(
@@ -340,7 +337,9 @@ def run_fusion_stage(
     for name in names:
         dataset = load(name, args)
         choices = chosen_defaults(dataset, args)
-        periods = pipeline_periods(dataset, choices.protocol.value, exclude_seen=choices.exclude_seen.value)
+        periods = pipeline_periods(
+            dataset, choices.protocol.value, settings.ranker_events, exclude_seen=choices.exclude_seen.value
+        )
         require_test_requests(dataset, choices.protocol.value, periods)
         seeds = []
         for seed in parse_seeds(args.seeds):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from models.evaluate.scorer import ModelFactory
+from models.scorer import ModelFactory
 
 MODELS: dict[str, str] = {
     "popularity": "models.baselines.popularity:build_popularity",

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from models.data.schema import Dataset
-from models.evaluate.metrics import ranking_metrics, target_ranks
+from models.metrics import auc, gauc, ranking_metrics, target_ranks
 from models.ranker.anchors import AnchorSources
 from models.ranker.config import RankerConfig, TrainConfig
 from models.ranker.features import collate
-from models.ranker.metrics import auc, gauc
 from models.ranker.model import OnePieceRanker
 from models.ranker.retrieval import CandidateRetriever, CooccurrenceRetriever
 from models.ranker.samples import RankingRequest, build_requests, split_time

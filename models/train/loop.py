@@ -59,6 +59,9 @@ class TrainState:
     best_loss: float = float("inf")
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    # why the last call stopped: "epochs" (its budget ran out), "patience" (early stopping) or
+    # "max_minutes" (the wall-clock safety cap: the model then depends on the machine's load, say so)
+    stopped_by: str = ""
 
 
 def epoch_score(record: dict[str, float], monitor: str = "NDCG@10") -> float:
@@ -105,6 +108,7 @@ def run_epochs(
     average = WeightAverage(model, settings.average_decay) if settings.average_decay > 0 else None
     counted_step = step if average is None else average.wrap(step)
     started = time.perf_counter()
+    state.stopped_by = "epochs"
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         record = _train_one_epoch(model, batches(epoch), counted_step, settings, epoch, steps_per_epoch)
         raw = None
@@ -130,9 +134,12 @@ def run_epochs(
         if after_epoch is not None:
             after_epoch(state, best)
         if should_stop(epoch, state.best_epoch, settings):
+            state.stopped_by = "patience"
             break
         elapsed = time.perf_counter() - started
         if settings.max_minutes and elapsed + record["epoch_seconds"] > settings.max_minutes * 60:
+            if epoch < settings.epochs:
+                state.stopped_by = "max_minutes"
             break
     model.load_state_dict(best)
     model.eval()

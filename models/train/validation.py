@@ -16,9 +16,9 @@ import torch
 from models.data.schema import FIRST_REAL_ID
 from models.encoder.model import RetrievalEncoder
 from models.encoder.serving import encode_histories
-from models.evaluate.metrics import ranking_metrics
-from models.evaluate.metrics import target_ranks as shared_target_ranks
 from models.inference import RequestContext, UserHistory
+from models.metrics import ranking_metrics
+from models.metrics import target_ranks as shared_target_ranks
 
 
 @dataclass
@@ -64,7 +64,7 @@ def target_ranks(
 ) -> np.ndarray:
     """1-based rank of each target among all real items. [B] int64.
 
-    Computed exactly as the reported test numbers are (``models.evaluate.metrics``): the items of the last
+    Computed exactly as the reported test numbers are (``models.metrics``): the items of the last
     ``exclude_window`` history events are excluded *whatever the target is* (0 = exclude nothing, as the
     next-session protocol does), and ties rank the target below every equal score."""
     users = torch.as_tensor(

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.main import create_app
 from app.services.serving_bundle import BundleLoader
-from models.bundle import build_bundle
+from models.bundle.write import from_checkpoints, sources_only, write_bundle
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from tests.app.fake_bundle import FakeBundle
 
@@ -74,7 +74,7 @@ def bundle_v2(tmp_path: Path) -> Path:
 def baseline_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=8, seed=3)
     dataset = generate_synthetic(config)
-    return Path(build_bundle(dataset, tmp_path_factory.mktemp("real") / "bundle"))
+    return write_bundle(sources_only(dataset), dataset, tmp_path_factory.mktemp("real") / "bundle")
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +88,6 @@ def build_encoder_bundle(root: Path, weights_seed: int = 0) -> Path:
     ``root``; ``weights_seed`` changes the weights (and so the model version) and nothing else."""
     import torch
 
-    from models import bundle as bundle_module
     from models.data.loaders import synthetic
     from models.encoder import config as encoder_config
     from models.encoder import model as encoder_model
@@ -109,7 +108,7 @@ def build_encoder_bundle(root: Path, weights_seed: int = 0) -> Path:
     )
     model = encoder_model.RetrievalEncoder(model_config).eval()
     checkpoint = encoder_serving.save_user_encoder(model, root / "checkpoint", dataset.catalogue.category)
-    return Path(bundle_module.build_bundle(dataset, root / "bundle", encoder_path=checkpoint))
+    return write_bundle(from_checkpoints(dataset, checkpoint, None), dataset, root / "bundle")
 
 
 def make_settings(bundle_path: Path, **overrides: Any) -> Settings:

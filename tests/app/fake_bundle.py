@@ -1,4 +1,4 @@
-"""A tiny deterministic bundle satisfying models.inference.ServableBundle (as models.bundle.Bundle does),
+"""A tiny deterministic bundle satisfying models.bundle.load.ServableBundle (as its ``Bundle`` does),
 for serving tests.
 
 Four categories of fifteen items; item vectors cluster by category, so a user's vector (recency-weighted
@@ -15,8 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
+from models.bundle.format import Manifest, ServingChoice
+from models.candidates.merge import default_merge
+from models.candidates.served import ServedPipeline
+from models.candidates.sources import (
+    AnnSource,
+    CandidateSource,
+    CategorySource,
+    PopularSource,
+    RecentItemsSource,
+)
 from models.data.schema import FIRST_REAL_ID, Catalogue
 from models.inference import RequestContext, UserHistory
+from models.recipe.trained import served_pipeline
 
 NUM_CATEGORIES = 4
 ITEMS_PER_CATEGORY = 15
@@ -117,16 +128,19 @@ class FakeBundle:
         )
         self.item_vectors_matrix = np.vstack([np.zeros((FIRST_REAL_ID, DIM), np.float32), real_vectors])
         self.path = path
-        self.manifest = {
-            "model_version": f"fake-{version}",
-            "index_version": f"index-{version}",
-            "serving_path": "session_encoder+ranker",
-            "vocabularies": {
-                "scene": ["detail", "home"],
-                "device": ["ios", "web"],
-                "category": CATEGORY_NAMES,
-            },
-        }
+        self.manifest = Manifest(
+            model_version=f"fake-{version}",
+            index_version=f"index-{version}",
+            dataset="fake",
+            data_fingerprint="fake",
+            served_path="session_encoder+ranker",
+            serving=ServingChoice(merge={}, ranker_served=True),
+            files={},
+            checkpoint_sha256={},
+            file_sha256={},
+            created_at="2026-12-06T00:00:00Z",
+            vocabularies={"scene": ["detail", "home"], "device": ["ios", "web"], "category": CATEGORY_NAMES},
+        )
         self.catalogue = Catalogue(
             raw_id=["<pad>", "<unknown>", *[item_raw_id(int(p)) for p in positions]],
             title=["", "", *[f"item {p}" for p in positions]],
@@ -139,7 +153,12 @@ class FakeBundle:
         self.encoder = FakeEncoder(self.item_vectors_matrix, f"fake-{version}")
         self.ranker = FakeRanker(self.item_vectors_matrix, f"fake-ranker-{version}")
         self.index = ExactIndex(self.item_vectors_matrix, f"index-{version}")
-        self.cooccurrence = None
+        self.sources: dict[str, CandidateSource] = {
+            "ann": AnnSource(self.index),
+            "category": CategorySource(self.catalogue.category, popularity),
+            "recent": RecentItemsSource(),
+            "popular": PopularSource(popularity, "popular"),
+        }
         self._histories = {}
         for user in range(NUM_USERS):
             category = user % NUM_CATEGORIES
@@ -156,11 +175,16 @@ class FakeBundle:
 
     @property
     def model_version(self) -> str:
-        return str(self.manifest["model_version"])
+        return self.manifest.model_version
 
     @property
     def index_version(self) -> str:
-        return str(self.manifest["index_version"])
+        return self.manifest.index_version
+
+    def served_pipeline(self, total: int) -> ServedPipeline:
+        """The untuned merge of ANN and popularity, the ranker over it."""
+        merge = default_merge(list(self.sources), total)
+        return served_pipeline(self.sources, merge, self.ranker, True, total)
 
     def recent_histories(self) -> Iterator[tuple[str, UserHistory]]:
         yield from self._histories.items()

@@ -9,25 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import models.pipeline as pipeline
+import models.bundle.default as default
 from cli.main import main
-from models.bundle import Bundle
-from models.candidates.from_bundle import bundle_sources, serving_pipeline
+from models.bundle.default import latest_bundle
+from models.bundle.load import Bundle
 from models.candidates.sources import CandidateRequest
 from models.inference import RequestContext
-from models.pipeline import latest_bundle
+from models.recipe.settings import RecipeSettings
 from tests.models.user_log import CLICK_LOG_MAP, write_click_log
 
-TINY_PIPELINE = {
-    "encoder_preset": "tiny",
-    "ranker_preset": "tiny",
-    "encoder_minutes": 0.05,
-    "ranker_epochs": 1,
-    "ranker_min_steps": 0,
-    "threads": 1,
-    "progress": False,
-    "total": 40,
-}
+TINY_PIPELINE = RecipeSettings.quick(
+    encoder_preset="tiny",
+    ranker_preset="tiny",
+    encoder_epochs=2,
+    ranker_epochs=1,
+    ranker_min_steps=0,
+    threads=1,
+    progress=False,
+    total=40,
+)
 
 
 def test_a_click_log_goes_from_prepare_to_a_served_bundle(
@@ -46,7 +46,7 @@ def test_a_click_log_goes_from_prepare_to_a_served_bundle(
     assert report["dataset"] == "myshop" and report["protocol"] == "leave-last-out"
     assert report["defaults"]["exclude_seen"]["value"] is False
 
-    tiny = ["--encoder-preset", "tiny", "--encoder-minutes", "0.05", "--ranker-epochs", "1"]
+    tiny = ["--encoder-preset", "tiny", "--encoder-epochs", "2", "--ranker-epochs", "1"]
     assert (
         main(["eval", "--stage", "pipeline", *common, *tiny, "--out", str(results / "pipeline-myshop")]) == 0
     )
@@ -61,7 +61,7 @@ def test_a_click_log_goes_from_prepare_to_a_served_bundle(
     assert main(["eval", "--stage", "ranker", *common, "--out", str(results)]) == 2
     assert "error: myshop: the ranker stage has no test request" in capsys.readouterr().err
 
-    monkeypatch.setattr(pipeline, "QUICK_PIPELINE", TINY_PIPELINE)
+    monkeypatch.setattr(default, "default_settings", lambda progress=True: TINY_PIPELINE)
     root = tmp_path / "var"
     assert main(["bundle", "build", "--train", *common, "--root", str(root)]) == 0
     built = latest_bundle(root, "myshop")
@@ -70,14 +70,9 @@ def test_a_click_log_goes_from_prepare_to_a_served_bundle(
     assert latest_bundle(root, "another") is None
 
     bundle = Bundle.load(built)
-    serving = bundle.manifest["config"]["serving"]
-    assert serving["protocol"] == "leave-last-out" and serving["merge"]["allow_seen"]
-    served = serving_pipeline(
-        serving,
-        bundle_sources(bundle.index, bundle.cooccurrence.scorer, bundle.popularity),
-        bundle.ranker,
-        20,
-    )
+    serving = bundle.manifest.serving
+    assert serving.protocol == "leave-last-out" and serving.merge["allow_seen"]
+    served = bundle.served_pipeline(20)
     user, history = next(bundle.recent_histories())
     assert user.startswith("v-")  # the user's own string ids
     context = RequestContext(timestamp=int(history.timestamp[-1]) + 1)
@@ -116,4 +111,4 @@ def test_a_log_of_single_events_is_refused_clearly_and_gets_a_baseline_bundle(
         in capsys.readouterr().err
     )
     baseline = ["bundle", "build", "--dataset", "once", *cache, "--out", str(tmp_path / "bundle")]
-    assert main(baseline) == 0 and Bundle.load(tmp_path / "bundle").manifest["dataset"] == "once"
+    assert main(baseline) == 0 and Bundle.load(tmp_path / "bundle").manifest.dataset == "once"

@@ -1,7 +1,7 @@
 """Seconds per session-encoder epoch, and the validation curve they buy (issue 10, item 5).
 
-Trains the encoder exactly as ``models.pipeline.train_quick_encoder`` does (``quick`` preset, leave-last-out
-split, validation on up to 500 held-out users) for a fixed number of epochs, without early stopping, and
+Trains the session encoder's ``quick`` preset (leave-last-out split, validation on up to 500 held-out
+users; the earlier first-run encoder's set-up) for a fixed number of epochs, without early stopping, and
 prints one line per epoch: wall seconds, CPU seconds (this process; steadier than wall time on a shared
 machine), cumulative CPU seconds and validation NDCG@10. ``--overrides`` takes the same JSON object as
 ``tandem eval --encoder-overrides``; ``--json`` appends the run to a file.
@@ -26,7 +26,7 @@ from models.train.eval_adapter import apply_overrides, parse_overrides
 from models.train.fit import fit_encoder, next_item_cases, subsample
 from models.train.presets import preset
 
-VALID_USERS = 500  # as models.pipeline.QUICK_VALID_USERS
+VALID_USERS = 500  # held-out users scored per epoch
 BUDGETS_S = (30, 60, 90, 120)  # training CPU seconds at which runs are compared
 
 

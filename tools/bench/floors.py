@@ -59,7 +59,7 @@ def stage_floors(
     ``ranker_backend`` the service uses."""
     import torch
 
-    from models.bundle import Bundle
+    from models.bundle.load import Bundle
     from models.index import set_faiss_threads
     from models.inference import RequestContext
 

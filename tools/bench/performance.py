@@ -160,7 +160,7 @@ def bench_bundle(name: str, bundle: Path, args: argparse.Namespace, log_dir: Pat
 
 
 def default_bundle_path(data_dir: Path | None) -> Path:
-    from models.pipeline import ensure_default_bundle
+    from models.bundle.default import ensure_default_bundle
 
     return Path(ensure_default_bundle(data_dir))
 

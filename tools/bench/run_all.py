@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cli.options import add_data_dir_option
-from models.bundle import history_sample
+from models.bundle.write import history_sample
 from models.data.schema import Dataset
 from models.index import IndexBuildConfig, build_index, set_faiss_threads
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from models.bundle import build_bundle
+from models.bundle.write import from_checkpoints, write_bundle
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.encoder.model import RetrievalEncoder
 from models.encoder.serving import save_user_encoder
@@ -64,12 +64,12 @@ def build_synthetic_bundle(
     ).eval()
     sources = fit_anchor_sources(dataset.events, dataset.events, dataset.num_items, ranker_config)
     ranker_file = save_ranker(work / "ranker.pt", ranker, sources, dataset.funnel, f"synthetic-{num_items}")
-    path = build_bundle(
+    pipeline = from_checkpoints(dataset, encoder_file, ranker_file)
+    path = write_bundle(
+        pipeline,
         dataset,
         out,
-        encoder_path=encoder_file,
-        ranker_path=ranker_file,
-        config={"pipeline": "synthetic-bench", "num_items": num_items, "weights": "random"},
+        training={"pipeline": "synthetic-bench", "num_items": num_items, "weights": "random"},
         overwrite=True,
     )
     shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.startup import first_bundle
-from models.bundle_upgrade import write_status
+from models.bundle.upgrade import write_status
 from tests.app.conftest import make_settings, running_app
 
 pytestmark = pytest.mark.anyio
@@ -59,9 +59,9 @@ def test_first_start_answers_from_the_baseline_and_later_starts_reuse_the_full_b
         started.append(tmp_path / "upgrade.json")
         return started[-1]
 
-    monkeypatch.setattr("models.pipeline.ensure_default_bundle", ensure)
-    monkeypatch.setattr("models.bundle_upgrade.start_background_build", background)
-    monkeypatch.setattr("models.pipeline.default_bundle_if_built", lambda *a, **k: None)
+    monkeypatch.setattr("models.bundle.default.ensure_default_bundle", ensure)
+    monkeypatch.setattr("models.bundle.upgrade.start_background_build", background)
+    monkeypatch.setattr("models.bundle.default.default_bundle_if_built", lambda *a, **k: None)
     settings = make_settings(tmp_path / "unused", var_dir=tmp_path)
     assert first_bundle(settings) == (tmp_path / "baseline", tmp_path / "upgrade.json")
     assert built == [()] and len(started) == 1  # baseline only in this process, the rest in the background
@@ -71,6 +71,6 @@ def test_first_start_answers_from_the_baseline_and_later_starts_reuse_the_full_b
     assert first_bundle(settings) == (tmp_path / "baseline", running)
     assert len(started) == 1
 
-    monkeypatch.setattr("models.pipeline.default_bundle_if_built", lambda *a, **k: tmp_path / "full")
+    monkeypatch.setattr("models.bundle.default.default_bundle_if_built", lambda *a, **k: tmp_path / "full")
     assert first_bundle(settings) == (tmp_path / "full", None)
     assert len(built) == 2 and len(started) == 1

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 def test_serving_bundle_reads_the_real_bundle(baseline_bundle: Path) -> None:
     serving = ServingBundle(load_bundle(baseline_bundle))
     assert serving.encoder is None and serving.item_vectors is None
-    assert serving.serving_path.startswith("baseline:")
+    assert serving.served_path.startswith("baseline:") and not serving.ranker_served
     assert serving.fallback_histories and serving.scene_index  # histories and the scene vocabulary
     _, history = next(iter(serving.fallback_histories.items()))
     events = serving.events_from_history(history)
@@ -33,7 +33,7 @@ def test_serving_bundle_reads_the_real_bundle(baseline_bundle: Path) -> None:
 
 
 async def test_baseline_bundle_serves_every_endpoint(baseline_bundle: Path) -> None:
-    app = create_app(make_settings(baseline_bundle))  # the default loader: models.bundle.Bundle.load
+    app = create_app(make_settings(baseline_bundle))  # the default loader: models.bundle.load.Bundle.load
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tandem.test") as client:
@@ -66,7 +66,7 @@ async def test_encoder_bundle_serves_ann_cache_cold_start_and_worker_vectors(enc
         async with httpx.AsyncClient(transport=transport, base_url="http://tandem.test") as client:
             services = app.state.services
             serving = services.holder.current
-            assert serving.serving_path == "session_encoder" and serving.item_vectors is not None
+            assert serving.served_path == "session_encoder" and serving.item_vectors is not None
             user = next(iter(serving.fallback_histories))
             first = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
             await wait_for_write_backs()  # the online vector is cached in the background
@@ -102,7 +102,7 @@ async def test_encoder_bundle_serves_ann_cache_cold_start_and_worker_vectors(enc
 def test_the_real_bundle_and_the_test_double_pass_through_the_same_door(
     baseline_bundle: Path, encoder_bundle: Path, tmp_path: Path
 ) -> None:
-    from models.inference import ServableBundle
+    from models.bundle.load import ServableBundle
     from tests.app.fake_bundle import FakeBundle
 
     for bundle in (load_bundle(baseline_bundle), load_bundle(encoder_bundle), FakeBundle(tmp_path)):
@@ -130,8 +130,7 @@ async def test_the_route_serves_what_the_offline_replay_path_computes(encoder_bu
     """/v1/recommend for a known user equals ``models.candidates.served.ServedPipeline`` built from the
     bundle on disk by the models package alone (the object the offline replay scores), for the same
     history, request time and user vector: the replay's metrics are metrics of this answer."""
-    from models.bundle import Bundle
-    from models.candidates.from_bundle import bundle_sources, serving_pipeline
+    from models.bundle.load import Bundle
     from models.candidates.sources import CandidateRequest
     from models.inference import RequestContext
 
@@ -141,15 +140,7 @@ async def test_the_route_serves_what_the_offline_replay_path_computes(encoder_bu
     user, history = next(bundle.recent_histories())
     context = RequestContext(timestamp=timestamp)
     vector = bundle.encoder.encode([history], [context])[0]
-    sources = bundle_sources(
-        bundle.index,
-        getattr(bundle.cooccurrence, "scorer", None),
-        np.asarray(bundle.popularity, dtype=np.float32),
-        np.asarray(bundle.catalogue.category, dtype=np.int64),
-        getattr(bundle.cooccurrence, "transitions", None),
-    )
-    config = dict(bundle.manifest.get("config") or {}).get("serving")
-    offline = serving_pipeline(config, sources, bundle.ranker, settings.candidate_count)
+    offline = bundle.served_pipeline(settings.candidate_count)
     seen = np.unique(history.item).astype(np.int64)
     served = offline.recommend(CandidateRequest(history, context, vector, exclude=seen))
     expected = [str(bundle.catalogue.raw_id[item]) for item in served.candidates.items[:k]]

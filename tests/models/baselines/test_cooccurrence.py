@@ -10,8 +10,8 @@ from models.baselines.popularity import build_popularity
 from models.data.builder import RawEvents, build_dataset
 from models.data.schema import COMMERCE_FUNNEL, Action, Dataset
 from models.data.splits import leave_last_out
-from models.evaluate.protocols import evaluate, leave_last_out_task
-from models.evaluate.scorer import FitInput
+from models.protocols import evaluate, leave_last_out_task
+from models.scorer import FitInput
 
 
 def sequences(seqs: list[list[int]]) -> Dataset:

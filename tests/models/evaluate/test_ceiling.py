@@ -6,8 +6,8 @@ from models.candidates.sources import PopularSource
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic, synthetic_truth
 from models.data.schema import Dataset
 from models.evaluate.ceiling import _best, ceiling_lists, synthetic_ceiling_lists
-from models.evaluate.pipeline import candidate_requests, list_metrics
-from models.evaluate.pipeline_data import pipeline_periods
+from models.recipe.lists import candidate_requests, list_metrics
+from models.recipe.periods import pipeline_periods
 
 CONFIG = SyntheticConfig(num_users=300, num_items=600, num_events=30_000, num_clusters=10, seed=11)
 

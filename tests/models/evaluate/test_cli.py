@@ -65,7 +65,7 @@ def test_the_fusion_stage_writes_the_bound_per_seed(
     cli.add_arguments(parser)
     out = tmp_path / "fusion-synthetic"
     argv = ["--stage", "fusion", "--dataset", "synthetic", "--cache-dir", str(tmp_path / "cache")]
-    argv += ["--seeds", "1", "--encoder-minutes", "0", "--ranker-epochs", "1", "--out", str(out)]
+    argv += ["--seeds", "1", "--encoder-epochs", "0", "--ranker-epochs", "1", "--out", str(out)]
     assert cli.run(parser.parse_args(argv)) == 0
     assert "grid, best on test (bound)" in capsys.readouterr().out
     data = json.loads(out.with_suffix(".json").read_text())

@@ -13,9 +13,9 @@ from models.evaluate.fusion_bound import (
     weight_grid,
     write_fusion_report,
 )
-from models.evaluate.pipeline import run_seed
-from models.evaluate.pipeline_data import pipeline_periods
-from tests.models.evaluate.test_pipeline import FAST, TINY
+from models.evaluate.replay import run_seed
+from models.recipe.periods import pipeline_periods
+from tests.models.recipe.test_recipe import FAST, TINY
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@ from dataclasses import replace
 
 import pytest
 
+from models.bootstrap import RatioInterval
 from models.evaluate import cli
-from models.evaluate.bootstrap import RatioInterval
-from models.evaluate.pipeline import PipelineSettings
 from models.evaluate.pipeline_cli import settings_from_args, target_checks, target_notes
+from models.recipe.settings import RecipeSettings
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -16,20 +16,22 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_no_flags_give_the_library_defaults() -> None:
-    assert settings_from_args(_parse([])) == PipelineSettings()
+    assert settings_from_args(_parse([])) == RecipeSettings()
 
 
 def test_flags_reach_the_settings() -> None:
     args = _parse(
         [
-            *("--encoder-minutes", "0", "--ranker-epochs", "7", "--ranker-lr", "0.001"),
+            *("--encoder-epochs", "0", "--encoder-minutes", "5"),
+            *("--ranker-epochs", "7", "--ranker-lr", "0.001"),
             *("--no-refit-before-test", "--merge-fusion", "score", "--ranker-gate-margin", "0.01"),
             *("--sources", "ann, transitions", "--merge-tuning", "valid", "--merge-tuning-requests", "1500"),
         ]
     )
     expected = replace(
-        PipelineSettings(),
-        encoder_minutes=0.0,
+        RecipeSettings(),
+        encoder_epochs=0,
+        encoder_max_minutes=5.0,
         ranker_epochs=7,
         ranker_lr=1e-3,
         refit_before_test=False,

@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import torch
 
+from models.metrics import auc
 from models.ranker.config import RankerConfig, preset
 from models.ranker.features import RequestFeatures, collate
-from models.ranker.metrics import auc
 from models.ranker.model import OnePieceRanker
 from models.ranker.train import EncodedRequests, sample_candidates, task_labels, train_ranker
 from tests.models.ranker.fakes import SIZES

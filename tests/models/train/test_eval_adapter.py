@@ -2,7 +2,7 @@ import pytest
 
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.splits import protocol_split
-from models.evaluate.scorer import EncoderBudget, FitInput
+from models.scorer import EncoderBudget, FitInput
 from models.train.eval_adapter import apply_overrides, build_sasrec, parse_overrides
 from models.train.presets import preset
 

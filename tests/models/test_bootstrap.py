@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.evaluate.bootstrap import paired_ratio_interval
+from models.bootstrap import paired_ratio_interval
 
 
 def test_the_ratio_is_of_the_means_and_the_interval_holds_it() -> None:

@@ -26,7 +26,7 @@ from models.data.jagged import JaggedBatch, offsets_from_lengths
 from models.data.schema import Dataset, EventTable
 from models.data.shape import measure_shape
 from models.data.splits import VALID, Split, protocol_split
-from models.evaluate.protocols import (
+from models.protocols import (
     EvalTask,
     _context,
     leave_last_out_task,

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from models.ranker.metrics import auc, gauc
+from models.metrics import auc, gauc
 
 
 def test_auc_counts_ties_as_half() -> None:

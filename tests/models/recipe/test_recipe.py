@@ -10,24 +10,19 @@ from models.data.loaders.generic import load_event_file, parse_mapping
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import Dataset
 from models.data.splits import TEST, VALID
-from models.evaluate.pipeline import (
-    MISS_RANK,
-    PipelineSettings,
-    best_variant,
-    choose_recent,
-    list_metrics,
-    list_ranks,
-    merge_tuning_rows,
-    run_seed,
-)
 from models.evaluate.pipeline_cli import evaluate_pipeline
-from models.evaluate.pipeline_data import pipeline_periods
+from models.evaluate.replay import run_seed
+from models.recipe.lists import MISS_RANK, list_metrics, list_ranks
+from models.recipe.merge_stage import choose_recent, merge_tuning_rows
+from models.recipe.periods import pipeline_periods
+from models.recipe.settings import RecipeSettings
+from models.recipe.variants import best_variant
 from tests.models.user_log import CLICK_LOG_MAP, write_click_log
 
 TINY = SyntheticConfig(num_users=60, num_items=150, num_events=4_000, num_clusters=5, seed=3)
-FAST = PipelineSettings(
+FAST = RecipeSettings(
     encoder_preset="tiny",
-    encoder_minutes=0.0,
+    encoder_epochs=0,
     ranker_preset="tiny",
     ranker_epochs=1,
     ranker_min_steps=0,
@@ -115,10 +110,10 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
 
 def test_the_encoder_variant_best_on_validation_is_kept_and_continued(dataset: Dataset) -> None:
     # a second variant that cannot learn (learning rate 0): both train on the same targets, one is kept
-    settings = replace(FAST, encoder_minutes=0.05, encoder_variants=({"learning_rate": 0.0, "epochs": 2},))
+    settings = replace(FAST, encoder_epochs=2, encoder_variants=({"learning_rate": 0.0, "epochs": 2},))
     outcome = run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, settings)
     training = outcome.encoder_training
-    assert training is not None and outcome.encoder is not None
+    assert training is not None and outcome.trained.encoder is not None
     tried = training["variants"]
     assert [row["overrides"] for row in tried] == [{}, {"learning_rate": 0.0, "epochs": 2}]
     assert sum(row["kept"] for row in tried) == 1
@@ -126,7 +121,7 @@ def test_the_encoder_variant_best_on_validation_is_kept_and_continued(dataset: D
     assert kept["valid_NDCG@10"] == max(row["valid_NDCG@10"] for row in tried)
     # the encoder that answered the test is the kept one, continued with the kept settings
     assert training["overrides"] == kept["overrides"]
-    assert outcome.encoder.state.best_score == kept["valid_NDCG@10"]
+    assert training["best_epoch"] == kept["best_epoch"] and training["epochs"] == kept["epochs"]
     assert "ann" in outcome.metrics
 
 
@@ -148,7 +143,7 @@ def test_the_merge_uses_only_the_sources_asked_for(dataset: Dataset) -> None:
 
 
 def test_source_choices_are_checked() -> None:
-    from models.evaluate.pipeline import merge_sources
+    from models.recipe.merge_stage import merge_sources
 
     have = ("ann", "cooccurrence", "recent", "popular")
     assert merge_sources(have, False, ()) == ("ann", "cooccurrence", "popular")  # recent needs allow_seen
@@ -162,15 +157,15 @@ def test_source_choices_are_checked() -> None:
 def test_the_merge_is_tuned_on_every_ranker_period_request_or_only_the_validation_ones() -> None:
     train, valid = np.arange(0, 80), np.arange(80, 100)
     rng = np.random.default_rng(0)
-    every = merge_tuning_rows(train, valid, PipelineSettings(merge_tuning="all"), rng)
+    every = merge_tuning_rows(train, valid, RecipeSettings(merge_tuning="all"), rng)
     assert np.array_equal(every, np.arange(100))
-    only_valid = merge_tuning_rows(train, valid, PipelineSettings(merge_tuning="valid"), rng)
+    only_valid = merge_tuning_rows(train, valid, RecipeSettings(merge_tuning="valid"), rng)
     assert np.array_equal(only_valid, valid)
-    capped = merge_tuning_rows(train, valid, PipelineSettings(merge_tuning_requests=30), rng)
+    capped = merge_tuning_rows(train, valid, RecipeSettings(merge_tuning_requests=30), rng)
     assert len(capped) == 30 and len(np.unique(capped)) == 30 and np.all(np.diff(capped) > 0)
     assert np.any(capped < 80) and set(capped.tolist()) <= set(range(100))
     with pytest.raises(ValueError, match="merge tuning 'test'"):
-        merge_tuning_rows(train, valid, PipelineSettings(merge_tuning="test"), rng)
+        merge_tuning_rows(train, valid, RecipeSettings(merge_tuning="test"), rng)
 
 
 def test_the_recent_items_scoring_best_on_the_ranker_period_is_kept(dataset: Dataset) -> None:
@@ -185,8 +180,8 @@ def test_the_recent_items_scoring_best_on_the_ranker_period_is_kept(dataset: Dat
         key: value for key, value in tried[best].items() if key not in ("NDCG@10", "kept")
     }
     outcome = run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, FAST)
-    assert outcome.recent is not None and outcome.recent_tried  # next-session keeps seen items: chosen
-    assert outcome.recent["decay"] in {row["decay"] for row in outcome.recent_tried}
+    assert outcome.trained.recent is not None and outcome.recent_tried  # next-session keeps seen items: chosen
+    assert outcome.trained.recent["decay"] in {row["decay"] for row in outcome.recent_tried}
 
 
 def test_an_unknown_fusion_is_refused(dataset: Dataset) -> None:
@@ -267,7 +262,7 @@ def test_a_tiny_validation_period_is_skipped_with_a_note_not_a_crash(tmp_path: P
     periods = pipeline_periods(shop, "leave-last-out")
     assert len(np.unique(periods.ranker.users)) < 2
     outcome = run_seed(shop, periods, 0, FAST)
-    assert outcome.ranker is None and not outcome.ranker_served
+    assert outcome.trained.ranker is None and not outcome.ranker_served
     assert (
         outcome.metrics["pipeline"] == outcome.metrics["merged"]
         and "ranker_over_merged" not in outcome.metrics
@@ -297,7 +292,7 @@ def test_a_ranker_reorders_the_merged_list_it_is_served_on(dataset: Dataset, sig
     from models.candidates.generator import CandidateGenerator
     from models.candidates.merge import MergedCandidates
     from models.candidates.served import ServedPipeline
-    from models.evaluate.pipeline import _served_on_rows, candidate_requests, list_values
+    from models.recipe.lists import candidate_requests, list_values, served_on_rows
 
     task = pipeline_periods(dataset, "leave-last-out").ranker
     targets = {int(t) for t in task.targets[task.target_mask].tolist()}
@@ -317,7 +312,7 @@ def test_a_ranker_reorders_the_merged_list_it_is_served_on(dataset: Dataset, sig
     generator = CandidateGenerator([], MergeConfig((), (), ()))
     pipeline = ServedPipeline(generator, _TargetRanker(targets, sign))  # type: ignore[arg-type]
     rows = np.arange(0, len(task), 2)
-    lists = _served_on_rows(pipeline, candidate_requests(task, None), merged, len(task), rows)
+    lists = served_on_rows(pipeline, candidate_requests(task, None), merged, len(task), rows)
     assert all(len(lists[r]) == 0 for r in range(1, len(task), 2))  # only the chosen rows are served
     ndcg = list_values(lists, task, rows)["NDCG@10"]
     # NDCG@10 of a target at position p is 1 / log2(p + 1): merged p = 6, oracle 1, anti-oracle 10
@@ -345,7 +340,7 @@ _SPLIT = np.where(_FOLDS == 0, 0.9, 0.2)  # great on fold 0, poor on fold 1
 def test_the_gate_judges_each_fold_at_the_epoch_the_other_folds_pick(
     epochs: list[np.ndarray], level: float, served: bool, ratio: float
 ) -> None:
-    from models.evaluate.pipeline import ranker_gate
+    from models.recipe.ranker_stage import ranker_gate
 
     values = np.stack(epochs)
     serve, numbers = ranker_gate(values, np.ones(len(values)), _BASE, _FOLDS, level)
@@ -360,7 +355,7 @@ def test_the_gate_judges_each_fold_at_the_epoch_the_other_folds_pick(
 
 @pytest.mark.parametrize("level", [0.0, 0.8])
 def test_the_gate_margin_refuses_a_gain_below_it(level: float) -> None:
-    from models.evaluate.pipeline import ranker_gate
+    from models.recipe.ranker_stage import ranker_gate
 
     values = np.stack([_BASE, _BASE * 1.004])  # +0.4% on every request
     losses = np.ones(2)
@@ -370,7 +365,7 @@ def test_the_gate_margin_refuses_a_gain_below_it(level: float) -> None:
 
 
 def test_a_gain_that_the_validation_users_cannot_tell_from_noise_is_refused() -> None:
-    from models.evaluate.pipeline import ranker_gate
+    from models.recipe.ranker_stage import ranker_gate
 
     # the same +3% mean gain twice: on every request alike, or as a few large wins among as many losses
     steady = _BASE * 1.03
@@ -390,7 +385,7 @@ def test_a_gain_that_the_validation_users_cannot_tell_from_noise_is_refused() ->
 
 
 def test_the_gate_resamples_users_not_requests() -> None:
-    from models.evaluate.pipeline import ranker_gate
+    from models.recipe.ranker_stage import ranker_gate
 
     users = np.arange(40) // 10  # four users, ten validation requests each
     gained = _BASE.copy()
@@ -404,7 +399,7 @@ def test_the_gate_resamples_users_not_requests() -> None:
 
 
 def test_the_gate_picks_epochs_by_the_training_loops_rule() -> None:
-    from models.evaluate.pipeline import pick_epoch
+    from models.recipe.ranker_stage import pick_epoch
 
     assert pick_epoch(np.array([0.1, 0.3, 0.2]), np.array([3.0, 2.0, 1.0])) == 1  # the higher score
     assert pick_epoch(np.array([0.0, 0.0, 0.0]), np.array([3.0, 2.0, 2.5])) == 1  # equal: the lower loss
@@ -412,13 +407,13 @@ def test_the_gate_picks_epochs_by_the_training_loops_rule() -> None:
 
 
 def test_gate_folds_split_the_validation_users() -> None:
-    from models.evaluate.pipeline import _user_folds
+    from models.recipe.ranker_stage import user_folds
 
     users = np.repeat(np.arange(40), 3)  # three requests per user
-    folds = _user_folds(users, 5, np.random.default_rng(0))
+    folds = user_folds(users, 5, np.random.default_rng(0))
     assert sorted(np.unique(folds).tolist()) == [0, 1, 2, 3, 4]
     for user in range(40):  # every user's requests in one fold
         assert len(np.unique(folds[users == user])) == 1
     assert np.bincount(folds).tolist() == [24] * 5  # 8 users per fold
-    assert not _user_folds(users, 1, np.random.default_rng(0)).any()
-    assert not _user_folds(np.zeros(5, np.int64), 5, np.random.default_rng(0)).any()  # one user: one fold
+    assert not user_folds(users, 1, np.random.default_rng(0)).any()
+    assert not user_folds(np.zeros(5, np.int64), 5, np.random.default_rng(0)).any()  # one user: one fold

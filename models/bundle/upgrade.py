@@ -2,7 +2,7 @@
 
 ``tandem serve`` without a configured bundle starts from the full default bundle when it is already built;
 otherwise it starts at once from the baseline bundle (popularity + co-occurrence, built in seconds) and
-calls ``start_background_build``: a separate process (``python -m models.bundle_upgrade``) trains the quick
+calls ``start_background_build``: a separate process (``python -m models.bundle.upgrade``) trains the quick
 encoder and ranker and writes a small JSON status file that the API processes follow to hot-reload::
 
     {"status": "building", "pid": 123, "log": "var/logs/bundle-build.log", "started": 1764500000}
@@ -67,7 +67,7 @@ def start_background_build(data_dir: str | Path, root: str | Path = "var") -> Pa
     command = [
         sys.executable,
         "-m",
-        "models.bundle_upgrade",
+        "models.bundle.upgrade",
         "--data-dir",
         str(data_dir),
         "--root",
@@ -82,7 +82,7 @@ def start_background_build(data_dir: str | Path, root: str | Path = "var") -> Pa
 
 def build(data_dir: str | Path | None, root: Path) -> int:
     """The background process: the full default bundle, then the status file says where it is."""
-    from models.pipeline import ensure_default_bundle
+    from models.bundle.default import ensure_default_bundle
 
     status = root / "bundles" / STATUS_FILE
     started = time.time()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from models import bundle_upgrade
+from models.bundle import upgrade as bundle_upgrade
 
 
 def test_status_round_trip_and_missing_or_broken_files_read_as_none(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_status_round_trip_and_missing_or_broken_files_read_as_none(tmp_path: Pa
 def test_build_reports_the_bundle_or_the_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     status = tmp_path / "bundles" / bundle_upgrade.STATUS_FILE
     monkeypatch.setattr(
-        "models.pipeline.ensure_default_bundle", lambda *a, **k: tmp_path / "bundles" / "full"
+        "models.bundle.default.ensure_default_bundle", lambda *a, **k: tmp_path / "bundles" / "full"
     )
     assert bundle_upgrade.build(None, tmp_path) == 0
     assert bundle_upgrade.read_status(status)["bundle_path"] == str(tmp_path / "bundles" / "full")
@@ -27,7 +27,7 @@ def test_build_reports_the_bundle_or_the_failure(tmp_path: Path, monkeypatch: py
     def broken(*args: object, **kwargs: object) -> Path:
         raise RuntimeError("out of disk")
 
-    monkeypatch.setattr("models.pipeline.ensure_default_bundle", broken)
+    monkeypatch.setattr("models.bundle.default.ensure_default_bundle", broken)
     assert bundle_upgrade.build(None, tmp_path) == 1
     failed = bundle_upgrade.read_status(status)
     assert failed["status"] == "failed" and "out of disk" in failed["error"]

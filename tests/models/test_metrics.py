@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from models.evaluate.metrics import ranking_metrics, target_ranks
+from models.metrics import ranking_metrics, target_ranks
 
 
 def test_single_target_hand_computed() -> None:

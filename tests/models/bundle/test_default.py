@@ -1,0 +1,76 @@
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import models.bundle.default as default
+from models.bundle.default import ensure_default_bundle, latest_bundle
+from models.bundle.format import Manifest
+from models.bundle.load import Bundle
+from models.data.schema import FIRST_REAL_ID, Dataset
+from models.evaluate.replay import replay
+from models.recipe.periods import pipeline_periods
+from tests.models.bundle.conftest import TINY_RECIPE
+
+
+@pytest.fixture(scope="module")
+def default_bundle(dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    settings = replace(TINY_RECIPE, ranker_events=4)
+    return ensure_default_bundle(
+        root=tmp_path_factory.mktemp("default"), dataset=dataset, progress=False, settings=settings
+    )
+
+
+def test_a_second_call_reuses_the_baseline_bundle(dataset: Dataset, tmp_path: Path) -> None:
+    first = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False, stages=())
+    stamp = (first / "manifest.json").stat().st_mtime_ns
+    assert ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False, stages=()) == first
+    assert (first / "manifest.json").stat().st_mtime_ns == stamp  # not rebuilt
+    assert latest_bundle(tmp_path) == first and latest_bundle(tmp_path, "another") is None
+    manifest = Manifest.read(first)
+    assert manifest.recipe is None and set(manifest.training["step_seconds"]) == {"prepare data", "train"}
+    assert first.name.endswith("-baseline")
+    assert (
+        default.default_bundle_if_built(root=tmp_path, dataset=dataset) is None
+    )  # the full one is not built
+
+
+def test_an_incomplete_bundle_is_rebuilt(dataset: Dataset, tmp_path: Path) -> None:
+    path = ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False, stages=())
+    (path / "manifest.json").write_text("{broken")
+    assert ensure_default_bundle(root=tmp_path, dataset=dataset, progress=False, stages=()) == path
+    assert Bundle.load(path).popularity[FIRST_REAL_ID:].sum() > 0
+
+
+def test_replaying_the_default_bundle_from_disk_gives_its_manifests_offline_metrics(
+    dataset: Dataset, default_bundle: Path
+) -> None:
+    """What the manifest says the bundle scored is what the bundle on disk scores: the same test requests,
+    cut by the manifest's own protocol, answered by the pipeline loaded from the directory."""
+    bundle = Bundle.load(default_bundle)
+    manifest = bundle.manifest
+    assert manifest.recipe == default.RECIPE and manifest.serving.protocol == "next-session"
+    periods = pipeline_periods(
+        dataset, str(manifest.serving.protocol), manifest.serving.ranker_events, manifest.serving.exclude_seen
+    )
+    replayed = replay(
+        bundle.sources,
+        bundle.merge,
+        bundle.encoder,
+        bundle.ranker,
+        manifest.serving.ranker_served,
+        periods.test,
+    )
+    assert set(replayed.metrics) == set(manifest.offline["test"])
+    for row, metrics in manifest.offline["test"].items():
+        assert replayed.metrics[row] == pytest.approx(metrics, abs=1e-9), row
+
+
+def test_the_full_default_bundle_is_found_once_built(dataset: Dataset, default_bundle: Path) -> None:
+    root = default_bundle.parent.parent
+    assert default.default_bundle_if_built(root=root, dataset=dataset) == default_bundle
+    assert default_bundle.name.endswith("-pipeline")
+    settings = replace(TINY_RECIPE, ranker_events=4)
+    assert (
+        ensure_default_bundle(root=root, dataset=dataset, progress=False, settings=settings) == default_bundle
+    )
