@@ -1,0 +1,112 @@
+"""The encoder stage: the session encoder (the preset and its variants, each with the same epoch budget),
+kept by NDCG@10 on the ranker period's targets; its ANN source and user vectors."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.candidates.sources import AnnSource
+from models.data.schema import Dataset
+from models.protocols import EvalTask
+from models.recipe.periods import PipelinePeriods
+from models.recipe.settings import RecipeSettings
+from models.recipe.variants import best_variant
+
+
+def encoder_configs(settings: RecipeSettings, seed: int) -> tuple[Any, Any]:
+    """(EncoderConfig, TrainConfig) of the replay's session encoder: the preset, the budget, the overrides."""
+    from models.encoder.config import EncoderConfig
+    from models.train.presets import preset
+
+    model_config, train = preset(settings.encoder_preset, "session_encoder")
+    train = replace(
+        train,
+        seed=seed,
+        progress=settings.progress,
+        epochs=settings.encoder_epochs,
+        max_minutes=settings.encoder_max_minutes,
+        threads=settings.threads,
+        patience=settings.encoder_patience,
+    )
+    train_fields = set(vars(train))
+    values = settings.encoder_overrides
+    train = replace(train, **{k: v for k, v in values.items() if k in train_fields})
+    model_config = EncoderConfig.from_dict(
+        {**model_config.to_dict(), **{k: v for k, v in values.items() if k not in train_fields}}
+    )
+    return model_config, train
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """The encoder kept among the variants (``RecipeSettings.encoder_variants``) and what each scored:
+    ``tried`` holds per variant its overrides, best validation NDCG@10, best epoch, seconds and whether it
+    was kept."""
+
+    result: Any  # models.train.fit.FitResult of the kept variant
+    overrides: dict[str, Any]  # encoder_overrides with the kept variant applied
+    tried: list[dict[str, Any]]
+
+
+def train_encoder_variants(
+    dataset: Dataset, periods: PipelinePeriods, settings: RecipeSettings, seed: int
+) -> EncoderChoice:
+    """Trains the preset and every variant with the same budget and validation targets and keeps the one
+    with the best validation NDCG@10 (the score its own early stopping kept)."""
+    variants = [dict(settings.encoder_overrides)]
+    variants += [{**settings.encoder_overrides, **variant} for variant in settings.encoder_variants]
+    kept: Any = None
+    index = 0  # of the kept variant
+    tried: list[dict[str, Any]] = []
+    for position, overrides in enumerate(variants):
+        started = time.perf_counter()
+        result = train_encoder(dataset, periods, replace(settings, encoder_overrides=overrides), seed)
+        state = result.state
+        tried.append(
+            {
+                "overrides": overrides,
+                "valid_NDCG@10": float(state.best_score),
+                "best_epoch": state.best_epoch,
+                "epochs": state.epoch,
+                "stopped_by": state.stopped_by,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        if best_variant([row["valid_NDCG@10"] for row in tried]) == position:
+            kept, index = result, position  # the earlier best is dropped: at most two models at a time
+    for position, row in enumerate(tried):
+        row["kept"] = position == index
+    return EncoderChoice(kept, variants[index], tried)
+
+
+def train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: RecipeSettings, seed: int) -> Any:
+    from models.train.fit import fit_encoder, next_item_cases, subsample
+
+    model_config, train = encoder_configs(settings, seed)
+    fit_events = periods.fit_events(dataset)
+    valid = next_item_cases(dataset, fit_events, dataset.events.take(np.sort(periods.ranker_target_rows)))
+    cases = subsample(valid, settings.encoder_valid_users, seed)
+    return fit_encoder(
+        dataset, fit_events, model_config, train, cases, valid_exclude_history=periods.exclude_seen
+    )
+
+
+def user_vectors(result: Any, task: EvalTask) -> np.ndarray:
+    from models.encoder.serving import encode_histories
+
+    if len(task) == 0:  # an empty ranker period
+        return np.zeros((0, result.model.config.dim), dtype=np.float32)
+    return encode_histories(result.model, result.item_category, task.histories, task.contexts)
+
+
+def ann_source(result: Any) -> AnnSource:
+    from models.index.builder import build_index
+
+    with torch.inference_mode():
+        item_vectors = result.model.item_vectors().float().numpy()
+    return AnnSource(build_index(item_vectors, "flat"))

@@ -1,0 +1,246 @@
+"""The recipe: from a dataset cut into periods to the ``TrainedPipeline`` a bundle stores.
+
+1. fit every candidate source on the fit period; train the session encoder (the preset and its variants,
+   each with the same epoch budget; the one with the best NDCG@10 on the ranker period's targets is kept);
+2. choose the recent-items scoring and tune the merge weights on the ranker period's requests;
+3. train the ranker on the ranker period's training users; the gate decides on its validation users
+   whether it beats the merged order;
+4. everything chosen stays; what is fitted sees the ranker period too: the sources are refitted on fit +
+   ranker periods and the encoder continues ``continue_epochs`` epochs on them; its index is built.
+
+The test period is never read here: ``models.evaluate.replay`` scores the result on it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.candidates.generator import CandidateGenerator, fit_sources
+from models.candidates.merge import MergeConfig
+from models.candidates.sources import CandidateSource, RecentItemsSource, SourceList
+from models.data.schema import Dataset, EventTable
+from models.recipe.encoder_stage import ann_source, encoder_configs, train_encoder_variants, user_vectors
+from models.recipe.lists import candidate_requests, found_any, list_metrics, list_values
+from models.recipe.merge_stage import (
+    candidate_union,
+    choose_merge,
+    choose_recent,
+    merge_sources,
+    merge_tuning_rows,
+    merged_lists,
+)
+from models.recipe.periods import PipelinePeriods
+from models.recipe.ranker_stage import ranker_gate, ranker_period_rows, train_ranker, user_folds
+from models.recipe.settings import RecipeSettings
+from models.recipe.trained import PeriodsSpec, TrainedPipeline
+
+
+def fit_all_sources(dataset: Dataset, events: EventTable) -> dict[str, CandidateSource]:
+    """The one fit path from events to the encoder-free sources, for the recipe and a baseline bundle."""
+    return dict(
+        fit_sources(events, dataset.num_items, dataset.num_scenes, item_category=dataset.catalogue.category)
+    )
+
+
+def train_pipeline(
+    dataset: Dataset, periods: PipelinePeriods, seed: int, settings: RecipeSettings
+) -> TrainedPipeline:
+    """Runs the recipe on ``periods`` (cut by ``models.recipe.periods.pipeline_periods`` with
+    ``settings.ranker_events``)."""
+    torch.set_num_threads(settings.threads)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    sources = fit_all_sources(dataset, periods.fit_events(dataset))
+    seconds["fit_sources"] = time.perf_counter() - started
+    ranker_vectors = None
+    training: dict[str, Any] = {}
+    result: Any = None
+    if settings.encoder_epochs > 0:
+        started = time.perf_counter()
+        choice = train_encoder_variants(dataset, periods, settings, seed)
+        seconds["encoder"] = time.perf_counter() - started
+        result = choice.result
+        settings = replace(settings, encoder_overrides=choice.overrides)  # the refit continues the kept one
+        state = result.state
+        training["encoder"] = {
+            "seed": seed,
+            "epochs": state.epoch,
+            "best_epoch": state.best_epoch,
+            "stopped_by": state.stopped_by,
+            "history": state.history,
+            "variants": choice.tried,
+            "overrides": choice.overrides,
+        }
+        sources["ann"] = ann_source(result)
+        ranker_vectors = user_vectors(result, periods.ranker)
+    allow_seen = not periods.exclude_seen
+    names = merge_sources(tuple(sources), allow_seen, settings.sources)
+    task = periods.ranker
+    requests = candidate_requests(task, ranker_vectors)
+    recent: RecentItemsSource | None = None
+    if "recent" in names and len(task):
+        recent, training["recent_tried"] = choose_recent(task, requests=requests)
+        sources["recent"] = recent
+    base = MergeConfig(
+        sources=names,
+        quotas=tuple(settings.quotas.get(n, settings.total) for n in names),
+        weights=tuple(1.0 for _ in names),
+        total=settings.total,
+        allow_seen=allow_seen,
+    )
+    generator = CandidateGenerator(list(sources.values()), base)
+    lists: list[list[SourceList]] = [
+        generator.source_lists(r)
+        for r in tqdm(requests, desc="candidates (ranker period)", disable=not settings.progress, leave=False)
+    ]
+    rng = np.random.default_rng(seed)
+    valid_rows, train_rows = ranker_period_rows(task.users, settings.valid_share, rng)
+    notes: list[str] = []
+
+    started = time.perf_counter()
+    merge = base
+    valid: dict[str, float] = {}
+    if len(valid_rows):
+        tuning_rows = merge_tuning_rows(train_rows, valid_rows, settings, rng)
+        merge, valid = choose_merge(
+            generator, requests, lists, task, tuning_rows, base, settings.merge_fusion
+        )
+    else:
+        notes.append("no validation requests: the merge keeps equal weights")
+    seconds["tune_merge"] = time.perf_counter() - started
+    generator = CandidateGenerator(list(sources.values()), merge)
+    valid_unions = {  # with keep_candidates (the fusion bound), computed once for the merge and the report
+        i: candidate_union(generator, requests[i], lists[i])
+        for i in (valid_rows.tolist() if settings.keep_candidates else [])
+    }
+    merged = merged_lists(generator, requests, lists, merge, valid_unions)
+
+    started = time.perf_counter()
+    ranker: Any = None
+    ranker_log: list[dict[str, float]] = []
+    epoch_values = np.zeros((0, len(valid_rows)))
+    trainable = [r for r in train_rows.tolist() if found_any(task, merged, r)]
+    if len(valid_rows) and trainable:
+        ranker, ranker_log, epoch_values = train_ranker(
+            dataset,
+            periods,
+            requests,
+            merged,
+            np.asarray(trainable, dtype=np.int64),
+            names,
+            settings,
+            seed,
+            valid_rows,
+            generator,
+        )
+    else:
+        notes.append(
+            f"ranker not trained: {len(trainable)} ranker-period requests with a target among the candidates "
+            f"and {len(valid_rows)} validation requests; the merged order is served"
+        )
+    seconds["ranker"] = time.perf_counter() - started
+    training["ranker_epochs"] = ranker_log
+    merged_values = np.zeros(0)
+    if len(valid_rows):
+        merged_values = list_values([m.items for m in merged], task, valid_rows)["NDCG@10"]
+        valid["merged_NDCG@10"] = float(np.nanmean(merged_values))
+        for column, name in enumerate(names):  # each source alone on the same users: what the tuning saw
+            source_items = [request_lists[column].items for request_lists in lists]
+            valid[f"{name}_NDCG@10"] = list_metrics(source_items, task, valid_rows)["NDCG@10"]
+    # the ranker holds its best epoch, scored during training on all validation rows: the best of many
+    # noisy epochs, so the gate judges the cross-fitted epochs rather than this score
+    if ranker_log:
+        valid["ranker_NDCG@10"] = max(row["val_NDCG@10"] for row in ranker_log)
+    use_ranker = False
+    if ranker is not None:
+        valid_users = task.users[valid_rows]
+        folds = user_folds(valid_users, settings.ranker_gate_folds, rng)
+        use_ranker, gate = ranker_gate(
+            epoch_values,
+            np.asarray([row["train_loss"] for row in ranker_log]),
+            merged_values,
+            folds,
+            settings.ranker_gate_level,
+            settings.ranker_gate_margin,
+            valid_users,
+        )
+        valid.update(gate)
+
+    index = None
+    if settings.refit_before_test:
+        started = time.perf_counter()
+        sources, continued = refit_sources(dataset, periods, settings, seed, result, ranker, recent)
+        seconds["refit"] = time.perf_counter() - started
+        if result is not None:
+            seconds["encoder"] += continued
+            training["encoder"]["continued"] = result.continued
+    encoder = None
+    if result is not None:
+        encoder, index = served_encoder(result, sources)
+    if settings.keep_candidates:
+        training["valid_unions"] = (valid_rows, [valid_unions[i] for i in valid_rows.tolist()])
+    training["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    return TrainedPipeline(
+        dataset=dataset.name,
+        seed=seed,
+        periods=PeriodsSpec(periods.protocol, settings.ranker_events, periods.exclude_seen),
+        sources=sources,
+        merge=merge,
+        encoder=encoder,
+        index=index,
+        ranker=ranker,
+        ranker_served=use_ranker,
+        recent=None if recent is None else recent.to_dict(),
+        valid=valid,
+        training=training,
+        notes=notes,
+    )
+
+
+def served_encoder(result: Any, sources: dict[str, CandidateSource]) -> tuple[Any, Any]:
+    """The kept encoder as serving holds it, and its index (``sources["ann"]`` searches it)."""
+    from models.encoder.serving import TorchUserEncoder, weights_version
+
+    encoder = TorchUserEncoder(result.model, result.item_category, weights_version(result.model))
+    index = sources["ann"].index  # type: ignore[attr-defined]
+    return encoder, index
+
+
+def refit_sources(
+    dataset: Dataset,
+    periods: PipelinePeriods,
+    settings: RecipeSettings,
+    seed: int,
+    result: Any,
+    ranker: Any,
+    recent: CandidateSource | None = None,
+) -> tuple[dict[str, CandidateSource], float]:
+    """Everything chosen on the ranker period stays (epochs, merge weights, ranker and gate); what is
+    fitted sees the ranker period too, as a bundle built today would: the sources and the ranker's anchors
+    are refitted on fit + ranker periods, and the encoder continues ``settings.continue_epochs`` epochs on
+    them. Returns the sources and the encoder's extra seconds."""
+    from models.ranker.anchors import AnchorSources
+    from models.ranker.train import fit_anchor_sources
+    from models.train.fit import continue_fit
+
+    events = periods.refit_events(dataset)
+    sources = fit_all_sources(dataset, events)
+    if recent is not None:  # its scoring was chosen on the ranker period; it fits nothing
+        sources["recent"] = recent
+    seconds = 0.0
+    if result is not None:
+        started = time.perf_counter()
+        _, train = encoder_configs(settings, seed)
+        continue_fit(result, dataset, events, train, settings.continue_epochs)
+        seconds = time.perf_counter() - started
+        sources["ann"] = ann_source(result)
+    if ranker is not None:
+        anchors = fit_anchor_sources(events, events, dataset.num_items, ranker.model.config)
+        ranker.sources = AnchorSources(anchors.cooccurrence, anchors.popular_latest, None)
+    return sources, seconds
