@@ -41,9 +41,11 @@ faults: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.faults.soak --seconds $${SOAK_SECONDS:-600}
 
+# ruff, mypy, and the import-linter contracts of pyproject.toml (lower floors never import higher ones)
 lint: $(STAMP)
 	$(BIN)/ruff check app models cli tools tests loadtest
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The benchmarks (tools/bench/, not part of the package). The reference runs are committed: the targets
 # that write a report write it to docs/results/ (the tools' own default is var/results/). BENCH_ARGS: more

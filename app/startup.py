@@ -48,8 +48,8 @@ def first_bundle(settings: Settings) -> tuple[Path, Path | None]:
 
     The full default bundle when it is built already (later starts); else the baseline bundle, built in
     seconds, so the first answer does not wait for training, and the full one built in its own process."""
-    from models.bundle.upgrade import STATUS_FILE, build_running, start_background_build
     from models.bundle.default import default_bundle_if_built, ensure_default_bundle
+    from models.bundle.upgrade import STATUS_FILE, build_running, start_background_build
 
     full = default_bundle_if_built(settings.data_dir, settings.var_dir)
     if full is not None:

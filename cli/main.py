@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-import models.evaluate.cli as evaluate  # moves to cli/eval.py
 from cli import bundle, data, serve, train_encoder, train_ranker, worker
+from cli import eval as evaluate
 
 # (command path, module, one-line help), in the order ``tandem --help`` lists them
 COMMANDS: tuple[tuple[tuple[str, ...], ModuleType, str], ...] = (

@@ -22,9 +22,9 @@ from models.data.histories import history_from_rows
 from models.data.jagged import JaggedBatch, offsets_from_lengths
 from models.data.schema import Dataset, EventTable
 from models.data.splits import Split
-from models.inference import RequestContext, UserHistory
 from models.metrics import ranking_metrics, target_ranks
 from models.scorer import Scorer
+from models.types import RequestContext, UserHistory
 
 PROTOCOLS = ("leave-last-out", "next-session")
 LEAVE_LAST_OUT_KS = (10, 50, 200)

@@ -14,7 +14,7 @@ import numpy as np
 
 from models.data.schema import Dataset, EventTable
 from models.data.splits import Split
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 
 class Scorer(Protocol):

@@ -1,7 +1,12 @@
-"""The recommend pipeline: user vector -> candidates -> ranker -> rules -> top k, with stage timings.
+"""The recommend route's service: raw ids -> the user vector -> ``ServedPipeline.recommend`` -> answer rows.
+
+The app's part is what needs the store and the bundle's vocabularies: raw ids to item indices, the user
+vector (cache, online encoder, cold start; ``user_vectors``), the request's ``ServingRules``, and answer
+rows with raw ids. Candidates, ranking and the rules (their order: ``models.candidates.served``) are the
+one served function the offline replay scores too.
 
 Every stage degrades instead of failing: no vector -> co-occurrence or popular candidates; ranker error ->
-retrieval order; too few items after the rules -> topped up from popularity, then a warning.
+merged order; too few items after the rules -> topped up from popularity, then a warning.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import numpy as np
 
 from app.core import metrics
 from app.services.items import RankedItem
-from app.services.rules import CategoryFilter, mmr_order, passing
 from app.services.serving_bundle import ServingBundle
 from app.services.user_vectors import (
     UserVector,
@@ -26,9 +30,10 @@ from app.services.user_vectors import (
     write_back_later,
 )
 from app.stores.base import UserStateStore
-from models.candidates.served import ServedList
+from models.candidates.rules import NO_CATEGORY_FILTER, CategoryFilter, ServingRules
+from models.candidates.served import ServedPipeline
 from models.candidates.sources import CandidateRequest
-from models.inference import RequestContext
+from models.types import RequestContext
 
 log = logging.getLogger("tandem.recommend")
 
@@ -60,14 +65,10 @@ class Recommendation:
     timings_ms: dict[str, float]
 
 
-@dataclass
-class _Candidates:
-    items: np.ndarray  # [N] int64 item indices
-    scores: np.ndarray  # [N] float32
-    sources: list[str]  # [N] the source that ranked each candidate best
-
-
 class _Timer:
+    """Stage timings of one request (``models.candidates.rules.StageTimer``): the ``explain`` answer's
+    ``timings_ms`` and the per-stage latency histogram."""
+
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}
 
@@ -91,126 +92,72 @@ def _known(serving: ServingBundle, raw_ids: list[str]) -> tuple[list[int], list[
 
 
 def _category_filter(serving: ServingBundle, query: RecommendQuery, warnings: list[str]) -> CategoryFilter:
-    def lookup(names: list[str]) -> set[int]:
+    if query.category_in is None and not query.category_not_in:
+        return NO_CATEGORY_FILTER
+
+    def lookup(names: list[str]) -> frozenset[int]:
         missing = [name for name in names if name not in serving.category_index]
         if missing:
             warnings.append(f"unknown categories ignored: {', '.join(sorted(missing)[:10])}")
-        return {serving.category_index[name] for name in names if name in serving.category_index}
+        return frozenset(serving.category_index[name] for name in names if name in serving.category_index)
 
     allowed = lookup(query.category_in) if query.category_in is not None else None
     return CategoryFilter(allowed=allowed, blocked=lookup(query.category_not_in))
 
 
-def _serve(
-    serving: ServingBundle,
-    user_vector: UserVector,
-    context: RequestContext,
-    excluded: set[int],
-    category_filter: CategoryFilter,
-    count: int,
-    timer: _Timer,
-) -> tuple[_Candidates, list[str]]:
-    """Sources -> merge -> rules -> ranker (models.candidates, the path the offline replay measures)."""
-    started = time.perf_counter()
-    pipeline = serving.pipeline(count)
-    request = CandidateRequest(
-        history=user_vector.history,
-        context=context,
-        user_vector=user_vector.vector if serving.index is not None else None,
-        exclude=np.fromiter(excluded, dtype=np.int64, count=len(excluded)),
-    )
-    merged = pipeline.generator.generate(request)
-    merged = merged.take(
-        np.flatnonzero(passing(merged.items, excluded, category_filter, serving.item_category))
-    )
-    served = ServedList(merged, merged.merge_score, False)
-    timer.record("retrieve", started)
-    started = time.perf_counter()
-    warnings: list[str] = []
-    # nothing personal to rank by (unknown user, no anchors): the popularity order stands
-    personal = request.user_vector is not None or len(request.history) > 0 or context.anchors.size > 0
-    if pipeline.use_ranker and personal and len(merged):
-        try:
-            served = pipeline.order([request], [merged])[0]
-        except (RuntimeError, ValueError, IndexError) as exc:
-            metrics.STAGE_FAILURES.labels("rank").inc()
-            log.exception("ranker failed; keeping the merged order", extra={"error": str(exc)})
-            warnings.append("ranker failed: candidates in merged order")
-    found = served.candidates
-    timer.record("rank", started)
-    return _Candidates(found.items, np.asarray(served.scores, np.float32), found.primary_source()), warnings
-
-
 def _select(
     serving: ServingBundle,
-    query: RecommendQuery,
+    pipeline: ServedPipeline,
     lookup: VectorLookup,
     context: RequestContext,
-    excluded: set[int],
-    category_filter: CategoryFilter,
-    count: int,
+    rules: ServingRules,
     timer: _Timer,
     started: float,
 ) -> tuple[UserVector, list[RankedItem], list[str]]:
-    """User vector (encoder when needed), retrieve, rank and apply the rules: the request's CPU work, in
-    one worker thread (one hop per request), or on the loop where ``runs_on_the_loop`` says so.
-    ``started``: when the user-vector stage began (on the loop)."""
+    """User vector (encoder when needed), then ``ServedPipeline.recommend`` (sources, merge, ranker,
+    rules): the request's CPU work, in one worker thread (one hop per request), or on the loop where
+    ``runs_on_the_loop`` says so. ``started``: when the user-vector stage began (on the loop)."""
     import torch
 
     with torch.inference_mode():
         user_vector = finish_user_vector(serving, lookup, context)
         timer.record("user_vector", started)
-        exclude_seen = query.exclude_seen
-        if exclude_seen is None:  # the bundle decides: re-visits only where its data has them
-            exclude_seen = not serving.pipeline(count).generator.config.allow_seen
-        if exclude_seen:
-            excluded = excluded | set(user_vector.history.item.tolist())
-        found, warnings = _serve(serving, user_vector, context, excluded, category_filter, count, timer)
-
-    started = time.perf_counter()
-    if query.diversity > 0 and found.items.size:
-        if serving.item_vectors is None:
-            warnings.append("diversity needs item vectors; this bundle has none, ignored")
-        else:
-            order = mmr_order(found.scores, serving.item_vectors[found.items], query.k, query.diversity)
-            found = _Candidates(found.items[order], found.scores[order], [found.sources[i] for i in order])
-    pairs = zip(
-        found.items[: query.k].tolist(), found.scores[: query.k].tolist(), found.sources, strict=False
-    )
-    chosen = [(int(item), float(score), source) for item, score, source in pairs]
-    if len(chosen) < query.k:  # top up from popularity under the same rules
-        taken = excluded | {item for item, _, _ in chosen}
-        extra = serving.popular_order
-        extra = extra[passing(extra, taken, category_filter, serving.item_category)][: query.k - len(chosen)]
-        chosen += [(int(item), float(serving.popularity[item]), "popular") for item in extra]
-    if len(chosen) < query.k:
-        warnings.append(f"only {len(chosen)} items remain after exclusions and filters (k={query.k})")
-    timer.record("rules", started)
+        request = CandidateRequest(
+            history=user_vector.history,
+            context=context,
+            user_vector=user_vector.vector if serving.index is not None else None,
+        )
+        served = pipeline.recommend(request, rules, timer)
+    if served.ranker_failed:
+        metrics.STAGE_FAILURES.labels("rank").inc()
     items = [
         serving.ranked_item(item, rank, score, source)
-        for rank, (item, score, source) in enumerate(chosen, start=1)
+        for rank, (item, score, source) in enumerate(
+            zip(served.items.tolist(), served.item_scores().tolist(), served.sources(), strict=True), start=1
+        )
     ]
-    return user_vector, items, warnings
+    return user_vector, items, served.warnings
 
 
-def runs_on_the_loop(serving: ServingBundle, lookup: VectorLookup, candidate_count: int) -> bool:
+def runs_on_the_loop(pipeline: ServedPipeline, lookup: VectorLookup) -> bool:
     """True when the request's CPU work is short numpy work that holds the GIL: the user vector is known
     (a cache hit, or a bundle without an encoder) and the bundle serves no ranker. Such work is cheaper on
     the event loop than behind a thread hop (wrk against one process, default bundle, 5 paired runs: 4
     connections +12% req/s at the median; docs/performance.md, "What each change bought"). An encoder or
     ranker forward releases the GIL inside its kernels, so that work keeps its thread and the loop keeps
     serving meanwhile."""
-    return lookup.resolved is not None and not serving.pipeline(candidate_count).use_ranker
+    return lookup.resolved is not None and not pipeline.use_ranker
 
 
 async def recommend(
     serving: ServingBundle,
-    store: UserStateStore,
+    users: UserStateStore,
     query: RecommendQuery,
     *,
     candidate_count: int,
     vector_ttl_s: int,
 ) -> Recommendation:
+    """One recommendation on the ``serving`` snapshot (the caller takes ``holder.current`` once)."""
     timer = _Timer()
     begun = time.perf_counter()
     warnings: list[str] = []
@@ -225,25 +172,30 @@ async def recommend(
         anchors=np.asarray(anchors, dtype=np.int64),
     )
     started = time.perf_counter()
-    lookup = await look_up_user(serving, store, query.user_id, context)
-    excluded = set(excluded_known) | set(anchors)
+    lookup = await look_up_user(serving, users, query.user_id, context)
     filter_warnings: list[str] = []
-    category_filter = _category_filter(serving, query, filter_warnings)
-    work = partial(
-        _select, serving, query, lookup, context, excluded, category_filter, candidate_count, timer, started
+    rules = ServingRules(
+        k=query.k,
+        exclude=frozenset(excluded_known) | frozenset(anchors),
+        exclude_seen=query.exclude_seen,
+        categories=_category_filter(serving, query, filter_warnings),
+        diversity=query.diversity,
+        items=serving.item_tables,
+        fall_back=True,
     )
-    if runs_on_the_loop(serving, lookup, candidate_count):
+    pipeline = serving.pipeline(candidate_count)
+    work = partial(_select, serving, pipeline, lookup, context, rules, timer, started)
+    if runs_on_the_loop(pipeline, lookup):
         user_vector, items, select_warnings = work()
     else:
         user_vector, items, select_warnings = await asyncio.to_thread(work)
-    warnings += user_vector.warnings + filter_warnings
-    write_back_later(store, query.user_id, lookup, user_vector, serving, vector_ttl_s)
+    write_back_later(users, query.user_id, lookup, user_vector, serving, vector_ttl_s)
     timer.record("total", begun)
     return Recommendation(
         items=items,
         served_by=user_vector.served_by,
         model_version=serving.model_version,
         index_version=serving.index_version,
-        warnings=warnings + select_warnings,
+        warnings=warnings + user_vector.warnings + filter_warnings + select_warnings,
         timings_ms=timer.ms,
     )

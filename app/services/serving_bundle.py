@@ -20,10 +20,11 @@ from app.core import metrics
 from app.services.items import RankedItem
 from app.stores.base import StoredEvent
 from models.bundle.load import ServableBundle
+from models.candidates.rules import ItemTables, ServingRules
 from models.candidates.served import ServedPipeline
 from models.candidates.sources import CandidateRequest
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 log = logging.getLogger("tandem.bundle")
 
@@ -67,6 +68,9 @@ class ServingBundle:
         self.item_vectors: np.ndarray | None = (
             np.asarray(self.encoder.item_vectors(), dtype=np.float32) if self.encoder is not None else None
         )
+        # what the serving rules read about every item (filters, MMR, the popularity top-up), built once
+        self.item_tables = ItemTables(self.item_category, self.popular_order, popularity, self.item_vectors)
+        self._pipelines: dict[int, ServedPipeline] = {}
         self.offline: dict[str, Any] = dict(manifest.offline)
         self.merge = manifest.serving.merge
         self.ranker_served = manifest.serving.ranker_served
@@ -77,8 +81,12 @@ class ServingBundle:
             self.fallback_histories[str(raw_user)] = _tail(history, history_length)
 
     def pipeline(self, total: int) -> ServedPipeline:
-        """The served pipeline (sources -> merge -> ranker) for lists of ``total`` candidates."""
-        return self.bundle.served_pipeline(total)
+        """The served pipeline (sources -> merge -> ranker -> rules) for lists of ``total`` candidates,
+        built once per length (a test double's bundle may build a new one per call)."""
+        pipeline = self._pipelines.get(total)
+        if pipeline is None:
+            pipeline = self._pipelines[total] = self.bundle.served_pipeline(total)
+        return pipeline
 
     # ------------------------------------------------------------------ id mapping
     def item_of(self, raw_item: str | int) -> int | None:
@@ -138,22 +146,22 @@ class ServingBundle:
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self, candidate_count: int = 300) -> float:
-        """One request through the served pipeline (encoder, sources, merge, ranker) on a real history, at
-        the list length requests will use (a compiled ranker exports its shape here, not on a user's
-        request); returns the seconds it took."""
+        """One request through ``ServedPipeline.recommend`` (encoder, sources, merge, ranker, rules) on a
+        real history, at the list length requests will use (a compiled ranker exports its shape here, not
+        on a user's request); returns the seconds it took. A failure raises: the bundle is not served."""
         started = time.perf_counter()
         history = next(iter(self.fallback_histories.values()), UserHistory.empty())
-        context = RequestContext(timestamp=int(time.time()))
+        # without a history, an anchor gives the ranker something to rank by, so it is warmed all the same
+        anchors = self.popular_order[:1] if len(history) == 0 else np.zeros(0, dtype=np.int64)
+        context = RequestContext(timestamp=int(time.time()), anchors=anchors)
         vector = self.encoder.encode([history], [context]) if self.encoder is not None else None
-        pipeline = self.pipeline(candidate_count)
         request = CandidateRequest(
             history=history,
             context=context,
             user_vector=vector[0] if vector is not None and self.index is not None else None,
         )
-        merged = pipeline.generator.generate(request)
-        if pipeline.use_ranker and len(merged):
-            pipeline.order([request], [merged])
+        rules = ServingRules(k=10, exclude_seen=None, items=self.item_tables)
+        self.pipeline(candidate_count).recommend(request, rules)
         return time.perf_counter() - started
 
 

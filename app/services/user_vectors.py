@@ -18,7 +18,7 @@ import numpy as np
 from app.core import metrics
 from app.services.serving_bundle import ServingBundle
 from app.stores.base import StoredVector, StoreUnavailable, UserState, UserStateStore
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 log = logging.getLogger("tandem.user_vectors")
 

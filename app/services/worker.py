@@ -25,7 +25,7 @@ import numpy as np
 from app.core import metrics
 from app.services.serving_bundle import BundleHolder, ServingBundle
 from app.stores.base import StoredVector, StoreUnavailable, StreamEntry, UserHistoryRecord, UserStateStore
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 log = logging.getLogger("tandem.worker")
 # Measured (docs/operations.md): on CPU a batch costs as much as its longest history, so users are sorted

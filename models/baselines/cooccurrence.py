@@ -16,8 +16,8 @@ import numpy as np
 
 from models.baselines.top_k import top_k_items
 from models.data.schema import EventTable
-from models.inference import RequestContext, UserHistory
 from models.scorer import FitInput
+from models.types import RequestContext, UserHistory
 
 
 @dataclass(frozen=True)

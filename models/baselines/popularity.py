@@ -14,8 +14,8 @@ import numpy as np
 
 from models.baselines.top_k import top_k_items
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID, EventTable
-from models.inference import RequestContext, UserHistory
 from models.scorer import FitInput
+from models.types import RequestContext, UserHistory
 
 LOG_FLOOR = -700.0  # exp() underflows below about -745; older events count as ~0 either way
 

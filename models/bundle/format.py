@@ -179,9 +179,9 @@ def verify_bundle(path: Path, manifest: Manifest) -> str:
                 f"{file}: sha256 {actual[:12]} does not match the manifest's {digest[:12]}"
             )
     hashes = manifest.checkpoint_sha256
-    for name, relative in manifest.files.items():
-        if relative and name in hashes and hashes[name] != sha256_tree(path / relative):
-            raise BundleIntegrityError(f"{path / relative}: sha256 does not match the manifest's {name} hash")
+    for name, part in manifest.files.items():
+        if part and name in hashes and hashes[name] != sha256_tree(path / part):
+            raise BundleIntegrityError(f"{path / part}: sha256 does not match the manifest's {name} hash")
     version = model_version_of(hashes)
     if version != manifest.model_version:
         raise BundleIntegrityError(f"{path / MANIFEST}: model_version does not match the content hashes")

@@ -23,8 +23,9 @@ from models.data.histories import history_from_rows
 from models.data.schema import Catalogue
 from models.data.storage import read_catalogue
 from models.index import ItemIndex
-from models.inference import CandidateRanker, UserEncoder, UserHistory
+from models.inference import CandidateRanker, UserEncoder
 from models.recipe.trained import served_pipeline
+from models.types import UserHistory
 
 
 @runtime_checkable
@@ -154,8 +155,8 @@ class Bundle:
             for name in users.column_names
             if name not in ("user", "raw_id")
         }
-        index = ItemIndex.load(path / files["index"]) if files.get("index") else None
-        encoder = load_user_encoder(path / files["encoder"]) if files.get("encoder") else None
+        index = ItemIndex.load(path / str(files["index"])) if files.get("index") else None
+        encoder = load_user_encoder(path / str(files["encoder"])) if files.get("encoder") else None
         ranker = None
         if files.get("ranker"):
             ranker = load_ranker(path / str(files["ranker"]), backend=ranker_backend, threads=threads)

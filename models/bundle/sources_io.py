@@ -60,7 +60,8 @@ def save_sources(sources: dict[str, CandidateSource], directory: Path) -> Path:
         kind, settings, arrays = _describe(name, source)
         described[name] = {"kind": kind, "settings": settings}
         if arrays:
-            np.savez(out / f"{name}.npz", **arrays)
+            stored: dict[str, Any] = dict(arrays)
+            np.savez(out / f"{name}.npz", **stored)
     (out / SOURCES_FILE).write_text(json.dumps(described, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 

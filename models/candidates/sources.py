@@ -15,7 +15,7 @@ import numpy as np
 
 from models.data.positions import positions_in
 from models.data.schema import FIRST_REAL_ID, NUM_ACTIONS, Action
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 
 @dataclass

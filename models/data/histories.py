@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from models.data.schema import EventTable
-from models.inference import UserHistory
+from models.types import UserHistory
 
 
 def history_from_rows(

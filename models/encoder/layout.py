@@ -25,7 +25,7 @@ import numpy as np
 
 from models.data.schema import ACTION_STRENGTH, Funnel
 from models.encoder.config import NUM_GAP_BUCKETS, EncoderConfig
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 CONTEXT_TOKEN = 1
 ITEM_TOKEN = 2

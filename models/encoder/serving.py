@@ -19,7 +19,7 @@ from models.checkpoints import load_checkpoint
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import build_layout, pad_jagged, stack_layouts
 from models.encoder.model import RetrievalEncoder, last_query_rows, to_tensors
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 ENCODER_FILE = "encoder.pt"
 

@@ -6,7 +6,8 @@ import numpy as np
 
 from models.index.builder import IndexBuildConfig, build_index
 from models.index.item_index import ItemIndex
-from models.inference import RequestContext, UserEncoder, UserHistory
+from models.inference import UserEncoder
+from models.types import RequestContext, UserHistory
 
 
 def build_index_for_encoder(

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from models.data.schema import Funnel
-from models.inference import RequestContext, UserHistory
 from models.ranker.anchors import AnchorSources, anchor_groups
 from models.ranker.config import FeatureSizes, RankerConfig
 from models.ranker.grouping import random_groups, serving_groups
 from models.ranker.tokens import RankerBatch
+from models.types import RequestContext, UserHistory
 
 
 @dataclass

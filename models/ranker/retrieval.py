@@ -18,7 +18,8 @@ import numpy as np
 from models.baselines.cooccurrence import CooccurrenceConfig, SparseRows, cooccurrence_matrix
 from models.baselines.top_k import top_k_items
 from models.data.schema import FIRST_REAL_ID, EventTable
-from models.inference import RequestContext, UserEncoder, UserHistory
+from models.inference import UserEncoder
+from models.types import RequestContext, UserHistory
 
 
 def seen_items(history: UserHistory, exclude_seen: bool) -> np.ndarray | None:

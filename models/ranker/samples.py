@@ -17,7 +17,7 @@ import numpy as np
 from models.data.histories import history_from_rows
 from models.data.schema import Dataset, EventTable
 from models.data.splits import TEST
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 HISTORY_KEEP = 200  # events kept per request history (more than any context length uses)
 

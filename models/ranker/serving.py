@@ -15,13 +15,13 @@ import torch
 
 from models.checkpoints import load_checkpoint
 from models.data.schema import Funnel
-from models.inference import RequestContext, UserHistory
 from models.ranker.anchors import AnchorSources
 from models.ranker.compiled import StaticRankerForward
 from models.ranker.config import RankerConfig, feature_sizes_from_dict
 from models.ranker.features import collate, request_features
 from models.ranker.model import OnePieceRanker
 from models.ranker.retrieval import CooccurrenceTable
+from models.types import RequestContext, UserHistory
 
 CHECKPOINT_FORMAT = 1
 

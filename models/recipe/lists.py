@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.candidates.merge import MergedCandidates
+from models.candidates.rules import WHOLE_LIST
 from models.candidates.served import ServedPipeline
 from models.candidates.sources import CandidateRequest
 from models.metrics import ranking_metrics
@@ -89,10 +90,13 @@ def served_on_rows(
 def served_items(
     pipeline: ServedPipeline, requests: list[CandidateRequest], merged: list[MergedCandidates]
 ) -> list[np.ndarray]:
+    """The whole served list of each request (``ServedPipeline.recommend_many`` under no rule: the
+    protocol's exclusions are in the requests), over already merged candidates, 64 requests a forward."""
     out: list[np.ndarray] = []
     for begin in range(0, len(requests), 64):
-        served = pipeline.order(requests[begin : begin + 64], merged[begin : begin + 64])
-        out += [s.candidates.items for s in served]
+        batch = slice(begin, begin + 64)
+        served = pipeline.recommend_many(requests[batch], WHOLE_LIST, merged=merged[batch])
+        out += [s.items for s in served]
     return out
 
 

@@ -19,7 +19,7 @@ from models.data.schema import FIRST_REAL_ID, Dataset, EventTable
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import JaggedTokens, build_layout, pad_jagged, stack_layouts
 from models.encoder.serving import user_feature_matrix
-from models.inference import UserHistory
+from models.types import UserHistory
 
 
 def histories_by_user(events: EventTable, dataset: Dataset) -> dict[int, UserHistory]:

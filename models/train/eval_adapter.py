@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from models.encoder.config import EncoderConfig
-from models.inference import RequestContext, UserHistory
 from models.scorer import FitInput, Scorer
 from models.train.fit import FitResult, continue_fit, fit_encoder, next_item_cases, subsample
 from models.train.presets import preset
 from models.train.trainer import TrainConfig
+from models.types import RequestContext, UserHistory
 
 
 class EncoderScorer:

@@ -13,7 +13,6 @@ from models.data.schema import Dataset, EventTable
 from models.encoder.config import EncoderConfig
 from models.encoder.model import RetrievalEncoder
 from models.encoder.serving import load_encoder_checkpoint
-from models.inference import RequestContext
 from models.train.data import (
     LayoutStore,
     encoder_config_for,
@@ -24,6 +23,7 @@ from models.train.data import (
 from models.train.loop import TrainState
 from models.train.trainer import TrainConfig, train_encoder
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
+from models.types import RequestContext
 
 # leave-last-out validation excludes the items of the last 200 history events, as the test does
 # (``tandem eval --max-history``), whatever the layout holds: it used to be ``max_tokens``, which made

@@ -16,9 +16,9 @@ import torch
 from models.data.schema import FIRST_REAL_ID
 from models.encoder.model import RetrievalEncoder
 from models.encoder.serving import encode_histories
-from models.inference import RequestContext, UserHistory
 from models.metrics import ranking_metrics
 from models.metrics import target_ranks as shared_target_ranks
+from models.types import RequestContext, UserHistory
 
 
 @dataclass

@@ -26,8 +26,8 @@ from models.candidates.sources import (
     RecentItemsSource,
 )
 from models.data.schema import FIRST_REAL_ID, Catalogue
-from models.inference import RequestContext, UserHistory
 from models.recipe.trained import served_pipeline
+from models.types import RequestContext, UserHistory
 
 NUM_CATEGORIES = 4
 ITEMS_PER_CATEGORY = 15

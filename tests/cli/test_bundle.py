@@ -14,8 +14,8 @@ from cli.main import main
 from models.bundle.default import latest_bundle
 from models.bundle.load import Bundle
 from models.candidates.sources import CandidateRequest
-from models.inference import RequestContext
 from models.recipe.settings import RecipeSettings
+from models.types import RequestContext
 from tests.models.user_log import CLICK_LOG_MAP, write_click_log
 
 TINY_PIPELINE = RecipeSettings.quick(

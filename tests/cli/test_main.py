@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from cli import bundle, data, main, serve, train_encoder, train_ranker, worker
+from cli import eval as evaluate
 from models.data.datasets import PrepareOptions, load_dataset
 from models.data.loaders.synthetic import SyntheticConfig
-from models.evaluate import cli as evaluate
 from models.reporting.files import DEFAULT_RESULTS_DIR
 
 EXPECTED = {

@@ -2,8 +2,8 @@ import numpy as np
 
 from models.data.schema import Dataset
 from models.data.splits import TEST, TRAIN, leave_last_out, protocol_split, time_split
-from models.inference import RequestContext, UserHistory
 from models.protocols import evaluate, leave_last_out_task, next_session_task
+from models.types import RequestContext, UserHistory
 
 
 class OracleScorer:

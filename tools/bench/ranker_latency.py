@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from models.data.schema import RATING_FUNNEL
-from models.inference import RequestContext, UserHistory
 from models.ranker.anchors import AnchorSources
 from models.ranker.config import FeatureSizes, preset
 from models.ranker.model import OnePieceRanker
 from models.ranker.retrieval import CooccurrenceTable
 from models.ranker.serving import TorchCandidateRanker, load_ranker
+from models.types import RequestContext, UserHistory
 
 
 def random_ranker(preset_name: str, num_items: int = 4_000, seed: int = 0) -> TorchCandidateRanker:

@@ -32,9 +32,9 @@ from models.bundle.write import history_sample
 from models.data.schema import Dataset
 from models.index import IndexBuildConfig, build_index, set_faiss_threads
 from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
-from models.inference import RequestContext
 from models.reporting.files import DEFAULT_RESULTS_DIR, write_report
 from models.reporting.provenance import command_line, machine_info
+from models.types import RequestContext
 
 logger = logging.getLogger(__name__)
 Timed = Callable[[], object]

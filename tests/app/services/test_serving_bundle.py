@@ -127,10 +127,11 @@ def test_the_worker_command_does_not_import_the_web_app() -> None:
 
 
 async def test_the_route_serves_what_the_offline_replay_path_computes(encoder_bundle: Path) -> None:
-    """/v1/recommend for a known user equals ``models.candidates.served.ServedPipeline`` built from the
-    bundle on disk by the models package alone (the object the offline replay scores), for the same
-    history, request time and user vector: the replay's metrics are metrics of this answer."""
+    """/v1/recommend for a known user equals ``ServedPipeline.recommend`` of the pipeline built from the
+    bundle on disk by the models package alone (the function the offline replay scores), for the same
+    history, request time, user vector and rules: the replay's metrics are metrics of this answer."""
     from models.bundle.load import Bundle
+    from models.candidates.rules import ServingRules
     from models.candidates.sources import CandidateRequest
     from models.inference import RequestContext
 
@@ -141,10 +142,12 @@ async def test_the_route_serves_what_the_offline_replay_path_computes(encoder_bu
     context = RequestContext(timestamp=timestamp)
     vector = bundle.encoder.encode([history], [context])[0]
     offline = bundle.served_pipeline(settings.candidate_count)
-    seen = np.unique(history.item).astype(np.int64)
-    served = offline.recommend(CandidateRequest(history, context, vector, exclude=seen))
-    expected = [str(bundle.catalogue.raw_id[item]) for item in served.candidates.items[:k]]
+    served = offline.recommend(
+        CandidateRequest(history, context, vector), ServingRules(k=k, exclude_seen=True)
+    )
+    expected = [str(bundle.catalogue.raw_id[item]) for item in served.items]
     assert len(expected) == k and len(set(offline.generator.config.sources)) >= 3  # ANN and item-to-item
+    assert not set(served.items.tolist()) & set(history.item.tolist())  # seen items excluded
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -154,5 +157,5 @@ async def test_the_route_serves_what_the_offline_replay_path_computes(encoder_bu
             answer = (await client.post("/v1/recommend", json=body)).json()
     assert answer["meta"]["served_by"] == "online"
     assert [item["item_id"] for item in answer["items"]] == expected
-    assert [item["source"] for item in answer["items"]] == served.candidates.primary_source()[:k]
-    assert np.allclose([item["score"] for item in answer["items"]], served.scores[:k], atol=1e-5)
+    assert [item["source"] for item in answer["items"]] == served.sources()
+    assert np.allclose([item["score"] for item in answer["items"]], served.item_scores(), atol=1e-5)

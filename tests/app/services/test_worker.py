@@ -17,7 +17,7 @@ from app.startup import open_store
 from app.stores.base import StoredEvent, UserStateStore, keyed
 from app.stores.memory import MemoryStore
 from app.stores.redis_store import RedisStore
-from models.inference import RequestContext
+from models.types import RequestContext
 from tests.app.api.test_routes_events import category, events_for
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import FakeBundle

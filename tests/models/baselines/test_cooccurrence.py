@@ -72,8 +72,8 @@ def test_arrays_round_trip() -> None:
 def test_baseline_candidate_source_and_ranker_anchors_read_one_fit() -> None:
     from models.candidates.generator import fit_sources
     from models.candidates.sources import CandidateRequest
-    from models.inference import RequestContext, UserHistory
     from models.ranker.retrieval import cooccurrence_scores, fit_cooccurrence
+    from models.types import RequestContext, UserHistory
 
     d = sequences([[1, 2, 3, 4], [2, 3, 5], [1, 3, 2, 6, 4], [5, 6, 1], [7, 1, 2]])
     config = CooccurrenceConfig(window=3, max_neighbours=3)

@@ -4,9 +4,9 @@ from models.baselines.popularity import PopularityConfig, PopularityScorer, buil
 from models.data.builder import RawEvents, build_dataset
 from models.data.schema import COMMERCE_FUNNEL, FIRST_REAL_ID, Action, Dataset
 from models.data.splits import time_split
-from models.inference import RequestContext, UserHistory
 from models.protocols import evaluate, next_session_task
 from models.scorer import FitInput
+from models.types import RequestContext, UserHistory
 
 DAY = 86400
 

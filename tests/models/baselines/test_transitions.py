@@ -5,7 +5,7 @@ from models.baselines.transitions import TransitionConfig, transition_matrix
 from models.candidates.generator import fit_sources, transition_source
 from models.candidates.sources import CandidateRequest
 from models.data.schema import Dataset
-from models.inference import RequestContext
+from models.types import RequestContext
 from tests.models.baselines.test_cooccurrence import idx, sequences
 from tests.models.candidates.test_sources import history
 

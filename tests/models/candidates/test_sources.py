@@ -15,7 +15,7 @@ from models.candidates.sources import (
     _top,
 )
 from models.data.schema import Action, EventTable
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 
 def history(items: list[int]) -> UserHistory:

@@ -13,7 +13,7 @@ from models.encoder.layout import (
     pad_jagged,
     stack_layouts,
 )
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 T0 = 1_000_000_000
 

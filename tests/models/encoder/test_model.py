@@ -7,7 +7,7 @@ import torch
 from models.encoder.config import EncoderConfig
 from models.encoder.layout import build_layout, pad_jagged, stack_layouts
 from models.encoder.model import RetrievalEncoder, previous_session_mean, to_tensors
-from models.inference import RequestContext, UserHistory
+from models.types import RequestContext, UserHistory
 
 NUM_ITEMS = 40
 CATEGORY = np.arange(NUM_ITEMS) % 4

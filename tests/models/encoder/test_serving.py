@@ -11,8 +11,8 @@ from models.encoder.serving import (
     save_user_encoder,
     user_feature_matrix,
 )
-from models.inference import RequestContext, UserHistory
 from models.train.examples import build_targets
+from models.types import RequestContext, UserHistory
 from tests.models.encoder.test_model import CATEGORY, NUM_ITEMS, random_history, tiny_config
 
 

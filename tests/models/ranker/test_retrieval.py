@@ -1,8 +1,8 @@
 import numpy as np
 
 from models.data.schema import EventTable
-from models.inference import RequestContext, UserHistory
 from models.ranker.retrieval import CooccurrenceRetriever, fit_cooccurrence
+from models.types import RequestContext, UserHistory
 
 
 def _events(user: list[int], item: list[int]) -> EventTable:

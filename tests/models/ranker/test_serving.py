@@ -3,10 +3,10 @@ from pathlib import Path
 import numpy as np
 
 from models.data.schema import RATING_FUNNEL
-from models.inference import RequestContext, UserHistory
 from models.ranker.anchors import AnchorSources
 from models.ranker.retrieval import CooccurrenceTable
 from models.ranker.serving import TorchCandidateRanker, load_ranker, save_ranker
+from models.types import RequestContext, UserHistory
 from tests.models.ranker.fakes import SIZES, tiny_config, tiny_model
 
 
@@ -65,12 +65,12 @@ def test_a_source_aware_ranker_scores_without_source_ranks(tmp_path) -> None:
     import torch
 
     from models.data.schema import RATING_FUNNEL
-    from models.inference import RequestContext, UserHistory
     from models.ranker.anchors import AnchorSources
     from models.ranker.config import FeatureSizes, preset
     from models.ranker.model import OnePieceRanker
     from models.ranker.retrieval import CooccurrenceTable
     from models.ranker.serving import TorchCandidateRanker
+    from models.types import RequestContext, UserHistory
 
     config, _ = preset("tiny", candidate_sources=("ann", "cooccurrence"))
     sizes = FeatureSizes(num_items=30, num_categories=3)

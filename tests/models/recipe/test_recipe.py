@@ -10,7 +10,7 @@ from models.data.loaders.generic import load_event_file, parse_mapping
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import Dataset
 from models.data.splits import TEST, VALID
-from models.evaluate.pipeline_cli import evaluate_pipeline
+from models.evaluate.pipeline_report import evaluate_pipeline
 from models.evaluate.replay import run_seed
 from models.recipe.lists import MISS_RANK, list_metrics, list_ranks
 from models.recipe.merge_stage import choose_recent, merge_tuning_rows
@@ -180,7 +180,7 @@ def test_the_recent_items_scoring_best_on_the_ranker_period_is_kept(dataset: Dat
         key: value for key, value in tried[best].items() if key not in ("NDCG@10", "kept")
     }
     outcome = run_seed(dataset, pipeline_periods(dataset, "next-session"), 0, FAST)
-    assert outcome.trained.recent is not None and outcome.recent_tried  # next-session keeps seen items: chosen
+    assert outcome.trained.recent is not None and outcome.recent_tried  # next-session keeps seen items
     assert outcome.trained.recent["decay"] in {row["decay"] for row in outcome.recent_tried}
 
 

@@ -1,14 +1,12 @@
-"""``tandem eval --stage pipeline``: the served-pipeline replay per dataset, seeds, one report each
-(``<results-dir>/pipeline-<dataset>.{md,json,png}``)."""
+"""The served-pipeline report (``tandem eval --stage pipeline``): per dataset, seeds of the recipe replayed
+on the test, one row per source, the merged order, the ranker and what is served, with the targets' verdicts,
+bootstrap intervals and the choices each seed made."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,32 +22,6 @@ from models.recipe.periods import PipelinePeriods, pipeline_periods
 from models.recipe.settings import RecipeSettings
 
 SERVED_OVER_BEST_SOURCE = 1.10  # the target: served NDCG@10 / the best single source's
-
-
-def settings_from_args(args: argparse.Namespace) -> RecipeSettings:
-    from models.evaluate.cli import encoder_overrides, encoder_variants
-
-    return RecipeSettings.full(
-        **({} if not args.encoder_preset else {"encoder_preset": args.encoder_preset}),
-        **({} if args.encoder_epochs is None else {"encoder_epochs": args.encoder_epochs}),
-        **({} if args.encoder_minutes is None else {"encoder_max_minutes": args.encoder_minutes}),
-        encoder_overrides=encoder_overrides(args),
-        encoder_variants=encoder_variants(args),
-        **({} if args.encoder_valid_users is None else {"encoder_valid_users": args.encoder_valid_users}),
-        ranker_epochs=args.ranker_epochs,
-        merge_fusion=args.merge_fusion,
-        merge_tuning=args.merge_tuning,
-        merge_tuning_requests=args.merge_tuning_requests,
-        sources=tuple(name.strip() for name in args.sources.split(",") if name.strip()),
-        refit_before_test=args.refit_before_test,
-        ranker_match_features=args.ranker_match_features,
-        ranker_lr=args.ranker_lr,
-        ranker_gate_folds=args.ranker_gate_folds,
-        ranker_gate_level=args.ranker_gate_level,
-        ranker_gate_margin=args.ranker_gate_margin,
-        continue_epochs=args.continue_epochs,
-        threads=args.threads,
-    )
 
 
 def require_test_requests(dataset: Dataset, protocol: str, periods: PipelinePeriods) -> None:
@@ -295,63 +267,3 @@ def _intervals(per_request: dict[str, list[np.ndarray]], best_source: str) -> di
             np.stack(per_request["ranker_over_merged"]), np.stack(per_request["merged"])
         )
     return out
-
-
-def run_pipeline_stage(
-    args: argparse.Namespace, names: list[str], load: Any, command: str, out_dir: Path
-) -> int:
-    from models.evaluate.cli import chosen_defaults, parse_seeds, protocol_notes
-
-    settings = settings_from_args(args)
-    for name in names:
-        dataset = load(name, args)
-        choices = chosen_defaults(dataset, args)
-        report = evaluate_pipeline(
-            dataset,
-            choices.protocol.value,
-            parse_seeds(args.seeds),
-            settings,
-            command,
-            choices.exclude_seen.value,
-            partial(protocol_notes, dataset, choices),
-        )
-        report.extra["defaults"] = choices.to_dict()
-        paths = report.write(args.out or out_dir / f"pipeline-{name}")
-        print(report.markdown())
-        print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-def run_fusion_stage(
-    args: argparse.Namespace, names: list[str], load: Any, command: str, out_dir: Path
-) -> int:
-    """``--stage fusion``: the replay's seeds with every candidate's source scores kept, then the fusion
-    bound (models.evaluate.fusion_bound) per seed -> fusion-<dataset>.{md,json,png}."""
-    from dataclasses import replace
-
-    from models.evaluate.cli import chosen_defaults, parse_seeds
-    from models.evaluate.fusion_bound import seed_summary, weight_grid, write_fusion_report
-    from models.reporting.provenance import git_commit
-
-    settings = replace(settings_from_args(args), keep_candidates=True)
-    for name in names:
-        dataset = load(name, args)
-        choices = chosen_defaults(dataset, args)
-        periods = pipeline_periods(
-            dataset, choices.protocol.value, settings.ranker_events, exclude_seen=choices.exclude_seen.value
-        )
-        require_test_requests(dataset, choices.protocol.value, periods)
-        seeds = []
-        for seed in parse_seeds(args.seeds):
-            outcome = run_seed(dataset, periods, seed, settings)
-            assert outcome.candidates is not None
-            grid = weight_grid(len(outcome.candidates.sources))
-            seeds.append(
-                seed_summary(seed, outcome.candidates, periods.ranker, periods.test, outcome.metrics, grid)
-            )
-        paths = write_fusion_report(
-            args.out or out_dir / f"fusion-{name}", name, command, git_commit(), seeds
-        )
-        print(paths["md"].read_text(encoding="utf-8"))
-        print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0

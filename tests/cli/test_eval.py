@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from cli import eval as cli
 from models.data.datasets import PrepareOptions, load_dataset
 from models.data.loaders.synthetic import SyntheticConfig
-from models.evaluate import cli
 
 
 def test_eval_cli_prints_table_and_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,11 +1,14 @@
 import argparse
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from cli import eval as cli
+from cli.eval_pipeline import settings_from_args
 from models.bootstrap import RatioInterval
-from models.evaluate import cli
-from models.evaluate.pipeline_cli import settings_from_args, target_checks, target_notes
+from models.evaluate.pipeline_report import target_checks, target_notes
 from models.recipe.settings import RecipeSettings
 
 
@@ -78,3 +81,38 @@ def test_targets_say_met_or_by_how_much_they_were_missed() -> None:
     assert "missed by 0.110 (0.990; it needs NDCG@10 0.1100)" in lines[0]
     assert "missed by 0.010 (served / merged 0.990)" in lines[1]
     assert lines[2].startswith("What was tried") and "docs/pipeline.md" in lines[2]
+
+
+def test_a_bundle_is_replayed_from_disk_with_the_numbers_its_manifest_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.bundle.default import ensure_default_bundle
+    from models.data.datasets import PrepareOptions, load_dataset
+    from models.data.loaders.synthetic import SyntheticConfig
+    from models.recipe.settings import RecipeSettings
+
+    config = SyntheticConfig(num_users=60, num_items=200, num_events=3000, num_clusters=6, seed=2)
+    dataset = load_dataset("synthetic", None, tmp_path / "cache", PrepareOptions(synthetic=config))
+    settings = RecipeSettings.quick(
+        encoder_preset="tiny",
+        encoder_epochs=1,
+        encoder_variants=(),
+        ranker_preset="tiny",
+        ranker_epochs=1,
+        ranker_min_steps=0,
+        threads=1,
+        progress=False,
+        total=40,
+    )
+    built = ensure_default_bundle(root=tmp_path / "var", dataset=dataset, progress=False, settings=settings)
+    out = tmp_path / "replayed"
+    argv = ["--stage", "pipeline", "--bundle", str(built), "--cache-dir", str(tmp_path / "cache")]
+    assert cli.run(_parse([*argv, "--out", str(out)])) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.with_suffix(".json").read_text())
+    recorded = json.loads((built / "manifest.json").read_text())["offline"]["test"]
+    for row, metrics in recorded.items():
+        assert report["rows"][row]["metrics"]["NDCG@10"]["mean"] == pytest.approx(
+            metrics["NDCG@10"], abs=1e-9
+        )
+        assert f"{row}: NDCG@10 {metrics['NDCG@10']:.4f} (manifest {metrics['NDCG@10']:.4f})" in printed

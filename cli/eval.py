@@ -12,14 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from cli.options import add_data_dir_option  # until this module moves to cli/eval.py
+from cli.eval_pipeline import run_bundle_replay, run_fusion_stage, run_pipeline_stage
+from cli.options import (
+    PIPELINE_DEFAULTS,
+    add_data_dir_option,
+    chosen_defaults,
+    encoder_budget,
+    parse_seeds,
+    protocol_notes,
+)
 from models.data.datasets import DATASET_NAMES, DEFAULT_CACHE_DIR, has_ml1m, open_dataset, resolve_data_dir
-from models.data.defaults import ShapeDefaults, defaults_for
+from models.data.defaults import defaults_for
 from models.data.errors import DataError
 from models.data.schema import Dataset
 from models.data.shape import measure_shape
 from models.data.splits import protocol_split
-from models.evaluate.period_checks import RANKER_TIME_CUT, period_warnings, skipped_users_note
+from models.evaluate.period_checks import RANKER_TIME_CUT, period_warnings
 from models.evaluate.registry import MODELS, available_models, get_factory
 from models.evaluate.report import EvalReport
 from models.protocols import (
@@ -29,13 +37,10 @@ from models.protocols import (
     leave_last_out_task,
     next_session_task,
 )
-from models.recipe.settings import RecipeSettings
 from models.reporting.files import DEFAULT_RESULTS_DIR, report_paths
-from models.scorer import EncoderBudget, FitInput
-from models.train.eval_adapter import parse_overrides
+from models.scorer import FitInput
 
 DEFAULT_OUT_DIR = DEFAULT_RESULTS_DIR  # var/results: a run's reports stay out of the checkout
-PIPELINE_DEFAULTS = RecipeSettings.full()  # the pipeline flags' defaults, so the CLI and the library agree
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +212,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (.md/.json/.png)")
     parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="with --stage pipeline: replay this built bundle from disk on its dataset's test requests (the "
+        "data is found by the manifest's dataset name under --data-dir / --cache-dir) and compare with the "
+        "offline numbers its manifest records",
+    )
+    parser.add_argument(
         "--results-dir",
         type=Path,
         default=DEFAULT_OUT_DIR,
@@ -218,78 +231,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the rows of models not named here from the existing <out>.json (same dataset and seeds)",
     )
-
-
-def encoder_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """--encoder-overrides, with --items-per-request as ``max_items_per_session`` when given."""
-    overrides = parse_overrides(args.encoder_overrides)
-    if args.items_per_request is not None:
-        if args.items_per_request < 1:
-            raise ValueError(f"--items-per-request must be >= 1, got {args.items_per_request}")
-        overrides["max_items_per_session"] = args.items_per_request
-    return overrides
-
-
-def encoder_variants(args: argparse.Namespace) -> tuple[dict[str, Any], ...]:
-    """--encoder-variants: a JSON list of JSON objects (None: the pipeline's default variants)."""
-    if args.encoder_variants is None:
-        return PIPELINE_DEFAULTS.encoder_variants
-    values: Any = json.loads(args.encoder_variants)
-    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
-        raise ValueError("--encoder-variants must be a JSON list of objects, e.g. '[{\"temperature\": 0.1}]'")
-    return tuple(values)
-
-
-def encoder_budget(args: argparse.Namespace) -> EncoderBudget:
-    return EncoderBudget(
-        preset=args.encoder_preset or "default",
-        epochs=args.encoder_epochs,
-        max_minutes=args.encoder_minutes,
-        overrides=encoder_overrides(args),
-        continue_epochs=args.continue_epochs,
-        **({} if args.encoder_valid_users is None else {"valid_users": args.encoder_valid_users}),
-    )
-
-
-def chosen_defaults(dataset: Dataset, args: argparse.Namespace) -> ShapeDefaults:
-    """The data's shape defaults, with the ones set by flags replaced; printed with their reasons."""
-    choices = (
-        defaults_for(dataset.events)
-        .overridden("protocol", args.protocol, "--protocol")
-        .overridden("exclude_seen", args.exclude_seen, "--exclude-seen")
-        .overridden("items_per_request", args.items_per_request, "--items-per-request")
-    )
-    print(f"{dataset.name}: " + "\n  ".join(choices.lines()))
-    return choices
-
-
-def protocol_notes(
-    dataset: Dataset, choices: ShapeDefaults, test_requests: int, valid_requests: int
-) -> list[str]:
-    """Printed warnings (stderr) and the report notes that keep them, with the choices made."""
-    warnings = period_warnings(choices.protocol.value, test_requests, valid_requests, choices.shape)
-    for warning in warnings:
-        print(f"warning: {dataset.name}: {warning}", file=sys.stderr)
-    skipped = skipped_users_note(choices.shape)
-    if skipped is not None:
-        print(f"{dataset.name}: {skipped}")
-    return (
-        [f"Warning: {w}" for w in warnings]
-        + ([skipped] if skipped else [])
-        + ["Defaults: " + "; ".join(choices.lines()) + "."]
-    )
-
-
-def parse_seeds(text: str) -> list[int]:
-    """ "3" -> [0, 1, 2]; "0,5,7" (a list, or one seed with a comma: "4,") -> those seeds."""
-    parts = [p for p in text.split(",") if p.strip()]
-    try:
-        seeds = list(range(int(parts[0]))) if len(parts) == 1 and "," not in text else [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"--seeds {text!r}: a count (3 -> seeds 0,1,2) or a comma list (0,5,7)") from None
-    if not seeds:
-        raise ValueError(f"--seeds {text!r} names no seed: give a count >= 1 (1 -> seed 0) or a list (0,5,7)")
-    return seeds
 
 
 def _datasets(args: argparse.Namespace) -> list[str]:
@@ -389,9 +330,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.stage == "ranker":
             return run_ranker_stage(args, command)
+        if args.stage == "pipeline" and args.bundle is not None:
+            return run_bundle_replay(args, _load, command, args.results_dir)
         if args.stage in ("pipeline", "fusion"):
-            from models.evaluate.pipeline_cli import run_fusion_stage, run_pipeline_stage
-
             names = list(args.dataset) or ["ml-1m"]
             stage = run_pipeline_stage if args.stage == "pipeline" else run_fusion_stage
             return stage(args, names, _load, command, args.results_dir)
