@@ -148,10 +148,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(models/ranker/match.py; default: yes)",
     )
     parser.add_argument(
+        "--ranker-learning-rate",
         "--ranker-lr",
         type=float,
-        default=PIPELINE_DEFAULTS.ranker_lr,
-        help=f"pipeline: the ranker's learning rate (default {PIPELINE_DEFAULTS.ranker_lr:g})",
+        default=PIPELINE_DEFAULTS.ranker_learning_rate,
+        help=f"pipeline: the ranker's learning rate (default {PIPELINE_DEFAULTS.ranker_learning_rate:g})",
     )
     parser.add_argument(
         "--ranker-gate-folds",

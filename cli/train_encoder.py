@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--learning-rate", "--lr", type=float, default=None)
     parser.add_argument("--logq", choices=LOGQ_MODES, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "learning_rate": args.lr,
+        "learning_rate": args.learning_rate,
         "logq": args.logq,
         "max_minutes": args.max_minutes,
         "patience": args.patience,

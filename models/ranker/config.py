@@ -124,7 +124,7 @@ def feature_sizes_from_dict(values: dict[str, Any]) -> FeatureSizes:
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 64
-    lr: float = 1e-3
+    learning_rate: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
     max_requests_per_user: int = 8  # training target sessions per user (most recent first)

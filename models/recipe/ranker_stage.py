@@ -60,7 +60,7 @@ def train_ranker(
         epochs=settings.ranker_epochs,
         seed=seed,
         threads=settings.threads,
-        lr=settings.ranker_lr,
+        learning_rate=settings.ranker_learning_rate,
         weight_decay=settings.ranker_weight_decay,
         patience=settings.ranker_patience,
         min_epochs=settings.ranker_min_epochs,

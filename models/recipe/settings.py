@@ -57,7 +57,7 @@ class RecipeSettings:
     )
     ranker_train_candidates: int = 32
     ranker_negative_depth: int = 200  # training negatives come from the merged list's top-N
-    ranker_lr: float = 3e-4  # 1e-3 peaked after 1-2 epochs and fell (ML-100K, Taobao, synthetic)
+    ranker_learning_rate: float = 3e-4  # 1e-3 peaked after 1-2 epochs and fell (ML-100K, Taobao, synthetic)
     ranker_weight_decay: float = 0.0  # AdamW's decoupled weight decay on the ranker
     # the residual ranker starts as the merged order and its first epochs often leave the validation
     # score flat: early stopping waits longer than the encoder's before it may fire

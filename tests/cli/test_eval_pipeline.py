@@ -36,7 +36,7 @@ def test_flags_reach_the_settings() -> None:
         encoder_epochs=0,
         encoder_max_minutes=5.0,
         ranker_epochs=7,
-        ranker_lr=1e-3,
+        ranker_learning_rate=1e-3,
         refit_before_test=False,
         merge_fusion="score",
         ranker_gate_margin=0.01,

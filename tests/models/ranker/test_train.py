@@ -52,7 +52,7 @@ def test_ranker_learns_a_planted_preference() -> None:
 def _learn_planted_preference() -> None:
     torch.manual_seed(0)
     config, train_config = preset("tiny", tasks=(1,), serving_weights=(1.0,), reasoning_steps=1)
-    train_config = dataclasses.replace(train_config, epochs=8, batch_size=32, lr=1e-2)
+    train_config = dataclasses.replace(train_config, epochs=8, batch_size=32, learning_rate=1e-2)
     category = 2 + torch.arange(SIZES.num_items) % 2
     model = OnePieceRanker(config, SIZES, category)
     data, _ = _planted(config, 320, seed=0)
