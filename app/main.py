@@ -1,9 +1,12 @@
-"""The FastAPI application: ``create_app(settings)`` wires routes, middleware and a lifespan that opens
-and closes every resource (store, bundle, embedded worker) in order.
+"""The FastAPI application: ``create_app(settings)`` wires routes, middleware, the error handlers and a
+lifespan that opens and closes every resource (stores, bundle, embedded worker, bundle sync) in order.
 
-Start-up: bundle loaded and warmed up in a thread -> store opened and seeded from the bundle's recent
-histories (embedded: into memory; Redis: only users Redis does not know) -> embedded worker task -> ready.
-Shutdown: readyz turns 503 (draining) -> worker stopped -> store pool closed.
+Start-up only loads (``app.startup.start_bundle``: nothing reachable from here trains): bundle loaded and
+warmed up in a thread -> stores opened, user state seeded from the bundle's recent histories (embedded:
+into memory; Redis: only users Redis does not know) -> embedded worker task -> bundle sync (follows the
+registry's desired bundle: the one channel by which a later bundle arrives) -> the background build's
+publisher when ``tandem serve`` started one -> ready.
+Shutdown: readyz turns 503 (draining) -> sync, publisher and worker stopped -> store pool closed.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from app.core.config import Settings, get_settings
 from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
 from app.services.bundle_sync import BundleSync, process_name
-from app.services.bundle_upgrade import follow_upgrade
+from app.services.bundle_upgrade import publish_when_built
 from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
 from app.services.user_vectors import wait_for_write_backs
 from app.services.worker import VectorWorker
-from app.startup import open_store, resolve_bundle_path, set_thread_counts
-from app.stores.base import StoreUnavailable
+from app.startup import open_stores, set_thread_counts, start_bundle
+from app.stores.base import Stores, StoreUnavailable
 
 log = logging.getLogger("tandem.app")
 
@@ -50,15 +53,14 @@ def cpu_executor(threads: int, workers: int) -> ThreadPoolExecutor:
     )
 
 
-async def _seed(services: Services) -> None:
-    assert services.store is not None
+async def _seed(stores: Stores, holder: BundleHolder) -> None:
     try:
-        written = await services.store.seed_histories(services.holder.current.seed_records())
+        written = await stores.users.seed_histories(holder.current.seed_records())
     except StoreUnavailable as exc:
         metrics.STORE_DEGRADED.labels("seed").inc()
         log.warning("could not seed user histories; serving from the bundle", extra={"error": str(exc)})
         return
-    log.info("seeded user histories", extra={"users": written, "store": services.store.kind})
+    log.info("seeded user histories", extra={"users": written, "store": stores.kind})
 
 
 def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -69,13 +71,14 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
         asyncio.get_running_loop().set_default_executor(
             cpu_executor(settings.torch_threads, settings.cpu_workers)
         )
-        path = await asyncio.to_thread(resolve_bundle_path, settings)
+        path = await asyncio.to_thread(start_bundle, settings)
         await services.holder.load(path)
-        services.store = open_store(settings)
-        await _seed(services)
+        stores = services.stores = open_stores(settings)
+        await _seed(stores, services.holder)
         if settings.embedded:
             services.worker = VectorWorker(
-                services.store,
+                stores.events,
+                stores.users,
                 services.holder,
                 consumer="embedded",
                 batch_size=settings.worker_batch_size,
@@ -86,18 +89,18 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 warm_known_users=settings.warm_vectors,
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
-        services.sync = BundleSync(
-            services.store, services.holder, process_name("api"), interval_s=settings.bundle_sync_interval_s
+        sync = services.sync = BundleSync(
+            stores.registry, services.holder, process_name("api"), interval_s=settings.bundle_sync_interval_s
         )
         with contextlib.suppress(StoreUnavailable):
-            await services.sync.tick()  # follow a reload made before this process started
-        services.sync_task = asyncio.create_task(services.sync.run(), name="bundle-sync")
+            await sync.tick()  # follow a reload made before this process started
+        services.sync_task = asyncio.create_task(sync.run(), name="bundle-sync")
         if settings.bundle_upgrade_file is not None:
             services.upgrade_task = asyncio.create_task(
-                follow_upgrade(services.holder, settings.bundle_upgrade_file), name="bundle-upgrade"
+                publish_when_built(sync, settings.bundle_upgrade_file), name="bundle-upgrade"
             )
         services.lifecycle.ready = True
-        log.info("ready", extra={"store": services.store.kind, "bundle_path": str(path)})
+        log.info("ready", extra={"store": stores.kind, "bundle_path": str(path)})
         try:
             yield
         finally:
@@ -113,7 +116,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 services.worker.stop()
                 await services.worker_task
             await wait_for_write_backs()
-            await services.store.close()
+            await stores.connection.close()
             metrics.mark_process_dead(os.getpid())
             log.info("stopped")
 

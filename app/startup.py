@@ -1,6 +1,12 @@
-"""Start-up helpers shared by the API (``app.main``), ``tandem serve`` and ``tandem worker``: open the store,
-find the bundle (``first_bundle``: the one a server starts from), set torch threads. Kept apart from the
-FastAPI app so the worker process never imports the web stack."""
+"""Start-up helpers shared by the API (``app.main``), ``tandem serve`` and ``tandem worker``: open the
+stores, find the bundle to start from, set torch threads. Kept apart from the FastAPI app so the worker
+process never imports the web stack.
+
+Start-up only loads. ``start_bundle`` (the lifespan, ``tandem worker``) never trains: a configured bundle,
+else the full default bundle when it is built, else the baseline one when it is built, else it builds the
+baseline bundle (the encoder-free sources, seconds). The full bundle is trained only in its own process
+(``models.bundle.upgrade``), which ``tandem serve`` starts (``serve_bundle``), never a lifespan.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,19 @@ import logging
 from pathlib import Path
 
 from app.core.config import Settings
-from app.stores.base import UserStateStore
-from app.stores.memory import MemoryStore
-from app.stores.redis_store import RedisStore
+from app.stores.base import Stores
+from app.stores.memory import memory_stores
+from app.stores.redis_stores import redis_stores
 
 log = logging.getLogger("tandem.serve")
 
 
-def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
-    """Redis when TANDEM_REDIS_URL is set, else the in-process store."""
+def open_stores(settings: Settings, block_ms: int = 0) -> Stores:
+    """Redis when TANDEM_REDIS_URL is set, else the in-process stores. ``block_ms``: the longest blocking
+    stream read this process makes (``tandem worker``'s)."""
     if settings.redis_url is None:
-        return MemoryStore(settings.history_length, settings.stream_maxlen, settings.event_dedupe_ttl_s)
-    return RedisStore(
+        return memory_stores(settings.history_length, settings.stream_maxlen, settings.event_dedupe_ttl_s)
+    return redis_stores(
         settings.redis_url,
         socket_timeout_s=settings.redis_socket_timeout_s,
         connect_timeout_s=settings.redis_connect_timeout_s,
@@ -34,36 +41,46 @@ def open_store(settings: Settings, block_ms: int = 0) -> UserStateStore:
     )
 
 
-def resolve_bundle_path(settings: Settings) -> Path:
-    """The configured bundle, else the default one for the configured data (built on first use)."""
+def start_bundle(settings: Settings) -> Path:
+    """The bundle a process starts from, without training: the configured one; else the full default
+    bundle when built; else the baseline one when built; else the baseline one, built now (the
+    encoder-free sources fitted on the default data: seconds, no training)."""
     if settings.bundle_path is not None:
         return settings.bundle_path
-    from models.bundle.default import ensure_default_bundle
-
-    return Path(ensure_default_bundle(settings.data_dir, root=str(settings.var_dir)))
+    return _default_start(settings)[0]
 
 
-def first_bundle(settings: Settings) -> tuple[Path, Path | None]:
-    """(bundle to start from, status file of a background build or None).
-
-    The full default bundle when it is built already (later starts); else the baseline bundle, built in
-    seconds, so the first answer does not wait for training, and the full one built in its own process."""
+def _default_start(settings: Settings) -> tuple[Path, bool]:
+    """(the default bundle to start from, whether it is the full one); builds only the baseline one."""
     from models.bundle.default import default_bundle_if_built, ensure_default_bundle
-    from models.bundle.upgrade import STATUS_FILE, build_running, start_background_build
 
     full = default_bundle_if_built(settings.data_dir, settings.var_dir)
     if full is not None:
-        return full, None
-    baseline = default_bundle_if_built(
-        settings.data_dir, settings.var_dir, stages=()
-    ) or ensure_default_bundle(settings.data_dir, root=settings.var_dir, stages=())
+        return full, True
+    baseline = default_bundle_if_built(settings.data_dir, settings.var_dir, stages=())
+    if baseline is None:
+        log.info("no default bundle built yet: building the baseline bundle (no training)")
+        baseline = ensure_default_bundle(settings.data_dir, root=settings.var_dir, stages=(), progress=False)
+    return baseline, False
+
+
+def serve_bundle(settings: Settings) -> tuple[Path, Path | None]:
+    """``tandem serve`` without a configured bundle: (bundle to start from, status file of the background
+    build or None). Once, before the server's processes start: ``start_bundle``'s choice, and when that is
+    not the full default bundle, the full one is built in its own process (or an earlier start's build,
+    still running, is followed); the API publishes it when ready (``app.services.bundle_upgrade``)."""
+    from models.bundle.upgrade import STATUS_FILE, build_running, start_background_build
+
+    bundle, full = _default_start(settings)
+    if full:
+        return bundle, None
     log.info(
-        "answering from the baseline bundle while the full one is built", extra={"bundle_path": str(baseline)}
+        "answering from the baseline bundle while the full one is built", extra={"bundle_path": str(bundle)}
     )
     status = Path(settings.var_dir) / "bundles" / STATUS_FILE
     if build_running(status):  # a build started by an earlier start is still going: follow it
-        return baseline, status
-    return baseline, start_background_build(settings.data_dir, settings.var_dir)
+        return bundle, status
+    return bundle, start_background_build(settings.data_dir, settings.var_dir)
 
 
 def set_thread_counts(threads: int) -> None:

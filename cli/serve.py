@@ -95,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
         log.error("--workers > 1 needs TANDEM_REDIS_URL: each process would hold its own in-memory store")
         return 2
     if settings.bundle_path is None:
-        from app.startup import first_bundle
+        from app.startup import serve_bundle
 
-        # Find or build the default bundle once, here, not in every worker process.
-        bundle, upgrade = first_bundle(settings)
+        # Find the default bundle (or build the baseline one, no training) once, here, not in every worker
+        # process; the full one is trained in its own process, which this starts.
+        bundle, upgrade = serve_bundle(settings)
         os.environ["TANDEM_BUNDLE_PATH"] = str(bundle)
         if upgrade is not None:
             os.environ["TANDEM_BUNDLE_UPGRADE_FILE"] = str(upgrade)

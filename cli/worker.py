@@ -1,7 +1,9 @@
 """``tandem worker``: the near-line user-vector worker against Redis (one consumer of the worker group).
 
 Run as many as needed: each is a consumer; entries a crashed one left pending are re-claimed after
-``TANDEM_WORKER_CLAIM_IDLE_MS``. Each worker follows bundle reloads made through the API (``BundleSync``).
+``TANDEM_WORKER_CLAIM_IDLE_MS``. A worker starts from the bundle ``app.startup.start_bundle`` finds (it never
+trains) and follows the bundle registry (``BundleSync``): reloads made through the API and a background
+build the API published.
 SIGTERM stops after the batch in hand is written and acknowledged. Metrics are served on ``--metrics-port``
 for Prometheus.
 """
@@ -14,8 +16,17 @@ import importlib
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+    from app.services.bundle_sync import BundleSync
+    from app.services.serving_bundle import BundleHolder
+    from app.services.worker import VectorWorker
+    from app.stores.base import Stores
 
 log = logging.getLogger("tandem.worker")
 
@@ -39,23 +50,34 @@ def runtime_modules() -> list[ModuleType]:
     return [importlib.import_module(name) for name in names]
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    runtime_modules()
-    from app.core.config import Settings
+@dataclass
+class WorkerProcess:
+    """What ``tandem worker`` runs: the bundle it computes vectors with, the stores, the vector worker
+    and the bundle sync that follows the registry (the one channel by which a later bundle arrives)."""
+
+    holder: BundleHolder
+    stores: Stores
+    worker: VectorWorker
+    sync: BundleSync
+
+
+async def start(settings: Settings, consumer: str | None = None) -> WorkerProcess:
+    """Start-up only loads: ``app.startup.start_bundle`` (the configured bundle, else the default one
+    built already, else the baseline one, built now without training)."""
     from app.services.bundle_sync import BundleSync, process_name
     from app.services.serving_bundle import BundleHolder
     from app.services.worker import VectorWorker
-    from app.startup import open_store, resolve_bundle_path, set_thread_counts
+    from app.startup import open_stores, set_thread_counts, start_bundle
 
-    settings = Settings()
     set_thread_counts(settings.torch_threads)
     holder = BundleHolder(history_length=settings.history_length)
-    await holder.load(await asyncio.to_thread(resolve_bundle_path, settings))
-    store = open_store(settings, block_ms=settings.worker_block_ms)
+    await holder.load(await asyncio.to_thread(start_bundle, settings))
+    stores = open_stores(settings, block_ms=settings.worker_block_ms)
     worker = VectorWorker(
-        store,
+        stores.events,
+        stores.users,
         holder,
-        consumer=args.consumer or settings.worker_consumer,
+        consumer=consumer or settings.worker_consumer,
         batch_size=settings.worker_batch_size,
         block_ms=settings.worker_block_ms,
         claim_idle_ms=settings.worker_claim_idle_ms,
@@ -63,8 +85,19 @@ async def _serve(args: argparse.Namespace) -> int:
         consumer_idle_ms=settings.worker_consumer_idle_ms,
         warm_known_users=settings.warm_vectors,
     )
-    # Follow reloads made through the API, so the vectors it writes are the serving model's.
-    sync = BundleSync(store, holder, process_name("worker"), interval_s=settings.bundle_sync_interval_s)
+    # Follow the registry (reloads, a finished background build), so the vectors are the serving model's.
+    sync = BundleSync(
+        stores.registry, holder, process_name("worker"), interval_s=settings.bundle_sync_interval_s
+    )
+    return WorkerProcess(holder, stores, worker, sync)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    runtime_modules()
+    from app.core.config import Settings
+
+    process = await start(Settings(), args.consumer)
+    worker, sync = process.worker, process.sync
     sync_task = asyncio.create_task(sync.run(), name="bundle-sync")
 
     def stop() -> None:
@@ -79,7 +112,7 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         sync.stop()
         await sync_task
-        await store.close()
+        await process.stores.connection.close()
     return 0
 
 

@@ -18,7 +18,7 @@ from app.core.errors import ApiError
 from app.services.bundle_sync import BundleSync
 from app.services.serving_bundle import BundleHolder, ServingBundle
 from app.services.worker import VectorWorker
-from app.stores.base import UserStateStore
+from app.stores.base import EventStream, Stores, UserStateStore
 
 
 @dataclass
@@ -37,12 +37,12 @@ class Services:
     settings: Settings
     holder: BundleHolder
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    store: UserStateStore | None = None
+    stores: Stores | None = None
     worker: VectorWorker | None = None
     worker_task: asyncio.Task[None] | None = None
     sync: BundleSync | None = None
     sync_task: asyncio.Task[None] | None = None
-    upgrade_task: asyncio.Task[None] | None = None  # following a background bundle build
+    upgrade_task: asyncio.Task[None] | None = None  # publishes a background build when it is ready
 
 
 async def get_services(request: Request) -> Services:
@@ -53,10 +53,21 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_store(services: ServicesDep) -> UserStateStore:
-    if services.store is None:
+async def get_stores(services: ServicesDep) -> Stores:
+    if services.stores is None:
         raise ApiError(503, "not_ready", "the service is starting")
-    return services.store
+    return services.stores
+
+
+StoresDep = Annotated[Stores, Depends(get_stores)]
+
+
+async def get_users(stores: StoresDep) -> UserStateStore:
+    return stores.users
+
+
+async def get_event_stream(stores: StoresDep) -> EventStream:
+    return stores.events
 
 
 async def get_serving(services: ServicesDep) -> ServingBundle:
@@ -65,7 +76,8 @@ async def get_serving(services: ServicesDep) -> ServingBundle:
     return services.holder.current  # one snapshot per request: a reload never mixes bundles
 
 
-StoreDep = Annotated[UserStateStore, Depends(get_store)]
+UsersDep = Annotated[UserStateStore, Depends(get_users)]
+EventStreamDep = Annotated[EventStream, Depends(get_event_stream)]
 ServingDep = Annotated[ServingBundle, Depends(get_serving)]
 
 

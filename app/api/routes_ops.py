@@ -1,9 +1,8 @@
-"""Operations: /livez, /readyz, /metrics, GET /v1/admin/bundle, POST /v1/admin/reload."""
+"""Operations: /livez, /readyz, /metrics, GET /v1/admin/bundle, POST /v1/admin/reload. A reload that
+fails is answered by ``app.core.errors`` (422 reload_failed, 503 store_unavailable)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from app.api.schemas import BundleResponse, HealthResponse, ReloadRequest, Reloa
 from app.core import metrics
 from app.core.errors import ApiError
 from app.services.bundle_upgrade import upgrade_state
-from app.stores.base import StoreUnavailable
+from app.services.health import served_processes, store_state
 
 router = APIRouter()
-log = logging.getLogger("tandem.ops")
 
 
 @router.get("/livez", response_model=HealthResponse, summary="the process is up")
@@ -28,17 +26,13 @@ async def livez() -> HealthResponse:
 @router.get("/readyz", response_model=HealthResponse, summary="bundle loaded, warmed up, not draining")
 async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
     lifecycle = services.lifecycle
-    if lifecycle.draining or not lifecycle.ready or services.store is None:
+    if lifecycle.draining or not lifecycle.ready or services.stores is None:
         response.status_code = 503
         return HealthResponse(status="draining" if lifecycle.draining else "starting")
-    try:
-        store_state = "ok" if await services.store.ping() else "degraded"
-    except StoreUnavailable:
-        metrics.STORE_DEGRADED.labels("ping").inc()
-        store_state = "degraded"  # still ready: requests are served on the online path
+    store = await store_state(services.stores.connection)  # degraded is still ready: requests degrade
     serving = services.holder.current
     detail: dict[str, object] = {
-        "store": f"{services.store.kind}:{store_state}",
+        "store": store,
         "model_version": serving.model_version,
         "index_version": serving.index_version,
         "serving_path": serving.served_path,
@@ -48,9 +42,8 @@ async def readyz(services: ServicesDep, response: Response) -> HealthResponse:
     }
     if services.sync is not None:
         detail["process"] = services.sync.process
-        if store_state == "ok":
-            with contextlib.suppress(StoreUnavailable):
-                detail["processes"] = await services.sync.served()
+        if store.endswith(":ok") and (processes := await served_processes(services.sync)) is not None:
+            detail["processes"] = processes
     return HealthResponse(status="ready", detail=detail)
 
 
@@ -98,46 +91,15 @@ async def reload_bundle(services: ServicesDep, body: ReloadRequest | None = None
     path = Path(requested) if requested else (services.holder.path or services.settings.bundle_path)
     if path is None:
         raise ApiError(422, "validation_error", "bundle_path: required (no bundle configured)")
-    sync = services.sync
-    try:
-        serving = await (sync.reload(path) if sync is not None else services.holder.load(path))
-    except StoreUnavailable as exc:
-        metrics.RELOADS.labels("unpublished").inc()
-        raise ApiError(
-            503,
-            "store_unavailable",
-            "loaded in this process only: the store could not tell the other processes; retry the reload",
-            {"Retry-After": "1"},
-        ) from exc
-    except Exception as exc:
-        # Whatever the loader raises (a changed file, a truncated checkpoint or index, a missing directory),
-        # the old bundle keeps serving and the caller gets the one error shape.
-        metrics.RELOADS.labels("failed").inc()
-        log.warning(
-            "reload failed; keeping the current bundle",
-            extra={"bundle_path": str(path), "error": f"{exc.__class__.__name__}: {exc}"},
-            exc_info=not isinstance(exc, (FileNotFoundError, ValueError, KeyError, OSError)),
-        )
-        raise ApiError(422, "reload_failed", f"{path}: {_first_line(exc)}") from exc
-    metrics.RELOADS.labels("ok").inc()
-    converged, processes = False, dict[str, str]()
-    if sync is not None:
-        try:
-            converged, processes = await sync.wait_converged(
-                serving.model_version, services.settings.reload_wait_s
-            )
-        except StoreUnavailable:
-            metrics.STORE_DEGRADED.labels("reload_wait").inc()
+    if services.sync is None:
+        raise ApiError(503, "not_ready", "the service is starting")
+    reloaded = await services.sync.reload_everywhere(path, services.settings.reload_wait_s)
     return ReloadResponse(
-        model_version=serving.model_version,
-        index_version=serving.index_version,
-        serving_path=serving.served_path,
+        model_version=reloaded.serving.model_version,
+        index_version=reloaded.serving.index_version,
+        serving_path=reloaded.serving.served_path,
         bundle_path=str(path),
-        process=sync.process if sync is not None else "",
-        processes=processes,
-        converged=converged,
+        process=services.sync.process,
+        processes=reloaded.processes,
+        converged=reloaded.converged,
     )
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [error.__class__.__name__])[0][:300]

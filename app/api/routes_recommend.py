@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.answers import item_list_response
-from app.api.deps import ServicesDep, ServingDep, StoreDep
+from app.api.deps import ServicesDep, ServingDep, UsersDep
 from app.api.middleware import SERVED_BY_KEY
 from app.api.schemas import RecommendRequest, RecommendResponse
 from app.core.errors import ApiError
@@ -49,12 +49,12 @@ def to_query(body: RecommendRequest, services: ServicesDep) -> RecommendQuery:
     summary="alias of POST /v1/recommend (same body, same answer)",
 )
 async def post_recommend(
-    body: RecommendRequest, request: Request, services: ServicesDep, serving: ServingDep, store: StoreDep
+    body: RecommendRequest, request: Request, services: ServicesDep, serving: ServingDep, users: UsersDep
 ) -> Response:
     query = to_query(body, services)
     result = await recommend(
         serving,
-        store,
+        users,
         query,
         candidate_count=services.settings.candidate_count,
         vector_ttl_s=services.settings.vector_ttl_s,

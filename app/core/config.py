@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     # artifacts
     bundle_path: Path | None = Field(
         default=None,
-        description="artifact bundle directory; unset = build/find the default bundle under var/",
+        description="artifact bundle directory; unset = the default bundle under var/ (the baseline one is "
+        "built if none is, never trained)",
     )
     data_dir: Path = Field(
         default=Path("../shared/data"), description="shipped datasets (for the default bundle)"
@@ -38,7 +39,8 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="where default bundles are built and kept")
     bundle_upgrade_file: Path | None = Field(
         default=None,
-        description="status file of a background bundle build to follow and hot-reload (set by tandem serve)",
+        description="status file of a background bundle build, whose bundle is published through the bundle "
+        "registry when ready (set by tandem serve)",
     )
 
     # user-state store

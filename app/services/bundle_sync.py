@@ -1,12 +1,14 @@
-"""One bundle for every process: a reload in one process reaches all of them through the store.
+"""One bundle for every process: the registry's *desired* bundle is the one channel by which every process
+learns what to serve after it started.
 
-A successful ``POST /v1/admin/reload`` records the bundle (path and verified model version) as the
-*desired* one in the store. Every process (each uvicorn worker, each ``tandem worker``) runs ``BundleSync``:
-once per ``interval_s`` it reports what it serves (process name -> path, model version; a heartbeat) and,
-when the desired bundle differs from its own, loads it. A process that starts later, or missed a reload
-while Redis was down, converges on its next tick. A desired bundle that fails to load in a process (or
-loads with another version: its files changed) is retried only after ``retry_after_s``, and the process
-keeps serving what it has.
+A successful ``POST /v1/admin/reload``, and a finished background build (``bundle_upgrade``), records the
+bundle (path and verified model version) as the desired one in the ``BundleRegistry`` (Redis, or the
+API's in-process registry in embedded mode). Every process (each uvicorn worker, each ``tandem worker``)
+runs ``BundleSync``: once per ``interval_s`` it reports what it serves (process name -> path, model
+version; a heartbeat) and, when the desired bundle differs from its own, loads it. A process that starts
+later, or missed a reload while Redis was down, converges on its next tick. A desired bundle that fails
+to load in a process (or loads with another version: its files changed) is retried only after
+``retry_after_s``, and the process keeps serving what it has.
 
 The reload answer and ``/readyz`` list the processes that reported within ``report_max_age_s`` with their
 versions, so a process still on the old bundle is visible.
@@ -21,11 +23,13 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.core import metrics
+from app.core.failures import BundleRefused
 from app.services.serving_bundle import BundleHolder, ServingBundle
-from app.stores.base import BundleRecord, StoreUnavailable, UserStateStore
+from app.stores.base import BundleRecord, BundleRegistry, StoreUnavailable
 
 log = logging.getLogger("tandem.bundle_sync")
 
@@ -35,19 +39,28 @@ def process_name(role: str) -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Reloaded:
+    """A reload's outcome: the bundle served here, and whether every live process serves it too."""
+
+    serving: ServingBundle
+    converged: bool
+    processes: dict[str, str]  # live process -> the model version it serves
+
+
 class BundleSync:
-    """Follows the store's desired bundle and reports this process's one."""
+    """Follows the registry's desired bundle and reports this process's one."""
 
     def __init__(
         self,
-        store: UserStateStore,
+        registry: BundleRegistry,
         holder: BundleHolder,
         process: str,
         *,
         interval_s: float = 1.0,
         retry_after_s: float = 30.0,
     ):
-        self.store = store
+        self.registry = registry
         self.holder = holder
         self.process = process
         self.interval_s = interval_s
@@ -64,14 +77,37 @@ class BundleSync:
     async def reload(self, path: Path) -> ServingBundle:
         """Load ``path`` here, then make it every process's desired bundle.
 
-        Raises what the loader raises (nothing changes) or ``StoreUnavailable`` (this process serves the
-        new bundle until the store is back, then follows the desired one again: retry the reload)."""
+        Raises ``BundleRefused`` (the loader failed: nothing changes) or ``StoreUnavailable`` (this process
+        serves the new bundle until the registry is back, then follows the desired one again: retry)."""
         async with self._lock:
-            serving = await self.holder.load(path)
-            record = self.serving_record()
-            await self.store.set_desired_bundle(record)
-            await self.store.report_bundle(self.process, record)
+            try:
+                serving = await self.holder.load(path)
+            except Exception as exc:  # any loader failure: a changed file, a truncated index, no directory
+                raise BundleRefused(path, exc) from exc
+            await self._publish()
             return serving
+
+    async def publish(self) -> None:
+        """Record the bundle this process serves as every process's desired one."""
+        async with self._lock:
+            await self._publish()
+
+    async def _publish(self) -> None:
+        record = self.serving_record()
+        await self.registry.set_desired_bundle(record)
+        await self.registry.report_bundle(self.process, record)
+
+    async def reload_everywhere(self, path: Path, wait_s: float) -> Reloaded:
+        """``reload``, then wait up to ``wait_s`` for every live process to serve it (a registry outage
+        while waiting is counted and answered as not converged)."""
+        serving = await self.reload(path)
+        metrics.RELOADS.labels("ok").inc()
+        try:
+            converged, processes = await self.wait_converged(serving.model_version, wait_s)
+        except StoreUnavailable:
+            metrics.STORE_DEGRADED.labels("reload_wait").inc()
+            converged, processes = False, {}
+        return Reloaded(serving, converged, processes)
 
     async def tick(self) -> None:
         """Load the desired bundle if it differs from ours; then report what we serve."""
@@ -81,13 +117,13 @@ class BundleSync:
     async def follow(self) -> None:
         """Load the desired bundle if it differs from ours (and did not just fail here)."""
         async with self._lock:
-            desired = await self.store.desired_bundle()
+            desired = await self.registry.desired_bundle()
             if desired is not None and self._differs(desired) and self._may_try(desired):
                 await self._follow(desired)
 
     async def report(self) -> None:
         """Heartbeat: what this process serves now (the old bundle while a new one is loading)."""
-        await self.store.report_bundle(self.process, self.serving_record())
+        await self.registry.report_bundle(self.process, self.serving_record())
 
     def _differs(self, desired: BundleRecord) -> bool:
         return (
@@ -118,7 +154,7 @@ class BundleSync:
 
     async def served(self) -> dict[str, str]:
         """Process -> model version, for every process that reported recently."""
-        records = await self.store.served_bundles(self.report_max_age_s)
+        records = await self.registry.served_bundles(self.report_max_age_s)
         return {process: record.model_version for process, record in sorted(records.items())}
 
     async def wait_converged(self, model_version: str, timeout_s: float) -> tuple[bool, dict[str, str]]:
@@ -141,7 +177,7 @@ class BundleSync:
         await self._every_interval(self.follow)
         await heartbeat
         with contextlib.suppress(StoreUnavailable):
-            await self.store.report_bundle(self.process, None)
+            await self.registry.report_bundle(self.process, None)
 
     async def _every_interval(self, step: Callable[[], Awaitable[None]]) -> None:
         while not self._stopping.is_set():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core import metrics
-from app.stores.base import AppendResult, KeyedEvent, StoredEvent, UserStateStore
+from app.stores.base import AppendResult, EventStream, KeyedEvent, StoredEvent
 from models.data.schema import Action
 
 # Names accepted at the API for models.data.schema.Action (padding excluded).
@@ -49,10 +49,11 @@ def to_stored(event: IncomingEvent) -> KeyedEvent:
     return KeyedEvent.of(event.user_id, stored, event.event_id)
 
 
-async def accept_events(store: UserStateStore, events: list[IncomingEvent]) -> AppendResult:
+async def accept_events(stream: EventStream, events: list[IncomingEvent]) -> AppendResult:
     """Durable once this returns, each event exactly once (Redis: one Lua script with the stream append).
-    Raises StoreUnavailable: the events may or may not be stored; retrying the same events is safe."""
-    result = await store.append_events([to_stored(event) for event in events])
+    Raises StoreUnavailable: the events may or may not be stored, retrying the same events is safe; or
+    BacklogFull: nothing was stored (``app.core.errors`` answers both)."""
+    result = await stream.append_events([to_stored(event) for event in events])
     metrics.EVENTS_ACCEPTED.inc(result.stored)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     return result

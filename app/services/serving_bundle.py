@@ -48,7 +48,12 @@ class ServingBundle:
         self.sources = bundle.sources
         self.model_version = bundle.model_version  # verified from the model files' content
         self.index_version = bundle.index_version
-        self.served_path = manifest.served_path  # the stages that answer a known user, as served
+        # what answers a known user, as served: "+ranker" only where the ranker runs (the gate served it
+        # and the bundle ships it), whatever else a manifest says; /readyz, the admin route, the metrics
+        self.ranker_served = manifest.serving.ranker_served and bundle.ranker is not None
+        self.served_path = manifest.served_path.removesuffix("+ranker") + (
+            "+ranker" if self.ranker_served else ""
+        )
         self.catalogue = bundle.catalogue
         self.item_index: dict[str, int] = bundle.item_index
         self.user_index: dict[str, int] = bundle.user_index
@@ -73,7 +78,6 @@ class ServingBundle:
         self._pipelines: dict[int, ServedPipeline] = {}
         self.offline: dict[str, Any] = dict(manifest.offline)
         self.merge = manifest.serving.merge
-        self.ranker_served = manifest.serving.ranker_served
         # Recent histories of training users: seeds the store, and serves the online path when it is down.
         self.history_length = history_length
         self.fallback_histories: dict[str, UserHistory] = {}

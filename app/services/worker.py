@@ -24,7 +24,14 @@ import numpy as np
 
 from app.core import metrics
 from app.services.serving_bundle import BundleHolder, ServingBundle
-from app.stores.base import StoredVector, StoreUnavailable, StreamEntry, UserHistoryRecord, UserStateStore
+from app.stores.base import (
+    EventStream,
+    StoredVector,
+    StoreUnavailable,
+    StreamEntry,
+    UserHistoryRecord,
+    UserStateStore,
+)
 from models.types import RequestContext, UserHistory
 
 log = logging.getLogger("tandem.worker")
@@ -69,11 +76,12 @@ def compute_vectors(serving: ServingBundle, records: dict[str, UserHistoryRecord
 
 
 class VectorWorker:
-    """One consumer of the event stream's worker group."""
+    """One consumer of the event stream's worker group; reads histories and writes vectors in ``users``."""
 
     def __init__(
         self,
-        store: UserStateStore,
+        events: EventStream,
+        users: UserStateStore,
         holder: BundleHolder,
         *,
         consumer: str | None = None,
@@ -86,7 +94,8 @@ class VectorWorker:
         maintain_every_s: float = 5.0,
         warm_known_users: bool = False,
     ):
-        self.store = store
+        self.events = events
+        self.users = users
         self.holder = holder
         self.consumer = consumer or default_consumer_name()
         self.batch_size = batch_size
@@ -107,12 +116,12 @@ class VectorWorker:
         now = time.monotonic()
         if now - self._last_claim >= self.claim_every_s:
             self._last_claim = now
-            claimed = await self.store.claim_stale(self.consumer, self.claim_idle_ms, self.batch_size)
+            claimed = await self.events.claim_stale(self.consumer, self.claim_idle_ms, self.batch_size)
             if claimed:
                 metrics.WORKER_CLAIMED.inc(len(claimed))
                 log.info("re-claimed pending entries", extra={"entries": len(claimed)})
                 return claimed
-        return await self.store.read_new(self.consumer, self.batch_size, self.block_ms)
+        return await self.events.read_new(self.consumer, self.batch_size, self.block_ms)
 
     async def process(self, entries: list[StreamEntry]) -> int:
         """Recompute and write the vectors of the entries' users; returns how many were written."""
@@ -121,9 +130,9 @@ class VectorWorker:
         if not users or serving.encoder is None:  # baseline bundles serve straight from the history
             return 0
         started = time.perf_counter()
-        records = await self.store.get_histories(users)
+        records = await self.users.get_histories(users)
         vectors = await asyncio.to_thread(compute_vectors, serving, records)
-        await self.store.put_vectors(vectors, self.vector_ttl_s)
+        await self.users.put_vectors(vectors, self.vector_ttl_s)
         metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.WORKER_VECTORS.inc(len(vectors))
         return len(vectors)
@@ -134,12 +143,12 @@ class VectorWorker:
         if not entries:
             return 0
         await self.process(entries)
-        await self.store.ack([entry.entry_id for entry in entries])
+        await self.events.ack([entry.entry_id for entry in entries])
         metrics.WORKER_ENTRIES.inc(len(entries))
         return len(entries)
 
     async def report_backlog(self) -> None:
-        backlog = await self.store.backlog()
+        backlog = await self.events.backlog()
         metrics.STREAM_LAG.set(backlog.lag)
         metrics.STREAM_PENDING.set(backlog.pending)
 
@@ -149,8 +158,8 @@ class VectorWorker:
             return
         self._last_maintenance = time.monotonic()
         await self.report_backlog()
-        metrics.STREAM_TRIMMED.inc(await self.store.trim_processed())
-        removed = await self.store.remove_idle_consumers(self.consumer_idle_ms, keep=self.consumer)
+        metrics.STREAM_TRIMMED.inc(await self.events.trim_processed())
+        removed = await self.events.remove_idle_consumers(self.consumer_idle_ms, keep=self.consumer)
         if removed:
             metrics.CONSUMERS_REMOVED.inc(len(removed))
             log.info("removed idle consumers", extra={"consumers": removed})
@@ -172,9 +181,9 @@ class VectorWorker:
             if self._stopping.is_set():
                 break
             try:
-                records = await self.store.get_histories(users[start : start + chunk])
+                records = await self.users.get_histories(users[start : start + chunk])
                 vectors = await asyncio.to_thread(compute_vectors, serving, records)
-                await self.store.put_vectors(vectors, self.vector_ttl_s)
+                await self.users.put_vectors(vectors, self.vector_ttl_s)
             except StoreUnavailable as exc:
                 metrics.STORE_DEGRADED.labels("worker").inc()
                 log.warning("store unavailable; vector warm-up stopped", extra={"error": str(exc)})
@@ -197,7 +206,7 @@ class VectorWorker:
                     warmed_version = self.holder.current.model_version
                     await self.warm_vectors()
                 if not group_ready:
-                    await self.store.ensure_group()
+                    await self.events.ensure_group()
                     group_ready = True
                 done = await self.step()
                 await self.maintain()

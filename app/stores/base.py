@@ -1,4 +1,7 @@
-"""The user-state store contract shared by the Redis and the in-memory implementation.
+"""The store contracts shared by the Redis and the in-memory implementation, one protocol per job:
+``UserStateStore`` (per-user state), ``EventStream`` (events in, the worker's stream) and
+``BundleRegistry`` (which bundle every process serves), over one ``StoreConnection``; ``Stores`` holds
+the four.
 
 Per user the store keeps: the recent events (bounded list, oldest first, raw item ids so they survive a
 bundle swap), an event sequence number (incremented by every accepted event), and the cached user vector
@@ -6,8 +9,8 @@ with the model version, the sequence number and newest event timestamp it covers
 request when its model version is the serving one and its sequence number is not behind the user's: that
 is the read-your-writes rule, and it does not depend on clients' clocks.
 
-The store also carries the event stream the near-line worker consumes (Redis Stream + consumer group, or
-its in-process equivalent). Accepted events are appended to the history and the stream in one step.
+The event stream the near-line worker consumes (Redis Stream + consumer group, or its in-process
+equivalent) is fed by ``EventStream.append_events``, which writes the history and the stream in one step.
 
 Exactly-once: every event carries an idempotency key (the client's ``event_id``, else a hash of its
 fields, see ``event_key``). The store remembers each user's keys for ``dedupe_ttl_s`` and stores an event
@@ -25,9 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-
-class StoreUnavailable(Exception):
-    """The store could not answer in time (connection refused, timeout); callers degrade, never 500."""
+from app.core.failures import BacklogFull as BacklogFull
+from app.core.failures import StoreUnavailable as StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,6 @@ class AppendResult:
     duplicates: int
 
 
-class BacklogFull(Exception):
-    """The event stream holds ``stream_maxlen`` unprocessed entries: nothing was stored, retry later.
-
-    The stream is never trimmed below unprocessed entries, so when the worker is down or far behind,
-    ingestion pushes back instead of silently dropping work."""
-
-
 @dataclass(frozen=True)
 class StoredVector:
     """A user vector as cached: [d] float32 plus what it was computed from."""
@@ -157,14 +152,20 @@ class StreamBacklog:
     pending: int  # delivered, not acknowledged
 
 
-class UserStateStore(Protocol):
-    """Async user-state store. Every method raises ``StoreUnavailable`` instead of hanging or 500-ing."""
+class StoreConnection(Protocol):
+    """What the three jobs share: one connection (Redis pool, or nothing in-process), pinged by /readyz
+    and closed once at shutdown."""
 
     kind: str  # "redis" | "memory"
 
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class UserStateStore(Protocol):
+    """Per-user state the request path and the worker read: recent events, sequence number, cached vector.
+    Every method raises ``StoreUnavailable`` instead of hanging or 500-ing."""
 
     async def get_state(self, user: str) -> UserState: ...
 
@@ -174,13 +175,23 @@ class UserStateStore(Protocol):
 
     async def put_vectors(self, vectors: dict[str, StoredVector], ttl_s: int) -> None: ...
 
-    async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
-        """Atomically, for each event whose key the user has not stored within the dedupe window: append to
-        the history (bounded), bump the sequence number; then one stream entry for the new ones."""
-        ...
-
     async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
         """Write histories of users the store does not know yet; returns how many were written."""
+        ...
+
+
+class EventStream(Protocol):
+    """How accepted events enter the system and reach the near-line worker (a consumer group).
+
+    ``append_events`` belongs here, not to ``UserStateStore``: it is the one write of an event, and the
+    user's history, sequence number and dedupe keys are its side effect, written in the same atomic step
+    as the stream entry (Redis: one Lua script), so the worker never sees an entry whose history is
+    missing and a retry never stores an event twice. Every method raises ``StoreUnavailable``."""
+
+    async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
+        """Atomically, for each event whose key the user has not stored within the dedupe window: append to
+        the history (bounded), bump the sequence number; then one stream entry for the new ones. Raises
+        ``BacklogFull`` (nothing stored) when the stream holds its most unprocessed entries."""
         ...
 
     async def ensure_group(self) -> None: ...
@@ -193,8 +204,21 @@ class UserStateStore(Protocol):
 
     async def backlog(self) -> StreamBacklog: ...
 
+    async def trim_processed(self) -> int:
+        """Delete stream entries every consumer has acknowledged (never an unprocessed one)."""
+        ...
+
+    async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
+        """Forget consumers idle that long with nothing pending (crashed workers); returns their names."""
+        ...
+
+
+class BundleRegistry(Protocol):
+    """The one channel by which every process learns the bundle to serve (``app.services.bundle_sync``):
+    the desired bundle, and what each process reports it serves. Raises ``StoreUnavailable``."""
+
     async def set_desired_bundle(self, record: BundleRecord) -> None:
-        """Record the bundle every process should serve (after a successful reload)."""
+        """Record the bundle every process should serve (a reload, a finished background build)."""
         ...
 
     async def desired_bundle(self) -> BundleRecord | None: ...
@@ -207,13 +231,21 @@ class UserStateStore(Protocol):
         """Processes that reported within ``max_age_s``, with what they serve."""
         ...
 
-    async def trim_processed(self) -> int:
-        """Delete stream entries every consumer has acknowledged (never an unprocessed one)."""
-        ...
 
-    async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
-        """Forget consumers idle that long with nothing pending (crashed workers); returns their names."""
-        ...
+@dataclass(frozen=True)
+class Stores:
+    """The store by job, over one shared connection (``app.startup.open_stores``): services take the
+    narrow part they need (routes: ``users``; the worker: ``events`` + ``users``; bundle sync:
+    ``registry``)."""
+
+    connection: StoreConnection
+    users: UserStateStore
+    events: EventStream
+    registry: BundleRegistry
+
+    @property
+    def kind(self) -> str:
+        return self.connection.kind
 
 
 def users_of(events: list[KeyedEvent]) -> list[str]:

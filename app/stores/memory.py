@@ -1,7 +1,10 @@
-"""In-process store for the embedded mode (no REDIS_URL): same contract as Redis, nothing survives a restart.
+"""In-process stores for the embedded mode (no REDIS_URL): same contracts as Redis, nothing survives a
+restart. One class per job (``app.stores.base``); ``memory_stores`` wires them.
 
 The stream keeps delivered-but-unacknowledged entries as pending, so the in-process worker has the same
-ack-after-write and re-claim behaviour as the Redis one.
+ack-after-write and re-claim behaviour as the Redis one. ``MemoryEventStream.append_events`` writes the
+user histories it shares with ``MemoryUsers`` and its own stream without awaiting in between: one atomic
+step inside the event loop, as the Lua script is in Redis.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from app.stores.base import (
     KeyedEvent,
     StoredEvent,
     StoredVector,
+    Stores,
     StreamBacklog,
     StreamEntry,
     UserHistoryRecord,
@@ -27,40 +31,26 @@ from app.stores.base import (
 )
 
 
-@dataclass
-class _Pending:
-    entry: StreamEntry
-    consumer: str
-    delivered_at: float  # monotonic seconds
-
-
-class MemoryStore:
-    """Dictionaries plus an in-process stream; safe within one event loop."""
+class MemoryConnection:
+    """Nothing to connect to: always reachable."""
 
     kind = "memory"
-
-    def __init__(
-        self, history_length: int = 200, stream_maxlen: int = 1_000_000, dedupe_ttl_s: float = 86400
-    ):
-        self.history_length = history_length
-        self.dedupe_ttl_s = dedupe_ttl_s
-        self._seen: dict[str, dict[str, float]] = {}  # user -> idempotency key -> expires (monotonic)
-        self._histories: dict[str, deque[StoredEvent]] = {}
-        self._sequence: dict[str, int] = {}
-        self._vectors: dict[str, tuple[StoredVector, float]] = {}  # user -> (vector, expires monotonic)
-        self.stream_maxlen = stream_maxlen  # most unprocessed entries (undelivered + pending)
-        self._stream: deque[StreamEntry] = deque()  # not yet delivered
-        self._pending: dict[str, _Pending] = {}
-        self._next_id = 0
-        self._arrived = asyncio.Event()
-        self._desired_bundle: BundleRecord | None = None
-        self._served: dict[str, BundleRecord] = {}
 
     async def ping(self) -> bool:
         return True
 
     async def close(self) -> None:
         return None
+
+
+class MemoryUsers:
+    """Histories, sequence numbers and cached vectors in dictionaries; safe within one event loop."""
+
+    def __init__(self, history_length: int = 200):
+        self.history_length = history_length
+        self._histories: dict[str, deque[StoredEvent]] = {}
+        self._sequence: dict[str, int] = {}
+        self._vectors: dict[str, tuple[StoredVector, float]] = {}  # user -> (vector, expires monotonic)
 
     async def get_state(self, user: str) -> UserState:
         events = list(self._histories.get(user, ()))
@@ -87,9 +77,49 @@ class MemoryStore:
         for user, vector in vectors.items():
             self._vectors[user] = (vector, expires)
 
+    async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
+        written = 0
+        for user, events in histories:
+            if user in self._sequence:
+                continue
+            self.history(user).extend(events)
+            self._sequence[user] = len(events)
+            written += 1
+        return written
+
+    def history(self, user: str) -> deque[StoredEvent]:
+        """The user's bounded history (created empty): written by ``MemoryEventStream.append_events``."""
+        if user not in self._histories:
+            self._histories[user] = deque(maxlen=self.history_length)
+        return self._histories[user]
+
+    def count_event(self, user: str) -> None:
+        self._sequence[user] = self._sequence.get(user, 0) + 1
+
+
+@dataclass
+class _Pending:
+    entry: StreamEntry
+    consumer: str
+    delivered_at: float  # monotonic seconds
+
+
+class MemoryEventStream:
+    """Events in (deduplicated, into ``users``' histories) and the in-process stream the worker reads."""
+
+    def __init__(self, users: MemoryUsers, stream_maxlen: int = 1_000_000, dedupe_ttl_s: float = 86400):
+        self.users = users
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self._seen: dict[str, dict[str, float]] = {}  # user -> idempotency key -> expires (monotonic)
+        self.stream_maxlen = stream_maxlen  # most unprocessed entries (undelivered + pending)
+        self._stream: deque[StreamEntry] = deque()  # not yet delivered
+        self._pending: dict[str, _Pending] = {}
+        self._next_id = 0
+        self._arrived = asyncio.Event()
+
     async def append_events(self, events: list[KeyedEvent]) -> AppendResult:
         if len(self._stream) + len(self._pending) >= self.stream_maxlen:
-            raise BacklogFull(f"the event stream holds {self.stream_maxlen} unprocessed entries")
+            raise BacklogFull(f"the event stream holds {self.stream_maxlen} unprocessed entries", len(events))
         now = time.monotonic()
         fresh: list[KeyedEvent] = []
         for keyed in events:
@@ -97,8 +127,8 @@ class MemoryStore:
             if keyed.key in seen:
                 continue
             seen[keyed.key] = now + self.dedupe_ttl_s
-            self._history(keyed.user).append(keyed.event)
-            self._sequence[keyed.user] = self._sequence.get(keyed.user, 0) + 1
+            self.users.history(keyed.user).append(keyed.event)
+            self.users.count_event(keyed.user)
             fresh.append(keyed)
         if fresh:
             self._next_id += 1
@@ -113,21 +143,6 @@ class MemoryStore:
         for key in expired:
             del seen[key]
         return seen
-
-    def _history(self, user: str) -> deque[StoredEvent]:
-        if user not in self._histories:
-            self._histories[user] = deque(maxlen=self.history_length)
-        return self._histories[user]
-
-    async def seed_histories(self, histories: Iterable[tuple[str, list[StoredEvent]]]) -> int:
-        written = 0
-        for user, events in histories:
-            if user in self._sequence:
-                continue
-            self._history(user).extend(events)
-            self._sequence[user] = len(events)
-            written += 1
-        return written
 
     async def ensure_group(self) -> None:
         return None
@@ -170,6 +185,14 @@ class MemoryStore:
     async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
         return []  # one in-process consumer; nothing to clean up
 
+
+class MemoryRegistry:
+    """The desired bundle and each process's report, for the processes of this one (the API's own)."""
+
+    def __init__(self) -> None:
+        self._desired_bundle: BundleRecord | None = None
+        self._served: dict[str, BundleRecord] = {}
+
     async def set_desired_bundle(self, record: BundleRecord) -> None:
         self._desired_bundle = record
 
@@ -185,3 +208,12 @@ class MemoryStore:
     async def served_bundles(self, max_age_s: float) -> dict[str, BundleRecord]:
         oldest = time.time() - max_age_s
         return {process: record for process, record in self._served.items() if record.at >= oldest}
+
+
+def memory_stores(
+    history_length: int = 200, stream_maxlen: int = 1_000_000, dedupe_ttl_s: float = 86400
+) -> Stores:
+    """The embedded mode's stores: users, the event stream writing into them, a registry."""
+    users = MemoryUsers(history_length)
+    events = MemoryEventStream(users, stream_maxlen, dedupe_ttl_s)
+    return Stores(MemoryConnection(), users, events, MemoryRegistry())

@@ -83,9 +83,12 @@ def encoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_encoder_bundle(tmp_path_factory.mktemp("encoder-bundle"))
 
 
-def build_encoder_bundle(root: Path, weights_seed: int = 0) -> Path:
+def build_encoder_bundle(root: Path, weights_seed: int = 0, refused_ranker: bool = False) -> Path:
     """Tiny synthetic data (60 users, 200 items) + an untrained dim-16 session encoder -> bundle under
-    ``root``; ``weights_seed`` changes the weights (and so the model version) and nothing else."""
+    ``root``; ``weights_seed`` changes the weights (and so the model version) and nothing else;
+    ``refused_ranker``: the bundle also ships a (tiny, untrained) ranker that its gate did not serve."""
+    from dataclasses import replace
+
     import torch
 
     from models.data.loaders import synthetic
@@ -108,7 +111,28 @@ def build_encoder_bundle(root: Path, weights_seed: int = 0) -> Path:
     )
     model = encoder_model.RetrievalEncoder(model_config).eval()
     checkpoint = encoder_serving.save_user_encoder(model, root / "checkpoint", dataset.catalogue.category)
-    return write_bundle(from_checkpoints(dataset, checkpoint, None), dataset, root / "bundle")
+    trained = from_checkpoints(dataset, checkpoint, None)
+    if refused_ranker:
+        trained = replace(trained, ranker=_tiny_ranker(), ranker_served=False)
+    return write_bundle(trained, dataset, root / "bundle")
+
+
+def _tiny_ranker() -> Any:
+    """An untrained tiny OnePiece ranker (``models.ranker.serving.TorchCandidateRanker``)."""
+    import numpy as np
+
+    from models.data.schema import RATING_FUNNEL
+    from models.ranker.anchors import AnchorSources
+    from models.ranker.retrieval import CooccurrenceTable
+    from models.ranker.serving import TorchCandidateRanker
+    from tests.models.ranker.fakes import SIZES, tiny_config, tiny_model
+
+    neighbours = np.full((SIZES.num_items, 2), 2, dtype=np.int64)
+    table = CooccurrenceTable(
+        neighbours, np.ones((SIZES.num_items, 2), np.float32), np.ones(SIZES.num_items, np.float32)
+    )
+    sources = AnchorSources(table, popular_latest=np.array([2, 3]))
+    return TorchCandidateRanker(tiny_model(tiny_config()), sources, RATING_FUNNEL, "refused-ranker")
 
 
 def make_settings(bundle_path: Path, **overrides: Any) -> Settings:
@@ -140,13 +164,13 @@ async def running_app(
 
 
 async def _flush(settings: Settings) -> None:
-    from app.stores.redis_store import RedisStore
+    from app.stores.redis_connection import RedisConnection
 
     assert settings.redis_url is not None
-    store = RedisStore(settings.redis_url, key_prefix=settings.key_prefix, connect_timeout_s=0.5)
+    connection = RedisConnection(settings.redis_url, key_prefix=settings.key_prefix, connect_timeout_s=0.5)
     try:
-        await store.flush_prefix()
+        await connection.flush_prefix()
     except Exception:  # a test that stopped its own Redis: nothing left to clean
         pass
     finally:
-        await store.close()
+        await connection.close()

@@ -118,7 +118,7 @@ class ExactIndex:
 
 
 class FakeBundle:
-    def __init__(self, path: Path, version: str = "v1", seed: int = 0):
+    def __init__(self, path: Path, version: str = "v1", seed: int = 0, ranker_served: bool = True):
         rng = np.random.default_rng(seed)
         num_real = NUM_CATEGORIES * ITEMS_PER_CATEGORY
         centers = _unit(rng.normal(size=(NUM_CATEGORIES, DIM)))
@@ -133,8 +133,8 @@ class FakeBundle:
             index_version=f"index-{version}",
             dataset="fake",
             data_fingerprint="fake",
-            served_path="session_encoder+ranker",
-            serving=ServingChoice(merge={}, ranker_served=True),
+            served_path="session_encoder+ranker" if ranker_served else "session_encoder",
+            serving=ServingChoice(merge={}, ranker_served=ranker_served),
             files={},
             checkpoint_sha256={},
             file_sha256={},
@@ -182,17 +182,18 @@ class FakeBundle:
         return self.manifest.index_version
 
     def served_pipeline(self, total: int) -> ServedPipeline:
-        """The untuned merge of ANN and popularity, the ranker over it."""
+        """The untuned merge of ANN and popularity, the ranker over it where the manifest serves it."""
         merge = default_merge(list(self.sources), total)
-        return served_pipeline(self.sources, merge, self.ranker, True, total)
+        return served_pipeline(self.sources, merge, self.ranker, self.manifest.serving.ranker_served, total)
 
     def recent_histories(self) -> Iterator[tuple[str, UserHistory]]:
         yield from self._histories.items()
 
     @staticmethod
-    def write(directory: Path, version: str) -> Path:
+    def write(directory: Path, version: str, ranker_served: bool = True) -> Path:
+        """``ranker_served=False``: the ranker is shipped, the gate refused it (merged order served)."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "fake.json").write_text(json.dumps({"version": version}))
+        (directory / "fake.json").write_text(json.dumps({"version": version, "ranker_served": ranker_served}))
         return directory
 
     @classmethod
@@ -200,4 +201,5 @@ class FakeBundle:
         spec = path / "fake.json"
         if not spec.is_file():
             raise FileNotFoundError(f"{spec}: not a fake bundle")
-        return cls(path, json.loads(spec.read_text())["version"])
+        values = json.loads(spec.read_text())
+        return cls(path, values["version"], ranker_served=values.get("ranker_served", True))

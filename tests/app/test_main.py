@@ -91,13 +91,13 @@ async def test_embedded_mode_has_in_process_worker(bundle_v1: Path) -> None:
 
     async with running_app(make_settings(bundle_v1)) as (app, client):
         services = app.state.services
-        assert services.store.kind == "memory" and services.worker_task is not None
+        assert services.stores.kind == "memory" and services.worker_task is not None
         await client.post(
             "/v1/events",
             json={"events": [{"user_id": "newbie", "item_id": "i40", "action": "cart", "timestamp": 5}]},
         )
         for _ in range(100):
-            state = await services.store.get_state("newbie")
+            state = await services.stores.users.get_state("newbie")
             if state.vector is not None:
                 break
             await asyncio.sleep(0.02)

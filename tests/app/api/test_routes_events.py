@@ -85,7 +85,7 @@ async def test_a_retried_request_is_stored_once_and_reports_its_duplicates(
         retry = await client.post("/v1/events", json=body)
         assert first.json() == {"accepted": 2, "duplicates": 0}
         assert retry.status_code == 202 and retry.json() == {"accepted": 2, "duplicates": 2}
-        store = app.state.services.store
+        store = app.state.services.stores.users
         state = await store.get_state("u5")
         assert [event.item for event in state.events].count("i20") == 1
         assert state.sequence == 8 + 2  # the seeded history plus the two events, once

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,50 @@ async def test_admin_bundle_route_names_the_served_pipeline(bundle_v1: Path) -> 
         # the fake bundle has an index and popularity, no co-occurrence, no stored merge: the default merge
         assert info["candidate_sources"] == ["ann", "popular"]
         assert info["ranker_served"] is True and info["allow_seen"] is False
+
+
+async def test_a_shipped_but_refused_ranker_is_not_named_anywhere(tmp_path: Path) -> None:
+    """A bundle that ships a ranker its gate refused (``ServingChoice.ranker_served`` False), built and
+    loaded by the real code: /readyz, the admin route and the bundle metric say ``session_encoder``, and
+    no request runs the ranker."""
+    from app.services.serving_bundle import load_bundle
+    from models.bundle.format import Manifest
+    from tests.app.conftest import build_encoder_bundle
+
+    bundle = build_encoder_bundle(tmp_path, refused_ranker=True)
+    manifest = Manifest.read(bundle)
+    assert manifest.files["ranker"] and not manifest.serving.ranker_served  # shipped, refused
+    assert manifest.served_path == "session_encoder"
+    settings = make_settings(bundle, admin_key="secret-admin")
+    async with running_app(settings, bundle_loader=load_bundle) as (app, client):
+        serving = app.state.services.holder.current
+        assert serving.ranker is not None  # loaded with the bundle...
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the refused ranker ran")
+
+        serving.ranker.score_batch = refuse  # ...never asked to score
+        ready = (await client.get("/readyz")).json()["detail"]
+        assert ready["serving_path"] == "session_encoder"
+        info = (await client.get("/v1/admin/bundle", headers=ADMIN)).json()
+        assert (info["serving_path"], info["ranker_served"]) == ("session_encoder", False)
+        user = next(iter(serving.fallback_histories))
+        answer = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
+        assert answer["warnings"] == [] and len(answer["items"]) == 5
+        metrics_text = (await client.get("/metrics")).text
+        assert f'model_version="{serving.model_version}",serving_path="session_encoder"}} 1.0' in metrics_text
+
+
+async def test_a_manifest_naming_a_ranker_it_does_not_serve_is_reported_as_served(tmp_path: Path) -> None:
+    """The served path is what runs: a manifest's ``+ranker`` is dropped where the ranker is not served."""
+    refused = FakeBundle.write(tmp_path / "refused", "v1", ranker_served=False)
+    async with running_app(make_settings(refused, admin_key="secret-admin")) as (app, client):
+        assert (await client.get("/readyz")).json()["detail"]["serving_path"] == "session_encoder"
+        info = (await client.get("/v1/admin/bundle", headers=ADMIN)).json()
+        assert (info["serving_path"], info["ranker_served"]) == ("session_encoder", False)
+        serving = app.state.services.holder.current
+        inconsistent = FakeBundle(tmp_path, "v1", ranker_served=False)
+        inconsistent.manifest = replace(inconsistent.manifest, served_path="x+ranker")
+        from app.services.serving_bundle import ServingBundle
+
+        assert ServingBundle(inconsistent).served_path == "x" and serving.served_path == "session_encoder"

@@ -179,7 +179,7 @@ async def test_load_shedding_returns_429_with_retry_after(bundle_v1: Path) -> No
 
 async def test_training_user_missing_from_the_store_is_served_from_the_bundle(bundle_v1: Path) -> None:
     async with running_app(make_settings(bundle_v1)) as (app, client):
-        store = app.state.services.store
+        store = app.state.services.stores.users
         store._histories.pop("u7")  # as if seeding had failed for this user
         store._sequence.pop("u7")
         body = (await client.post("/v1/recommend", json={"user_id": "u7", "k": 5})).json()
@@ -203,7 +203,7 @@ async def test_pre_serialised_answers_validate_as_the_documented_response(bundle
 
 async def test_online_answer_does_not_wait_for_the_vector_write_back(bundle_v1: Path) -> None:
     async with running_app(make_settings(bundle_v1)) as (app, client):
-        store = app.state.services.store
+        store = app.state.services.stores.users
         release = asyncio.Event()
         written = store.put_vectors
 

@@ -103,5 +103,5 @@ async def test_events_too_far_ahead_of_the_clock_are_refused_and_old_ones_accept
         assert_error_shape(ahead, 422, "validation_error", "events.0.timestamp")
         assert (await client.post("/v1/events", json=one(now + 60))).status_code == 202  # clock skew
         assert (await client.post("/v1/events", json=one(1_000_000))).status_code == 202  # late event
-        state = await app.state.services.store.get_state("u1")
+        state = await app.state.services.stores.users.get_state("u1")
         assert now + 2 * 3600 not in [event.timestamp for event in state.events]

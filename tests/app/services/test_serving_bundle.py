@@ -89,7 +89,7 @@ async def test_encoder_bundle_serves_ann_cache_cold_start_and_worker_vectors(enc
             event = {"user_id": user, "item_id": anchor, "action": "purchase", "timestamp": 1_760_000_000}
             assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
             for _ in range(100):  # the embedded worker recomputes the vector
-                state = await services.store.get_state(user)
+                state = await services.stores.users.get_state(user)
                 if state.vector is not None and state.vector.newest_event_ts == 1_760_000_000:
                     break
                 await asyncio.sleep(0.02)

@@ -51,5 +51,5 @@ async def test_one_event_after_caching_makes_the_cached_vector_stale(bundle_v1: 
         assert await served_by() == "online"  # the cached vector is one event behind
         await wait_for_write_backs()
         assert await served_by() == "cache"  # the new vector covers it
-        state = await services.store.get_state("u1")
+        state = await services.stores.users.get_state("u1")
         assert state.vector is not None and state.vector.sequence == state.sequence

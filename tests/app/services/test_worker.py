@@ -13,10 +13,11 @@ import pytest
 from app.services.serving_bundle import BundleHolder
 from app.services.user_vectors import encode_one, wait_for_write_backs
 from app.services.worker import VectorWorker
-from app.startup import open_store
-from app.stores.base import StoredEvent, UserStateStore, keyed
-from app.stores.memory import MemoryStore
-from app.stores.redis_store import RedisStore
+from app.startup import open_stores
+from app.stores.base import StoredEvent, Stores, UserStateStore, keyed
+from app.stores.memory import memory_stores
+from app.stores.redis_connection import RedisConnection
+from app.stores.redis_stores import redis_stores
 from models.types import RequestContext
 from tests.app.api.test_routes_events import category, events_for
 from tests.app.conftest import make_settings, running_app
@@ -29,17 +30,19 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 async def worker_for(settings, bundle: Path, consumer: str) -> AsyncIterator[VectorWorker]:
     holder = BundleHolder(FakeBundle.load)
     await holder.load(bundle)
-    store = open_store(settings, block_ms=50)
-    worker = VectorWorker(store, holder, consumer=consumer, block_ms=50, claim_idle_ms=0, claim_every_s=0)
-    await store.ensure_group()
+    stores = open_stores(settings, block_ms=50)
+    worker = VectorWorker(
+        stores.events, stores.users, holder, consumer=consumer, block_ms=50, claim_idle_ms=0, claim_every_s=0
+    )
+    await stores.events.ensure_group()
     try:
         yield worker
     finally:
-        await store.close()
+        await stores.connection.close()
 
 
-async def stored_vector(store: RedisStore, user: str) -> tuple[bytes, int]:
-    state = await store.get_state(user)
+async def stored_vector(users: UserStateStore, user: str) -> tuple[bytes, int]:
+    state = await users.get_state(user)
     assert state.vector is not None
     return state.vector.vector.tobytes(), state.vector.sequence
 
@@ -54,13 +57,13 @@ async def test_events_worker_fresher_vector_changed_recommendations(
         await wait_for_write_backs()  # the online answer's cache write lands before the worker's
         await client.post("/v1/events", json=events_for("u1", ["i0", "i1", "i2", "i3", "i4"]))
         assert await worker.step() == 1  # one stream entry read, vectors written, acknowledged
-        state = await worker.store.get_state("u1")
+        state = await worker.users.get_state("u1")
         assert state.vector is not None and state.vector.sequence == state.sequence
         assert state.vector.model_version == "fake-v1" and state.vector.newest_event_ts == 1_750_000_004
         after = (await client.post("/v1/recommend", json={"user_id": "u1", "k": 6})).json()
         assert after["meta"]["served_by"] == "cache"  # the worker's vector covers the new events
         assert sum(category(item["item_id"]) == 0 for item in after["items"]) >= 4
-        assert (await worker.store.backlog()).pending == 0
+        assert (await worker.events.backlog()).pending == 0
 
 
 async def test_crash_between_read_and_ack_is_recovered_idempotently(
@@ -72,23 +75,22 @@ async def test_crash_between_read_and_ack_is_recovered_idempotently(
         await client.post("/v1/events", json=events_for("u3", ["i5", "i6"], start=1_750_000_100))
 
         async with worker_for(settings, bundle_v1, "doomed") as doomed:
-            read = await doomed.store.read_new("doomed", 10, 50)
+            read = await doomed.events.read_new("doomed", 10, 50)
             assert len(read) == 2  # read, then the process "dies": no write, no ack
         async with worker_for(settings, bundle_v1, "rescuer") as rescuer:
-            store = rescuer.store
-            assert isinstance(store, RedisStore)
-            assert (await store.backlog()).pending == 2
-            assert (await store.get_state("u2")).vector is None
+            users, events = rescuer.users, rescuer.events
+            assert (await events.backlog()).pending == 2
+            assert (await users.get_state("u2")).vector is None
             assert await rescuer.step() == 2  # re-claimed from the dead consumer
-            assert (await store.backlog()).pending == 0
-            first = {user: await stored_vector(store, user) for user in ("u2", "u3")}
+            assert (await events.backlog()).pending == 0
+            first = {user: await stored_vector(users, user) for user in ("u2", "u3")}
             for user in ("u2", "u3"):
-                assert first[user][1] == (await store.get_state(user)).sequence  # every event covered
+                assert first[user][1] == (await users.get_state(user)).sequence  # every event covered
 
             # Re-deliver the same entries (a second crash after the write, before the ack).
             entries = [entry for entry in read]
             await rescuer.process(entries)
-            second = {user: await stored_vector(store, user) for user in ("u2", "u3")}
+            second = {user: await stored_vector(users, user) for user in ("u2", "u3")}
             assert second == first
         recommended = (await client.post("/v1/recommend", json={"user_id": "u2", "k": 4})).json()
         assert recommended["meta"]["served_by"] == "cache"
@@ -102,7 +104,7 @@ async def test_worker_run_loop_stops_cleanly(bundle_v1: Path, redis_url: str, ke
         task = asyncio.create_task(worker.run())
         await client.post("/v1/events", json=events_for("u4", ["i20"]))
         for _ in range(100):
-            state = await worker.store.get_state("u4")
+            state = await worker.users.get_state("u4")
             if state.vector is not None and state.vector.sequence == state.sequence:
                 break
             await asyncio.sleep(0.05)
@@ -112,11 +114,11 @@ async def test_worker_run_loop_stops_cleanly(bundle_v1: Path, redis_url: str, ke
         assert np.isclose(np.linalg.norm(state.vector.vector), 1.0, atol=1e-5)
 
 
-async def wait_for_fresh_vector(store, user: str) -> bool:
+async def wait_for_fresh_vector(users: UserStateStore, user: str) -> bool:
     import asyncio
 
     for _ in range(200):
-        state = await store.get_state(user)
+        state = await users.get_state(user)
         if state.vector is not None and state.vector.sequence == state.sequence:
             return True
         await asyncio.sleep(0.02)
@@ -131,10 +133,9 @@ async def test_the_worker_survives_errors_and_a_flushed_redis(
 
     settings = make_settings(bundle_v1, redis_url=redis_url, key_prefix=key_prefix)
     async with running_app(settings) as (_, client), worker_for(settings, bundle_v1, "survivor") as worker:
-        assert isinstance(worker.store, RedisStore)
-        store = worker.store
+        events = worker.events
         if failure == "unexpected error":
-            real_read = store.read_new
+            real_read = events.read_new
             calls = {"n": 0}
 
             async def flaky_read(*args, **kwargs):
@@ -143,38 +144,43 @@ async def test_the_worker_survives_errors_and_a_flushed_redis(
                     raise RuntimeError("a bug in one step")
                 return await real_read(*args, **kwargs)
 
-            store.read_new = flaky_read  # type: ignore[method-assign]
+            events.read_new = flaky_read  # type: ignore[method-assign]
         task = asyncio.create_task(worker.run(backoff_s=0.05))
         await client.post("/v1/events", json=events_for("u6", ["i30"]))
-        assert await wait_for_fresh_vector(store, "u6")
+        assert await wait_for_fresh_vector(worker.users, "u6")
         if failure == "group flushed":
-            await store.flush_prefix()  # stream, group and users gone (FLUSHALL, empty replica)
+            connection = events.connection  # type: ignore[attr-defined]
+            assert isinstance(connection, RedisConnection)
+            await connection.flush_prefix()  # stream, group and users gone (FLUSHALL, empty replica)
             await client.post("/v1/events", json=events_for("u7", ["i31"]))
-            assert await wait_for_fresh_vector(store, "u7")
+            assert await wait_for_fresh_vector(worker.users, "u7")
         worker.stop()
         await asyncio.wait_for(task, timeout=5)
         assert not task.done() or task.exception() is None
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def worker_store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[UserStateStore]:
-    """The embedded store (always) and the real Redis (skipped without it, failing under CI=true)."""
+async def stores(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[Stores]:
+    """The embedded stores (always) and the real Redis (skipped without it, failing under CI=true)."""
     if request.param == "memory":
-        yield MemoryStore()
+        yield memory_stores()
         return
-    store = RedisStore(request.getfixturevalue("redis_url"), key_prefix=key_prefix, block_ms=50)
+    stores = redis_stores(request.getfixturevalue("redis_url"), key_prefix=key_prefix, block_ms=50)
     try:
-        yield store
+        yield stores
     finally:
-        await store.flush_prefix()
-        await store.close()
+        assert isinstance(stores.connection, RedisConnection)
+        await stores.connection.flush_prefix()
+        await stores.connection.close()
 
 
-async def bare_worker(store: UserStateStore, bundle: Path) -> VectorWorker:
+async def bare_worker(stores: Stores, bundle: Path) -> VectorWorker:
     holder = BundleHolder(FakeBundle.load)
     await holder.load(bundle)
-    await store.ensure_group()
-    return VectorWorker(store, holder, consumer="w", block_ms=50, claim_idle_ms=0, claim_every_s=0)
+    await stores.events.ensure_group()
+    return VectorWorker(
+        stores.events, stores.users, holder, consumer="w", block_ms=50, claim_idle_ms=0, claim_every_s=0
+    )
 
 
 def bought(items: list[int], start: int) -> list[StoredEvent]:
@@ -182,40 +188,41 @@ def bought(items: list[int], start: int) -> list[StoredEvent]:
 
 
 async def test_an_entry_is_acknowledged_only_after_its_vectors_are_written(
-    worker_store: UserStateStore, bundle_v1: Path
+    stores: Stores, bundle_v1: Path
 ) -> None:
-    worker = await bare_worker(worker_store, bundle_v1)
-    await worker_store.append_events(keyed([("x", event) for event in bought([3, 4], 1_750_000_000)]))
-    written = worker_store.put_vectors
+    worker = await bare_worker(stores, bundle_v1)
+    await stores.events.append_events(keyed([("x", event) for event in bought([3, 4], 1_750_000_000)]))
+    users = worker.users
+    written = users.put_vectors
 
     async def killed_while_writing(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the worker died before its vectors were written")
 
-    worker_store.put_vectors = killed_while_writing  # type: ignore[method-assign]
+    users.put_vectors = killed_while_writing  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         await worker.step()
-    assert (await worker_store.backlog()).pending == 1  # not acknowledged: another step re-claims it
-    assert (await worker_store.get_state("x")).vector is None
+    assert (await stores.events.backlog()).pending == 1  # not acknowledged: another step re-claims it
+    assert (await stores.users.get_state("x")).vector is None
 
-    worker_store.put_vectors = written  # type: ignore[method-assign]
+    users.put_vectors = written  # type: ignore[method-assign]
     assert await worker.step() == 1
-    state = await worker_store.get_state("x")
+    state = await stores.users.get_state("x")
     assert state.vector is not None and state.vector.sequence == state.sequence == 2
-    assert (await worker_store.backlog()).pending == 0
+    assert (await stores.events.backlog()).pending == 0
 
 
-async def test_each_user_gets_the_vector_of_their_own_history(
-    worker_store: UserStateStore, bundle_v1: Path
-) -> None:
+async def test_each_user_gets_the_vector_of_their_own_history(stores: Stores, bundle_v1: Path) -> None:
     # three users in one stream entry, each buying in another category, with histories of other lengths
     purchases = {"p": bought([1], 1_750_000_000), "q": bought([16, 17, 18], 1_750_000_100)}
     purchases["r"] = bought([31, 32, 33, 34, 35], 1_750_000_200)
-    await worker_store.append_events(keyed([(user, e) for user, events in purchases.items() for e in events]))
-    worker = await bare_worker(worker_store, bundle_v1)
+    await stores.events.append_events(
+        keyed([(user, e) for user, events in purchases.items() for e in events])
+    )
+    worker = await bare_worker(stores, bundle_v1)
     assert await worker.step() == 1
     serving = worker.holder.current
     for user, events in purchases.items():
-        state = await worker_store.get_state(user)
+        state = await stores.users.get_state(user)
         assert state.vector is not None, user
         # the vector the online path computes from this user's history alone
         history = serving.history_from_events(events)
@@ -225,5 +232,5 @@ async def test_each_user_gets_the_vector_of_their_own_history(
         expected = encode_one(serving, history, context)
         assert np.allclose(state.vector.vector, expected, atol=1e-6), user
         assert (state.vector.sequence, state.vector.newest_event_ts) == (len(events), events[-1].timestamp)
-    vectors = [(await worker_store.get_state(user)).vector for user in purchases]
+    vectors = [(await stores.users.get_state(user)).vector for user in purchases]
     assert len({vector.vector.tobytes() for vector in vectors if vector is not None}) == 3
