@@ -123,12 +123,15 @@ class RecipeSettings:
     @classmethod
     def quick(cls, **changes: Any) -> RecipeSettings:
         """The first-run default bundle's settings: fewer encoder epochs, fewer ranker requests and epochs,
-        both cores, four ranker-period targets per user."""
+        one thread, four ranker-period targets per user."""
         values: dict[str, Any] = {
             "encoder_epochs": 16,
             "ranker_epochs": 2,
             "ranker_max_requests": 4000,
-            "threads": 2,
+            # one intra-op thread: with two, a build sharing the machine with one busy process spent
+            # minutes per encoder epoch (each parallel region waits for the thread behind the other
+            # process; 3 s per batch against ~0.06 s), with one it slows by about the share it loses
+            "threads": 1,
             "ranker_events": 4,
         }
         return replace(cls(), **{**values, **changes})
