@@ -157,7 +157,10 @@ def train_ranker(
     rng = np.random.default_rng(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_config.learning_rate, betas=(0.9, 0.98), weight_decay=train_config.weight_decay
+        model.parameters(),
+        lr=train_config.learning_rate,
+        betas=(0.9, 0.98),
+        weight_decay=train_config.weight_decay,
     )
     count = len(data.features)
     if count == 0:
