@@ -1,6 +1,14 @@
 """Real processes for the fault suite: a redis-server the test owns, ``tandem serve --workers 2``,
 ``tandem worker``; traffic threads that keep a ledger of every event they got a 202 for; and the check
 that compares the ledger with what Redis holds. Everything listens on 127.0.0.1 and free ports only.
+
+Counting what was stored: a user's history list is trimmed to the newest ``history_length`` events
+(200), and a burst gives each user more than that, so the history alone cannot tell a lost event from a
+trimmed one. The oracle reads two witnesses that no length trim touches: the user's dedupe set (the
+idempotency key of every event the store accepted, written in the same atomic script as the history and
+kept for the dedupe window, a day) and the user's sequence number (one per stored copy). An event counts as
+stored when its key is in the dedupe set or it is in the retained history; copies beyond one per stored
+event (sequence numbers above the distinct events, or a repeat in the history) are duplicates.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 import httpx
 import redis
 
+from app.services.events import IncomingEvent, to_stored
 from tests.app.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,6 +222,7 @@ class Ledger:
 
     sent: set[tuple[str, int]] = field(default_factory=set)
     accepted: set[tuple[str, int]] = field(default_factory=set)
+    keys: dict[tuple[str, int], str] = field(default_factory=dict)  # (user, timestamp) -> idempotency key
     requests: int = 0
     failed: int = 0  # answers that are failures (5xx other than event 503s, connection errors on reads)
     shed: int = 0  # 429s (by design under overload)
@@ -333,6 +343,7 @@ class Traffic:
                     events.append(event)
                 with self.ledger.lock:
                     self.ledger.sent.update(keys)
+                    self.ledger.keys.update(zip(keys, map(idempotency_key, events), strict=True))
                 self._send_until_accepted(client, events, keys)
 
     def _send_until_accepted(
@@ -365,16 +376,62 @@ class Traffic:
             time.sleep(float(response.headers.get("retry-after", "1")) / 4)
 
 
-def stored_events(stack: Stack, users: list[str]) -> tuple[Counter[tuple[str, int]], dict[str, int]]:
-    """(copies of each (user, timestamp) in the users' histories, each user's sequence number)."""
+def idempotency_key(event: dict[str, Any]) -> str:
+    """The key the API derives for one event of a request body: ``id:<event_id>``, else a hash of its
+    fields (the same conversion ``POST /v1/events`` does)."""
+    incoming = IncomingEvent(
+        user_id=str(event["user_id"]),
+        item_id=str(event["item_id"]),
+        action=str(event["action"]),
+        timestamp=int(event["timestamp"]),
+        value=float(event.get("value", 1.0)),
+        event_id=event.get("event_id"),
+    )
+    return to_stored(incoming).key
+
+
+@dataclass
+class StoredView:
+    """What Redis holds for a set of users, read after the traffic stopped."""
+
+    keys: dict[str, set[str]]  # user -> idempotency keys in the dedupe set (every stored event, no cap)
+    sequences: dict[str, int]  # user -> sequence number (one per stored copy)
+    history: Counter[tuple[str, int]]  # copies of each (user, timestamp) in the retained (trimmed) histories
+
+    def trimmed(self) -> int:
+        """Stored copies no longer in the history list (the length trim): what the history cannot show."""
+        kept = Counter(user for user, _ in self.history.elements())
+        return sum(max(0, seq - kept[user]) for user, seq in self.sequences.items())
+
+
+def stored_events(stack: Stack, users: list[str]) -> StoredView:
     client = stack.redis.client()
-    copies: Counter[tuple[str, int]] = Counter()
-    sequences = {}
+    view = StoredView({}, {}, Counter())
     for user in users:
         for raw in client.lrange(f"{stack.prefix}:u:{{{user}}}:h", 0, -1):
-            copies[(user, int(json.loads(raw)[3]))] += 1
-        sequences[user] = int(client.hget(f"{stack.prefix}:u:{{{user}}}:s", "seq") or 0)
-    return copies, sequences
+            view.history[(user, int(json.loads(raw)[3]))] += 1
+        view.sequences[user] = int(client.hget(f"{stack.prefix}:u:{{{user}}}:s", "seq") or 0)
+        view.keys[user] = {key.decode() for key in client.zrange(f"{stack.prefix}:u:{{{user}}}:d", 0, -1)}
+    return view
+
+
+def count_stored(ledger: Ledger, view: StoredView) -> dict[str, int]:
+    """The ledger against Redis: accepted events stored / lost, and duplicated copies."""
+
+    def stored(event: tuple[str, int]) -> bool:
+        user = event[0]
+        return ledger.keys[event] in view.keys.get(user, ()) or view.history[event] > 0
+
+    accepted_stored = {event for event in ledger.accepted if stored(event)}
+    # Sent but not acknowledged (a request in flight when the traffic stopped) may be stored: not a copy.
+    distinct_stored = sum(1 for event in ledger.sent if stored(event))
+    copies_in_history = sum(count - 1 for count in view.history.values() if count > 1)
+    return {
+        "events_stored": len(accepted_stored),
+        "events_lost": len(ledger.accepted - accepted_stored),
+        "events_duplicated": max(copies_in_history, sum(view.sequences.values()) - distinct_stored),
+        "events_trimmed_from_history": view.trimmed(),
+    }
 
 
 def fresh_vectors(stack: Stack, users: list[str]) -> int:
@@ -391,21 +448,19 @@ def fresh_vectors(stack: Stack, users: list[str]) -> int:
 def settle_and_count(stack: Stack, ledger: Ledger, users: list[str], settle_s: float = 30) -> dict[str, Any]:
     """Waits for the worker to drain the stream, then compares the ledger with Redis."""
     wait_until(stack.backlog_drained, settle_s, 0.25)
-    copies, sequences = stored_events(stack, users)
-    accepted = ledger.accepted
-    stored = {key for key in accepted if copies.get(key, 0) >= 1}
-    duplicated = sum(count - 1 for count in copies.values() if count > 1)
-    # Sequence numbers count every stored copy: more than the distinct events = a duplicate somewhere.
-    duplicated = max(duplicated, sum(sequences.values()) - len(copies))
-    wait_until(lambda: fresh_vectors(stack, users) == sum(1 for s in sequences.values() if s), settle_s, 0.25)
+    view = stored_events(stack, users)
+    with_events = sum(1 for seq in view.sequences.values() if seq)
+    wait_until(lambda: fresh_vectors(stack, users) == with_events, settle_s, 0.25)
+    counted = count_stored(ledger, view)
     return {
         **ledger.as_dict(),
         "events_sent": len(ledger.sent),
-        "events_accepted": len(accepted),
-        "events_stored": len(stored),
-        "events_duplicated": duplicated,
-        "events_lost": len(accepted - stored),
-        "users_with_events": sum(1 for s in sequences.values() if s),
+        "events_accepted": len(ledger.accepted),
+        "events_stored": counted["events_stored"],
+        "events_duplicated": counted["events_duplicated"],
+        "events_lost": counted["events_lost"],
+        "events_trimmed_from_history": counted["events_trimmed_from_history"],
+        "users_with_events": with_events,
         "users_with_fresh_vectors": fresh_vectors(stack, users),
     }
 

@@ -2,8 +2,10 @@
 
 Each scenario starts its own stack (redis-server on a free port, 2 API processes, one worker), runs
 traffic while it injects one fault, then compares the clients' ledger of accepted events with what Redis
-holds. Targets: 0 failed requests (429 under overload and retried 503s for events are by design),
+holds (``harness.count_stored``: the users' dedupe sets and sequence numbers, which no history trim
+touches). Targets: 0 failed requests (429 under overload and retried 503s for events are by design),
 events_stored == events_accepted, 0 duplicated, 0 lost, every user's vector fresh at the end.
+``make faults-quick`` (and CI) runs the scenarios marked ``faults_quick``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def test_redis_stalls_store_every_accepted_event_once(stack: Stack, report: dict
     assert_exactly_once(row)
 
 
+@pytest.mark.faults_quick
 def test_redis_killed_and_restarted(stack: Stack, report: dict) -> None:
     ledger = Ledger()
     traffic = traffic_for(stack, ledger, "restart")
@@ -104,6 +107,7 @@ def test_redis_flushed_worker_recreates_its_group(stack: Stack, report: dict) ->
     assert all(worker.alive() for worker in stack.workers)
 
 
+@pytest.mark.faults_quick
 def test_worker_killed_mid_burst(tmp_path: Path, bundle_v1: Path, report: dict) -> None:
     stack = Stack(tmp_path / "stack", bundle_v1, env_overrides={"TANDEM_WORKER_CONSUMER_IDLE_MS": "3000"})
     try:
