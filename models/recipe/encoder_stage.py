@@ -3,7 +3,9 @@ kept by NDCG@10 on the ranker period's targets; its ANN source and user vectors.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,31 +59,48 @@ def train_encoder_variants(
     dataset: Dataset, periods: PipelinePeriods, settings: RecipeSettings, seed: int
 ) -> EncoderChoice:
     """Trains the preset and every variant with the same budget and validation targets and keeps the one
-    with the best validation NDCG@10 (the score its own early stopping kept)."""
+    with the best validation NDCG@10 (the score its own early stopping kept).
+
+    With ``settings.variant_processes`` > 1 the variants train side by side in spawned processes, one
+    thread each: each variant seeds its own generators, so they are the models a sequential run trains
+    (tested), in about half the wall time on two idle cores."""
     variants = [dict(settings.encoder_overrides)]
     variants += [{**settings.encoder_overrides, **variant} for variant in settings.encoder_variants]
-    kept: Any = None
-    index = 0  # of the kept variant
-    tried: list[dict[str, Any]] = []
-    for position, overrides in enumerate(variants):
-        started = time.perf_counter()
-        result = train_encoder(dataset, periods, replace(settings, encoder_overrides=overrides), seed)
-        state = result.state
-        tried.append(
-            {
-                "overrides": overrides,
-                "valid_NDCG@10": float(state.best_score),
-                "best_epoch": state.best_epoch,
-                "epochs": state.epoch,
-                "stopped_by": state.stopped_by,
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-        )
-        if best_variant([row["valid_NDCG@10"] for row in tried]) == position:
-            kept, index = result, position  # the earlier best is dropped: at most two models at a time
+    runs = [
+        replace(settings, encoder_overrides=overrides, progress=settings.progress and position == 0)
+        for position, overrides in enumerate(variants)
+    ]
+    processes = min(settings.variant_processes, len(runs))
+    if processes > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+            outcomes = list(pool.map(_timed_variant, [(dataset, periods, run, seed) for run in runs]))
+    else:
+        outcomes = [_timed_variant((dataset, periods, run, seed)) for run in runs]
+    tried = [
+        {
+            "overrides": overrides,
+            "valid_NDCG@10": float(result.state.best_score),
+            "best_epoch": result.state.best_epoch,
+            "epochs": result.state.epoch,
+            "stopped_by": result.state.stopped_by,
+            "seconds": round(seconds, 1),
+        }
+        for overrides, (result, seconds) in zip(variants, outcomes, strict=True)
+    ]
+    index = best_variant([row["valid_NDCG@10"] for row in tried])
     for position, row in enumerate(tried):
         row["kept"] = position == index
-    return EncoderChoice(kept, variants[index], tried)
+    return EncoderChoice(outcomes[index][0], variants[index], tried)
+
+
+def _timed_variant(job: tuple[Dataset, PipelinePeriods, RecipeSettings, int]) -> tuple[Any, float]:
+    """(FitResult, seconds) of one variant; runs in a worker process or in this one."""
+    dataset, periods, settings, seed = job
+    torch.set_num_threads(settings.threads)
+    started = time.perf_counter()
+    result = train_encoder(dataset, periods, settings, seed)
+    return result, time.perf_counter() - started
 
 
 def train_encoder(dataset: Dataset, periods: PipelinePeriods, settings: RecipeSettings, seed: int) -> Any:

@@ -47,6 +47,9 @@ class RecipeSettings:
     # the encoder's epoch is picked on this many ranker-period targets, with this patience: at 1,000 and the
     # preset's 4 the score moved by about +-0.01 between epochs and stopped ML-1M's encoder on noise after
     # ~100 s of its 180 (seed 0: ANN 0.1385 -> 0.1415, served 0.1469 -> 0.1590 with 5,000 and 8)
+    # processes that train the variants side by side (1 = one after the other in this process); the models
+    # are the same either way (each variant seeds its own generators)
+    variant_processes: int = 1
     encoder_valid_users: int = 5000
     encoder_patience: int = 8
     ranker_preset: str = "quick"
@@ -132,6 +135,7 @@ class RecipeSettings:
             # minutes per encoder epoch (each parallel region waits for the thread behind the other
             # process; 3 s per batch against ~0.06 s), with one it slows by about the share it loses
             "threads": 1,
+            "variant_processes": 2,
             "ranker_events": 4,
         }
         return replace(cls(), **{**values, **changes})
