@@ -151,6 +151,7 @@ class Stack:
     workers: list[Service] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     prefix: str = "faults"
+    answered: set[int] = field(default_factory=set)  # API worker pids that answered /readyz with 200
 
     def __post_init__(self) -> None:
         self.redis = RedisServer(self.workdir / "redis")
@@ -197,7 +198,14 @@ class Stack:
         return worker
 
     def _ready(self) -> bool:
-        return httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+        """Both API worker processes answer /readyz. One ready process is not enough: the supervisor
+        restarts a worker that misses its first health checks (a loaded machine), and a scenario started
+        then runs on one process (the reload scenario counts both)."""
+        for _ in range(8):  # a new connection each time: SO_REUSEPORT spreads them over the workers
+            answer = httpx.get(f"{self.base_url}/readyz", timeout=2)
+            if answer.status_code == 200:
+                self.answered.add(int(answer.json()["detail"]["pid"]))
+        return len(self.answered & self.api_pids()) >= 2
 
     def stop(self) -> None:
         for worker in self.workers:
