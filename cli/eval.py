@@ -119,6 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=PIPELINE_DEFAULTS.threads, help="pipeline: torch threads"
     )
     parser.add_argument(
+        "--variant-processes",
+        type=int,
+        default=PIPELINE_DEFAULTS.variant_processes,
+        help="pipeline: processes training the encoder variants side by side (same models, less wall time)",
+    )
+    parser.add_argument(
         "--refit-before-test",
         action=argparse.BooleanOptionalAction,
         default=PIPELINE_DEFAULTS.refit_before_test,

@@ -36,6 +36,7 @@ def settings_from_args(args: argparse.Namespace) -> RecipeSettings:
         ranker_gate_margin=args.ranker_gate_margin,
         continue_epochs=args.continue_epochs,
         threads=args.threads,
+        variant_processes=args.variant_processes,
     )
 
 
