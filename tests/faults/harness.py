@@ -3,12 +3,13 @@
 that compares the ledger with what Redis holds. Everything listens on 127.0.0.1 and free ports only.
 
 Counting what was stored: a user's history list is trimmed to the newest ``history_length`` events
-(200), and a burst gives each user more than that, so the history alone cannot tell a lost event from a
-trimmed one. The oracle reads two witnesses that no length trim touches: the user's dedupe set (the
-idempotency key of every event the store accepted, written in the same atomic script as the history and
-kept for the dedupe window, a day) and the user's sequence number (one per stored copy). An event counts as
-stored when its key is in the dedupe set or it is in the retained history; copies beyond one per stored
-event (sequence numbers above the distinct events, or a repeat in the history) are duplicates.
+(``HISTORY_LENGTH`` here), and a burst gives each user more than that, so the history alone cannot tell
+a lost event from a trimmed one. The oracle reads two witnesses that no length trim touches: the user's
+dedupe set (the idempotency key of every event the store accepted, written in the same atomic script as
+the history and kept for the dedupe window, a day) and the user's sequence number (one per stored copy).
+An event counts as stored when its key is in the dedupe set or it is in the retained history; copies
+beyond one per stored event (sequence numbers above the distinct events, or a repeat in the history) are
+duplicates.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.app.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "faults-admin"
 START_TIMEOUT_S = 90.0
+HISTORY_LENGTH = 50  # events kept per user by the fault stack (the default is 200)
 
 
 def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.1) -> bool:
@@ -174,6 +176,9 @@ class Stack:
             "TANDEM_WORKER_BLOCK_MS": "200",
             "TANDEM_BUNDLE_SYNC_INTERVAL_S": "0.5",
             "TANDEM_DRAIN_SECONDS": "0",
+            # below what any scenario's burst gives a user, however fast the machine: every count is checked
+            # past the history trim (count_stored), not only on machines fast enough to pass the default 200
+            "TANDEM_HISTORY_LENGTH": str(HISTORY_LENGTH),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
         env.update(self.env_overrides)
