@@ -190,16 +190,31 @@ class Stack:
         serve = [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", str(self.port)]
         self.api = Service("api", serve, self.env(), self.workdir)
         self.api.start()
-        self.start_worker()
         if not wait_until(self._ready, START_TIMEOUT_S, 0.25):
             raise RuntimeError(f"the API did not become ready:\n{self.api.log_tail()}")
+        # After the API: `tandem serve` empties the shared metrics directory as it starts, which would
+        # delete the files of a worker started beside it (its metrics then vanish from /metrics).
+        self.start_worker()
 
     def start_worker(self) -> Service:
+        """Starts a ``tandem worker`` and waits until it reports the bundle it serves (it has loaded it and
+        runs its loop; the stream's consumer list only shows it once it has read an entry)."""
         name = f"worker-{len(self.workers)}"
         command = [sys.executable, "-m", "cli.main", "worker", "--consumer", name, "--metrics-port", "0"]
         worker = Service(name, command, self.env(), self.workdir)
         worker.start()
         self.workers.append(worker)
+        assert worker.process is not None
+        pid = worker.process.pid
+
+        def reporting() -> bool:
+            processes = self.redis.client().hkeys(f"{self.prefix}:bundle:served")
+            return any(
+                key.decode().startswith("worker:") and key.decode().endswith(f":{pid}") for key in processes
+            )
+
+        if not wait_until(reporting, START_TIMEOUT_S, 0.25):
+            raise RuntimeError(f"{name} did not start:\n{worker.log_tail()}")
         return worker
 
     def _ready(self) -> bool:
