@@ -10,7 +10,7 @@ import pytest
 
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import FakeBundle
-from tests.faults.harness import Ledger, StoredView, count_stored, idempotency_key
+from tests.faults.oracle import Ledger, StoredView, count_stored, idempotency_key
 
 
 def ledger_of(sent: dict[tuple[str, int], str], accepted: set[tuple[str, int]]) -> Ledger:
