@@ -46,7 +46,8 @@ class Engine:
         clients = clients or path_binaries("docker")
         if run([clients[0], "info"], check=False, timeout=30).returncode != 0:
             self._start_dockerd(clients[0])
-        self.docker = self._buildkit_client(clients)
+        # starting dockerd may have installed docker.io (and its BuildKit-capable client): look again
+        self.docker = self._buildkit_client(path_binaries("docker"))
         (self.bin_dir / "docker").symlink_to(self.docker)
         self.compose = self._compose_command()
 
