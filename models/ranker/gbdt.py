@@ -21,17 +21,18 @@ import numpy as np
 
 @dataclass(frozen=True)
 class GbdtConfig:
-    learning_rate: float = 0.03
+    learning_rate: float = 0.05
     num_leaves: int = 15
     min_data_in_leaf: int = 100
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
     bagging_freq: int = 1
     lambda_l2: float = 1.0
-    max_rounds: int = 2000  # boosting rounds at most
+    max_rounds: int = 1500  # boosting rounds at most
     early_stopping_rounds: int = 100  # stop after this many rounds without a better validation NDCG
     eval_at: int = 10
     truncation_level: int = 30  # lambdarank: pairs are formed with the top this-many of each query
+    max_bin: int = 63  # histogram bins per feature (LightGBM's default 255 trains ~2x slower here)
     num_threads: int = 1
     seed: int = 0
 
@@ -49,6 +50,7 @@ class GbdtConfig:
             "bagging_freq": self.bagging_freq,
             "lambda_l2": self.lambda_l2,
             "lambdarank_truncation_level": self.truncation_level,
+            "max_bin": self.max_bin,
             "num_threads": self.num_threads,
             "seed": self.seed,
             "deterministic": True,
