@@ -10,7 +10,7 @@ PORT ?= 8000
 LOADTEST_RESULTS := loadtest/results
 
 .PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest \
-	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak
+	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak mutate
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -41,6 +41,13 @@ faults: $(STAMP)
 # (.ci/run). They skip without the redis-server binary, and fail then under CI=true. Writes no results.
 faults-quick: $(STAMP)
 	$(BIN)/python -m pytest -m 'faults and faults_quick' tests/faults -v
+
+# Mutation testing (mutmut, tools/mutate/) of the code where a silent bug loses or mixes user data, each
+# target with only its own tests, one worker; mutates the committed HEAD in var/mutate/, never the work tree.
+# Not part of make test; needs Redis on 127.0.0.1:6379; about 15 minutes. MUTATE_ARGS: targets, --rev.
+# The reference run and its survivors: docs/results/mutation.md.
+mutate: $(STAMP)
+	$(BIN)/python -m tools.mutate $(MUTATE_ARGS)
 
 # The stack at 70% of its measured capacity for SOAK_SECONDS; RSS growth per process (docs/results/soak.*).
 soak: $(STAMP)
