@@ -96,8 +96,12 @@ def test_one_candidate_and_none_keep_their_shapes_and_dtypes() -> None:
 
 
 def test_a_wrong_number_of_lists_is_refused() -> None:
-    with pytest.raises(ValueError, match="1 lists for 2 sources"):
+    with pytest.raises(ValueError, match=r"^1 lists for 2 sources$"):
         merge_lists([source([1])], MergeConfig(("a", "b"), (1, 1), (1.0, 1.0)))
+    score = MergeConfig(("a",), (1,), (1.0,), fusion="score")
+    needs = r"^score fusion needs every source's scores of the candidates \(union_scores\)$"
+    with pytest.raises(ValueError, match=needs):
+        merge_lists([source([1])], score)
 
 
 def test_take_keeps_every_field() -> None:
@@ -132,11 +136,11 @@ def test_standardised_is_the_z_score_of_each_column() -> None:
 
 def test_config_boundaries() -> None:
     assert MergeConfig(("a",), (0,), (0.0,), total=1).total == 1  # the smallest valid values
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match=r"^sources, quotas and weights must have the same length$"):
         MergeConfig(("a", "b"), (1,), (1.0, 1.0))
     with pytest.raises(ValueError, match=r"duplicate source names in \('a', 'a'\)"):
         MergeConfig(("a", "a"), (1, 1), (1.0, 1.0))
-    with pytest.raises(ValueError, match="total must be >= 1, quotas and weights >= 0"):
+    with pytest.raises(ValueError, match=r"^total must be >= 1, quotas and weights >= 0$"):
         MergeConfig(("a",), (-1,), (1.0,))
     with pytest.raises(ValueError, match="total must be >= 1, quotas and weights >= 0"):
         MergeConfig(("a",), (1,), (-1.0,))
