@@ -102,8 +102,8 @@ def run_bundle_replay(args: argparse.Namespace, load: Any, command: str, out_dir
     test requests of the periods its manifest names -> pipeline-bundle-<dataset>.{md,json,png}, and a
     line per row comparing the replay with the manifest's offline numbers."""
     from models.bundle.load import Bundle
+    from models.bundle.replay import replay_bundle
     from models.bundle.write import data_fingerprint
-    from models.evaluate.replay import replay
     from models.evaluate.report import EvalReport
     from models.recipe.lists import PIPELINE_METRICS
 
@@ -122,9 +122,7 @@ def run_bundle_replay(args: argparse.Namespace, load: Any, command: str, out_dir
         )
     periods = pipeline_periods(dataset, serving.protocol, serving.ranker_events, serving.exclude_seen)
     require_test_requests(dataset, serving.protocol, periods)
-    result = replay(
-        bundle.sources, bundle.merge, bundle.encoder, bundle.ranker, serving.ranker_served, periods.test
-    )
+    result = replay_bundle(bundle, periods.test)
     seed = int(manifest.training.get("seed", 0))
     report = EvalReport(
         command, dataset.name, serving.protocol, PIPELINE_METRICS, users=len(periods.test), seeds=[seed]

@@ -74,6 +74,8 @@ async def bundle_info(services: ServicesDep) -> BundleResponse:
         candidate_sources=list(merge.sources),
         merge_weights=list(merge.weights),
         ranker_served=pipeline.use_ranker,
+        ranker_kind=serving.ranker_kind,
+        ranker_gain=serving.ranker_gain,
         allow_seen=merge.allow_seen,
         offline=serving.offline,
         **upgrade_state(services.settings.bundle_upgrade_file, services.holder),

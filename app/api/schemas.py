@@ -140,6 +140,13 @@ class BundleResponse(BaseModel):
     candidate_sources: list[str] = Field(description="the sources merged into the candidate list, in order")
     merge_weights: list[float]
     ranker_served: bool = Field(description="false: the merged order is served (the ranker did not beat it)")
+    ranker_kind: str | None = Field(
+        default=None, description="the ranker the gate kept: gbdt (LambdaMART) or onepiece (transformer)"
+    )
+    ranker_gain: float | None = Field(
+        default=None,
+        description="the gate's cross-fitted NDCG@10 of the kept ranker over the merged order (1.0 = equal)",
+    )
     allow_seen: bool
     offline: dict[str, Any] = Field(
         default_factory=dict, description="the bundle's offline replay metrics (test and validation periods)"

@@ -54,6 +54,8 @@ class ServingBundle:
         self.served_path = manifest.served_path.removesuffix("+ranker") + (
             "+ranker" if self.ranker_served else ""
         )
+        self.ranker_kind = manifest.serving.ranker_kind if bundle.ranker is not None else None
+        self.ranker_gain = manifest.serving.ranker_gain
         self.catalogue = bundle.catalogue
         self.item_index: dict[str, int] = bundle.item_index
         self.user_index: dict[str, int] = bundle.user_index

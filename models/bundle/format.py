@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 3  # 3: typed manifest, fitted sources saved as fitted (sources/)
+# 3: typed manifest, fitted sources saved as fitted (sources/); 4: the ranker may be a GBDT (model text +
+# feature state, ranker/gbdt/), ServingChoice.ranker_kind and ranker_gain
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 HISTORY_LENGTH = 200
 HISTORY_COLUMNS = ("user", "item", "action", "value", "timestamp", "scene", "device")
@@ -42,11 +44,14 @@ class BundleIntegrityError(ValueError):
 
 @dataclass(frozen=True)
 class ServingChoice:
-    """How the bundle serves: the merge (``MergeConfig.to_dict``), whether the ranker is served and the
-    gate's numbers, the recent-items scoring, and how the data was cut for the offline numbers."""
+    """How the bundle serves: the merge (``MergeConfig.to_dict``), whether the ranker is served, which kind
+    it is (``gbdt`` or ``onepiece``) and the gate's cross-fitted ratio over the merged order
+    (``ranker_gain``), the recent-items scoring, and how the data was cut for the offline numbers."""
 
     merge: dict[str, Any]
     ranker_served: bool = False
+    ranker_kind: str | None = None
+    ranker_gain: float | None = None
     recent: dict[str, Any] | None = None
     protocol: str | None = None
     ranker_events: int | None = None

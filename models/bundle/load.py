@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.bundle.format import HISTORY_COLUMNS, Manifest, verify_bundle
+from models.bundle.ranker_io import load_any_ranker
 from models.bundle.sources_io import load_sources
 from models.candidates.merge import MergeConfig
-from models.candidates.served import ServedPipeline
+from models.candidates.served import MergedRanker, ServedPipeline
 from models.candidates.sources import CandidateSource, ItemSearch
 from models.data.histories import history_from_rows
 from models.data.schema import Catalogue
@@ -58,7 +59,7 @@ class ServableBundle(Protocol):
     def encoder(self) -> UserEncoder | None: ...
 
     @property
-    def ranker(self) -> CandidateRanker | None: ...
+    def ranker(self) -> CandidateRanker | MergedRanker | None: ...
 
     @property
     def index(self) -> ItemSearch | None: ...
@@ -98,7 +99,7 @@ class Bundle:
     sources: dict[str, CandidateSource]
     model_version: str  # recomputed from the files' bytes at load, never read from the manifest alone
     encoder: UserEncoder | None = None
-    ranker: CandidateRanker | None = None
+    ranker: CandidateRanker | MergedRanker | None = None
     index: ItemIndex | None = None
     _history_table: pa.Table | None = field(default=None, repr=False)
     _user_features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -141,7 +142,6 @@ class Bundle:
 
         ranker_backend/threads: how the ranker scores one request (``models.ranker.serving.load_ranker``)."""
         from models.encoder.serving import load_user_encoder
-        from models.ranker.serving import load_ranker
 
         path = Path(path)
         manifest = Manifest.read(path)
@@ -159,7 +159,7 @@ class Bundle:
         encoder = load_user_encoder(path / str(files["encoder"])) if files.get("encoder") else None
         ranker = None
         if files.get("ranker"):
-            ranker = load_ranker(path / str(files["ranker"]), backend=ranker_backend, threads=threads)
+            ranker = load_any_ranker(path / str(files["ranker"]), ranker_backend, threads)
         popularity = pq.read_table(path / "catalogue.parquet", columns=["popularity"]).column("popularity")
         return cls(
             path=path,

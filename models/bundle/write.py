@@ -29,6 +29,7 @@ from models.bundle.format import (
     model_version_of,
     sha256_tree,
 )
+from models.bundle.ranker_io import save_any_ranker
 from models.bundle.sources_io import SOURCES_DIR, save_sources
 from models.candidates.merge import default_merge
 from models.candidates.sources import AnnSource
@@ -125,7 +126,6 @@ def write_bundle(
 
     def assemble(directory: Path) -> None:
         from models.encoder.serving import TorchUserEncoder, save_user_encoder
-        from models.ranker.serving import TorchCandidateRanker, save_ranker
 
         files: dict[str, str | None] = {
             "encoder": None,
@@ -154,17 +154,7 @@ def write_bundle(
                 "chosen": trained.index.metadata.get("chosen")
             }
         if trained.ranker is not None:
-            ranker = trained.ranker
-            if not isinstance(ranker, TorchCandidateRanker):
-                raise TypeError(f"cannot save a ranker of type {type(ranker).__name__}")
-            save_ranker(
-                directory / "ranker" / "ranker.pt",
-                ranker.model,
-                ranker.sources,
-                ranker.funnel,
-                ranker.version,
-            )
-            files["ranker"] = "ranker/ranker.pt"
+            files["ranker"] = save_any_ranker(trained.ranker, directory)
         for name in ("encoder", "ranker"):
             if files[name]:
                 hashes[name] = sha256_tree(directory / str(files[name]))
@@ -180,6 +170,8 @@ def write_bundle(
             serving=ServingChoice(
                 merge=trained.merge.to_dict(),
                 ranker_served=trained.ranker_served and trained.ranker is not None,
+                ranker_kind=trained.ranker_kind if trained.ranker is not None else None,
+                ranker_gain=trained.valid.get("gate_ratio"),
                 recent=trained.recent,
                 protocol=spec.protocol,
                 ranker_events=spec.ranker_events,

@@ -13,7 +13,10 @@ The stages, in this order (``recommend_many`` docstring, and docs/serving.md):
    served, before ranking, so the ranker scores only servable candidates;        [stage ``retrieve``]
 3. the ranker reorders, when the bundle serves it and the request has something personal to rank by (a
    user vector, a history or anchors); a ranker error serves the merged order with a warning where the
-   rules say ``fall_back``;                                                        [stage ``rank``]
+   rules say ``fall_back``. Two kinds: a ``CandidateRanker`` (the OnePiece transformer) scores every
+   merged candidate from the history, the context and the sources' ranks; a ``MergedRanker`` (the GBDT)
+   computes per-candidate features of the merged top ``depth`` [stage ``features``] and scores them,
+   the rest keeps the merged order after them;                                   [stage ``rank``]
 4. diversity (MMR over the served scores) picks k, else the list is cut to k; a list the rules left
    shorter than k is topped up from popularity under the same exclusions and filter.  [stage ``rules``]
 """
@@ -24,6 +27,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -78,6 +82,43 @@ class ServedList:
         return np.concatenate([np.asarray(self.scores, np.float32), self.filler_scores.astype(np.float32)])
 
 
+@runtime_checkable
+class MergedRanker(Protocol):
+    """A ranker over merged candidates (``models.ranker.gbdt_serving.MergedReranker``): it reads what the
+    sources and the merge said of each candidate (scores, ranks), the request and fitted state, and reorders
+    the merged top ``depth``."""
+
+    version: str
+    depth: int
+
+    def features_batch(
+        self, requests: Sequence[CandidateRequest], merged: Sequence[MergedCandidates]
+    ) -> list[np.ndarray]:
+        """Per request, [N_i, F] float32 features of its N_i (<= ``depth``) merged candidates."""
+        ...
+
+    def score_features(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per request, [N_i] scores (higher is better) of ``features_batch``'s rows, one model call."""
+        ...
+
+
+def head_of(merged: MergedCandidates, depth: int) -> MergedCandidates:
+    """The merged top ``depth`` (the whole list when shorter)."""
+    return merged if len(merged) <= depth else merged.take(np.arange(depth))
+
+
+def reranked_head(merged: MergedCandidates, head_scores: np.ndarray) -> tuple[MergedCandidates, np.ndarray]:
+    """The merged list with its first len(head_scores) candidates in score order (ties keep the merged
+    order) and the rest after them in merged order, with scores that keep falling below the head's.
+    -> (candidates, scores [N] float32)."""
+    head = len(head_scores)
+    order = np.lexsort((np.arange(head), -head_scores))
+    tail = len(merged) - head
+    floor = float(head_scores.min()) if head else 0.0
+    scores = np.concatenate([head_scores[order], floor - 1.0 - np.arange(tail) / max(tail, 1)])
+    return merged.take(np.concatenate([order, np.arange(head, len(merged))])), scores.astype(np.float32)
+
+
 def ranker_columns(merged_sources: tuple[str, ...], ranker_sources: tuple[str, ...]) -> np.ndarray:
     """For each source the ranker reads, its column in the merged ranks (-1 = not produced here). [S_r]"""
     return np.asarray(
@@ -104,7 +145,10 @@ class ServedPipeline:
     """generator -> merged candidates -> (ranker) -> rules -> served list."""
 
     def __init__(
-        self, generator: CandidateGenerator, ranker: CandidateRanker | None = None, use_ranker: bool = True
+        self,
+        generator: CandidateGenerator,
+        ranker: CandidateRanker | MergedRanker | None = None,
+        use_ranker: bool = True,
     ) -> None:
         self.generator = generator
         self.ranker = ranker
@@ -128,8 +172,8 @@ class ServedPipeline:
 
         ``merged``: the requests' merged candidates when the caller has them already (the replay merges
         once for several rows); the sources are then not asked again. Stages, in order: exclusions ->
-        sources -> merge -> category filter [retrieve] -> ranker [rank] -> MMR or cut to k -> popularity
-        top-up [rules]."""
+        sources -> merge -> category filter [retrieve] -> features [features] -> ranker [rank] -> MMR or
+        cut to k -> popularity top-up [rules]."""
         started = time.perf_counter()
         requests = [self._with_exclusions(request, rules) for request in requests]
         lists = list(merged) if merged is not None else [self.generator.generate(r) for r in requests]
@@ -139,10 +183,7 @@ class ServedPipeline:
             lists = [m.take(np.flatnonzero(categories.mask(m.items, item_category))) for m in lists]
         if timer is not None:
             timer.record("retrieve", started)
-        started = time.perf_counter()
-        served = self._ranked(requests, lists, rules.fall_back)
-        if timer is not None:
-            timer.record("rank", started)
+        served = self._ranked(requests, lists, rules.fall_back, timer)
         started = time.perf_counter()
         if rules.k is not None:
             served = [self._apply_rules(s, r, rules) for s, r in zip(served, requests, strict=True)]
@@ -165,17 +206,35 @@ class ServedPipeline:
         return replace(request, exclude=np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
 
     def _ranked(
-        self, requests: list[CandidateRequest], merged: list[MergedCandidates], fall_back: bool
+        self,
+        requests: list[CandidateRequest],
+        merged: list[MergedCandidates],
+        fall_back: bool,
+        timer: StageTimer | None = None,
     ) -> list[ServedList]:
-        """The merged lists in served order: the ranker's where it runs (one forward), else the merge's."""
+        """The merged lists in served order: the ranker's where it runs (one forward), else the merge's.
+        Records the stages ``features`` (a ``MergedRanker``'s) and ``rank``."""
+        started = time.perf_counter()
         served = [ServedList(m, m.merge_score, False) for m in merged]
-        if not self.use_ranker or self.ranker is None:
-            return served
         rows = [i for i, (r, m) in enumerate(zip(requests, merged, strict=True)) if len(m) and personal(r)]
-        if not rows:
-            return served
         ranker = self.ranker
+        if not self.use_ranker or ranker is None or not rows:
+            if timer is not None:
+                timer.record("rank", started)
+            return served
         try:
+            if isinstance(ranker, MergedRanker):
+                heads = [head_of(merged[i], ranker.depth) for i in rows]
+                blocks = ranker.features_batch([requests[i] for i in rows], heads)
+                if timer is not None:
+                    timer.record("features", started)
+                    started = time.perf_counter()
+                head_scores = ranker.score_features(blocks)
+                for i, row in zip(rows, head_scores, strict=True):
+                    served[i] = ServedList(*reranked_head(merged[i], np.asarray(row, np.float64)), True)
+                if timer is not None:
+                    timer.record("rank", started)
+                return served
             scores = ranker.score_batch(
                 [requests[i].history for i in rows],
                 [requests[i].context for i in rows],
@@ -191,10 +250,14 @@ class ServedPipeline:
             for i in rows:
                 served[i].warnings.append("ranker failed: candidates in merged order")
                 served[i].ranker_failed = True
+            if timer is not None:
+                timer.record("rank", started)
             return served
         for i, row in zip(rows, scores, strict=True):
             order = np.argsort(-row, kind="stable")
             served[i] = ServedList(merged[i].take(order), row[order].astype(np.float32), True)
+        if timer is not None:
+            timer.record("rank", started)
         return served
 
     @staticmethod

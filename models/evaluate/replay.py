@@ -3,7 +3,8 @@
 The pipeline may be one the recipe has just trained or one loaded from a bundle directory; both are built
 by the same constructor (``models.recipe.trained.served_pipeline``), so a bundle replayed from disk gives
 the offline metrics its manifest records. A target no source found is a miss. Rows: each source alone
-(``kind`` source), the merged order, the ranker over the merged order when there is one, and what is
+(``kind`` source), the merged order, the ranker the gate kept over the merged order when there is one
+(``ranker_over_merged``) and every trained ranker (``ranker_gbdt``, ``ranker_onepiece``), and what is
 served (``pipeline``).
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.candidates.merge import MergeConfig
-from models.candidates.served import ServedPipeline
+from models.candidates.served import MergedRanker, ServedPipeline
 from models.candidates.sources import CandidateSource
 from models.data.schema import Dataset
 from models.inference import CandidateRanker, UserEncoder
@@ -45,13 +46,16 @@ def replay(
     sources: dict[str, CandidateSource],
     merge: MergeConfig,
     encoder: UserEncoder | None,
-    ranker: CandidateRanker | None,
+    ranker: CandidateRanker | MergedRanker | None,
     ranker_served: bool,
     task: EvalTask,
     progress: bool = False,
     keep_candidates: bool = False,
+    rankers: dict[str, Any] | None = None,
 ) -> ReplayResult:
-    """Answers every request of ``task`` with the served pipeline of these parts and scores the rows."""
+    """Answers every request of ``task`` with the served pipeline of these parts and scores the rows.
+    ``rankers``: every trained ranker by kind (``ranker`` among them), each scored over the merged order
+    as a row ``ranker_<kind>``."""
     served = served_pipeline(sources, merge, ranker, ranker_served)
     generator = served.generator
     vectors = None
@@ -81,6 +85,14 @@ def replay(
     if ranker is not None:
         rows["ranker_over_merged"] = served_items(ServedPipeline(generator, ranker), requests, merged)
         kinds["ranker_over_merged"] = "ranker"
+    for kind, other in (rankers or {}).items():
+        reused = other is ranker and "ranker_over_merged" in rows
+        rows[f"ranker_{kind}"] = (
+            rows["ranker_over_merged"]
+            if reused
+            else served_items(ServedPipeline(generator, other), requests, merged)
+        )
+        kinds[f"ranker_{kind}"] = "ranker"
     rows["pipeline"] = served_items(served, requests, merged)
     kinds["pipeline"] = "pipeline"
     metrics: dict[str, dict[str, float]] = {}
@@ -105,6 +117,7 @@ def replay_trained(
         task,
         progress,
         keep_candidates,
+        trained.rankers(),
     )
 
 

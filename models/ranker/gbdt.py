@@ -96,6 +96,21 @@ class GbdtRanker:
             return np.zeros(0, np.float32)
         return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)
 
+    def staged_scores(self, features: np.ndarray, checkpoints: Sequence[int]) -> np.ndarray:
+        """features [N, F] -> [C, N] float32 scores of the model cut after each of ``checkpoints`` (round
+        counts), each exactly what ``truncated(rounds).score`` gives (one full prediction per cut: summing
+        slices would differ in the last bits and reorder near-ties)."""
+        features = np.asarray(features, dtype=np.float32)
+        out = np.zeros((len(checkpoints), features.shape[0]), np.float32)
+        if features.shape[0]:
+            for row, stop in enumerate(checkpoints):
+                out[row] = self.booster.predict(features, num_iteration=stop, num_threads=1)
+        return out
+
+    def truncated(self, rounds: int) -> GbdtRanker:
+        """The same model cut after its first ``rounds`` boosting rounds."""
+        return GbdtRanker(self.booster.model_to_string(num_iteration=rounds))
+
     def score_batch(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Several requests' [N_i, F] features in one call -> [N_i] scores each."""
         if not features:
@@ -151,9 +166,11 @@ def train_gbdt(
     valid: RankingData,
     feature_names: Sequence[str],
     config: GbdtConfig | None = None,
+    keep_all: bool = False,
 ) -> tuple[GbdtRanker, TrainInfo]:
     """LambdaMART on ``train``, early-stopped on NDCG@eval_at of ``valid``; the returned ranker holds the
-    best iteration's trees only."""
+    best iteration's trees only, unless ``keep_all``: then every round run (``truncated(info.best_iteration)``
+    cuts it; the recipe's gate judges several cuts)."""
     config = config or GbdtConfig()
     train_set = _dataset(train, feature_names)
     valid_set = _dataset(valid, feature_names, train_set)
@@ -162,6 +179,7 @@ def train_gbdt(
         config.params(),
         train_set,
         num_boost_round=config.max_rounds,
+        keep_training_booster=keep_all,  # else lgb.train keeps only the best iteration's trees
         valid_sets=[valid_set],
         valid_names=["valid"],
         callbacks=[
@@ -171,6 +189,6 @@ def train_gbdt(
     )
     best = int(booster.best_iteration) or int(booster.current_iteration())
     curve = history.get("valid", {}).get(f"ndcg@{config.eval_at}", [])
-    ranker = GbdtRanker(booster.model_to_string(num_iteration=best))
+    ranker = GbdtRanker(booster.model_to_string(num_iteration=-1 if keep_all else best))
     info = TrainInfo(best, float(curve[best - 1]) if curve else float("nan"), len(curve), asdict(config))
     return ranker, info

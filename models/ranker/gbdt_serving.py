@@ -1,8 +1,9 @@
-"""The GBDT reranker at request time: one request's merged candidates -> features -> scores.
+"""The GBDT reranker at request time: merged candidates -> features -> scores (a ``MergedRanker``).
 
-Everything a served request needs is here: the fitted ``FeatureState`` (from the bundle's training events)
-and the ``GbdtRanker``. Wiring it into the served pipeline (bundle files, the recipe's ranker stage, the gate)
-is not done yet; see docs/ranking.md.
+Everything a served request needs is here: the fitted ``FeatureState`` (from the bundle's training events,
+with the encoder's item vectors) and the ``GbdtRanker``. The served pipeline
+(``models.candidates.served``) hands it the merged top ``depth`` of each request; the recipe
+(``models.recipe.gbdt_stage``) computes its training features with the same ``features_batch``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,28 @@ import numpy as np
 from models.candidates.feature_state import FeatureState
 from models.candidates.features import candidate_features, feature_names
 from models.candidates.merge import MergedCandidates
-from models.inference import RequestContext, UserHistory
+from models.candidates.sources import CandidateRequest
 from models.ranker.gbdt import GbdtRanker
+
+DEFAULT_DEPTH = 100  # the merged top-N the GBDT reorders (and is trained on)
+
+
+def request_features(request: CandidateRequest, merged: MergedCandidates, state: FeatureState) -> np.ndarray:
+    """[N, F] float32 features of one request's N merged candidates: the one feature path of serving,
+    the recipe's training and validation, and the replay."""
+    return candidate_features(request.context.timestamp, request.history, merged, state, request.user_vector)
 
 
 class MergedReranker:
-    """Scores merged candidates with a GBDT over ``candidate_features``."""
+    """Scores the merged top ``depth`` of a request with a GBDT over ``candidate_features``."""
 
-    def __init__(self, ranker: GbdtRanker, state: FeatureState) -> None:
+    kind = "gbdt"
+    candidate_sources: tuple[str, ...] = ()
+
+    def __init__(self, ranker: GbdtRanker, state: FeatureState, depth: int = DEFAULT_DEPTH) -> None:
         self.ranker = ranker
         self.state = state
+        self.depth = depth
         self.version = ranker.version
 
     def _check(self, merged: MergedCandidates) -> None:
@@ -33,48 +46,22 @@ class MergedReranker:
                 f"{self.ranker.feature_names}"
             )
 
-    def features(
-        self,
-        history: UserHistory,
-        context: RequestContext,
-        merged: MergedCandidates,
-        user_vector: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """[N, F] float32 features of the request's N merged candidates."""
+    def features(self, request: CandidateRequest, merged: MergedCandidates) -> np.ndarray:
+        """[N, F] float32 features of the request's N merged candidates (all of them: the caller cuts)."""
         self._check(merged)
-        return candidate_features(context.timestamp, history, merged, self.state, user_vector)
+        return request_features(request, merged, self.state)
 
-    def score_merged(
-        self,
-        history: UserHistory,
-        context: RequestContext,
-        merged: MergedCandidates,
-        user_vector: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """[N] float32 scores of the merged candidates (higher is better)."""
-        return self.ranker.score(self.features(history, context, merged, user_vector))
-
-    def score_merged_batch(
-        self,
-        histories: Sequence[UserHistory],
-        contexts: Sequence[RequestContext],
-        merged: Sequence[MergedCandidates],
-        user_vectors: Sequence[np.ndarray | None] | None = None,
+    def features_batch(
+        self, requests: Sequence[CandidateRequest], merged: Sequence[MergedCandidates]
     ) -> list[np.ndarray]:
-        """Several requests; one GBDT call over all of their candidates. -> [N_i] scores each."""
-        vectors = list(user_vectors) if user_vectors is not None else [None] * len(histories)
-        blocks = [
-            self.features(h, c, m, v) for h, c, m, v in zip(histories, contexts, merged, vectors, strict=True)
-        ]
-        return self.ranker.score_batch(blocks)
+        """Per request, [N_i, F] features of its merged candidates (``MergedRanker``)."""
+        return [self.features(r, m) for r, m in zip(requests, merged, strict=True)]
 
-    def rerank(
-        self,
-        history: UserHistory,
-        context: RequestContext,
-        merged: MergedCandidates,
-        user_vector: np.ndarray | None = None,
-    ) -> MergedCandidates:
-        """The candidates in the GBDT's order (ties keep the merged order)."""
-        scores = self.score_merged(history, context, merged, user_vector)
+    def score_features(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per request, [N_i] float32 GBDT scores; one model call for all (``MergedRanker``)."""
+        return self.ranker.score_batch(list(features))
+
+    def rerank(self, request: CandidateRequest, merged: MergedCandidates) -> MergedCandidates:
+        """All of ``merged`` in the GBDT's order (ties keep the merged order)."""
+        scores = self.ranker.score(self.features(request, merged))
         return merged.take(np.lexsort((np.arange(len(merged)), -scores)))

@@ -126,6 +126,10 @@ def user_vectors(result: Any, task: EvalTask) -> np.ndarray:
 def ann_source(result: Any) -> AnnSource:
     from models.index.builder import build_index
 
+    return AnnSource(build_index(item_vectors(result), "flat"))
+
+
+def item_vectors(result: Any) -> np.ndarray:
+    """The encoder's item vectors [num_items, d] float32 (what its index searches)."""
     with torch.inference_mode():
-        item_vectors = result.model.item_vectors().float().numpy()
-    return AnnSource(build_index(item_vectors, "flat"))
+        return result.model.item_vectors().float().numpy()

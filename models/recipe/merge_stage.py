@@ -64,14 +64,7 @@ def tune_weights(
     grid = SCORE_WEIGHT_GRID if base.fusion == "score" else WEIGHT_GRID
 
     def score(candidate: list[float]) -> float:
-        config = replace(base, weights=tuple(candidate))
-        merged = {
-            i: merge_lists(lists[i], config, None if union_scores is None else union_scores[i]).items
-            for i in rows.tolist()
-        }
-        return list_metrics([merged.get(i, np.zeros(0, np.int64)) for i in range(len(task))], task, rows)[
-            "NDCG@10"
-        ]
+        return merge_ndcg(lists, task, rows, replace(base, weights=tuple(candidate)), union_scores)
 
     best = score(weights)
     for _ in range(2):
@@ -84,6 +77,29 @@ def tune_weights(
                 if result > best + 1e-9:
                     best, weights = result, trial
     return replace(base, weights=tuple(weights)), best
+
+
+def merge_ndcg(
+    lists: list[list[SourceList]],
+    task: EvalTask,
+    rows: np.ndarray,
+    config: MergeConfig,
+    union_scores: Sequence[UnionScores | None] | None = None,
+) -> float:
+    """Mean NDCG@10 over ``rows`` of the order ``config`` merges."""
+    merged = {
+        i: merge_lists(lists[i], config, None if union_scores is None else union_scores[i]).items
+        for i in rows.tolist()
+    }
+    empty = np.zeros(0, np.int64)
+    return list_metrics([merged.get(i, empty) for i in range(len(task))], task, rows)["NDCG@10"]
+
+
+def single_source(base: MergeConfig, column: int, fusion: str = "rrf") -> MergeConfig:
+    """The merge that serves one source's order (that source's weight alone; with rank fusion its list as
+    it is, then the other sources' items)."""
+    weights = tuple(1.0 if i == column else 0.0 for i in range(len(base.sources)))
+    return replace(base, fusion=fusion, weights=weights)
 
 
 def stored_union_scores(
@@ -112,7 +128,7 @@ def candidate_union(
 
 
 def choose_merge(
-    generator: CandidateGenerator,
+    generators: CandidateGenerator | Sequence[CandidateGenerator],
     requests: list[CandidateRequest],
     lists: list[list[SourceList]],
     task: EvalTask,
@@ -121,27 +137,46 @@ def choose_merge(
     fusion: str = "auto",
 ) -> tuple[MergeConfig, dict[str, float]]:
     """Tunes rank fusion and score fusion on the validation ``rows`` and keeps the better (ties: rank
-    fusion); ``fusion`` "rrf" or "score" tunes only that one. -> (merge config, validation NDCG@10 of each
-    fusion tuned, keys ``merge_<fusion>_NDCG@10``)."""
+    fusion); ``fusion`` "rrf" or "score" tunes only that one. Every source alone (``single_source``) is a
+    candidate too, so the merge kept is never below its best source on these rows. generators: the
+    generator of every request (or one for all: the fits the requests' lists came from). -> (merge
+    config, validation NDCG@10 of each candidate, keys ``merge_<fusion>_NDCG@10`` and
+    ``merge_only_<source>_NDCG@10``, and of the one kept, ``merge_kept_NDCG@10``)."""
     if fusion not in ("auto", "rrf", "score"):
         raise ValueError(f"merge fusion {fusion!r}: expected auto, rrf or score")
     scores: dict[str, float] = {}
     chosen = base
+    stored: list[UnionScores | None] = [None] * len(lists)
     if fusion in ("auto", "rrf"):
         chosen, scores["merge_rrf_NDCG@10"] = tune_weights(lists, task, rows, base)
     if fusion in ("auto", "score"):
-        stored: list[UnionScores | None] = [None] * len(lists)
         for i in rows.tolist():
-            stored[i] = stored_union_scores(generator, requests[i], lists[i])
+            stored[i] = stored_union_scores(generator_of(generators, i), requests[i], lists[i])
         score_config, score_score = tune_weights(lists, task, rows, replace(base, fusion="score"), stored)
         if score_score > scores.get("merge_rrf_NDCG@10", -np.inf) + 1e-9:
             chosen = score_config
         scores["merge_score_NDCG@10"] = score_score
+    best = max(scores.values())
+    alone_fusion = "score" if fusion == "score" else "rrf"  # a fixed fusion stays fixed
+    for column, name in enumerate(base.sources):
+        alone = single_source(base, column, alone_fusion)
+        value = merge_ndcg(lists, task, rows, alone, stored if alone_fusion == "score" else None)
+        scores[f"merge_only_{name}_NDCG@10"] = value
+        if value > best + 1e-9:
+            chosen, best = alone, value
+    scores["merge_kept_NDCG@10"] = best
     return chosen, scores
 
 
+def generator_of(
+    generators: CandidateGenerator | Sequence[CandidateGenerator], row: int
+) -> CandidateGenerator:
+    """Request ``row``'s generator (one given for all, or one per request)."""
+    return generators if isinstance(generators, CandidateGenerator) else generators[row]
+
+
 def merged_lists(
-    generator: CandidateGenerator,
+    generators: CandidateGenerator | Sequence[CandidateGenerator],
     requests: list[CandidateRequest],
     lists: list[list[SourceList]],
     config: MergeConfig,
@@ -156,7 +191,9 @@ def merged_lists(
         merge_lists(
             request_lists,
             config,
-            union_lookup(*(known.get(row) or candidate_union(generator, request, request_lists))),
+            union_lookup(
+                *(known.get(row) or candidate_union(generator_of(generators, row), request, request_lists))
+            ),
         )
         for row, (request, request_lists) in enumerate(zip(requests, lists, strict=True))
     ]

@@ -3,7 +3,7 @@ users, and the gate that decides, on its validation users, whether it is served.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -114,6 +114,54 @@ def train_ranker(
 
     state = train_ranker(model, data, train_config, progress=settings.progress, validate=validate)
     return ranker, state.history, np.stack(epoch_values)
+
+
+@dataclass
+class RankerCandidate:
+    """A trained ranker offered to the gate: epoch_values [E, V] NDCG@10 of each validation request's served
+    list per epoch (GBDT: per checkpoint), train_losses [E] (the tie-break; None: earlier wins)."""
+
+    ranker: Any
+    epoch_values: np.ndarray
+    train_losses: np.ndarray | None
+
+
+def choose_ranker(
+    candidates: dict[str, RankerCandidate],
+    merged_values: np.ndarray,
+    folds: np.ndarray,
+    users: np.ndarray,
+    settings: RecipeSettings,
+) -> tuple[str, bool, dict[str, float]]:
+    """Each candidate through ``ranker_gate`` against the merged order (merged_values [V]) on the same folds
+    and users. -> (the kind kept: the passing one with the highest cross-fitted ratio, else the highest
+    ratio; whether it is served; gate numbers: per kind ``<kind>_gate_ratio`` / ``_gate_low`` /
+    ``_served``, and ``gate_ratio``, ``gate_low``, ``gate_requests`` of the kind kept)."""
+    numbers: dict[str, float] = {}
+    passed: dict[str, bool] = {}
+    for kind, candidate in candidates.items():
+        losses = candidate.train_losses
+        if losses is None:
+            losses = np.zeros(len(candidate.epoch_values))
+        serve, gate = ranker_gate(
+            candidate.epoch_values,
+            losses,
+            merged_values,
+            folds,
+            settings.ranker_gate_level,
+            settings.ranker_gate_margin,
+            users,
+        )
+        passed[kind] = serve
+        numbers.update({f"{kind}_{key}": value for key, value in gate.items()})
+        numbers[f"{kind}_served"] = float(serve)
+    ratio = {kind: numbers[f"{kind}_gate_ratio"] for kind in candidates}
+    pool = [k for k in candidates if passed[k]] or list(candidates)
+    kept = max(pool, key=lambda k: ratio[k])
+    for key in ("gate_ratio", "gate_low", "gate_requests"):
+        if f"{kept}_{key}" in numbers:
+            numbers[key] = numbers[f"{kept}_{key}"]
+    return kept, passed[kept], numbers
 
 
 def ranker_gate(

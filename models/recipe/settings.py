@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-RECIPE = "served-pipeline-12"
+RECIPE = "served-pipeline-13"
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
@@ -80,6 +80,14 @@ class RecipeSettings:
     # replays served on a cross-fitted gain under 0.5% (ML-1M 1.003, 1.004, 1.003, 1.0025; ML-100K
     # 1.003, 1.0006) was at or below the merged order on the test (docs/pipeline.md)
     ranker_gate_margin: float = 0.005
+    # the rankers trained and offered to the gate: "gbdt" (LightGBM LambdaMART over per-candidate
+    # features, models.recipe.gbdt_stage) and "onepiece" (the transformer, models.recipe.ranker_stage)
+    rankers: tuple[str, ...] = ("gbdt", "onepiece")
+    gbdt_depth: int = 100  # the GBDT reorders (and trains on) the merged top this-many
+    gbdt_learning_rate: float = 0.05
+    gbdt_max_rounds: int = 1500
+    gbdt_patience: int = 100  # rounds without a better validation NDCG@10 before LightGBM stops
+    gbdt_checkpoint_rounds: int = 25  # the gate judges the model cut every this-many rounds
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout
@@ -137,6 +145,9 @@ class RecipeSettings:
             "threads": 1,
             "variant_processes": 2,
             "ranker_events": 4,
+            "gbdt_learning_rate": 0.1,
+            "gbdt_max_rounds": 600,
+            "gbdt_patience": 50,
         }
         return replace(cls(), **{**values, **changes})
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from models.candidates.generator import CandidateGenerator
 from models.candidates.merge import MergeConfig
-from models.candidates.served import ServedPipeline
+from models.candidates.served import MergedRanker, ServedPipeline
 from models.candidates.sources import CandidateSource
 from models.inference import CandidateRanker, UserEncoder
 
@@ -31,7 +31,8 @@ class PeriodsSpec:
 class TrainedPipeline:
     """sources: name -> fitted source (on the fit and ranker periods; ``ann`` over ``index`` when an
     encoder was trained); merge: which sources merge and how; ranker_served: the gate's decision;
-    valid: validation numbers (per source, merged, ranker, gate); training: per-stage logs and seconds."""
+    valid: validation numbers (per source, merged, rankers, gate); training: per-stage logs and seconds;
+    ranker: the ranker the gate kept (served when ``ranker_served``), of kind ``ranker_kind``."""
 
     dataset: str
     seed: int
@@ -40,12 +41,20 @@ class TrainedPipeline:
     merge: MergeConfig
     encoder: UserEncoder | None = None
     index: Any | None = None  # models.index.ItemIndex over the encoder's item vectors
-    ranker: CandidateRanker | None = None
+    ranker: CandidateRanker | MergedRanker | None = None
     ranker_served: bool = False
+    ranker_kind: str | None = None  # "gbdt" or "onepiece": which ranker ``ranker`` is
+    # the rankers trained beside it that the gate did not keep, by kind (the replay reports them)
+    other_rankers: dict[str, Any] = field(default_factory=dict)
     recent: dict[str, Any] | None = None  # the recent-items scoring kept (RecentItemsSource.to_dict)
     valid: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
+
+    def rankers(self) -> dict[str, Any]:
+        """Every trained ranker by kind, the kept one first."""
+        kept = {} if self.ranker is None else {self.ranker_kind or "ranker": self.ranker}
+        return {**kept, **self.other_rankers}
 
     def served_pipeline(self, total: int | None = None) -> ServedPipeline:
         """The served order for lists of at most ``total`` candidates (default: the merge's own total)."""
@@ -62,7 +71,7 @@ class TrainedPipeline:
 def served_pipeline(
     sources: dict[str, CandidateSource],
     merge: MergeConfig,
-    ranker: CandidateRanker | None,
+    ranker: CandidateRanker | MergedRanker | None,
     ranker_served: bool,
     total: int | None = None,
 ) -> ServedPipeline:

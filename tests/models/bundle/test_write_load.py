@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +53,43 @@ def test_the_loaded_bundle_serves_exactly_what_was_trained(
             )
 
 
+@pytest.mark.parametrize("kind", ["gbdt", "onepiece"])
+def test_either_ranker_served_from_disk_ranks_as_trained(
+    kind: str,
+    dataset: Dataset,
+    trained: TrainedPipeline,
+    periods: PipelinePeriods,
+    tmp_path: Path,
+) -> None:
+    """Each kind written as the served ranker loads back (GBDT: model text and feature state; OnePiece:
+    weights) and orders every test request's candidates exactly as in memory."""
+    ranker = trained.rankers()[kind]
+    pipeline = replace(trained, ranker=ranker, ranker_kind=kind, ranker_served=True, other_rankers={})
+    path = write_bundle(pipeline, dataset, tmp_path / kind)
+    bundle = Bundle.load(path)
+    serving = bundle.manifest.serving
+    assert serving.ranker_served and serving.ranker_kind == kind
+    assert bundle.manifest.served_path == "session_encoder+ranker"
+    assert bundle.ranker is not None and bundle.ranker.version == ranker.version
+    assert trained.encoder is not None
+    task = periods.test
+    requests = candidate_requests(task, trained.encoder.encode(task.histories, task.contexts))
+    on_disk, in_memory = bundle.served_pipeline(40), pipeline.served_pipeline(40)
+    ranked = 0
+    for request in requests:
+        from_disk, fitted = on_disk.recommend(request), in_memory.recommend(request)
+        np.testing.assert_array_equal(from_disk.items, fitted.items)
+        np.testing.assert_allclose(from_disk.scores, fitted.scores, rtol=1e-5, atol=1e-6)
+        ranked += from_disk.ranked
+    assert ranked > 0
+
+
 def test_the_manifest_says_what_is_served(trained: TrainedPipeline, trained_bundle: Path) -> None:
     manifest = Manifest.read(trained_bundle)
     assert manifest.format_version == FORMAT_VERSION
     assert manifest.serving.ranker_served == trained.ranker_served
+    assert manifest.serving.ranker_kind == trained.ranker_kind in ("gbdt", "onepiece")
+    assert manifest.serving.ranker_gain == trained.valid["gate_ratio"]
     # the ranker is named only where the gate served it
     assert manifest.served_path == ("session_encoder+ranker" if trained.ranker_served else "session_encoder")
     assert manifest.files["ranker"] is not None  # a refused ranker is still shipped (and its hash checked)

@@ -76,3 +76,15 @@ def test_score_batch_matches_score_per_request(trained: GbdtRanker) -> None:
     assert trained.score_batch([]) == [] and trained.score(np.zeros((0, len(NAMES)))).shape == (0,)
     with pytest.raises(ValueError):
         trained.score(np.zeros((3, 2), np.float32))
+
+
+def test_staged_scores_equal_the_truncated_models_scores() -> None:
+    data = planted(100, 2)
+    config = GbdtConfig(num_leaves=4, min_data_in_leaf=5, max_rounds=30, early_stopping_rounds=30)
+    full, info = train_gbdt(data, planted(30, 3), NAMES, config, keep_all=True)
+    assert full.num_trees == info.rounds_run
+    cuts = [5, 17, info.rounds_run]
+    staged = full.staged_scores(data.features, cuts)
+    for row, rounds in enumerate(cuts):
+        np.testing.assert_array_equal(staged[row], full.truncated(rounds).score(data.features))
+    assert not np.array_equal(staged[0], staged[2])

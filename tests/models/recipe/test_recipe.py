@@ -98,8 +98,19 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     chosen = "ranker_over_merged" if outcome.ranker_served else "merged"
     assert outcome.metrics["pipeline"] == outcome.metrics[chosen]
     # ... as its cross-fitted gate decided on every validation request
-    assert outcome.ranker_served == (outcome.valid["gate_ratio"] > 1.0)
-    assert outcome.valid["gate_requests"] > 0
+    valid = outcome.valid
+    sure = valid["gate_ratio"] > 1.0 + FAST.ranker_gate_margin and valid["gate_low"] > 1.0
+    assert outcome.ranker_served == sure
+    assert valid["gate_requests"] > 0
+    # both rankers were trained, judged on the same requests and replayed; the one kept had the best
+    # cross-fitted ratio among those that passed (or among all when none did)
+    assert {"ranker_gbdt", "ranker_onepiece"} <= set(kinds)
+    assert kinds["ranker_gbdt"] == kinds["ranker_onepiece"] == "ranker"
+    kept = outcome.trained.ranker_kind
+    assert kept in ("gbdt", "onepiece")
+    passed = [k for k in ("gbdt", "onepiece") if valid[f"{k}_served"]] or ["gbdt", "onepiece"]
+    assert valid[f"{kept}_gate_ratio"] == max(valid[f"{k}_gate_ratio"] for k in passed)
+    assert outcome.metrics[f"ranker_{kept}"] == outcome.metrics["ranker_over_merged"]
     assert isinstance(outcome.merge, MergeConfig) and outcome.merge.allow_seen
     assert "refit" in outcome.seconds  # the test was answered by sources refitted on fit + ranker periods
     assert {f"{name}_NDCG@10" for name in outcome.merge.sources} <= set(outcome.valid)
@@ -131,7 +142,37 @@ def test_a_fixed_fusion_tunes_only_that_kind(dataset: Dataset, fusion: str) -> N
         dataset, pipeline_periods(dataset, "next-session"), 0, replace(FAST, merge_fusion=fusion)
     )
     assert outcome.merge.fusion == fusion
-    assert {k for k in outcome.valid if k.startswith("merge_")} == {f"merge_{fusion}_NDCG@10"}
+    tuned = {
+        k for k in outcome.valid if k.startswith("merge_") and not k.startswith(("merge_only_", "merge_kept"))
+    }
+    assert tuned == {f"merge_{fusion}_NDCG@10"}
+
+
+def test_the_merge_kept_is_never_below_its_best_single_source(
+    dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.recipe.merge_stage as stage
+
+    periods = pipeline_periods(dataset, "leave-last-out")
+    outcome = run_seed(dataset, periods, 0, replace(FAST, rankers=()))
+    singles = {k: v for k, v in outcome.valid.items() if k.startswith("merge_only_")}
+    assert len(singles) == len(outcome.merge.sources)
+    assert outcome.valid["merge_kept_NDCG@10"] >= max(singles.values())
+
+    # a tuning that lands on the untuned equal weights (as weights tuned on other fits can): the guard
+    # serves the best source alone instead
+    def untuned(lists, task, rows, base, union_scores=None):  # type: ignore[no-untyped-def]
+        return base, stage.merge_ndcg(lists, task, rows, base, union_scores)
+
+    monkeypatch.setattr(stage, "tune_weights", untuned)
+    outcome = run_seed(dataset, periods, 0, replace(FAST, rankers=()))
+    singles = {k: v for k, v in outcome.valid.items() if k.startswith("merge_only_")}
+    best = max(singles, key=lambda k: singles[k])
+    assert max(outcome.valid["merge_rrf_NDCG@10"], outcome.valid["merge_score_NDCG@10"]) < singles[best]
+    assert outcome.valid["merge_kept_NDCG@10"] == singles[best]
+    name = best.removeprefix("merge_only_").removesuffix("_NDCG@10")
+    weights = dict(zip(outcome.merge.sources, outcome.merge.weights, strict=True))
+    assert weights[name] == 1.0 and sum(weights.values()) == 1.0
 
 
 def test_the_merge_uses_only_the_sources_asked_for(dataset: Dataset) -> None:

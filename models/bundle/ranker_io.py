@@ -1,0 +1,50 @@
+"""A bundle's ranker on disk, either kind: the GBDT (``ranker/gbdt/``: LightGBM's model text, the feature
+state it reads, its depth) or the OnePiece transformer (``ranker/ranker.pt``, weights only). Nothing is
+pickled; the bundle's file hashes cover every file (``models.bundle.format``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+GBDT_DIR = "ranker/gbdt"
+GBDT_MODEL = "model.txt"
+GBDT_SETTINGS = "settings.json"
+ONEPIECE_FILE = "ranker/ranker.pt"
+
+
+def save_any_ranker(ranker: Any, directory: Path) -> str:
+    """Writes ``ranker`` into the bundle ``directory``; returns its bundle-relative path."""
+    from models.candidates.feature_state_io import save_feature_state
+    from models.ranker.gbdt_serving import MergedReranker
+    from models.ranker.serving import TorchCandidateRanker, save_ranker
+
+    if isinstance(ranker, MergedReranker):
+        target = directory / GBDT_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        ranker.ranker.save(target / GBDT_MODEL)
+        save_feature_state(ranker.state, target)
+        settings = {"depth": ranker.depth, "sha256": ranker.ranker.sha256}
+        (target / GBDT_SETTINGS).write_text(json.dumps(settings) + "\n", encoding="utf-8")
+        return GBDT_DIR
+    if not isinstance(ranker, TorchCandidateRanker):
+        raise TypeError(f"cannot save a ranker of type {type(ranker).__name__}")
+    save_ranker(directory / ONEPIECE_FILE, ranker.model, ranker.sources, ranker.funnel, ranker.version)
+    return ONEPIECE_FILE
+
+
+def load_any_ranker(path: Path, backend: str = "eager", threads: int = 1) -> Any:
+    """The ranker ``save_any_ranker`` wrote at ``path`` (a GBDT directory or a OnePiece file);
+    backend/threads: how a OnePiece ranker scores (``models.ranker.serving.load_ranker``)."""
+    if path.is_dir():
+        from models.candidates.feature_state_io import load_feature_state
+        from models.ranker.gbdt import GbdtRanker
+        from models.ranker.gbdt_serving import MergedReranker
+
+        settings = json.loads((path / GBDT_SETTINGS).read_text(encoding="utf-8"))
+        model = GbdtRanker.load(path / GBDT_MODEL, settings["sha256"])
+        return MergedReranker(model, load_feature_state(path), int(settings["depth"]))
+    from models.ranker.serving import load_ranker
+
+    return load_ranker(path, backend=backend, threads=threads)

@@ -1,0 +1,162 @@
+"""The GBDT ranker stage: LightGBM LambdaMART over the merged top ``gbdt_depth`` of the ranker period's
+requests, each request's features computed from the fit it is served from (``models.recipe.period_fits``)
+with the served pipeline's own feature path (``MergedReranker.features_batch``).
+
+Training requests: the ranker period's training users, every candidate of the merged head a row (label 1
+for a target, 0 else; no negative sampling), requests whose targets the head misses dropped (no gradient).
+Validation: the validation users; LightGBM stops early on them, and the gate (``ranker_gate``) judges the
+model cut every ``gbdt_checkpoint_rounds`` rounds, cross-fitted over folds of those users, on NDCG@10 of the
+served list computed like the test's (``list_values``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from models.candidates.feature_state import FeatureState
+from models.candidates.features import feature_names
+from models.candidates.merge import MergedCandidates
+from models.candidates.served import head_of, reranked_head
+from models.candidates.sources import CandidateRequest
+from models.protocols import EvalTask
+from models.ranker.gbdt import GbdtConfig, GbdtRanker, train_gbdt
+from models.ranker.gbdt_serving import MergedReranker, request_features
+from models.recipe.lists import list_values
+from models.recipe.ranker_stage import pick_epoch
+from models.recipe.settings import RecipeSettings
+
+
+@dataclass
+class QueryRows:
+    """Requests flattened into rows (``models.ranker.gbdt.RankingData``): features [R, F] float32, label [R]
+    float32, group [Q + 1] int64 offsets; rows [Q]: each query's ranker-period row."""
+
+    features: np.ndarray
+    label: np.ndarray
+    group: np.ndarray
+    rows: np.ndarray
+
+    def select(self, keep: np.ndarray) -> QueryRows:
+        sizes = np.diff(self.group)
+        flat = np.repeat(keep, sizes)
+        group = np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64)
+        return QueryRows(self.features[flat], self.label[flat], group, self.rows[keep])
+
+    @property
+    def found(self) -> np.ndarray:
+        """[Q] bool: a target is among the query's rows."""
+        owner = np.repeat(np.arange(len(self.rows)), np.diff(self.group))
+        return np.bincount(owner, self.label, minlength=len(self.rows)) > 0
+
+
+def query_rows(
+    task: EvalTask,
+    requests: list[CandidateRequest],
+    merged: list[MergedCandidates],
+    states: list[FeatureState],
+    rows: np.ndarray,
+    depth: int,
+    progress: bool = False,
+) -> QueryRows:
+    """The features and labels of ``rows``' merged heads (top ``depth``), as served (``request_features``
+    with each request's own fit's state, states [len(task)])."""
+    blocks, labels, sizes = [], [], []
+    for row in tqdm(rows.tolist(), desc="ranker features", disable=not progress, leave=False):
+        head = head_of(merged[row], depth)
+        blocks.append(request_features(requests[row], head, states[row]))
+        targets = task.targets[row][task.target_mask[row]]
+        labels.append(np.isin(head.items, targets).astype(np.float32))
+        sizes.append(len(head))
+    width = len(feature_names(merged[0].sources)) if merged else 0
+    return QueryRows(
+        np.concatenate(blocks) if blocks else np.zeros((0, width), np.float32),
+        np.concatenate(labels) if labels else np.zeros(0, np.float32),
+        np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        rows.astype(np.int64),
+    )
+
+
+def gbdt_config(settings: RecipeSettings, seed: int) -> GbdtConfig:
+    return GbdtConfig(
+        learning_rate=settings.gbdt_learning_rate,
+        max_rounds=settings.gbdt_max_rounds,
+        early_stopping_rounds=settings.gbdt_patience,
+        num_threads=settings.threads,
+        seed=seed,
+    )
+
+
+@dataclass
+class GbdtStage:
+    """reranker: the model cut at the checkpoint validation picks; epoch_values [C, V]: NDCG@10 of every
+    validation request's served list at each checkpoint (what the gate cross-fits); checkpoints [C]: round
+    counts; info: numbers for the manifest."""
+
+    reranker: MergedReranker
+    epoch_values: np.ndarray
+    checkpoints: list[int]
+    info: dict[str, Any]
+
+
+def train_gbdt_stage(
+    task: EvalTask,
+    requests: list[CandidateRequest],
+    merged: list[MergedCandidates],
+    states: list[FeatureState],
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    settings: RecipeSettings,
+    seed: int,
+    serve_state: FeatureState,
+) -> GbdtStage:
+    """states [len(task)]: each request's feature state (its fit's); serve_state: the state the returned
+    reranker holds until the recipe refits it. -> the trained stage."""
+    names = feature_names(merged[0].sources)
+    depth, progress = settings.gbdt_depth, settings.progress
+    train = query_rows(task, requests, merged, states, train_rows, depth, progress)
+    train = train.select(train.found)
+    valid = query_rows(task, requests, merged, states, valid_rows, depth, progress)
+    config = gbdt_config(settings, seed)
+    full, info = train_gbdt(train, valid.select(valid.found), names, config, keep_all=True)
+    step = max(1, settings.gbdt_checkpoint_rounds)
+    checkpoints = sorted({*range(step, info.rounds_run + 1, step), info.best_iteration, info.rounds_run})
+    staged = full.staged_scores(valid.features, checkpoints)
+    epoch_values = np.stack(
+        [served_ndcg(task, merged, valid, scores, settings.gbdt_depth) for scores in staged]
+    )
+    best = checkpoints[pick_epoch(np.nanmean(epoch_values, axis=1), np.zeros(len(checkpoints)))]
+    chosen = full.truncated(best)
+    summary = {
+        "train_requests": len(train.rows),
+        "train_rows": len(train.label),
+        "valid_requests": len(valid.rows),
+        "rounds_run": info.rounds_run,
+        "lightgbm_best_round": info.best_iteration,
+        "rounds_kept": best,
+        "config": asdict(config),
+        "top_gain": _top_gain(chosen, 10),
+    }
+    reranker = MergedReranker(chosen, serve_state, settings.gbdt_depth)
+    return GbdtStage(reranker, epoch_values, checkpoints, summary)
+
+
+def served_ndcg(
+    task: EvalTask, merged: list[MergedCandidates], valid: QueryRows, scores: np.ndarray, depth: int
+) -> np.ndarray:
+    """NDCG@10 [V] of each validation request's served list (head in ``scores`` order, tail after), as
+    ``list_values`` computes the test's."""
+    lists = [np.zeros(0, np.int64)] * len(task)
+    for q, row in enumerate(valid.rows.tolist()):
+        head = scores[valid.group[q] : valid.group[q + 1]]
+        lists[row] = reranked_head(merged[row], head)[0].items
+    return list_values(lists, task, valid.rows)["NDCG@10"]
+
+
+def _top_gain(ranker: GbdtRanker, count: int) -> dict[str, float]:
+    gains = ranker.gain()
+    total = sum(gains.values()) or 1.0
+    return {name: round(gain / total, 4) for name, gain in list(gains.items())[:count]}
