@@ -1,0 +1,45 @@
+"""The in-process stores in the details the contract tests (test_base.py) let through in ``make mutate``
+(docs/results/mutation.md): the backlog bound counts pending entries, a duplicate inside a batch does not
+stop the events after it, stream ids, acknowledging an unknown id."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.stores.base import BacklogFull, StoredEvent, keyed
+from app.stores.memory import MemoryEventStream, memory_stores
+
+pytestmark = pytest.mark.anyio
+
+
+def event(item: str, timestamp: int) -> StoredEvent:
+    return StoredEvent(item=item, action=2, value=1.0, timestamp=timestamp)
+
+
+async def test_the_backlog_bound_counts_delivered_but_unacknowledged_entries() -> None:
+    stores = memory_stores(stream_maxlen=2)
+    await stores.events.append_events(keyed([("a", event("i1", 1))]))
+    await stores.events.read_new("w", 10, 0)  # pending now
+    await stores.events.append_events(keyed([("a", event("i2", 2))]))
+    with pytest.raises(BacklogFull, match="^the event stream holds 2 unprocessed entries$"):
+        await stores.events.append_events(keyed([("a", event("i3", 3))]))
+    assert await stores.connection.ping() is True
+
+
+async def test_a_duplicate_does_not_stop_the_rest_of_its_batch() -> None:
+    stores = memory_stores()
+    await stores.events.append_events(keyed([("a", event("i1", 1))]))
+    result = await stores.events.append_events(keyed([("a", event("i1", 1)), ("a", event("i2", 2))]))
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert [e.item for e in (await stores.users.get_history("a")).events] == ["i1", "i2"]
+
+
+async def test_entries_get_increasing_ids_and_unknown_acks_are_ignored() -> None:
+    stores = memory_stores()
+    for item in ("i1", "i2", "i3"):
+        await stores.events.append_events(keyed([("a", event(item, 1))]))
+    entries = await stores.events.read_new("w", 10, 0)
+    assert [e.entry_id for e in entries] == ["1-0", "2-0", "3-0"]
+    assert isinstance(stores.events, MemoryEventStream)
+    await stores.events.ack(["9-0", "1-0"])
+    assert (await stores.events.backlog()).pending == 2

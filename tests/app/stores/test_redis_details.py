@@ -1,0 +1,232 @@
+"""The Redis stores in the details the contract tests (test_base.py) let through in ``make mutate``
+(docs/results/mutation.md): which operation every call is named for (the StoreUnavailable message), the
+blocking read, RESP3 replies, re-claimed entries trimmed before anyone processed them (both reply shapes),
+the backlog's lag, idle consumers, seeding in chunks, forgotten processes, and the reply helpers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from app.stores.base import BundleRecord, StoredEvent, Stores, StreamBacklog, keyed
+from app.stores.redis_connection import RedisConnection, field, text
+from app.stores.redis_stores import redis_stores
+from app.stores.redis_stream import RedisEventStream, _entry, _next_id
+
+pytestmark = pytest.mark.anyio
+Call = tuple[str, float]
+
+
+def event(item: str, timestamp: int) -> StoredEvent:
+    return StoredEvent(item=item, action=2, value=1.0, timestamp=timestamp, scene=None, device=None)
+
+
+async def open_stores(url: str, key_prefix: str) -> Stores:
+    return redis_stores(url, key_prefix=key_prefix, block_ms=300)
+
+
+@pytest.fixture
+async def stores(redis_url: str, key_prefix: str) -> AsyncIterator[Stores]:
+    opened = await open_stores(redis_url, key_prefix)
+    try:
+        yield opened
+    finally:
+        connection = opened.connection
+        assert isinstance(connection, RedisConnection)
+        await connection.flush_prefix()
+        await connection.close()
+
+
+def record_calls(stores: Stores) -> list[Call]:
+    """Every ``RedisConnection.call`` from now on, as (operation, extra seconds)."""
+    connection = stores.connection
+    assert isinstance(connection, RedisConnection)
+    calls: list[Call] = []
+    original = connection.call
+
+    async def call(operation: str, make: Callable[[], Awaitable[Any]], extra_s: float = 0.0) -> Any:
+        calls.append((operation, extra_s))
+        return await original(operation, make, extra_s)
+
+    connection.call = call  # type: ignore[method-assign]
+    return calls
+
+
+def stream_of(stores: Stores) -> RedisEventStream:
+    assert isinstance(stores.events, RedisEventStream)
+    return stores.events
+
+
+async def test_every_call_is_named_for_its_operation(stores: Stores) -> None:
+    calls = record_calls(stores)
+    stream = stream_of(stores)
+    await stream.ensure_group()
+    await stream.append_events(keyed([("u", event("i1", 1))]))
+    [entry] = await stream.read_new("c1", 10, 250)
+    await stream.claim_stale("c2", 0, 10)
+    await stream.ack([entry.entry_id])
+    await stream.backlog()
+    await stream.trim_processed()
+    await stream.remove_idle_consumers(0, keep="nobody")
+    await stores.users.get_history("u")
+    await stores.users.get_histories(["u"])
+    await stores.users.seed_histories([("v", [event("i2", 2)])])
+    await stores.registry.set_desired_bundle(BundleRecord("/b", "m1", time.time()))
+    await stores.registry.served_bundles(10)
+    assert await stores.connection.ping()
+    assert calls == [
+        ("ensure_group", 0.0),
+        ("append_events", 0.0),
+        ("read_new", 0.25),
+        ("claim_stale", 0.0),
+        ("ack", 0.0),
+        ("group_info", 0.0),
+        ("group_info", 0.0),
+        ("pending", 0.0),
+        ("trim", 0.0),
+        ("consumers", 0.0),
+        ("delconsumer", 0.0),
+        ("delconsumer", 0.0),
+        ("get_histories", 0.0),
+        ("get_histories", 0.0),
+        ("seed_claim", 0.0),
+        ("seed_write", 5.0),
+        ("set_desired_bundle", 0.0),
+        ("served_bundles", 0.0),
+        ("ping", 0.0),
+    ]
+
+
+async def test_a_vanished_group_is_recreated_logged_and_the_call_repeated(
+    stores: Stores, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = stream_of(stores)
+    await stream.ensure_group()
+    await stream.client.delete(stream.stream)
+    calls = record_calls(stores)
+    with caplog.at_level(logging.WARNING, logger="tandem.store"):
+        assert await stream.read_new("c", 10, 100) == []
+    assert calls == [("read_new", 0.1), ("ensure_group", 0.0), ("read_new", 0.1)]
+    [warning] = [r for r in caplog.records if r.name == "tandem.store"]
+    assert warning.getMessage() == "consumer group missing; recreating it"
+    assert warning.__dict__["operation"] == "read_new"
+
+
+async def test_reading_blocks_for_block_ms_and_takes_at_most_count(stores: Stores) -> None:
+    stream = stream_of(stores)
+    await stream.ensure_group()
+    started = time.monotonic()
+    assert await stream.read_new("c", 10, 200) == []
+    assert time.monotonic() - started >= 0.15  # it waited for events instead of returning at once
+    for user in ("a", "b", "c"):
+        await stream.append_events(keyed([(user, event("i1", 1))]))
+    assert (await stream.backlog()) == StreamBacklog(lag=3, pending=0)
+    assert [e.users for e in await stream.read_new("c", 2, 0)] == [["a"], ["b"]]
+    assert (await stream.backlog()) == StreamBacklog(lag=1, pending=2)
+    assert len(await stream.claim_stale("d", 0, 1)) == 1  # count bounds a claim too
+
+
+async def test_the_stream_works_over_resp3(redis_url: str, key_prefix: str) -> None:
+    stores = await open_stores(redis_url + "?protocol=3", key_prefix)
+    try:
+        stream = stream_of(stores)
+        await stream.ensure_group()
+        await stream.append_events(keyed([("a", event("i1", 1)), ("b", event("i2", 2))]))
+        [entry] = await stream.read_new("c", 10, 0)
+        assert entry.users == ["a", "b"]
+        assert [e.users for e in await stream.claim_stale("d", 0, 10)] == [["a", "b"]]
+        assert await stream.backlog() == StreamBacklog(lag=0, pending=1)
+    finally:
+        assert isinstance(stores.connection, RedisConnection)
+        await stores.connection.flush_prefix()
+        await stores.connection.close()
+
+
+async def test_claimed_entries_deleted_from_the_stream_are_acknowledged(stores: Stores) -> None:
+    stream = stream_of(stores)
+    await stream.ensure_group()
+    for user in ("a", "b", "c"):
+        await stream.append_events(keyed([(user, event("i1", 1))]))
+    entries = await stream.read_new("c1", 10, 0)
+    await stream.client.xdel(stream.stream, entries[1].entry_id)
+    claimed = await stream.claim_stale("c2", 0, 10)
+    assert [e.entry_id for e in claimed] == [entries[0].entry_id, entries[2].entry_id]
+    assert (await stream.backlog()).pending == 2  # the deleted one is acknowledged, nothing left to do
+
+
+async def test_both_reply_shapes_of_a_claim_with_deleted_entries(stores: Stores) -> None:
+    """Redis 6.2 lists a deleted entry with no fields; Redis 7 also names deleted ids in a third element."""
+    stream = stream_of(stores)
+    acked: list[list[str]] = []
+
+    async def ack(entry_ids: list[str]) -> None:
+        acked.append(entry_ids)
+
+    for reply, expected in (
+        ([b"0-0", [(b"5-0", None), (b"6-0", {b"users": b'["u"]'})]], ["5-0"]),
+        ([b"0-0", [(b"5-0", None), (b"6-0", {b"users": b'["u"]'})], [b"7-0"]], ["5-0", "7-0"]),
+    ):
+
+        async def xautoclaim(*args: Any, reply: Any = reply, **kwargs: Any) -> Any:
+            return reply
+
+        stream.client.xautoclaim = xautoclaim  # type: ignore[method-assign]
+        stream.ack = ack  # type: ignore[method-assign]
+        acked.clear()
+        claimed = await stream.claim_stale("c", 0, 10)
+        assert [(e.entry_id, e.users) for e in claimed] == [("6-0", ["u"])]
+        assert acked == [expected]
+
+
+async def test_backlog_and_trim_without_a_stream_or_deliveries(stores: Stores) -> None:
+    stream = stream_of(stores)
+    assert await stream.backlog() == StreamBacklog(lag=0, pending=0)  # no stream at all
+    assert await stream.trim_processed() == 0
+    await stream.ensure_group()
+    assert await stream.backlog() == StreamBacklog(lag=0, pending=0)
+    await stream.append_events(keyed([("a", event("i1", 1))]))
+    assert await stream.trim_processed() == 0  # nothing delivered yet
+
+
+async def test_only_consumers_idle_long_enough_are_removed(stores: Stores) -> None:
+    stream = stream_of(stores)
+    await stream.ensure_group()
+    for consumer in ("old", "new"):
+        await stream.append_events(keyed([(consumer, event("i1", 1))]))
+        await stream.ack([entry.entry_id for entry in await stream.read_new(consumer, 10, 1)])
+        if consumer == "old":
+            time.sleep(0.2)
+    assert await stream.remove_idle_consumers(150, keep="nobody") == ["old"]
+
+
+async def test_seeding_in_chunks_counts_every_user(stores: Stores) -> None:
+    users = [(f"u{i}", [event("i1", 1)]) for i in range(1001)]  # two full chunks of 500 and one more
+    assert await stores.users.seed_histories(users) == 1001
+    assert await stores.users.seed_histories(users[-3:]) == 0
+    record = await stores.users.get_history("u1000")
+    assert record.sequence == 1 and record.events == [event("i1", 1)]
+
+
+async def test_processes_silent_for_an_hour_are_forgotten(stores: Stores) -> None:
+    registry = stores.registry
+    now = time.time()
+    await registry.report_bundle("gone", BundleRecord("/b", "m1", now - 4000))
+    await registry.report_bundle("quiet", BundleRecord("/b", "m1", now - 60))
+    await registry.report_bundle("live", BundleRecord("/b", "m1", now))
+    assert set(await registry.served_bundles(30)) == {"live"}
+    connection = stores.connection
+    assert isinstance(connection, RedisConnection)
+    kept = await connection.client.hkeys(f"{connection.prefix}:bundle:served")
+    assert sorted(text(k) for k in kept) == ["live", "quiet"]
+
+
+def test_reply_helpers() -> None:
+    assert text(b"ab") == "ab" and text(5) == "5" and text("x") == "x"
+    assert field({b"name": 1}, "name") == 1 and field({"name": 2}, "name") == 2 and field({}, "x") is None
+    assert _next_id("1700-5") == "1700-6" and _next_id("1700") == "1700-1"
+    assert _entry(b"1-0", {"users": '["a"]'}).users == ["a"]
+    assert _entry("1-0", {}).users == []
