@@ -21,7 +21,7 @@ async def test_the_backlog_bound_counts_delivered_but_unacknowledged_entries() -
     await stores.events.append_events(keyed([("a", event("i1", 1))]))
     await stores.events.read_new("w", 10, 0)  # pending now
     await stores.events.append_events(keyed([("a", event("i2", 2))]))
-    with pytest.raises(BacklogFull, match="^the event stream holds 2 unprocessed entries$"):
+    with pytest.raises(BacklogFull, match=r"^the event stream holds 2 unprocessed entries$"):
         await stores.events.append_events(keyed([("a", event("i3", 3))]))
     assert await stores.connection.ping() is True
 
