@@ -10,9 +10,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
-from app.stores.base import BundleRecord, StoredEvent, Stores, StreamBacklog, keyed
+from app.stores.base import BundleRecord, StoredEvent, StoredVector, Stores, StreamBacklog, keyed
 from app.stores.redis_connection import RedisConnection, field, text
 from app.stores.redis_stores import redis_stores
 from app.stores.redis_stream import RedisEventStream, _entry, _next_id
@@ -75,9 +76,16 @@ async def test_every_call_is_named_for_its_operation(stores: Stores) -> None:
     await stores.users.get_history("u")
     await stores.users.get_histories(["u"])
     await stores.users.seed_histories([("v", [event("i2", 2)])])
+    vector = StoredVector(np.zeros(2, np.float32), "m1", 1, 1, 0.0)
+    await stores.users.put_vectors({"u": vector}, 60)
     await stores.registry.set_desired_bundle(BundleRecord("/b", "m1", time.time()))
+    await stores.registry.desired_bundle()
+    await stores.registry.report_bundle("p", BundleRecord("/b", "m1", time.time()))
+    await stores.registry.report_bundle("p", None)
     await stores.registry.served_bundles(10)
     assert await stores.connection.ping()
+    assert isinstance(stores.connection, RedisConnection)
+    await stores.connection.flush_prefix()
     assert calls == [
         ("ensure_group", 0.0),
         ("append_events", 0.0),
@@ -95,10 +103,31 @@ async def test_every_call_is_named_for_its_operation(stores: Stores) -> None:
         ("get_histories", 0.0),
         ("seed_claim", 0.0),
         ("seed_write", 5.0),
+        ("put_vectors", 0.0),
         ("set_desired_bundle", 0.0),
+        ("desired_bundle", 0.0),
+        ("report_bundle", 0.0),
+        ("report_bundle", 0.0),
         ("served_bundles", 0.0),
         ("ping", 0.0),
+        ("flush_prefix", 5.0),
     ]
+
+
+async def test_keys_vectors_and_flushing(stores: Stores, redis_url: str) -> None:
+    connection = stores.connection
+    assert isinstance(connection, RedisConnection)
+    await stores.events.append_events(keyed([("u", event("i1", 1))]))
+    assert await connection.client.type(f"{connection.prefix}:u:{{u}}:d") == b"zset"  # the dedupe keys
+    await stores.users.put_vectors({"u": StoredVector(np.array([0.6, 0.8]), "m1", 1, 1, 0.0)}, 60)
+    stored = (await stores.users.get_state("u")).vector
+    assert stored is not None and stored.vector.tolist() == np.float32([0.6, 0.8]).tolist()  # float64 in
+    other = f"{connection.prefix}x:kept"
+    await connection.client.set(other, 1)
+    await connection.flush_prefix()
+    assert await connection.client.keys(f"{connection.prefix}:*") == []
+    assert await connection.client.get(other) == b"1"
+    await connection.client.delete(other)
 
 
 async def test_a_vanished_group_is_recreated_logged_and_the_call_repeated(
