@@ -121,7 +121,7 @@ async def test_keys_vectors_and_flushing(stores: Stores, redis_url: str) -> None
     assert await connection.client.type(f"{connection.prefix}:u:{{u}}:d") == b"zset"  # the dedupe keys
     await stores.users.put_vectors({"u": StoredVector(np.array([0.6, 0.8]), "m1", 1, 1, 0.0)}, 60)
     stored = (await stores.users.get_state("u")).vector
-    assert stored is not None and stored.vector.tolist() == np.float32([0.6, 0.8]).tolist()  # float64 in
+    assert stored is not None and stored.vector.tolist() == np.array([0.6, 0.8], np.float32).tolist()
     other = f"{connection.prefix}x:kept"
     await connection.client.set(other, 1)
     await connection.flush_prefix()
