@@ -57,7 +57,15 @@ def run_pipeline_stage(
             partial(protocol_notes, dataset, choices),
         )
         report.extra["defaults"] = choices.to_dict()
-        paths = report.write(args.out or out_dir / f"pipeline-{name}")
+        out = args.out or out_dir / f"pipeline-{name}"
+        paths = report.write(out)
+        if report.extra.get("ablation"):
+            from models.evaluate.ranker_report import plot_ablation
+
+            title = f"{name}: GBDT feature ablation (test NDCG@10 / merged)"
+            paths.append(
+                plot_ablation(report.extra["ablation"], title, out.with_name(f"{out.name}-ablation.png"))
+            )
         print(report.markdown())
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0

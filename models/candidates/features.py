@@ -111,6 +111,22 @@ def feature_groups(sources: tuple[str, ...] = DEFAULT_SOURCES) -> dict[str, str]
 
 
 FEATURE_NAMES = feature_names(DEFAULT_SOURCES)
+# the feature sets of the ablations: which groups each keeps
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "all": ("source", "context", "side"),
+    "no_context": ("source", "side"),
+    "no_side": ("source", "context"),
+    "sources_only": ("source",),
+}
+
+
+def ablation_columns(sources: tuple[str, ...], ablation: str) -> np.ndarray:
+    """Column indices [F_a] (of ``feature_names(sources)``) of the features the ``ablation`` keeps."""
+    keep = ABLATIONS[ablation]
+    groups = feature_groups(sources)
+    return np.array(
+        [i for i, name in enumerate(feature_names(sources)) if groups[name] in keep], dtype=np.int64
+    )
 
 
 def _source_columns(merged: MergedCandidates) -> list[np.ndarray]:

@@ -14,6 +14,13 @@ import numpy as np
 from models.bootstrap import RatioInterval, paired_ratio_interval
 from models.data.schema import Dataset
 from models.evaluate.ceiling import synthetic_ceiling_lists
+from models.evaluate.ranker_report import (
+    ablation_markdown,
+    ablation_table,
+    ranker_intervals,
+    ranker_notes,
+    ranker_targets,
+)
 from models.evaluate.replay import history_share, run_seed
 from models.evaluate.report import EvalReport
 from models.protocols import EvalTask
@@ -70,6 +77,8 @@ def evaluate_pipeline(
             {
                 "seed": seed,
                 "ranker_served": outcome.ranker_served,
+                "ranker_kind": outcome.trained.ranker_kind,
+                "gbdt": outcome.trained.training.get("gbdt", {}),
                 "valid": outcome.valid,
                 "test": outcome.metrics,  # this seed's rows on the test (the report's rows average them)
                 "merge": outcome.merge.to_dict(),
@@ -100,8 +109,12 @@ def evaluate_pipeline(
     best_source = max(
         (n for n, k in report.kinds.items() if k == "source"), key=lambda n: report.means()[n]["NDCG@10"]
     )
-    intervals = _intervals(per_request, best_source)
+    intervals = {**_intervals(per_request, best_source), **ranker_intervals(per_request)}
     report.extra["intervals"] = {name: interval.to_dict() for name, interval in intervals.items()}
+    rankers = ranker_targets(dataset.name, report.means(), decisions)
+    ablation = ablation_table(decisions)
+    report.extra["ranker_targets"] = rankers
+    report.extra["ablation"] = ablation
     report.notes += [
         f"Share of test targets already in the user's history: {share:.3f}.",
         f"Pipeline NDCG@10 / best single source ({best_source}): "
@@ -127,6 +140,11 @@ def evaluate_pipeline(
     targets = target_checks(report.means(), intervals["pipeline_over_best_source"], best_source)
     report.extra["targets"] = targets
     report.notes += target_notes(targets)
+    report.notes += ranker_notes(rankers, intervals)
+    top_gain: dict[str, float] = next(
+        (d["gbdt"]["top_gain"] for d in decisions if d["gbdt"].get("top_gain")), {}
+    )
+    report.notes += ablation_markdown(ablation, top_gain)
     if ceiling is not None:
         report.notes.append(_ceiling_note(ceiling, report.means(), best_source))
     skipped = dict.fromkeys(note for d in decisions for note in d["skipped"])

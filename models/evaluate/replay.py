@@ -52,10 +52,12 @@ def replay(
     progress: bool = False,
     keep_candidates: bool = False,
     rankers: dict[str, Any] | None = None,
+    ablations: dict[str, Any] | None = None,
 ) -> ReplayResult:
     """Answers every request of ``task`` with the served pipeline of these parts and scores the rows.
     ``rankers``: every trained ranker by kind (``ranker`` among them), each scored over the merged order
-    as a row ``ranker_<kind>``."""
+    as a row ``ranker_<kind>``; ``ablations``: rankers on a subset of the features, rows of kind
+    ``ablation`` under their own names."""
     served = served_pipeline(sources, merge, ranker, ranker_served)
     generator = served.generator
     vectors = None
@@ -93,6 +95,9 @@ def replay(
             else served_items(ServedPipeline(generator, other), requests, merged)
         )
         kinds[f"ranker_{kind}"] = "ranker"
+    for name, ablated in (ablations or {}).items():
+        rows[name] = served_items(ServedPipeline(generator, ablated), requests, merged)
+        kinds[name] = "ablation"
     rows["pipeline"] = served_items(served, requests, merged)
     kinds["pipeline"] = "pipeline"
     metrics: dict[str, dict[str, float]] = {}
@@ -118,6 +123,7 @@ def replay_trained(
         progress,
         keep_candidates,
         trained.rankers(),
+        trained.ablations,
     )
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from models.candidates.feature_state import StaticInfo
-from models.candidates.features import DEFAULT_SOURCES, feature_groups
+from models.candidates.features import ABLATIONS, DEFAULT_SOURCES, ablation_columns
 from models.candidates.merge import MergeConfig, merge_lists
 from models.candidates.sources import SourceList
 from models.candidates.training_requests import (
@@ -50,12 +50,6 @@ from models.data.datasets import DEFAULT_CACHE_DIR, load_dataset
 from models.data.schema import Dataset
 from models.ranker.gbdt import GbdtConfig, GbdtRanker, train_gbdt
 
-ABLATIONS: dict[str, tuple[str, ...]] = {
-    "all": ("source", "context", "side"),
-    "no_context": ("source", "side"),
-    "no_side": ("source", "context"),
-    "sources_only": ("source",),
-}
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -121,12 +115,6 @@ def tune_rrf_weights(
                 if score > best + 1e-12:
                     best, config = score, trial
     return config, best
-
-
-def columns_of(names: Sequence[str], groups: tuple[str, ...], sources: tuple[str, ...]) -> np.ndarray:
-    """Column indices of the features in ``groups``."""
-    by_name = feature_groups(sources)
-    return np.array([i for i, name in enumerate(names) if by_name[name] in groups], dtype=np.int64)
 
 
 @dataclass
@@ -229,7 +217,7 @@ def run_experiment(
         "ablations": {},
     }
     for ablation in config.ablations:
-        columns = columns_of(names, ABLATIONS[ablation], config.sources)
+        columns = ablation_columns(config.sources, ablation)
         chosen = [names[i] for i in columns]
         runs = []
         seeds = config.seeds if ablation == "all" else config.seeds[: config.ablation_seeds]

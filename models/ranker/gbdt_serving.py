@@ -33,14 +33,25 @@ class MergedReranker:
     kind = "gbdt"
     candidate_sources: tuple[str, ...] = ()
 
-    def __init__(self, ranker: GbdtRanker, state: FeatureState, depth: int = DEFAULT_DEPTH) -> None:
+    def __init__(
+        self,
+        ranker: GbdtRanker,
+        state: FeatureState,
+        depth: int = DEFAULT_DEPTH,
+        columns: np.ndarray | None = None,
+    ) -> None:
+        """columns [F_r]: the feature columns the model reads (an ablation's subset; None = all)."""
         self.ranker = ranker
         self.state = state
         self.depth = depth
+        self.columns = columns
         self.version = ranker.version
 
     def _check(self, merged: MergedCandidates) -> None:
-        if feature_names(merged.sources) != self.ranker.feature_names:
+        names = feature_names(merged.sources)
+        if self.columns is not None:
+            names = tuple(names[i] for i in self.columns.tolist())
+        if names != self.ranker.feature_names:
             raise ValueError(
                 f"the ranker reads features of other sources than {merged.sources}: "
                 f"{self.ranker.feature_names}"
@@ -49,7 +60,8 @@ class MergedReranker:
     def features(self, request: CandidateRequest, merged: MergedCandidates) -> np.ndarray:
         """[N, F] float32 features of the request's N merged candidates (all of them: the caller cuts)."""
         self._check(merged)
-        return request_features(request, merged, self.state)
+        features = request_features(request, merged, self.state)
+        return features if self.columns is None else features[:, self.columns]
 
     def features_batch(
         self, requests: Sequence[CandidateRequest], merged: Sequence[MergedCandidates]

@@ -11,14 +11,14 @@ served list computed like the test's (``list_values``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from models.candidates.feature_state import FeatureState
-from models.candidates.features import feature_names
+from models.candidates.features import ablation_columns, feature_names
 from models.candidates.merge import MergedCandidates
 from models.candidates.served import head_of, reranked_head
 from models.candidates.sources import CandidateRequest
@@ -45,6 +45,10 @@ class QueryRows:
         flat = np.repeat(keep, sizes)
         group = np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64)
         return QueryRows(self.features[flat], self.label[flat], group, self.rows[keep])
+
+    def columns(self, keep: np.ndarray) -> QueryRows:
+        """The same queries with only the feature columns ``keep`` [F_k]."""
+        return QueryRows(self.features[:, keep], self.label, self.group, self.rows)
 
     @property
     def found(self) -> np.ndarray:
@@ -94,12 +98,14 @@ def gbdt_config(settings: RecipeSettings, seed: int) -> GbdtConfig:
 class GbdtStage:
     """reranker: the model cut at the checkpoint validation picks; epoch_values [C, V]: NDCG@10 of every
     validation request's served list at each checkpoint (what the gate cross-fits); checkpoints [C]: round
-    counts; info: numbers for the manifest."""
+    counts; info: numbers for the manifest; ablations: by name (``models.candidates.features.ABLATIONS``),
+    the same training on a subset of the features, early-stopped by LightGBM (the reports' ablation rows)."""
 
     reranker: MergedReranker
     epoch_values: np.ndarray
     checkpoints: list[int]
     info: dict[str, Any]
+    ablations: dict[str, MergedReranker] = field(default_factory=dict)
 
 
 def train_gbdt_stage(
@@ -131,6 +137,7 @@ def train_gbdt_stage(
     best = checkpoints[pick_epoch(np.nanmean(epoch_values, axis=1), np.zeros(len(checkpoints)))]
     chosen = full.truncated(best)
     summary = {
+        "features": len(names),
         "train_requests": len(train.rows),
         "train_rows": len(train.label),
         "valid_requests": len(valid.rows),
@@ -141,7 +148,22 @@ def train_gbdt_stage(
         "top_gain": _top_gain(chosen, 10),
     }
     reranker = MergedReranker(chosen, serve_state, settings.gbdt_depth)
-    return GbdtStage(reranker, epoch_values, checkpoints, summary)
+    ablations = {}
+    if seed < settings.gbdt_ablation_seeds:
+        for ablation in settings.gbdt_ablations:
+            columns = ablation_columns(merged[0].sources, ablation)
+            model, ablated = train_gbdt(
+                train.columns(columns),
+                valid.select(valid.found).columns(columns),
+                [names[i] for i in columns],
+                config,
+            )
+            ablations[ablation] = MergedReranker(model, serve_state, settings.gbdt_depth, columns)
+            summary[f"ablation_{ablation}"] = {
+                "features": len(columns),
+                "rounds_kept": ablated.best_iteration,
+            }
+    return GbdtStage(reranker, epoch_values, checkpoints, summary, ablations)
 
 
 def served_ndcg(

@@ -88,6 +88,10 @@ class RecipeSettings:
     gbdt_max_rounds: int = 1500
     gbdt_patience: int = 100  # rounds without a better validation NDCG@10 before LightGBM stops
     gbdt_checkpoint_rounds: int = 25  # the gate judges the model cut every this-many rounds
+    # feature ablations trained beside the GBDT (names of models.candidates.features.ABLATIONS) for the
+    # reports, in the first this-many seeds; the bundle never serves them
+    gbdt_ablations: tuple[str, ...] = ("no_context", "no_side", "sources_only")
+    gbdt_ablation_seeds: int = 1
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout
@@ -148,6 +152,7 @@ class RecipeSettings:
             "gbdt_learning_rate": 0.1,
             "gbdt_max_rounds": 600,
             "gbdt_patience": 50,
+            "gbdt_ablations": (),
         }
         return replace(cls(), **{**values, **changes})
 

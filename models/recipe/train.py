@@ -163,6 +163,7 @@ def train_pipeline(
 
     trainable = np.asarray([r for r in train_rows.tolist() if found_any(task, merged, r)], dtype=np.int64)
     candidates: dict[str, RankerCandidate] = {}
+    ablations: dict[str, Any] = {}
     if not (len(valid_rows) and len(trainable)):
         notes.append(
             f"ranker not trained: {len(trainable)} ranker-period requests with a target among the candidates "
@@ -177,6 +178,7 @@ def train_pipeline(
         )
         training["gbdt"] = {**stage.info, "checkpoints": stage.checkpoints}
         candidates["gbdt"] = RankerCandidate(stage.reranker, stage.epoch_values, None)
+        ablations = {f"gbdt_{name}": ranker for name, ranker in stage.ablations.items()}
         seconds["ranker_gbdt"] = time.perf_counter() - started
     if len(valid_rows) and len(trainable) and "onepiece" in settings.rankers:
         started = time.perf_counter()
@@ -208,7 +210,8 @@ def train_pipeline(
         if result is not None:
             seconds["encoder"] += continued
             training["encoder"]["continued"] = result.continued
-        refit_rankers(dataset, periods, static, sources, result, [c.ranker for c in candidates.values()])
+        rankers = [c.ranker for c in candidates.values()] + list(ablations.values())
+        refit_rankers(dataset, periods, static, sources, result, rankers)
     encoder = None
     if result is not None:
         encoder, index = served_encoder(result, sources)
@@ -227,6 +230,7 @@ def train_pipeline(
         ranker_served=use_ranker,
         ranker_kind=kind,
         other_rankers={k: c.ranker for k, c in candidates.items() if k != kind},
+        ablations=ablations,
         recent=None if recent is None else recent.to_dict(),
         valid=valid,
         training=training,
@@ -295,10 +299,13 @@ def refit_rankers(
     from models.ranker.train import fit_anchor_sources
 
     events = periods.refit_events(dataset)
-    vectors = None if result is None else item_vectors(result)
+    state = None
     for ranker in rankers:
         if isinstance(ranker, MergedReranker):
-            ranker.state = feature_state(events, static, sources, vectors)
+            if state is None:  # one state, shared by every GBDT (the served one and the ablations)
+                vectors = None if result is None else item_vectors(result)
+                state = feature_state(events, static, sources, vectors)
+            ranker.state = state
         else:
             anchors = fit_anchor_sources(events, events, dataset.num_items, ranker.model.config)
             ranker.sources = AnchorSources(anchors.cooccurrence, anchors.popular_latest, None)

@@ -46,6 +46,8 @@ class TrainedPipeline:
     ranker_kind: str | None = None  # "gbdt" or "onepiece": which ranker ``ranker`` is
     # the rankers trained beside it that the gate did not keep, by kind (the replay reports them)
     other_rankers: dict[str, Any] = field(default_factory=dict)
+    # feature ablations of the GBDT by name ("gbdt_no_context", ...): report rows only, never served
+    ablations: dict[str, Any] = field(default_factory=dict)
     recent: dict[str, Any] | None = None  # the recent-items scoring kept (RecentItemsSource.to_dict)
     valid: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)

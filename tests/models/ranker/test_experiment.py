@@ -3,12 +3,16 @@ from pathlib import Path
 
 import numpy as np
 
-from models.candidates.features import DEFAULT_SOURCES, feature_groups
+from models.candidates.features import (
+    ABLATIONS,
+    DEFAULT_SOURCES,
+    ablation_columns,
+    feature_groups,
+    feature_names,
+)
 from models.candidates.training_requests import RequestSet
 from models.ranker.experiment import (
-    ABLATIONS,
     ExperimentConfig,
-    columns_of,
     format_report,
     merged_ndcg,
     ndcg_at,
@@ -41,12 +45,13 @@ def test_ndcg_counts_the_targets_rank_with_ties_in_merged_order() -> None:
 
 
 def test_ablation_columns_follow_the_feature_groups() -> None:
-    names = tuple(feature_groups())
+    names = feature_names(DEFAULT_SOURCES)
     groups = feature_groups()
-    assert len(columns_of(names, ABLATIONS["all"], DEFAULT_SOURCES)) == len(names)
-    only = columns_of(names, ABLATIONS["sources_only"], DEFAULT_SOURCES)
-    assert {groups[names[i]] for i in only} == {"source"}
-    assert all(groups[names[i]] != "side" for i in columns_of(names, ABLATIONS["no_side"], DEFAULT_SOURCES))
+    assert ablation_columns(DEFAULT_SOURCES, "all").tolist() == list(range(len(names)))
+    for ablation, kept in ABLATIONS.items():
+        columns = ablation_columns(DEFAULT_SOURCES, ablation)
+        assert {groups[names[i]] for i in columns} == set(kept)
+        assert len(columns) == sum(groups[name] in kept for name in names)
 
 
 def test_the_experiment_runs_end_to_end_on_a_tiny_log(tmp_path: Path) -> None:

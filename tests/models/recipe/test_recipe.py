@@ -111,6 +111,9 @@ def test_replay_rows_and_the_ranker_gate(dataset: Dataset) -> None:
     passed = [k for k in ("gbdt", "onepiece") if valid[f"{k}_served"]] or ["gbdt", "onepiece"]
     assert valid[f"{kept}_gate_ratio"] == max(valid[f"{k}_gate_ratio"] for k in passed)
     assert outcome.metrics[f"ranker_{kept}"] == outcome.metrics["ranker_over_merged"]
+    # the GBDT's feature ablations are replayed beside it (seed 0), never served
+    ablations = {n for n, k in kinds.items() if k == "ablation"}
+    assert ablations == {"gbdt_no_context", "gbdt_no_side", "gbdt_sources_only"}
     assert isinstance(outcome.merge, MergeConfig) and outcome.merge.allow_seen
     assert "refit" in outcome.seconds  # the test was answered by sources refitted on fit + ranker periods
     assert {f"{name}_NDCG@10" for name in outcome.merge.sources} <= set(outcome.valid)
@@ -257,7 +260,15 @@ def test_report_json_has_rows_with_kinds_and_seed_statistics(dataset: Dataset, t
     assert targets["served_over_best_source"]["value"] == served["ratio"]
     assert targets["served_over_best_source"]["met"] is (served["ratio"] >= 1.10)
     assert targets["served_over_merged"]["met"] is (_ndcg(data, "pipeline") >= _ndcg(data, "merged"))
-    assert sum(note.startswith("Target: ") for note in data["notes"]) == 2
+    assert sum(note.startswith("Target: ") for note in data["notes"]) == 3  # + the ranker's
+    # the second stage: both rankers against the merged order, the ranker target, the ablation (seed 0)
+    assert {"ranker_gbdt_over_merged", "ranker_onepiece_over_merged"} <= set(data["intervals"])
+    ranker = data["ranker_targets"]["served_ranker_over_merged"]
+    assert ranker["seeds"] == 2 and ranker["value"] == pytest.approx(
+        _ndcg(data, "pipeline") / _ndcg(data, "merged"), rel=1e-9
+    )
+    assert [row["features"] for row in data["ablation"]] == ["all", "no_context", "no_side", "sources_only"]
+    assert all(row["seed"] == 0 for row in data["ablation"])
 
 
 def test_a_synthetic_next_session_report_shows_the_generators_ceiling(dataset: Dataset) -> None:
