@@ -60,15 +60,24 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {head['p50_ms']['similar']:.2f} | {' + '.join(f'{v:.0f}' for v in rss.values())} |"
         )
     lines += ["", "Stage floors (p50 ms, 1 thread, in-process; HTTP = bare FastAPI app at 1 connection):", ""]
-    keys = ("http_ms", "store_read_ms", "ann_ms", "candidates_ms", "ranker_ms", "json_ms", "encoder_ms")
+    keys = (
+        "http_ms",
+        "store_read_ms",
+        "ann_ms",
+        "candidates_ms",
+        "features_ms",
+        "ranker_ms",
+        "json_ms",
+        "encoder_ms",
+    )
     lines += ["| bundle | " + " | ".join(keys) + " | ranker served |", "|---|" + "---|" * (len(keys) + 1)]
     for name, result in report["bundles"].items():
         floors = result["floors"]
         served = floors.get("ranker_served", True)
         lines.append(
             f"| {name} | "
-            + " | ".join(f"{floors[k]:.3f}" for k in keys)
-            + f" | {'yes' if served else 'no (not in the floor sum)'} |"
+            + " | ".join(f"{floors.get(k, 0.0):.3f}" for k in keys)
+            + f" | {floors.get('ranker_kind') or ''} {'yes' if served else 'no (not in the floor sum)'} |"
         )
     lines += ["", "Load points (connections: rps, p50/p99 ms):", ""]
     for name, result in report["bundles"].items():

@@ -6,7 +6,8 @@ FLOORS = {
     "http_ms": 0.1,
     "store_read_ms": 0.05,
     "candidates_ms": 0.8,
-    "ranker_ms": 1.2,
+    "features_ms": 0.5,
+    "ranker_ms": 0.7,
     "json_ms": 0.01,
     "encoder_ms": 0.9,
 }
