@@ -14,6 +14,7 @@ from models.candidates.merge import MergeConfig, MergedCandidates, UnionScores, 
 from models.candidates.sources import CandidateRequest, RecentItemsSource, SourceList
 from models.protocols import EvalTask
 from models.recipe.lists import candidate_requests, list_metrics
+from models.recipe.merge_table import MergeTable
 from models.recipe.settings import (
     RECENT_CHOICES,
     SCORE_WEIGHT_GRID,
@@ -62,9 +63,10 @@ def tune_weights(
     of ``lists`` (score fusion). -> (tuned config, its validation NDCG@10)."""
     weights = list(base.weights)
     grid = SCORE_WEIGHT_GRID if base.fusion == "score" else WEIGHT_GRID
+    table = MergeTable.build(lists, task, rows, base, union_scores)  # = merge_ndcg, without re-merging
 
     def score(candidate: list[float]) -> float:
-        return merge_ndcg(lists, task, rows, replace(base, weights=tuple(candidate)), union_scores)
+        return table.ndcg(candidate)
 
     best = score(weights)
     for _ in range(2):
@@ -158,9 +160,12 @@ def choose_merge(
         scores["merge_score_NDCG@10"] = score_score
     best = max(scores.values())
     alone_fusion = "score" if fusion == "score" else "rrf"  # a fixed fusion stays fixed
+    table = MergeTable.build(
+        lists, task, rows, replace(base, fusion=alone_fusion), stored if alone_fusion == "score" else None
+    )
     for column, name in enumerate(base.sources):
         alone = single_source(base, column, alone_fusion)
-        value = merge_ndcg(lists, task, rows, alone, stored if alone_fusion == "score" else None)
+        value = table.ndcg(alone.weights)
         scores[f"merge_only_{name}_NDCG@10"] = value
         if value > best + 1e-9:
             chosen, best = alone, value
