@@ -90,7 +90,12 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
         sync = services.sync = BundleSync(
-            stores.registry, services.holder, process_name("api"), interval_s=settings.bundle_sync_interval_s
+            stores.registry,
+            services.holder,
+            process_name("api"),
+            interval_s=settings.bundle_sync_interval_s,
+            fetch_root=settings.fetch_dir,
+            source=settings.bundle_source,
         )
         with contextlib.suppress(StoreUnavailable):
             await sync.tick()  # follow a reload made before this process started

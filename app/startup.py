@@ -47,7 +47,20 @@ def start_bundle(settings: Settings) -> Path:
     encoder-free sources fitted on the default data: seconds, no training)."""
     if settings.bundle_path is not None:
         return settings.bundle_path
+    if settings.bundle_source is not None:
+        return fetched_bundle(settings)
     return _default_start(settings)[0]
+
+
+def fetched_bundle(settings: Settings) -> Path:
+    """The packed bundle ``TANDEM_BUNDLE_URL`` names, fetched (or found fetched) under ``fetch_dir`` and
+    checked against ``TANDEM_BUNDLE_SHA256`` (``models.bundle.pack.fetch_bundle``)."""
+    from models.bundle.pack import fetch_bundle
+
+    assert settings.bundle_source is not None
+    url, sha256 = settings.bundle_source
+    log.info("fetching the configured bundle", extra={"bundle_url": url})
+    return fetch_bundle(url, sha256, settings.fetch_dir)
 
 
 def _default_start(settings: Settings) -> tuple[Path, bool]:
@@ -71,6 +84,8 @@ def serve_bundle(settings: Settings) -> tuple[Path, Path | None]:
     still running, is followed); the API publishes it when ready (``app.services.bundle_upgrade``)."""
     from models.bundle.upgrade import STATUS_FILE, build_running, start_background_build
 
+    if settings.bundle_source is not None:  # fetched once here, before the server's processes start
+        return fetched_bundle(settings), None
     bundle, full = _default_start(settings)
     if full:
         return bundle, None

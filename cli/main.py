@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from cli import bundle, data, serve, train_encoder, train_ranker, worker
+from cli import bundle, bundle_pack, data, serve, train_encoder, train_ranker, worker
 from cli import eval as evaluate
 
 # (command path, module, one-line help), in the order ``tandem --help`` lists them
@@ -22,6 +22,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], ModuleType, str], ...] = (
     (("train", "encoder"), train_encoder, "train the retrieval encoder (or a baseline)"),
     (("train", "ranker"), train_ranker, "train the target-aware ranker"),
     (("bundle", "build"), bundle, "assemble an artifact bundle (vectors, index, models)"),
+    (("bundle", "pack"), bundle_pack, "pack a bundle as one .tar.gz for replicas (prints its sha256)"),
     (("eval",), evaluate, "offline evaluation with markdown/JSON/PNG reports"),
     (("serve",), serve, "serve the HTTP API"),
     (("worker",), worker, "run the near-line user-vector worker"),

@@ -87,7 +87,12 @@ async def start(settings: Settings, consumer: str | None = None) -> WorkerProces
     )
     # Follow the registry (reloads, a finished background build), so the vectors are the serving model's.
     sync = BundleSync(
-        stores.registry, holder, process_name("worker"), interval_s=settings.bundle_sync_interval_s
+        stores.registry,
+        holder,
+        process_name("worker"),
+        interval_s=settings.bundle_sync_interval_s,
+        fetch_root=settings.fetch_dir,
+        source=settings.bundle_source,
     )
     return WorkerProcess(holder, stores, worker, sync)
 

@@ -90,17 +90,20 @@ async def bundle_info(services: ServicesDep) -> BundleResponse:
 )
 async def reload_bundle(services: ServicesDep, body: ReloadRequest | None = None) -> ReloadResponse:
     requested = body.bundle_path if body and body.bundle_path else None
+    source = (body.bundle_url, body.sha256) if body and body.bundle_url and body.sha256 else None
     path = Path(requested) if requested else (services.holder.path or services.settings.bundle_path)
-    if path is None:
+    if path is None and source is None:
         raise ApiError(422, "validation_error", "bundle_path: required (no bundle configured)")
     if services.sync is None:
         raise ApiError(503, "not_ready", "the service is starting")
-    reloaded = await services.sync.reload_everywhere(path, services.settings.reload_wait_s)
+    reloaded = await services.sync.reload_everywhere(
+        None if source else path, services.settings.reload_wait_s, source
+    )
     return ReloadResponse(
         model_version=reloaded.serving.model_version,
         index_version=reloaded.serving.index_version,
         serving_path=reloaded.serving.served_path,
-        bundle_path=str(path),
+        bundle_path=str(services.holder.path),
         process=services.sync.process,
         processes=reloaded.processes,
         converged=reloaded.converged,

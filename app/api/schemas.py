@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 
 from app.services.events import ACTION_NAMES
 
@@ -113,6 +122,22 @@ class EventsResponse(BaseModel):
 
 class ReloadRequest(_Strict):
     bundle_path: str | None = Field(default=None, description="default: the configured/current bundle")
+    bundle_url: str | None = Field(
+        default=None,
+        description="a packed bundle (tandem bundle pack), http(s):// or file://: every process fetches it "
+        "into its own var dir; needs sha256, excludes bundle_path",
+    )
+    sha256: str | None = Field(
+        default=None, pattern="^[0-9a-f]{64}$", description="the sha256 of the bundle_url archive"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReloadRequest:
+        if (self.bundle_url is None) != (self.sha256 is None):
+            raise ValueError("bundle_url and sha256 go together")
+        if self.bundle_url is not None and self.bundle_path is not None:
+            raise ValueError("name either bundle_path or bundle_url, not both")
+        return self
 
 
 class ReloadResponse(BaseModel):

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         default=Path("../shared/data"), description="shipped datasets (for the default bundle)"
     )
     var_dir: Path = Field(default=Path("var"), description="where default bundles are built and kept")
+    bundle_url: str | None = Field(
+        default=None,
+        description="a packed bundle (tandem bundle pack) to fetch at start, http(s):// or file://, into "
+        "var_dir/fetched; needs bundle_sha256 (replicas without a shared disk)",
+    )
+    bundle_sha256: str | None = Field(default=None, description="the sha256 of the bundle_url archive")
     bundle_upgrade_file: Path | None = Field(
         default=None,
         description="status file of a background bundle build, whose bundle is published through the bundle "
@@ -159,7 +165,21 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.candidate_count < self.k_max:
             raise ValueError(f"candidate_count ({self.candidate_count}) must be >= k_max ({self.k_max})")
+        if (self.bundle_url is None) != (self.bundle_sha256 is None):
+            raise ValueError("bundle_url and bundle_sha256 go together (tandem bundle pack prints both)")
         return self
+
+    @property
+    def bundle_source(self) -> tuple[str, str] | None:
+        """(url, sha256) of the packed bundle to start from, when one is configured."""
+        if self.bundle_url is None or self.bundle_sha256 is None:
+            return None
+        return self.bundle_url, self.bundle_sha256
+
+    @property
+    def fetch_dir(self) -> Path:
+        """Where this process fetches bundles named by URL."""
+        return Path(self.var_dir) / "fetched"
 
     @property
     def in_flight_limit(self) -> int:

@@ -31,7 +31,7 @@ REQUEST_SECONDS = Histogram(
 )
 STAGE_SECONDS = Histogram(
     "tandem_stage_duration_seconds",
-    "latency of one recommend stage (user_vector, retrieve, rank, rules, total)",
+    "latency of one recommend stage (user_vector, retrieve, features, rank, rules, total)",
     ["stage"],
     buckets=_LATENCY_BUCKETS,
 )

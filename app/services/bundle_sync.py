@@ -59,10 +59,17 @@ class BundleSync:
         *,
         interval_s: float = 1.0,
         retry_after_s: float = 30.0,
+        fetch_root: Path | None = None,
+        source: tuple[str, str] | None = None,
     ):
+        """fetch_root: where bundles named by URL are fetched (``var_dir/fetched``); None: a desired bundle
+        with a URL is loaded from its path only. source: (url, sha256) of the bundle served at start when
+        it was fetched."""
         self.registry = registry
         self.holder = holder
         self.process = process
+        self.fetch_root = fetch_root
+        self._source = source
         self.interval_s = interval_s
         self.retry_after_s = retry_after_s
         self.report_max_age_s = max(5.0, 5 * interval_s)
@@ -72,20 +79,40 @@ class BundleSync:
 
     def serving_record(self) -> BundleRecord:
         serving = self.holder.current
-        return BundleRecord(str(self.holder.path), serving.model_version, time.time())
+        url, sha256 = self._source or (None, None)
+        return BundleRecord(str(self.holder.path), serving.model_version, time.time(), url, sha256)
 
     async def reload(self, path: Path) -> ServingBundle:
         """Load ``path`` here, then make it every process's desired bundle.
 
         Raises ``BundleRefused`` (the loader failed: nothing changes) or ``StoreUnavailable`` (this process
         serves the new bundle until the registry is back, then follows the desired one again: retry)."""
+        return await self._reload(path, None)
+
+    async def reload_url(self, url: str, sha256: str) -> ServingBundle:
+        """``reload`` of a packed bundle: fetched here (checked against ``sha256``), loaded, and published
+        with its URL, so every process without it on its disk fetches it too. Raises ``BundleRefused``."""
+        return await self._reload(None, (url, sha256))
+
+    async def _reload(self, path: Path | None, source: tuple[str, str] | None) -> ServingBundle:
         async with self._lock:
             try:
+                if source is not None:
+                    path = await asyncio.to_thread(self._fetch, *source)
+                assert path is not None
                 serving = await self.holder.load(path)
             except Exception as exc:  # any loader failure: a changed file, a truncated index, no directory
-                raise BundleRefused(path, exc) from exc
+                raise BundleRefused(path or Path(source[0] if source else ""), exc) from exc
+            self._source = source
             await self._publish()
             return serving
+
+    def _fetch(self, url: str, sha256: str) -> Path:
+        from models.bundle.pack import fetch_bundle
+
+        if self.fetch_root is None:
+            raise ValueError("this process fetches no bundle by URL (no fetch directory)")
+        return fetch_bundle(url, sha256, self.fetch_root)
 
     async def publish(self) -> None:
         """Record the bundle this process serves as every process's desired one."""
@@ -97,10 +124,13 @@ class BundleSync:
         await self.registry.set_desired_bundle(record)
         await self.registry.report_bundle(self.process, record)
 
-    async def reload_everywhere(self, path: Path, wait_s: float) -> Reloaded:
-        """``reload``, then wait up to ``wait_s`` for every live process to serve it (a registry outage
-        while waiting is counted and answered as not converged)."""
-        serving = await self.reload(path)
+    async def reload_everywhere(
+        self, path: Path | None, wait_s: float, source: tuple[str, str] | None = None
+    ) -> Reloaded:
+        """``reload`` (or ``reload_url`` with ``source`` = (url, sha256)), then wait up to ``wait_s`` for
+        every live process to serve it (a registry outage while waiting is counted and answered as not
+        converged)."""
+        serving = await (self.reload_url(*source) if source is not None else self.reload(path or Path()))
         metrics.RELOADS.labels("ok").inc()
         try:
             converged, processes = await self.wait_converged(serving.model_version, wait_s)
@@ -126,6 +156,8 @@ class BundleSync:
         await self.registry.report_bundle(self.process, self.serving_record())
 
     def _differs(self, desired: BundleRecord) -> bool:
+        if desired.url is not None:  # fetched into each process's own directory: the version decides
+            return desired.model_version != self.holder.current.model_version
         return (
             desired.path != str(self.holder.path)
             or desired.model_version != self.holder.current.model_version
@@ -140,7 +172,12 @@ class BundleSync:
             "following a reload", extra={"bundle_path": desired.path, "model_version": desired.model_version}
         )
         try:
-            serving = await self.holder.load(Path(desired.path), expected_version=desired.model_version)
+            path = Path(desired.path)
+            if desired.url is not None and desired.sha256 is not None and self.fetch_root is not None:
+                path = await asyncio.to_thread(self._fetch, desired.url, desired.sha256)
+            serving = await self.holder.load(path, expected_version=desired.model_version)
+            if desired.url is not None and desired.sha256 is not None:
+                self._source = (desired.url, desired.sha256)
         except Exception as exc:
             self._failed[_key(desired)] = time.monotonic()
             metrics.RELOADS.labels("failed").inc()
@@ -194,5 +231,5 @@ class BundleSync:
 
 
 def _key(record: BundleRecord) -> BundleRecord:
-    """Failures are remembered per (path, version), whatever time the record was written."""
-    return BundleRecord(record.path, record.model_version, 0.0)
+    """Failures are remembered per (path, version, url), whatever time the record was written."""
+    return BundleRecord(record.path, record.model_version, 0.0, record.url, record.sha256)

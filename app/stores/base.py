@@ -131,19 +131,23 @@ class StreamEntry:
 
 @dataclass(frozen=True)
 class BundleRecord:
-    """A bundle a process should serve (the last successful reload) or serves (a process's report)."""
+    """A bundle a process should serve (the last successful reload) or serves (a process's report). ``url``
+    and ``sha256``: where a process without ``path`` on its disk fetches it (``tandem bundle pack``)."""
 
     path: str
     model_version: str
     at: float  # unix seconds it was written
+    url: str | None = None
+    sha256: str | None = None
 
     def encode(self) -> str:
-        return json.dumps([self.path, self.model_version, self.at])
+        return json.dumps([self.path, self.model_version, self.at, self.url, self.sha256])
 
     @staticmethod
     def decode(raw: str | bytes) -> BundleRecord:
-        path, model_version, at = json.loads(raw)
-        return BundleRecord(str(path), str(model_version), float(at))
+        path, model_version, at, *fetch = json.loads(raw)
+        url, sha256 = [*fetch, None, None][:2]
+        return BundleRecord(str(path), str(model_version), float(at), url, sha256)
 
 
 @dataclass(frozen=True)
