@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from app.stores.base import BacklogFull, StoredEvent, keyed
+from app.stores.base import BacklogFull, BundleRecord, StoredEvent, keyed
 from app.stores.memory import MemoryEventStream, memory_stores
+from tests.app.stores.test_base import FrozenClock
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    frozen = FrozenClock()
+    monkeypatch.setattr("app.stores.memory.time", frozen)
+    return frozen
 
 
 def event(item: str, timestamp: int) -> StoredEvent:
@@ -43,3 +51,25 @@ async def test_entries_get_increasing_ids_and_unknown_acks_are_ignored() -> None
     assert isinstance(stores.events, MemoryEventStream)
     await stores.events.ack(["9-0", "1-0"])
     assert (await stores.events.backlog()).pending == 2
+
+
+async def test_claims_count_idle_time_in_milliseconds_and_stop_at_count(clock: FrozenClock) -> None:
+    stores = memory_stores()
+    for item in ("i1", "i2", "i3"):
+        await stores.events.append_events(keyed([("a", event(item, 1))]))
+    await stores.events.read_new("w", 10, 0)
+    clock.advance(0.04998)  # 49.98 ms
+    assert await stores.events.claim_stale("x", 50, 10) == []
+    clock.advance(0.00002)  # 50 ms exactly: idle long enough
+    assert [e.entry_id for e in await stores.events.claim_stale("x", 50, 2)] == ["1-0", "2-0"]
+    assert await stores.events.trim_processed() == 0
+
+
+async def test_unknown_users_and_processes(clock: FrozenClock) -> None:
+    stores = memory_stores()
+    state = await stores.users.get_state("nobody")
+    assert state.sequence == 0 and state.events == [] and state.vector is None
+    assert await stores.users.seed_histories([("a", [event("i1", 1)]), ("b", [event("i2", 2)])]) == 2
+    await stores.registry.report_bundle("never-reported", None)  # a clean stop of an unknown process
+    await stores.registry.report_bundle("p", BundleRecord("/b", "m1", clock.now - 10))
+    assert list(await stores.registry.served_bundles(10)) == ["p"]  # exactly max_age_s old: still fresh

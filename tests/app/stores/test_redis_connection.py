@@ -1,0 +1,91 @@
+"""The Redis connection as configured (timeouts, retries, pool, deadline) and the stores' defaults, which
+must be the service's own (``Settings``): what ``make mutate`` found untested (docs/results/mutation.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from app.core.config import Settings
+from app.stores.base import KeyedEvent, StoredEvent, StoreUnavailable, event_key
+from app.stores.memory import MemoryEventStream, MemoryUsers, memory_stores
+from app.stores.redis_connection import RedisConnection
+from app.stores.redis_stores import redis_stores
+
+pytestmark = pytest.mark.anyio
+SETTING_OF = {
+    "socket_timeout_s": "redis_socket_timeout_s",
+    "connect_timeout_s": "redis_connect_timeout_s",
+    "retries": "redis_retries",
+    "max_connections": "redis_max_connections",
+    "key_prefix": "key_prefix",
+    "history_length": "history_length",
+    "stream_maxlen": "stream_maxlen",
+    "dedupe_ttl_s": "event_dedupe_ttl_s",
+}
+
+
+@pytest.mark.parametrize(
+    "function", [redis_stores, RedisConnection, memory_stores, MemoryUsers, MemoryEventStream]
+)
+def test_store_defaults_are_the_services_settings(function: Callable[..., Any]) -> None:
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in SETTING_OF:
+            assert parameter.default == Settings.model_fields[SETTING_OF[name]].default, name
+        elif name == "block_ms":
+            assert parameter.default == 0  # only the worker blocks on reads, and says how long
+
+
+def test_the_client_is_configured_as_asked() -> None:
+    stores = redis_stores(
+        "redis://127.0.0.1:1/0",
+        socket_timeout_s=0.3,
+        connect_timeout_s=0.2,
+        retries=4,
+        max_connections=7,
+        key_prefix="p",
+        history_length=5,
+        block_ms=500,
+    )
+    connection = stores.connection
+    assert isinstance(connection, RedisConnection)
+    kwargs = connection.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == pytest.approx(0.8)  # the read outlasts a 500 ms blocking read
+    assert kwargs["socket_connect_timeout"] == 0.2
+    assert kwargs["health_check_interval"] == 30
+    assert connection.client.connection_pool.max_connections == 7
+    retry = kwargs["retry"]
+    assert retry._retries == 4
+    assert (retry._backoff._cap, retry._backoff._base) == (0.05, 0.005)
+    assert connection.deadline_s == pytest.approx(5 * (0.2 + 0.8) + 0.1)
+    assert connection.prefix == "p" and connection.user_key("u", "h") == "p:u:{u}:h"
+    assert getattr(stores.users, "history_length") == 5  # noqa: B009
+
+
+async def test_every_call_has_a_deadline_and_extra_time_extends_it() -> None:
+    connection = RedisConnection(
+        "redis://127.0.0.1:1/0", socket_timeout_s=0.01, connect_timeout_s=0.01, retries=0
+    )
+    assert connection.deadline_s == pytest.approx(0.12)
+
+    async def slow() -> str:
+        await asyncio.sleep(0.3)
+        return "done"
+
+    with pytest.raises(StoreUnavailable, match=r"^redis slow failed: TimeoutError"):
+        await connection.call("slow", slow)
+    assert await connection.call("slow", slow, extra_s=0.5) == "done"
+    await connection.close()
+
+
+def test_the_idempotency_key_hashes_the_user_too() -> None:
+    event = StoredEvent("i1", 2, 1.0, 5)
+    key = event_key("a", event)
+    assert key.startswith("h:") and len(key) == 2 + 32
+    assert key != event_key("b", event)
+    assert event_key("a", event, "e1") == "id:e1"
+    assert KeyedEvent.of("a", event).key == key and KeyedEvent.of("a", event, "e1").key == "id:e1"
