@@ -15,6 +15,8 @@ from app.stores.base import KeyedEvent, StoredEvent, StoreUnavailable, event_key
 from app.stores.memory import MemoryEventStream, MemoryUsers, memory_stores
 from app.stores.redis_connection import RedisConnection
 from app.stores.redis_stores import redis_stores
+from app.stores.redis_stream import RedisEventStream
+from app.stores.redis_users import RedisUsers
 
 pytestmark = pytest.mark.anyio
 SETTING_OF = {
@@ -30,7 +32,16 @@ SETTING_OF = {
 
 
 @pytest.mark.parametrize(
-    "function", [redis_stores, RedisConnection, memory_stores, MemoryUsers, MemoryEventStream]
+    "function",
+    [
+        redis_stores,
+        RedisConnection,
+        RedisEventStream,
+        RedisUsers,
+        memory_stores,
+        MemoryUsers,
+        MemoryEventStream,
+    ],
 )
 def test_store_defaults_are_the_services_settings(function: Callable[..., Any]) -> None:
     for name, parameter in inspect.signature(function).parameters.items():

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.stores.base import BundleRecord, StoredEvent, StoredVector, Stores, StreamBacklog, keyed
+from app.stores.base import BacklogFull, BundleRecord, StoredEvent, StoredVector, Stores, StreamBacklog, keyed
 from app.stores.redis_connection import RedisConnection, field, text
 from app.stores.redis_stores import redis_stores
 from app.stores.redis_stream import RedisEventStream, _entry, _next_id
@@ -75,6 +75,7 @@ async def test_every_call_is_named_for_its_operation(stores: Stores) -> None:
     await stream.remove_idle_consumers(0, keep="nobody")
     await stores.users.get_history("u")
     await stores.users.get_histories(["u"])
+    assert (await stores.users.get_state("nobody")).sequence == 0
     await stores.users.seed_histories([("v", [event("i2", 2)])])
     vector = StoredVector(np.zeros(2, np.float32), "m1", 1, 1, 0.0)
     await stores.users.put_vectors({"u": vector}, 60)
@@ -101,6 +102,7 @@ async def test_every_call_is_named_for_its_operation(stores: Stores) -> None:
         ("delconsumer", 0.0),
         ("get_histories", 0.0),
         ("get_histories", 0.0),
+        ("get_state", 0.0),
         ("seed_claim", 0.0),
         ("seed_write", 5.0),
         ("put_vectors", 0.0),
@@ -119,8 +121,9 @@ async def test_keys_vectors_and_flushing(stores: Stores, redis_url: str) -> None
     assert isinstance(connection, RedisConnection)
     await stores.events.append_events(keyed([("u", event("i1", 1))]))
     assert await connection.client.type(f"{connection.prefix}:u:{{u}}:d") == b"zset"  # the dedupe keys
-    await stores.users.put_vectors({"u": StoredVector(np.array([0.6, 0.8]), "m1", 1, 1, 0.0)}, 60)
+    await stores.users.put_vectors({"u": StoredVector(np.array([0.6, 0.8]), "m1", 1, 1, 12.5)}, 60)
     stored = (await stores.users.get_state("u")).vector
+    assert stored is not None and stored.computed_at == 12.5
     assert stored is not None and stored.vector.tolist() == np.array([0.6, 0.8], np.float32).tolist()
     other = f"{connection.prefix}x:kept"
     await connection.client.set(other, 1)
@@ -259,3 +262,21 @@ def test_reply_helpers() -> None:
     assert _next_id("1700-5") == "1700-6" and _next_id("1700") == "1700-1"
     assert _entry(b"1-0", {"users": '["a"]'}).users == ["a"]
     assert _entry("1-0", {}).users == []
+
+
+async def test_a_full_backlog_says_so_and_the_dedupe_window_is_in_milliseconds(
+    redis_url: str, key_prefix: str
+) -> None:
+    stores = redis_stores(redis_url, key_prefix=key_prefix, stream_maxlen=1, dedupe_ttl_s=2)
+    connection = stores.connection
+    assert isinstance(connection, RedisConnection)
+    try:
+        stream = stream_of(stores)
+        assert stream.dedupe_ttl_ms == 2000
+        await stream.append_events(keyed([("a", event("i1", 1))]))
+        assert 0 < await connection.client.pttl(f"{connection.prefix}:u:{{a}}:d") <= 2000
+        with pytest.raises(BacklogFull, match=r"^BACKLOG the event stream holds 1 unprocessed entries$"):
+            await stream.append_events(keyed([("a", event("i2", 2))]))
+    finally:
+        await connection.flush_prefix()
+        await connection.close()
