@@ -84,7 +84,8 @@ class ServedList:
 
 @runtime_checkable
 class MergedRanker(Protocol):
-    """A ranker over merged candidates (``models.ranker.gbdt_serving.MergedReranker``): it reads what the
+    """A ranker over merged candidates (``models.ranker.gbdt_serving.MergedReranker``, the GBDT;
+    ``models.ranker.featured.FeaturedOnePiece``, the transformer with the same features): it reads what the
     sources and the merge said of each candidate (scores, ranks), the request and fitted state, and reorders
     the merged top ``depth``."""
 
@@ -97,8 +98,14 @@ class MergedRanker(Protocol):
         """Per request, [N_i, F] float32 features of its N_i (<= ``depth``) merged candidates."""
         ...
 
-    def score_features(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Per request, [N_i] scores (higher is better) of ``features_batch``'s rows, one model call."""
+    def score_features(
+        self,
+        requests: Sequence[CandidateRequest],
+        merged: Sequence[MergedCandidates],
+        features: Sequence[np.ndarray],
+    ) -> list[np.ndarray]:
+        """Per request, [N_i] scores (higher is better) of its merged candidates given ``features_batch``'s
+        rows, one model call."""
         ...
 
 
@@ -229,7 +236,7 @@ class ServedPipeline:
                 if timer is not None:
                     timer.record("features", started)
                     started = time.perf_counter()
-                head_scores = ranker.score_features(blocks)
+                head_scores = ranker.score_features([requests[i] for i in rows], heads, blocks)
                 for i, row in zip(rows, head_scores, strict=True):
                     served[i] = ServedList(*reranked_head(merged[i], np.asarray(row, np.float64)), True)
                 if timer is not None:

@@ -29,7 +29,13 @@ from models.ranker.tokens import RankerBatch
 
 # batch fields in RankerBatch order; the optional ones enter the exported graph only when present
 _FIELDS = tuple(f.name for f in fields(RankerBatch))
-_PADDING = {"candidate_item": 0, "group": -1, "candidate_rank": -1, "candidate_source_rank": -1}
+_PADDING = {
+    "candidate_item": 0,
+    "group": -1,
+    "candidate_rank": -1,
+    "candidate_source_rank": -1,
+    "candidate_features": 0.0,
+}
 
 
 class _TensorArguments(nn.Module):

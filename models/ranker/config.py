@@ -70,6 +70,11 @@ class RankerConfig:
     # how often, how recently) enter every candidate token and, through a zero-initialised linear term,
     # every task logit. False = off (older checkpoints)
     match_features: bool = False
+    # > 0: each candidate token also reads this many per-candidate features (the GBDT's
+    # models.candidates.features vector: sources' scores and ranks, context, side information), standardised
+    # with the training rows' mean and spread, through a projection into the token and a zero-initialised
+    # linear term on every task logit. 0 = off (older checkpoints)
+    candidate_features: int = 0
     # training only: this share of item ids (history, anchors, candidates) read the unknown row, their
     # category kept; a regulariser for small ranker periods (0 = off)
     item_id_dropout: float = 0.0

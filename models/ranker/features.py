@@ -77,11 +77,13 @@ def collate(
     generator: torch.Generator | None = None,
     ranks: list[np.ndarray] | None = None,
     source_ranks: list[np.ndarray] | None = None,
+    candidate_features: list[np.ndarray] | None = None,
 ) -> RankerBatch:
     """Pads candidate lists to the longest. With ``generator`` the groups are random (training), else the
     deterministic serving grouping of ``config.serving_grouping``. ``ranks``: retrieval rank per candidate
     (-1 = not retrieved); None = the lists are in retrieval order. ``source_ranks``: per request [n, S]
-    ranks in each of ``config.candidate_sources`` (-1 = not found); None = found by none of them."""
+    ranks in each of ``config.candidate_sources`` (-1 = not found); None = found by none of them.
+    ``candidate_features``: per request [n, config.candidate_features] (zeros where not given)."""
     longest = max((len(c) for c in candidates), default=0)
     candidate_item = np.zeros((len(candidates), longest), dtype=np.int64)
     for row, items in enumerate(candidates):
@@ -107,6 +109,13 @@ def collate(
             padded[row, : len(values)] = values
         source_rank = torch.from_numpy(padded)
 
+    feature_tensor = None
+    if config.candidate_features:
+        padded_features = np.zeros((len(candidates), longest, config.candidate_features), dtype=np.float32)
+        for row, values in enumerate(candidate_features or []):
+            padded_features[row, : len(values)] = values
+        feature_tensor = torch.from_numpy(padded_features)
+
     return RankerBatch(
         history_item=stack("history_item"),
         history_action=stack("history_action"),
@@ -118,4 +127,5 @@ def collate(
         group=group,
         candidate_rank=torch.from_numpy(rank),
         candidate_source_rank=source_rank,
+        candidate_features=feature_tensor,
     )

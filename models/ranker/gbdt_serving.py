@@ -69,8 +69,14 @@ class MergedReranker:
         """Per request, [N_i, F] features of its merged candidates (``MergedRanker``)."""
         return [self.features(r, m) for r, m in zip(requests, merged, strict=True)]
 
-    def score_features(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Per request, [N_i] float32 GBDT scores; one model call for all (``MergedRanker``)."""
+    def score_features(
+        self,
+        requests: Sequence[CandidateRequest],
+        merged: Sequence[MergedCandidates],
+        features: Sequence[np.ndarray],
+    ) -> list[np.ndarray]:
+        """Per request, [N_i] float32 GBDT scores of its features (the requests and candidates are not
+        read again); one model call for all (``MergedRanker``)."""
         return self.ranker.score_batch(list(features))
 
     def rerank(self, request: CandidateRequest, merged: MergedCandidates) -> MergedCandidates:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +38,9 @@ class RankerOutput:
 
 
 class OnePieceRanker(nn.Module):
+    feature_mean: torch.Tensor  # [config.candidate_features] (buffer, saved; only with candidate features)
+    feature_scale: torch.Tensor
+
     def __init__(self, config: RankerConfig, sizes: FeatureSizes, item_category: torch.Tensor) -> None:
         super().__init__()
         if item_category.shape[0] != sizes.num_items:
@@ -66,9 +70,31 @@ class OnePieceRanker(nn.Module):
                 assert isinstance(last, nn.Linear)
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
+        if config.candidate_features:  # standardisation (set from the training rows) and a direct term
+            width = config.candidate_features
+            self.register_buffer("feature_mean", torch.zeros(width), persistent=True)
+            self.register_buffer("feature_scale", torch.ones(width), persistent=True)
+            self.feature_logits = nn.Linear(width, len(config.tasks), bias=False)
+            nn.init.zeros_(self.feature_logits.weight)
         if config.match_features:  # a direct term per task, zero at the start like the heads
             self.match_logits = nn.Linear(NUM_MATCH_FEATURES, len(config.tasks), bias=False)
             nn.init.zeros_(self.match_logits.weight)
+
+    def set_feature_scale(self, features: np.ndarray) -> None:
+        """Standardise the candidate features by the mean and spread of ``features`` [R, F] (training
+        rows)."""
+        values = np.asarray(features, dtype=np.float64)
+        self.feature_mean.copy_(torch.from_numpy(values.mean(axis=0)).float())
+        self.feature_scale.copy_(torch.from_numpy(np.maximum(values.std(axis=0), 1e-6)).float())
+
+    def candidate_features(self, batch: RankerBatch) -> torch.Tensor | None:
+        """[B, N, F] standardised (clipped to +-5) candidate features, or None when the config has none."""
+        if not self.config.candidate_features:
+            return None
+        if batch.candidate_features is None:
+            raise ValueError("config.candidate_features needs batch.candidate_features")
+        scaled = (batch.candidate_features - self.feature_mean) / self.feature_scale
+        return scaled.clamp(-5.0, 5.0)
 
     def match_features(self, batch: RankerBatch) -> torch.Tensor | None:
         """[B, N, NUM_MATCH_FEATURES] (models.ranker.match), or None when the config has them off."""
@@ -142,9 +168,9 @@ class OnePieceRanker(nn.Module):
         batch_size, num_groups, size = index.shape
         num_candidates = batch.candidate_item.shape[1]
         rows = torch.arange(batch_size, device=index.device)[:, None, None].expand_as(index)
-        match = self.match_features(batch)
+        match, features = self.match_features(batch), self.candidate_features(batch)
         tokens = self.embed.candidates(
-            batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank, match
+            batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank, match, features
         )  # [B, N, d]
         block = tokens[rows, index].reshape(batch_size * num_groups, size, -1)  # [B*G, S, d]
         grouped_cache = [
@@ -171,16 +197,23 @@ class OnePieceRanker(nn.Module):
             grouped_logits.reshape(batch_size, num_groups * size, num_tasks),
         )
         logits = logits[:, :num_candidates].transpose(1, 2)
-        return self._with_direct_terms(logits, batch, match)  # [B, num_tasks, N]
+        return self._with_direct_terms(logits, batch, match, features)  # [B, num_tasks, N]
 
     def _with_direct_terms(
-        self, logits: torch.Tensor, batch: RankerBatch, match: torch.Tensor | None
+        self,
+        logits: torch.Tensor,
+        batch: RankerBatch,
+        match: torch.Tensor | None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """logits [B, num_tasks, N] + the linear term of the match features [B, N, F] (when on) +
+        """logits [B, num_tasks, N] + the linear terms of the match features and of the standardised
+        candidate features [B, N, F] (each when on) +
         prior_scale * -log(1 + merged position) (``config.rank_prior``); a candidate without a position
         counts as one past the list's end."""
         if match is not None:
             logits = logits + self.match_logits(match).transpose(1, 2)
+        if features is not None:
+            logits = logits + self.feature_logits(features).transpose(1, 2)
         if self.config.rank_prior <= 0 or batch.candidate_rank is None:
             return logits
         rank = batch.candidate_rank
@@ -192,10 +225,10 @@ class OnePieceRanker(nn.Module):
         """Uncached reference: the whole ``[context ; blocks 0..k]`` sequence is recomputed at each step."""
         context, context_valid = self.embed.context(batch)
         num_context, num_candidates = context.shape[1], batch.candidate_item.shape[1]
-        match = self.match_features(batch)
+        match, features = self.match_features(batch), self.candidate_features(batch)
         blocks = [
             self.embed.candidates(
-                batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank, match
+                batch.candidate_item, batch.candidate_rank, batch.candidate_source_rank, match, features
             )
         ]
         stages = []
@@ -207,7 +240,8 @@ class OnePieceRanker(nn.Module):
             stages.append(hidden[:, num_context + step * num_candidates :])
             if step < self.config.reasoning_steps:
                 blocks.append(stages[-1] + self.step_embedding.weight[step])
-        return RankerOutput(self._with_direct_terms(self._heads(stages), batch, match), batch.group >= 0)
+        logits = self._with_direct_terms(self._heads(stages), batch, match, features)
+        return RankerOutput(logits, batch.group >= 0)
 
     def serving_score(
         self, task_logits: torch.Tensor, weights: tuple[float, ...] | None = None

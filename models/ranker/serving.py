@@ -71,7 +71,10 @@ class TorchCandidateRanker:
         contexts: list[RequestContext],
         candidates: list[np.ndarray],
         source_ranks: list[np.ndarray] | None = None,
+        candidate_features: list[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
+        """Per request, [N_i] scores of its candidates (+ their source ranks [N_i, S] and features
+        [N_i, F] where the model reads them)."""
         if not (len(histories) == len(contexts) == len(candidates)):
             raise ValueError("histories, contexts and candidates must have the same length")
         if not histories:
@@ -90,7 +93,9 @@ class TorchCandidateRanker:
             request_features(config, sizes, self.funnel, self.sources, h, c)
             for h, c in zip(histories, contexts, strict=True)
         ]
-        batch = collate(config, features, cleaned, source_ranks=source_ranks)
+        batch = collate(
+            config, features, cleaned, source_ranks=source_ranks, candidate_features=candidate_features
+        )
         with torch.inference_mode():
             if self.static is not None and len(histories) == 1:
                 logits = self.static.task_logits(batch)

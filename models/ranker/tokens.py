@@ -45,6 +45,8 @@ class RankerBatch:
     candidate_rank: torch.Tensor | None = None  # [B, N] 0-based retrieval rank, -1 = not retrieved
     # [B, N, S] 0-based rank of each candidate in each of config.candidate_sources, -1 = not found there
     candidate_source_rank: torch.Tensor | None = None
+    # [B, N, config.candidate_features] float32 per-candidate features (0 for padding), raw
+    candidate_features: torch.Tensor | None = None
 
 
 class ItemProjection(nn.Module):
@@ -93,6 +95,8 @@ class TokenEmbedder(nn.Module):
             nn.init.normal_(self.source_rank.weight, std=0.02)
         if config.match_features:
             self.match = nn.Linear(NUM_MATCH_FEATURES, d)
+        if config.candidate_features:
+            self.features = nn.Sequential(nn.Linear(config.candidate_features, d), nn.GELU(), nn.Linear(d, d))
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
         self.register_buffer(
@@ -159,9 +163,11 @@ class TokenEmbedder(nn.Module):
         candidate_rank: torch.Tensor | None = None,
         candidate_source_rank: torch.Tensor | None = None,
         match: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """candidate_item [B, N] (+ retrieval rank [B, N], per-source ranks [B, N, S], match features
-        [B, N, NUM_MATCH_FEATURES] if configured) -> tokens [B, N, d], no positions."""
+        [B, N, NUM_MATCH_FEATURES], standardised candidate features [B, N, config.candidate_features] if
+        configured) -> tokens [B, N, d], no positions."""
         tokens = (
             self._item_features(candidate_item, self.candidate_items) + self.segment.weight[SEGMENT_CANDIDATE]
         )
@@ -181,6 +187,10 @@ class TokenEmbedder(nn.Module):
             if match is None:
                 raise ValueError("config.match_features needs the match features")
             tokens = tokens + self.match(match)
+        if self.config.candidate_features:
+            if features is None:
+                raise ValueError("config.candidate_features needs batch.candidate_features")
+            tokens = tokens + self.features(features)
         return self.dropout(self.norm(tokens))
 
 

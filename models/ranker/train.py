@@ -38,6 +38,9 @@ class EncodedRequests:
     # per request [len(retrieved), S]: rank of each retrieved item in each candidate source (-1 = absent);
     # required when the model reads config.candidate_sources
     source_ranks: list[np.ndarray] | None = None
+    # per request [len(retrieved), F] float32 features of each retrieved item; required when the model
+    # reads config.candidate_features (a sampled candidate outside ``retrieved`` reads zeros)
+    candidate_features: list[np.ndarray] | None = None
 
 
 def feature_sizes(dataset: Dataset) -> FeatureSizes:
@@ -122,9 +125,10 @@ def sample_candidates(
     return np.concatenate([items, negatives]), np.concatenate([levels, np.zeros(len(negatives), np.int64)])
 
 
-def gather_rows(table: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """table [n, S], positions [m] (-1 = absent) -> [m, S] rows of ``table``, -1 rows where absent."""
-    out = np.full((len(positions), table.shape[1]), -1, dtype=np.int64)
+def gather_rows(table: np.ndarray, positions: np.ndarray, fill: float = -1) -> np.ndarray:
+    """table [n, S], positions [m] (-1 = absent) -> [m, S] rows of ``table`` (its dtype), ``fill`` rows
+    where absent."""
+    out = np.full((len(positions), table.shape[1]), fill, dtype=table.dtype)
     found = positions >= 0
     out[found] = table[positions[found]]
     return out
@@ -187,8 +191,19 @@ def train_ranker(
         source_ranks = None
         if data.source_ranks is not None:
             source_ranks = [gather_rows(data.source_ranks[i], r) for r, i in zip(ranks, rows, strict=True)]
+        candidate_features = None
+        if data.candidate_features is not None:
+            candidate_features = [
+                gather_rows(data.candidate_features[i], r, 0.0) for r, i in zip(ranks, rows, strict=True)
+            ]
         batch = collate(
-            config, [data.features[i] for i in rows], [s[0] for s in sampled], generator, ranks, source_ranks
+            config,
+            [data.features[i] for i in rows],
+            [s[0] for s in sampled],
+            generator,
+            ranks,
+            source_ranks,
+            candidate_features,
         )
         labels = task_labels([s[1] for s in sampled], config.tasks, batch.candidate_item.shape[1])
         output = model(batch)

@@ -10,11 +10,15 @@ import numpy as np
 import torch
 
 from models.bootstrap import paired_ratio_interval
+from models.candidates.feature_state import FeatureState
+from models.candidates.features import feature_names
 from models.candidates.generator import CandidateGenerator
 from models.candidates.merge import MergedCandidates
-from models.candidates.served import ServedPipeline
+from models.candidates.served import ServedPipeline, head_of
 from models.candidates.sources import CandidateRequest
 from models.data.schema import Dataset
+from models.ranker.featured import FeaturedOnePiece
+from models.ranker.gbdt_serving import request_features
 from models.recipe.lists import list_values, metric_means, served_on_rows
 from models.recipe.periods import PipelinePeriods
 from models.recipe.settings import RecipeSettings
@@ -32,9 +36,14 @@ def train_ranker(
     seed: int,
     valid_rows: np.ndarray,
     generator: CandidateGenerator,
+    states: list[FeatureState] | None = None,
+    serve_state: FeatureState | None = None,
 ) -> tuple[Any, list[dict[str, float]], np.ndarray]:
     """Trains the ranker on the merged candidates of ``rows`` (positives only where a source found them);
-    the epoch kept is the one with the best validation NDCG@10 over ``valid_rows``. -> (ranker, history,
+    the epoch kept is the one with the best validation NDCG@10 over ``valid_rows``. With
+    ``settings.ranker_candidate_features`` its candidate tokens read the GBDT's per-candidate features of
+    the merged top ``gbdt_depth`` (states [len(requests)]: each request's fit's feature state;
+    serve_state: the one the returned ``FeaturedOnePiece`` holds until refitted). -> (ranker, history,
     per-epoch NDCG@10 of every validation request [E, len(valid_rows)], what the gate cross-fits)."""
     from models.ranker.config import preset
     from models.ranker.model import OnePieceRanker
@@ -42,18 +51,23 @@ def train_ranker(
     from models.ranker.serving import TorchCandidateRanker
     from models.ranker.train import encode_requests, feature_sizes, fit_anchor_sources, train_ranker
 
+    featured = settings.ranker_candidate_features
+    if featured and (states is None or serve_state is None):
+        raise ValueError("ranker_candidate_features needs every request's feature state")
+    depth = settings.gbdt_depth if featured else settings.ranker_negative_depth
     config, train_config = preset(
         settings.ranker_preset,
         candidate_sources=names,
         train_positives_in_retrieved=True,
         train_uniform_negatives=0,
         train_candidates=settings.ranker_train_candidates,
-        retrieval_depth=settings.ranker_negative_depth,
+        retrieval_depth=depth,
         use_retrieval_rank=True,  # the merged position: the ranker starts from the order it must beat
         rank_prior=settings.ranker_rank_prior,  # ... and, as a residual on it, returns it before training
         match_features=settings.ranker_match_features,
         item_id_dropout=settings.ranker_item_id_dropout,
         serving_weights=(1.0, 0.0, 0.0),  # test targets are any interaction: the level-1 head decides
+        candidate_features=len(feature_names(names)) if featured else 0,
     )
     train_config = replace(
         train_config,
@@ -66,12 +80,14 @@ def train_ranker(
         min_epochs=settings.ranker_min_epochs,
     )
     task = periods.ranker
-    chosen, retrieved, source_ranks = [], [], []
+    heads = {row: head_of(merged[row], depth) if featured else merged[row] for row in rows.tolist()}
+    chosen_rows, chosen = [], []
     for row in rows.tolist():
         mask = task.target_mask[row]
-        found = np.isin(task.targets[row][mask], merged[row].items)
+        found = np.isin(task.targets[row][mask], heads[row].items)
         if not found.any():
             continue  # at serving such a request has nothing right to rank
+        chosen_rows.append(row)
         chosen.append(
             RankingRequest(
                 int(task.users[row]),
@@ -81,8 +97,6 @@ def train_ranker(
                 np.maximum(periods.ranker_levels[row][mask], 1),
             )
         )
-        retrieved.append(merged[row].items)
-        source_ranks.append(merged[row].source_rank)
     if not chosen:
         raise ValueError(f"{dataset.name}: no ranker request has a positive among its candidates")
     if settings.ranker_max_requests and len(chosen) > settings.ranker_max_requests:
@@ -90,24 +104,44 @@ def train_ranker(
             np.random.default_rng(seed).choice(len(chosen), settings.ranker_max_requests, replace=False)
         )
         chosen = [chosen[i] for i in keep.tolist()]
-        retrieved = [retrieved[i] for i in keep.tolist()]
-        source_ranks = [source_ranks[i] for i in keep.tolist()]
+        chosen_rows = [chosen_rows[i] for i in keep.tolist()]
     steps_per_epoch = -(-len(chosen) // train_config.batch_size)
     epochs = max(train_config.epochs, -(-settings.ranker_min_steps // steps_per_epoch))
     train_config = replace(train_config, epochs=epochs)
     fit_events = periods.fit_events(dataset)
     sizes = feature_sizes(dataset)
     anchors = fit_anchor_sources(fit_events, fit_events, dataset.num_items, config)
-    data = encode_requests(config, sizes, dataset.funnel, anchors, chosen, retrieved)
-    data.source_ranks = source_ranks
+    data = encode_requests(
+        config, sizes, dataset.funnel, anchors, chosen, [heads[r].items for r in chosen_rows]
+    )
+    data.source_ranks = [heads[r].source_rank for r in chosen_rows]
     torch.manual_seed(seed)
     model = OnePieceRanker(config, sizes, torch.from_numpy(dataset.catalogue.category))
-    ranker = TorchCandidateRanker(model, anchors, dataset.funnel, f"ranker-{dataset.name}-{seed}")
+    ranker: Any = TorchCandidateRanker(model, anchors, dataset.funnel, f"ranker-{dataset.name}-{seed}")
+    pipelines: dict[int, tuple[ServedPipeline, np.ndarray]] = {}
+    if featured:
+        assert states is not None and serve_state is not None
+        data.candidate_features = [request_features(requests[r], heads[r], states[r]) for r in chosen_rows]
+        model.set_feature_scale(np.concatenate(data.candidate_features))
+        torch_ranker, ranker = ranker, FeaturedOnePiece(ranker, serve_state, depth)
+        groups: dict[int, list[int]] = {}
+        for row in valid_rows.tolist():  # validation requests read their own fit's state
+            groups.setdefault(id(states[row]), []).append(row)
+        for group in groups.values():
+            served = FeaturedOnePiece(torch_ranker, states[group[0]], depth)
+            pipelines[id(states[group[0]])] = (ServedPipeline(generator, served), np.asarray(group))
 
     epoch_values: list[np.ndarray] = []
 
     def validate(_: OnePieceRanker) -> dict[str, float]:
-        lists = served_on_rows(ServedPipeline(generator, ranker), requests, merged, len(task), valid_rows)
+        if featured:
+            lists = [np.zeros(0, np.int64)] * len(task)
+            for pipeline, group in pipelines.values():
+                served = served_on_rows(pipeline, requests, merged, len(task), group)
+                for row in group.tolist():
+                    lists[row] = served[row]
+        else:
+            lists = served_on_rows(ServedPipeline(generator, ranker), requests, merged, len(task), valid_rows)
         values = list_values(lists, task, valid_rows)
         epoch_values.append(values["NDCG@10"])
         return metric_means(values)

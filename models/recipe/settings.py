@@ -92,6 +92,9 @@ class RecipeSettings:
     # reports, in the first this-many seeds; the bundle never serves them
     gbdt_ablations: tuple[str, ...] = ("no_context", "no_side", "sources_only")
     gbdt_ablation_seeds: int = 1
+    # the transformer's candidate tokens read the GBDT's per-candidate features (of the merged top
+    # gbdt_depth, which it then reorders); off: it reads its own context, ranks and match features only
+    ranker_candidate_features: bool = False
     ranker_rank_prior: float = 1.0  # RankerConfig.rank_prior: residual on the merged order (0 = off)
     ranker_match_features: bool = True  # RankerConfig.match_features: candidate-vs-history match features
     ranker_item_id_dropout: float = 0.0  # RankerConfig.item_id_dropout

@@ -164,15 +164,19 @@ def train_pipeline(
     trainable = np.asarray([r for r in train_rows.tolist() if found_any(task, merged, r)], dtype=np.int64)
     candidates: dict[str, RankerCandidate] = {}
     ablations: dict[str, Any] = {}
-    if not (len(valid_rows) and len(trainable)):
+    trains = bool(len(valid_rows) and len(trainable))
+    if not trains:
         notes.append(
             f"ranker not trained: {len(trainable)} ranker-period requests with a target among the candidates "
             f"and {len(valid_rows)} validation requests; the merged order is served"
         )
-    elif "gbdt" in settings.rankers:
-        started = time.perf_counter()
+    states: list[Any] = []
+    fitted: list[Any] = []
+    if trains and ("gbdt" in settings.rankers or settings.ranker_candidate_features):
         fitted = [feature_state(dataset.events.take(f.mask), static, f.sources, vectors) for f in fits]
         states = [fitted[g] for g in row_fit]
+    if trains and "gbdt" in settings.rankers:
+        started = time.perf_counter()
         stage = train_gbdt_stage(
             task, requests, merged, states, trainable, valid_rows, settings, seed, fitted[0]
         )
@@ -180,10 +184,21 @@ def train_pipeline(
         candidates["gbdt"] = RankerCandidate(stage.reranker, stage.epoch_values, None)
         ablations = {f"gbdt_{name}": ranker for name, ranker in stage.ablations.items()}
         seconds["ranker_gbdt"] = time.perf_counter() - started
-    if len(valid_rows) and len(trainable) and "onepiece" in settings.rankers:
+    if trains and "onepiece" in settings.rankers:
         started = time.perf_counter()
         onepiece, ranker_log, epoch_values = train_ranker(
-            dataset, periods, requests, merged, trainable, names, settings, seed, valid_rows, generators[0]
+            dataset,
+            periods,
+            requests,
+            merged,
+            trainable,
+            names,
+            settings,
+            seed,
+            valid_rows,
+            generators[0],
+            states or None,
+            fitted[0] if fitted else None,
         )
         training["ranker_epochs"] = ranker_log
         losses = np.asarray([row["train_loss"] for row in ranker_log])
@@ -295,17 +310,18 @@ def refit_rankers(
     """What each ranker reads besides its weights, refitted on the refit events: the GBDT's feature state
     (with the continued encoder's item vectors), the transformer's anchors."""
     from models.ranker.anchors import AnchorSources
+    from models.ranker.featured import FeaturedOnePiece
     from models.ranker.gbdt_serving import MergedReranker
     from models.ranker.train import fit_anchor_sources
 
     events = periods.refit_events(dataset)
     state = None
     for ranker in rankers:
-        if isinstance(ranker, MergedReranker):
-            if state is None:  # one state, shared by every GBDT (the served one and the ablations)
+        if isinstance(ranker, (MergedReranker, FeaturedOnePiece)):
+            if state is None:  # one state, shared by every ranker that reads features
                 vectors = None if result is None else item_vectors(result)
                 state = feature_state(events, static, sources, vectors)
             ranker.state = state
-        else:
+        if not isinstance(ranker, MergedReranker):  # the transformer's anchors
             anchors = fit_anchor_sources(events, events, dataset.num_items, ranker.model.config)
             ranker.sources = AnchorSources(anchors.cooccurrence, anchors.popular_latest, None)

@@ -43,7 +43,7 @@ def test_the_served_reranker_scores_what_the_features_and_the_ranker_give() -> N
     ranker, fit, requests, merged = _trained()
     reranker = MergedReranker(ranker, fit.state)
     assert isinstance(reranker, MergedRanker)
-    batch = reranker.score_features(reranker.features_batch(requests, merged))
+    batch = reranker.score_features(requests, merged, reranker.features_batch(requests, merged))
     for request, candidates, scores in zip(requests, merged, batch, strict=True):
         features = candidate_features(request.context.timestamp, request.history, candidates, fit.state)
         np.testing.assert_array_equal(scores, ranker.score(features))

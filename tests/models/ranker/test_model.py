@@ -153,3 +153,25 @@ def test_item_id_dropout_hides_ids_in_training_only() -> None:
         expected = embed.candidate_items(embed.item(unknown), category)
     assert torch.allclose(hidden, expected)
     assert not torch.allclose(shown, expected)
+
+
+def test_candidate_features_are_standardised_read_by_every_path_and_required() -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    config = tiny_config(candidate_features=3, dropout=0.0)
+    model = tiny_model(config)
+    rows = np.random.default_rng(0).normal(loc=[10.0, -2.0, 0.0], scale=[5.0, 1.0, 0.1], size=(500, 3))
+    model.set_feature_scale(rows)
+    np.testing.assert_allclose(model.feature_mean.numpy(), rows.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(model.feature_scale.numpy(), rows.std(axis=0), rtol=1e-5)
+    batch = random_batch(config, 2, 6)
+    values = torch.from_numpy(rows[:12].reshape(2, 6, 3).astype(np.float32))
+    with_features = replace(batch, candidate_features=values)
+    scores = _scores(model, with_features)
+    torch.testing.assert_close(scores, model.serving_score(model.forward_reference(with_features).task_logits))
+    changed = replace(batch, candidate_features=values.flip(1))  # the same rows for other candidates
+    assert not torch.allclose(scores, _scores(model, changed))
+    with pytest.raises(ValueError, match="candidate_features"):
+        model(batch)

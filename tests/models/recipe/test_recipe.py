@@ -469,3 +469,29 @@ def test_gate_folds_split_the_validation_users() -> None:
     assert np.bincount(folds).tolist() == [24] * 5  # 8 users per fold
     assert not user_folds(users, 1, np.random.default_rng(0)).any()
     assert not user_folds(np.zeros(5, np.int64), 5, np.random.default_rng(0)).any()  # one user: one fold
+
+
+def test_the_transformer_can_read_the_gbdt_features_and_ships_with_them(dataset: Dataset, tmp_path) -> None:
+    from models.bundle.load import Bundle
+    from models.bundle.write import write_bundle
+    from models.ranker.featured import FeaturedOnePiece
+    from models.recipe.lists import candidate_requests
+
+    settings = replace(FAST, rankers=("onepiece",), ranker_candidate_features=True, gbdt_depth=20)
+    periods = pipeline_periods(dataset, "leave-last-out")
+    outcome = run_seed(dataset, periods, 0, settings)
+    trained = outcome.trained
+    assert isinstance(trained.ranker, FeaturedOnePiece) and trained.ranker_kind == "onepiece"
+    assert trained.ranker.model.config.candidate_features > 0 and trained.ranker.depth == 20
+    assert float(trained.ranker.model.feature_scale.min()) > 0  # standardised by the training rows
+    assert "ranker_onepiece" in outcome.metrics and "ranker_gbdt" not in outcome.metrics
+    forced = replace(trained, ranker_served=True)
+    path = write_bundle(forced, dataset, tmp_path / "bundle")
+    bundle = Bundle.load(path)
+    assert isinstance(bundle.ranker, FeaturedOnePiece) and bundle.manifest.serving.ranker_kind == "onepiece"
+    requests = candidate_requests(periods.test, None)
+    on_disk, in_memory = bundle.served_pipeline(30), forced.served_pipeline(30)
+    for request in requests[:20]:
+        from_disk, fitted = on_disk.recommend(request), in_memory.recommend(request)
+        assert from_disk.ranked and fitted.ranked
+        np.testing.assert_array_equal(from_disk.items, fitted.items)
