@@ -170,7 +170,9 @@ def test_candidate_features_are_standardised_read_by_every_path_and_required() -
     values = torch.from_numpy(rows[:12].reshape(2, 6, 3).astype(np.float32))
     with_features = replace(batch, candidate_features=values)
     scores = _scores(model, with_features)
-    torch.testing.assert_close(scores, model.serving_score(model.forward_reference(with_features).task_logits))
+    torch.testing.assert_close(
+        scores, model.serving_score(model.forward_reference(with_features).task_logits)
+    )
     changed = replace(batch, candidate_features=values.flip(1))  # the same rows for other candidates
     assert not torch.allclose(scores, _scores(model, changed))
     with pytest.raises(ValueError, match="candidate_features"):
