@@ -154,6 +154,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(models/ranker/match.py; default: yes)",
     )
     parser.add_argument(
+        "--ranker-candidate-features",
+        action=argparse.BooleanOptionalAction,
+        default=PIPELINE_DEFAULTS.ranker_candidate_features,
+        help="pipeline: the transformer's candidate tokens read the GBDT's per-candidate features and it "
+        "reorders the merged top 100 (default: no)",
+    )
+    parser.add_argument(
+        "--rankers",
+        default=",".join(PIPELINE_DEFAULTS.rankers),
+        help="pipeline: the rankers trained and offered to the gate, of gbdt,onepiece (default: both)",
+    )
+    parser.add_argument(
         "--ranker-learning-rate",
         "--ranker-lr",
         type=float,

@@ -30,6 +30,8 @@ def settings_from_args(args: argparse.Namespace) -> RecipeSettings:
         sources=tuple(name.strip() for name in args.sources.split(",") if name.strip()),
         refit_before_test=args.refit_before_test,
         ranker_match_features=args.ranker_match_features,
+        ranker_candidate_features=args.ranker_candidate_features,
+        rankers=tuple(name.strip() for name in args.rankers.split(",") if name.strip()),
         ranker_learning_rate=args.ranker_learning_rate,
         ranker_gate_folds=args.ranker_gate_folds,
         ranker_gate_level=args.ranker_gate_level,

@@ -17,6 +17,8 @@ SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardi
 # the merge's and the ranker's order of the candidate sources
 SOURCE_ORDER = ("ann", "cooccurrence", "transitions", "category", "recent", "popular")
 
+RANKERS = ("gbdt", "onepiece")  # the second stage's candidates (models.recipe.gbdt_stage, ranker_stage)
+
 # the recent-items scorings the ranker period chooses from (RecentItemsSource arguments): action weights
 # (a cart or favourite counts more) helped Taobao and hurt synthetic; decay 0.98 per event is a slow
 # fade, 0.9 nearly newest-first (docs/pipeline.md, "Re-visits by decayed frequency")
@@ -132,6 +134,11 @@ class RecipeSettings:
     # keep every source's score of every candidate (validation and test requests) in the outcome, for
     # the fusion bound (models.evaluate.fusion_bound); off: it holds [candidates, sources] per request
     keep_candidates: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.rankers) - set(RANKERS))
+        if unknown:
+            raise ValueError(f"unknown ranker(s) {unknown}; expected some of {list(RANKERS)}")
 
     @classmethod
     def full(cls, **changes: Any) -> RecipeSettings:
