@@ -49,3 +49,16 @@ def test_a_users_requests_are_resampled_together() -> None:
     single = paired_ratio_interval(base + gain, base, groups=np.arange(600), seed=4)
     plain = paired_ratio_interval(base + gain, base, seed=4)
     assert (single.low, single.high) == pytest.approx((plain.low, plain.high))
+
+
+def test_the_interval_cuts_half_the_missing_level_from_each_tail() -> None:
+    rng = np.random.default_rng(3)
+    top, bottom = rng.random(400) + 0.5, rng.random(400) + 0.5
+    for level in (0.5, 0.9, 0.95):
+        interval = paired_ratio_interval(top, bottom, resamples=4000, level=level, seed=11)
+        # the same resamples drawn here: the share of resampled ratios outside each end is (1 - level) / 2
+        picks = np.random.default_rng(11).integers(0, 400, size=(4000, 400))
+        ratios = top[picks].sum(axis=1) / bottom[picks].sum(axis=1)
+        tail = (1 - level) / 2
+        assert np.mean(ratios < interval.low) == pytest.approx(tail, abs=0.002)
+        assert np.mean(ratios > interval.high) == pytest.approx(tail, abs=0.002)

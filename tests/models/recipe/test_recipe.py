@@ -495,3 +495,26 @@ def test_the_transformer_can_read_the_gbdt_features_and_ships_with_them(dataset:
         from_disk, fitted = on_disk.recommend(request), in_memory.recommend(request)
         assert from_disk.ranked and fitted.ranked
         np.testing.assert_array_equal(from_disk.items, fitted.items)
+
+
+def test_the_gate_resamples_the_validation_users_not_their_requests(
+    dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.recipe.ranker_stage as stage
+
+    seen: list[np.ndarray | None] = []
+    real = stage.paired_ratio_interval
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("groups"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "paired_ratio_interval", spy)
+    periods = pipeline_periods(dataset, "leave-last-out", ranker_events=3)
+    outcome = run_seed(dataset, periods, 0, replace(FAST, rankers=("gbdt",), gbdt_ablations=()))
+    assert len(seen) == 1 and seen[0] is not None
+    groups = np.asarray(seen[0])
+    assert len(groups) == outcome.valid["gate_requests"]
+    # every validation user's requests (several per user here) carry that user's label
+    assert len(np.unique(groups)) < len(groups)
+    assert set(np.unique(groups).tolist()) <= set(periods.ranker.users.tolist())
