@@ -17,6 +17,7 @@ from app.stores.base import BacklogFull, BundleRecord, StoredEvent, StoredVector
 from app.stores.redis_connection import RedisConnection, field, text
 from app.stores.redis_stores import redis_stores
 from app.stores.redis_stream import RedisEventStream, _entry, _next_id
+from tests.app.stores.test_base import FrozenClock
 
 pytestmark = pytest.mark.anyio
 Call = tuple[str, float]
@@ -243,17 +244,24 @@ async def test_seeding_in_chunks_counts_every_user(stores: Stores) -> None:
     assert record.sequence == 1 and record.events == [event("i1", 1)]
 
 
-async def test_processes_silent_for_an_hour_are_forgotten(stores: Stores) -> None:
+async def test_processes_silent_for_an_hour_are_forgotten(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = stores.registry
-    now = time.time()
-    await registry.report_bundle("gone", BundleRecord("/b", "m1", now - 4000))
+    clock = FrozenClock()
+    monkeypatch.setattr("app.stores.redis_registry.time", clock)
+    now = clock.now
+    await registry.report_bundle("hour", BundleRecord("/b", "m1", now - 3600))  # exactly an hour: kept
+    await registry.report_bundle("older", BundleRecord("/b", "m1", now - 3600.5))
     await registry.report_bundle("quiet", BundleRecord("/b", "m1", now - 60))
-    await registry.report_bundle("live", BundleRecord("/b", "m1", now))
+    await registry.report_bundle("live", BundleRecord("/b", "m1", now - 30))  # exactly max_age_s old: fresh
+    calls = record_calls(stores)
     assert set(await registry.served_bundles(30)) == {"live"}
+    assert calls == [("served_bundles", 0.0), ("served_bundles", 0.0)]  # read, then forget "older"
     connection = stores.connection
     assert isinstance(connection, RedisConnection)
     kept = await connection.client.hkeys(f"{connection.prefix}:bundle:served")
-    assert sorted(text(k) for k in kept) == ["live", "quiet"]
+    assert sorted(text(k) for k in kept) == ["hour", "live", "quiet"]
 
 
 def test_reply_helpers() -> None:
