@@ -5,19 +5,24 @@ stream, the logs and metrics an operator reads, a warm-up cut short by an outage
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.core import metrics
+from app.core.config import Settings
 from app.services.serving_bundle import BundleHolder
-from app.services.worker import VectorWorker
+from app.services.user_vectors import encode_one
+from app.services.worker import ENCODE_CHUNK, VectorWorker, _context_of, compute_vectors
 from app.stores.base import StoredEvent, StoreUnavailable, StreamEntry, UserHistoryRecord, keyed
 from app.stores.memory import MemoryEventStream, MemoryUsers
+from models.types import RequestContext, UserHistory
 from tests.app.fake_bundle import FakeBundle
 
 pytestmark = pytest.mark.anyio
@@ -157,17 +162,22 @@ async def test_the_loop_creates_the_group_again_only_after_an_error_and_warms_on
     stream.read_new = failing_reads  # type: ignore[method-assign]
     degraded, errors = value(metrics.STORE_DEGRADED.labels("worker")), value(metrics.WORKER_ERRORS)
     await stream.append_events(keyed(bought("a", "i1", 1)))
+
+    async def vector_of(user: str) -> bool:
+        for _ in range(300):
+            if (await worker.users.get_state(user)).vector is not None:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
     with caplog.at_level(logging.INFO, logger="tandem.worker"):
         task = asyncio.create_task(worker.run(idle_sleep_s=0.01, backoff_s=0.01))
-        for _ in range(300):
-            state = await worker.users.get_state("a")
-            if state.vector is not None:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # a few idle rounds more
+        assert await vector_of("a")
+        await asyncio.sleep(0.1)  # a few idle rounds
+        await stream.append_events(keyed(bought("b", "i2", 2)))
+        assert await vector_of("b")  # an idle loop still reads new events
         worker.stop()
         await asyncio.wait_for(task, timeout=5)
-    assert state.vector is not None
     assert stream.calls.count(("ensure_group",)) == 2  # at start, and after the unexpected error
     assert warmed["n"] == 1  # the bundle did not change: no second warm-up
     assert value(metrics.STORE_DEGRADED.labels("worker")) - degraded == 1
@@ -176,4 +186,55 @@ async def test_the_loop_creates_the_group_again_only_after_an_error_and_warms_on
     assert started.__dict__["consumer"] == "me"
     [retrying] = records(caplog, "store unavailable; worker retrying")
     assert retrying.__dict__["error"] == "redis read_new failed: down"
-    assert len(records(caplog, "worker stopped")) == 1
+    [stopped] = records(caplog, "worker stopped")
+    assert stopped.__dict__["consumer"] == "me"
+    [failed] = records(caplog, "worker step failed; retrying")
+    assert failed.exc_info is not None and str(failed.exc_info[1]) == "a bug"
+
+
+def test_the_context_of_a_stored_history_is_its_newest_event() -> None:
+    history = UserHistory(
+        item=np.array([3, 4]),
+        action=np.array([1, 2]),
+        value=np.ones(2, np.float32),
+        timestamp=np.array([10, 20]),
+        scene=np.array([1, 2]),
+        device=np.array([0, 1]),
+    )
+
+    def fields(context: RequestContext) -> tuple[int, int, int]:
+        return context.timestamp, context.scene, context.device
+
+    assert fields(_context_of(history)) == (20, 2, 1)
+    assert fields(_context_of(UserHistory.empty())) == fields(RequestContext(timestamp=0))
+
+
+async def test_every_user_of_a_large_batch_gets_their_own_vector(bundle_v1: Path) -> None:
+    worker, stream = await spy_worker(bundle_v1)
+    users = [f"u{n}" for n in range(2 * ENCODE_CHUNK + 3)]  # three chunks, lengths all different
+    for n, user in enumerate(users):
+        await stream.append_events(
+            keyed([(user, StoredEvent(f"i{k}", 2, 1.0, k, "home")) for k in range(n + 1)])
+        )
+    serving = worker.holder.current
+    records = await worker.users.get_histories(users)
+    vectors = compute_vectors(serving, records)
+    assert sorted(vectors) == sorted(users)
+    for user in users:
+        history = serving.history_from_events(records[user].events)
+        expected = encode_one(serving, history, _context_of(history))
+        assert np.allclose(vectors[user].vector, expected, atol=1e-6), user
+        assert vectors[user].sequence == records[user].sequence
+
+
+def test_the_worker_defaults_are_the_services() -> None:
+    defaults = {name: p.default for name, p in inspect.signature(VectorWorker).parameters.items()}
+    fields = Settings.model_fields
+    assert defaults["batch_size"] == fields["worker_batch_size"].default
+    assert defaults["block_ms"] == fields["worker_block_ms"].default
+    assert defaults["claim_idle_ms"] == fields["worker_claim_idle_ms"].default
+    assert defaults["vector_ttl_s"] == fields["vector_ttl_s"].default
+    assert defaults["consumer_idle_ms"] == fields["worker_consumer_idle_ms"].default
+    assert defaults["warm_known_users"] is False
+    # not settings: stale entries are looked for, and maintenance runs, every 5 s
+    assert defaults["claim_every_s"] == defaults["maintain_every_s"] == 5.0
