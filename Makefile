@@ -10,7 +10,7 @@ PORT ?= 8000
 LOADTEST_RESULTS := loadtest/results
 
 .PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest \
-	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak mutate
+	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak mutate scale
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -39,6 +39,14 @@ faults: $(STAMP)
 
 # Two fault scenarios (worker kill -9 mid-burst; Redis kill -9 and restart), well under 2 minutes; part of CI
 # (.ci/run). They skip without the redis-server binary, and fail then under CI=true. Writes no results.
+# Beyond one machine (Milvus backend; more to come): installs the scale extra, runs the tests marked scale
+# (excluded from make test) and writes docs/results/scale.{md,json} with a Milvus-vs-faiss latency check.
+scale: $(STAMP)
+	@$(BIN)/python -c 'import pymilvus' 2>/dev/null || $(BIN)/pip install --quiet -e '.[scale]'
+	mkdir -p var
+	$(BIN)/python -m pytest -m scale tests -q --junitxml=var/scale-junit.xml; \
+		status=$$?; $(BIN)/python -m tools.scale.report var/scale-junit.xml docs/results/scale || exit 1; exit $$status
+
 faults-quick: $(STAMP)
 	$(BIN)/python -m pytest -m 'faults and faults_quick' tests/faults -v
 

@@ -32,7 +32,7 @@ from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
 from app.services.bundle_sync import BundleSync, process_name
 from app.services.bundle_upgrade import publish_when_built
-from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
+from app.services.serving_bundle import BundleHolder, BundleLoader, MilvusTarget, load_bundle
 from app.services.user_vectors import wait_for_write_backs
 from app.services.worker import VectorWorker
 from app.startup import open_stores, set_thread_counts, start_bundle
@@ -128,11 +128,21 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
     return lifespan
 
 
+def milvus_target(settings: Settings) -> MilvusTarget | None:
+    """Where the ANN source searches with ``TANDEM_INDEX_BACKEND=milvus`` (None: the bundle's faiss index)."""
+    if settings.index_backend != "milvus" or not settings.milvus_uri:
+        return None
+    return MilvusTarget(settings.milvus_uri, settings.key_prefix, settings.milvus_timeout_ms / 1000)
+
+
 def create_app(settings: Settings | None = None, *, bundle_loader: BundleLoader | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     loader = bundle_loader or functools.partial(
-        load_bundle, ranker_backend=settings.ranker_backend, threads=settings.torch_threads
+        load_bundle,
+        ranker_backend=settings.ranker_backend,
+        threads=settings.torch_threads,
+        milvus=milvus_target(settings),
     )
     holder = BundleHolder(loader, settings.history_length, settings.candidate_count)
     services = Services(settings=settings, holder=holder)

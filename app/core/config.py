@@ -89,6 +89,16 @@ class Settings(BaseSettings):
         "onnxruntime when installed, else torchscript) or eager PyTorch",
     )
 
+    index_backend: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description="where the ANN source searches the item vectors: the bundle's faiss index, or a Milvus "
+        "collection published from it (needs milvus_uri and the scale extra)",
+    )
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus server URI (http://host:19530) or a milvus-lite .db path"
+    )
+    milvus_timeout_ms: int = Field(default=200, ge=1, description="deadline of one Milvus search")
+
     # protection
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="accepted X-API-Key values (comma-separated); empty = open"
@@ -165,6 +175,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.candidate_count < self.k_max:
             raise ValueError(f"candidate_count ({self.candidate_count}) must be >= k_max ({self.k_max})")
+        if self.index_backend == "milvus" and not self.milvus_uri:
+            raise ValueError("index_backend milvus needs milvus_uri")
         if (self.bundle_url is None) != (self.bundle_sha256 is None):
             raise ValueError("bundle_url and bundle_sha256 go together (tandem bundle pack prints both)")
         return self

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +186,42 @@ def _tail(history: UserHistory, length: int) -> UserHistory:
     )
 
 
-def load_bundle(path: Path, ranker_backend: str = "eager", threads: int = 1) -> ServableBundle:
-    """The default loader: ``models.bundle.load.Bundle.load`` (``ranker_backend``: see ``load_ranker``)."""
+def load_bundle(
+    path: Path,
+    ranker_backend: str = "eager",
+    threads: int = 1,
+    milvus: MilvusTarget | None = None,
+) -> ServableBundle:
+    """The default loader: ``models.bundle.load.Bundle.load`` (``ranker_backend``: see ``load_ranker``).
+    ``milvus``: the ANN source searches the bundle's item vectors in Milvus instead of its faiss index
+    (``models.index.milvus``; the collection is published when missing)."""
     from models.bundle.load import Bundle
 
-    return Bundle.load(path, ranker_backend=ranker_backend, threads=threads)
+    bundle = Bundle.load(path, ranker_backend=ranker_backend, threads=threads)
+    if milvus is not None and bundle.index is not None:
+        from models.candidates.sources import AnnSource
+        from models.index.milvus import open_milvus_search
+
+        index = bundle.index
+        search = open_milvus_search(
+            milvus.uri,
+            milvus.prefix,
+            index.vectors(np.arange(index.size)),
+            index.version,
+            milvus.timeout_s,
+            on_error=lambda _: metrics.STAGE_FAILURES.labels("ann").inc(),
+        )
+        bundle.sources["ann"] = AnnSource(search)
+    return bundle
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """Where the ANN source searches when ``TANDEM_INDEX_BACKEND=milvus``."""
+
+    uri: str
+    prefix: str
+    timeout_s: float
 
 
 class BundleHolder:
