@@ -109,8 +109,8 @@ def main(argv: list[str]) -> int:
         ),
         "",
         f"Milvus' answers hold {measured['recall_vs_faiss']:.1%} of faiss' top {K}; publishing the "
-        f"collection took {measured['publish_seconds']} s. milvus-lite is a local reference for the code path, not a "
-        "latency reference for a Milvus server.",
+        f"collection took {measured['publish_seconds']} s. milvus-lite is a local reference for the code "
+        "path, not a latency reference for a Milvus server.",
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
