@@ -15,7 +15,13 @@ import pytest
 
 from app.core import metrics
 from app.services.serving_bundle import ServingBundle
-from app.services.user_vectors import _write_back, anchor_vector, look_up_user, read_state
+from app.services.user_vectors import (
+    _write_back,
+    anchor_vector,
+    finish_user_vector,
+    look_up_user,
+    read_state,
+)
 from app.stores.base import StoredEvent, StoredVector, StoreUnavailable, UserState, keyed
 from app.stores.memory import memory_stores
 from models.types import RequestContext, UserHistory
@@ -131,3 +137,42 @@ async def test_the_write_back_covers_the_newest_event_and_survives_an_outage() -
     degraded = count(metrics.STORE_DEGRADED, "put_vectors")
     await _write_back(DownStore(), "a", vector, serving, state, history, 60)  # type: ignore[arg-type]
     assert count(metrics.STORE_DEGRADED, "put_vectors") - degraded == 1
+
+
+async def test_finishing_online_cold_start_and_a_failing_encoder(caplog: pytest.LogCaptureFixture) -> None:
+    serving = serving_bundle()
+    real = serving.encoder
+    assert real is not None
+    seen: list[RequestContext] = []
+
+    class Recording:
+        def encode(self, histories: list[UserHistory], contexts: list[RequestContext]) -> Any:
+            seen.extend(contexts)
+            assert real is not None
+            return real.encode(histories, contexts)
+
+    serving.encoder = Recording()  # type: ignore[assignment]
+    stores = memory_stores()
+    context = RequestContext(timestamp=5, anchors=np.array([2]))
+    lookup = await look_up_user(serving, stores.users, "u1", context)  # known to the bundle, not the store
+    online = finish_user_vector(serving, lookup, context)
+    assert online.served_by == "online" and online.vector is not None and seen == [context]
+    assert online.warnings is lookup.warnings and online.history is lookup.history
+
+    class Failing:
+        def encode(self, histories: list[UserHistory], contexts: list[RequestContext]) -> Any:
+            raise RuntimeError("the forward failed")
+
+    serving.encoder = Failing()  # type: ignore[assignment]
+    failures = count(metrics.STAGE_FAILURES, "encode")
+    with caplog.at_level(logging.ERROR, logger="tandem.user_vectors"):
+        cold = finish_user_vector(serving, await look_up_user(serving, stores.users, "u1", context), context)
+    assert count(metrics.STAGE_FAILURES, "encode") - failures == 1
+    assert cold.served_by == "cold_start" and cold.warnings == [
+        "online encoder failed: served without a user vector"
+    ]
+    expected = anchor_vector(serving, context.anchors)
+    assert cold.vector is not None and expected is not None and np.array_equal(cold.vector, expected)
+    [log] = [r for r in caplog.records if r.name == "tandem.user_vectors"]
+    assert log.getMessage() == "online encoder forward failed; falling back"
+    assert log.__dict__["error"] == "the forward failed"
