@@ -20,6 +20,7 @@ from models.train.data import (
     item_categories,
     target_probabilities,
 )
+from models.train.distributed import DistContext
 from models.train.loop import TrainState
 from models.train.trainer import TrainConfig, train_encoder
 from models.train.validation import NextItemCases, rank_metrics, target_ranks
@@ -113,10 +114,11 @@ def fit_encoder(
     checkpoint_path: Path | None = None,
     resume: dict[str, Any] | None = None,
     valid_exclude_history: bool = True,
+    context: DistContext | None = None,
 ) -> FitResult:
     """Trains an encoder on ``train_events``; ``valid_cases`` (if any) pick the epoch, scored as the test
     protocol does: history items excluded (leave-last-out) or not (``valid_exclude_history=False``,
-    next-session)."""
+    next-session). ``context``: data-parallel over several processes (``models.train.distributed``)."""
     torch.set_num_threads(train.threads)
     torch.manual_seed(train.seed)
     config = EncoderConfig.from_dict(resume["config"]) if resume else encoder_config_for(dataset, base_config)
@@ -140,7 +142,9 @@ def fit_encoder(
             ranks = target_ranks(m, item_category, cases, exclude_window=window)
             return rank_metrics(ranks, cutoffs=(10, 50))
 
-    state = train_encoder(model, store, item_prob, item_category, train, validate, checkpoint_path, resume)
+    state = train_encoder(
+        model, store, item_prob, item_category, train, validate, checkpoint_path, resume, context
+    )
     return FitResult(model, state, item_category)
 
 

@@ -4,7 +4,7 @@ the time budget are the shared loop's (``models.train.loop``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,13 @@ import torch
 
 from models.encoder.model import RetrievalEncoder, to_tensors
 from models.train.data import LayoutStore, PaddedBatch
+from models.train.distributed import (
+    DistContext,
+    average_gradients,
+    leader_decides,
+    mean_over_ranks,
+    rank_batches,
+)
 from models.train.examples import build_targets, item_token_targets
 from models.train.loop import LoopSettings, TrainState, Weights, run_epochs
 from models.train.losses import (
@@ -165,12 +172,16 @@ def train_encoder(
     validate: ValidateFn | None = None,
     checkpoint_path: Path | None = None,
     resume: dict[str, Any] | None = None,
+    context: DistContext | None = None,
 ) -> TrainState:
     """Train in place with the shared loop (``models.train.loop``); on return ``model`` holds the best
-    epoch's weights. ``resume``: a loaded checkpoint dict to continue (optimizer, epoch, history)."""
-    torch.set_num_threads(train.threads)  # deliberate: the machine is small and shared
+    epoch's weights. ``resume``: a loaded checkpoint dict to continue (optimizer, epoch, history).
+    ``context``: data-parallel over several processes (``models.train.distributed``): the batch is split
+    over the ranks, gradients averaged, validation and checkpoints on rank 0, threads shared."""
+    context = context or DistContext()
+    torch.set_num_threads(max(1, train.threads // context.world))  # the machine is small and shared
     torch.manual_seed(train.seed)
-    rng = np.random.default_rng(train.seed)
+    rng = np.random.default_rng(train.seed if not context.active else [train.seed, context.rank])
     optimizer = make_optimizer(model, train)
     state = TrainState()
     if resume is not None:
@@ -182,6 +193,14 @@ def train_encoder(
 
     def step(batch: PaddedBatch) -> float | None:
         loss, queries = batch_loss(model, batch, item_prob, train, rng)
+        if context.active:  # every rank steps, with or without targets (else the others wait forever)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(model, context)
+            optimizer.step()
+            counted = mean_over_ranks(float(queries > 0), context)
+            mean = mean_over_ranks(float(loss.detach()) if queries else 0.0, context)
+            return mean / counted if counted > 0 else None
         if queries == 0:
             return None
         optimizer.zero_grad(set_to_none=True)
@@ -197,19 +216,25 @@ def train_encoder(
         epochs=train.epochs,
         patience=train.patience,
         min_epochs=train.min_epochs,
-        max_minutes=train.max_minutes,
-        progress=train.progress,
+        max_minutes=0.0 if context.active else train.max_minutes,  # distributed: the epochs decide
+        progress=train.progress and context.leader,
         label=model.config.kind,
         average_decay=train.weight_average,
     )
+
+    def batches(epoch: int) -> Iterator[PaddedBatch]:
+        if context.active:
+            return rank_batches(store, train.batch_size, train.seed, epoch, context)
+        return store.batches(train.batch_size, rng)
+
     return run_epochs(
         model,
-        lambda _: store.batches(train.batch_size, rng),
+        batches,
         step,
         settings,
-        validate,
+        leader_decides(validate, context) if context.active else validate,
         state,
         (resume or {}).get("best_state_dict"),
-        save if checkpoint_path is not None else None,
+        save if checkpoint_path is not None and context.leader else None,
         steps_per_epoch=(len(store) + train.batch_size - 1) // train.batch_size,
     )
