@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.storage import save_dataset
@@ -42,6 +43,7 @@ def test_every_rank_gets_an_equal_share_of_each_global_batch() -> None:
     assert [len(b) for b in shares[0]] == [3, 3, 3] and [len(b) for b in shares[2]] == [2, 2, 2]
 
 
+@pytest.mark.scale  # two processes for a minute: make scale
 def test_two_ranks_train_one_model_and_rank_zero_saves_it(tmp_path: Path) -> None:
     dataset = generate_synthetic(SyntheticConfig(num_users=80, num_items=120, num_events=3000, seed=2))
     dataset.name = "tiny"
