@@ -30,6 +30,7 @@ class Target:
     files: tuple[str, ...]  # globs of the files to mutate (mutmut's only_mutate)
     tests: tuple[str, ...]  # the test files (or folders) that cover them
     functions: tuple[str, ...] = ()  # mutant-name globs when only some functions count; () = whole files
+    deselect: tuple[str, ...] = ()  # test ids that cannot run under mutmut (see docs/results/mutation.md)
 
 
 def functions(module: str, *names: str) -> tuple[str, ...]:
@@ -63,6 +64,10 @@ TARGETS: dict[str, Target] = {
     "middleware": Target(
         ("app/api/middleware.py",),
         ("tests/app/api/test_middleware.py", "tests/app/api/test_routes_events.py"),
+        # a real server under urllib: mutmut's trampolines break its drained body ('coroutine' not callable)
+        deselect=(
+            "tests/app/api/test_middleware.py::test_urllib_reads_the_413_of_a_large_body_instead_of_a_reset",
+        ),
     ),
     "merge": Target(
         ("models/candidates/merge.py",),
@@ -70,7 +75,7 @@ TARGETS: dict[str, Target] = {
     ),
     "bundle_format": Target(
         ("models/bundle/format.py",),
-        ("tests/models/bundle",),
+        ("tests/models/bundle/test_write_load.py", "tests/models/bundle/test_upgrade.py"),
         functions(
             "models.bundle.format",
             "sha256_hex",
@@ -109,12 +114,13 @@ def config(target: Target) -> str:
     def lines(values: tuple[str, ...]) -> str:
         return "".join(f"\n    {value}" for value in values)
 
+    deselected = tuple(f"--deselect={test}" for test in target.deselect)
     return (
         "[mutmut]\n"
         "source_paths =\n    app\n    models\n    cli\n"
         f"only_mutate ={lines(target.files)}\n"
         f"pytest_add_cli_args_test_selection ={lines(target.tests)}\n"
-        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n"
+        f"pytest_add_cli_args =\n    -p\n    no:cacheprovider{lines(deselected)}\n"
         # a mutant that hangs (a wait that never ends) is a timeout after 8x its tests' time + 8 s, not 30x
         "timeout_multiplier = 4\n"
     )
