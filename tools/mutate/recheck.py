@@ -11,20 +11,40 @@ import json
 import os
 import shutil
 import sys
+from typing import Any
 
 from tools.mutate.main import ROOT, WORK
 
 
-def run_pytest(mutant: str, tests: list[str]) -> int:
-    """pytest in a forked child with ``mutant`` switched on ("" = none); its exit code."""
+class FirstFailure:
+    """A pytest plugin keeping the id of the first test that failed."""
+
+    def __init__(self) -> None:
+        self.test = ""
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.failed and not self.test:
+            self.test = report.nodeid
+
+
+def run_pytest(mutant: str, tests: list[str]) -> tuple[int, str]:
+    """pytest in a forked child with ``mutant`` on ("" = none) -> exit code, the first failed test."""
+    read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         import pytest
 
+        os.close(read)
         os.environ["MUTANT_UNDER_TEST"] = mutant
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-        os._exit(int(pytest.main(["-q", "-x", "-p", "no:cacheprovider", *tests])))
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        failure = FirstFailure()
+        code = int(pytest.main(["-q", "-x", "-p", "no:cacheprovider", *tests], plugins=[failure]))
+        os.write(write, failure.test.encode())
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        failed = pipe.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), failed
 
 
 def main(argv: list[str]) -> int:
@@ -35,15 +55,15 @@ def main(argv: list[str]) -> int:
         shutil.copy2(ROOT / test, mutants / test)
     os.chdir(mutants)
     sys.path.insert(0, str(mutants))
-    if run_pytest("", tests) != 0:
+    if run_pytest("", tests)[0] != 0:
         print("the tests fail without any mutant")
         return 1
     survivors = json.loads((WORK / target / "summary.json").read_text())["survivors"]
     killed = 0
     for mutant in survivors:
-        code = run_pytest(mutant, tests)
+        code, failed = run_pytest(mutant, tests)
         killed += code != 0
-        print(f"{'killed  ' if code else 'survived'} {mutant}", flush=True)
+        print(f"killed   {mutant} {failed}" if code else f"survived {mutant}", flush=True)
     print(f"{killed} of {len(survivors)} survivors killed by {' '.join(tests)}")
     return 0
 
