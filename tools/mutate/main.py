@@ -135,8 +135,6 @@ def config(target: Target) -> str:
         f"only_mutate ={lines(target.files)}\n"
         f"pytest_add_cli_args_test_selection ={lines(target.tests)}\n"
         f"pytest_add_cli_args =\n    -p\n    no:cacheprovider{lines(deselected)}\n"
-        # a mutant that hangs (a wait that never ends) is a timeout after 8x its tests' time + 8 s, not 30x
-        "timeout_multiplier = 4\n"
     )
 
 
