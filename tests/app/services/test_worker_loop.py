@@ -42,6 +42,10 @@ class SpyStream(MemoryEventStream):
         self.calls.append(("trim",))
         return 3
 
+    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
+        self.calls.append(("claim", min_idle_ms, count))
+        return await super().claim_stale(consumer, min_idle_ms, count)
+
     async def remove_idle_consumers(self, min_idle_ms: int, keep: str) -> list[str]:
         self.calls.append(("remove", min_idle_ms, keep))
         return ["dead"]
@@ -238,3 +242,19 @@ def test_the_worker_defaults_are_the_services() -> None:
     assert defaults["warm_known_users"] is False
     # not settings: stale entries are looked for, and maintenance runs, every 5 s
     assert defaults["claim_every_s"] == defaults["maintain_every_s"] == 5.0
+
+
+async def test_stale_entries_are_looked_for_every_claim_interval(
+    bundle_v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    clock = SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter, time=time.time)
+    monkeypatch.setattr("app.services.worker.time", clock)
+    worker, stream = await spy_worker(bundle_v1, claim_idle_ms=777, batch_size=9)
+    worker.claim_every_s = 5.0
+    assert await worker.step() == 0  # nothing to read: nothing acknowledged
+    now[0] = 104.9
+    await worker.next_entries()
+    now[0] = 105.0  # claim_every_s after the last look
+    await worker.next_entries()
+    assert stream.calls == [("claim", 777, 9), ("claim", 777, 9)]
