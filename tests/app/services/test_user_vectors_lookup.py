@@ -16,11 +16,15 @@ import pytest
 from app.core import metrics
 from app.services.serving_bundle import ServingBundle
 from app.services.user_vectors import (
+    UserVector,
+    VectorLookup,
     _write_back,
     anchor_vector,
     finish_user_vector,
     look_up_user,
     read_state,
+    wait_for_write_backs,
+    write_back_later,
 )
 from app.stores.base import StoredEvent, StoredVector, StoreUnavailable, UserState, keyed
 from app.stores.memory import memory_stores
@@ -176,3 +180,28 @@ async def test_finishing_online_cold_start_and_a_failing_encoder(caplog: pytest.
     [log] = [r for r in caplog.records if r.name == "tandem.user_vectors"]
     assert log.getMessage() == "online encoder forward failed; falling back"
     assert log.__dict__["error"] == "the forward failed"
+
+
+async def test_only_online_vectors_of_a_read_state_are_written_back() -> None:
+    serving = serving_bundle()
+    stores = memory_stores()
+    context = RequestContext(timestamp=0)
+    guest = await look_up_user(serving, stores.users, "guest", context)
+    popular = finish_user_vector(serving, guest, context)
+    assert popular.served_by == "popular" and popular.vector is None
+    assert popular.history is guest.history and popular.warnings is guest.warnings
+    vector = np.ones(8, np.float32)
+    cold = UserVector(vector, "cold_start", guest.history, [])
+    assert write_back_later(stores.users, "guest", guest, cold, serving, 60) is None  # not the user's own
+    online = UserVector(vector, "online", guest.history, [])
+    no_state = VectorLookup(None, guest.history, [])
+    assert write_back_later(stores.users, "guest", no_state, online, serving, 60) is None  # store was down
+
+    class Broken:
+        async def put_vectors(self, vectors: dict[str, StoredVector], ttl_s: int) -> None:
+            raise RuntimeError("not a store outage")
+
+    task = write_back_later(Broken(), "guest", guest, online, serving, 60)  # type: ignore[arg-type]
+    assert task is not None
+    await wait_for_write_backs()  # a failed write-back does not fail the waiting
+    assert task.done() and isinstance(task.exception(), RuntimeError)
