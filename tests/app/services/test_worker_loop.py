@@ -5,7 +5,6 @@ stream, the logs and metrics an operator reads, a warm-up cut short by an outage
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from pathlib import Path
@@ -203,13 +202,13 @@ def test_the_context_of_a_stored_history_is_its_newest_event() -> None:
         value=np.ones(2, np.float32),
         timestamp=np.array([10, 20]),
         scene=np.array([1, 2]),
-        device=np.array([0, 1]),
+        device=np.array([0, 3]),
     )
 
     def fields(context: RequestContext) -> tuple[int, int, int]:
         return context.timestamp, context.scene, context.device
 
-    assert fields(_context_of(history)) == (20, 2, 1)
+    assert fields(_context_of(history)) == (20, 2, 3)
     assert fields(_context_of(UserHistory.empty())) == fields(RequestContext(timestamp=0))
 
 
@@ -231,17 +230,35 @@ async def test_every_user_of_a_large_batch_gets_their_own_vector(bundle_v1: Path
         assert vectors[user].sequence == records[user].sequence
 
 
-def test_the_worker_defaults_are_the_services() -> None:
-    defaults = {name: p.default for name, p in inspect.signature(VectorWorker).parameters.items()}
+async def test_the_worker_defaults_are_the_services(bundle_v1: Path) -> None:
+    worker, _ = await spy_worker(bundle_v1)
+    bare = VectorWorker(worker.events, worker.users, worker.holder)
     fields = Settings.model_fields
-    assert defaults["batch_size"] == fields["worker_batch_size"].default
-    assert defaults["block_ms"] == fields["worker_block_ms"].default
-    assert defaults["claim_idle_ms"] == fields["worker_claim_idle_ms"].default
-    assert defaults["vector_ttl_s"] == fields["vector_ttl_s"].default
-    assert defaults["consumer_idle_ms"] == fields["worker_consumer_idle_ms"].default
-    assert defaults["warm_known_users"] is False
+    assert bare.batch_size == fields["worker_batch_size"].default
+    assert bare.block_ms == fields["worker_block_ms"].default
+    assert bare.claim_idle_ms == fields["worker_claim_idle_ms"].default
+    assert bare.vector_ttl_s == fields["vector_ttl_s"].default
+    assert bare.consumer_idle_ms == fields["worker_consumer_idle_ms"].default
+    assert bare.warm_known_users is False
     # not settings: stale entries are looked for, and maintenance runs, every 5 s
-    assert defaults["claim_every_s"] == defaults["maintain_every_s"] == 5.0
+    assert bare.claim_every_s == bare.maintain_every_s == 5.0
+
+
+async def test_a_stopped_worker_warms_nothing_and_stale_entries_are_claimed(
+    bundle_v1: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker, stream = await spy_worker(bundle_v1, claim_idle_ms=0)
+    worker.stop()
+    assert await worker.warm_vectors() == 0 and worker.warmed == 0
+    await stream.append_events(keyed(bought("a", "i1", 1)))
+    await stream.read_new("crashed", 10, 0)  # pending with a consumer that died
+    claimed = value(metrics.WORKER_CLAIMED)
+    worker.claim_every_s = 0.0
+    with caplog.at_level(logging.INFO, logger="tandem.worker"):
+        assert [e.users for e in await worker.next_entries()] == [["a"]]
+    assert value(metrics.WORKER_CLAIMED) - claimed == 1
+    [log] = records(caplog, "re-claimed pending entries")
+    assert log.__dict__["entries"] == 1
 
 
 async def test_stale_entries_are_looked_for_every_claim_interval(

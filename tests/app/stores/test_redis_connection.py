@@ -4,9 +4,6 @@ must be the service's own (``Settings``): what ``make mutate`` found untested (d
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -19,36 +16,48 @@ from app.stores.redis_stream import RedisEventStream
 from app.stores.redis_users import RedisUsers
 
 pytestmark = pytest.mark.anyio
-SETTING_OF = {
-    "socket_timeout_s": "redis_socket_timeout_s",
-    "connect_timeout_s": "redis_connect_timeout_s",
-    "retries": "redis_retries",
-    "max_connections": "redis_max_connections",
-    "key_prefix": "key_prefix",
-    "history_length": "history_length",
-    "stream_maxlen": "stream_maxlen",
-    "dedupe_ttl_s": "event_dedupe_ttl_s",
-}
 
 
-@pytest.mark.parametrize(
-    "function",
-    [
-        redis_stores,
-        RedisConnection,
-        RedisEventStream,
-        RedisUsers,
-        memory_stores,
-        MemoryUsers,
-        MemoryEventStream,
-    ],
-)
-def test_store_defaults_are_the_services_settings(function: Callable[..., Any]) -> None:
-    for name, parameter in inspect.signature(function).parameters.items():
-        if name in SETTING_OF:
-            assert parameter.default == Settings.model_fields[SETTING_OF[name]].default, name
-        elif name == "block_ms":
-            assert parameter.default == 0  # only the worker blocks on reads, and says how long
+def test_store_defaults_are_the_services_settings() -> None:
+    setting = {name: field.default for name, field in Settings.model_fields.items()}
+    url = "redis://127.0.0.1:1/0"
+    for stores in (redis_stores(url), memory_stores()):
+        users, events = stores.users, stores.events
+        assert isinstance(users, RedisUsers | MemoryUsers)
+        assert isinstance(events, RedisEventStream | MemoryEventStream)
+        assert users.history_length == setting["history_length"]
+        assert events.stream_maxlen == setting["stream_maxlen"]
+    redis = redis_stores(url)
+    connection = redis.connection
+    assert isinstance(connection, RedisConnection) and isinstance(redis.events, RedisEventStream)
+    assert isinstance(redis.users, RedisUsers)
+    assert redis.events.history_length == setting["history_length"]
+    assert redis.events.dedupe_ttl_ms == setting["event_dedupe_ttl_s"] * 1000
+    defaults = [connection, RedisConnection(url)]
+    defaults.append(RedisEventStream(connection).connection)
+    for made in defaults:
+        kwargs = made.client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == setting["redis_socket_timeout_s"]  # no blocking read: block_ms 0
+        assert kwargs["socket_connect_timeout"] == setting["redis_connect_timeout_s"]
+        assert kwargs["retry"]._retries == setting["redis_retries"]
+        assert made.client.connection_pool.max_connections == setting["redis_max_connections"]
+        assert made.prefix == setting["key_prefix"]
+    stream = RedisEventStream(connection)
+    assert (stream.history_length, stream.stream_maxlen) == (
+        setting["history_length"],
+        setting["stream_maxlen"],
+    )
+    assert stream.dedupe_ttl_ms == setting["event_dedupe_ttl_s"] * 1000
+    assert RedisUsers(connection).history_length == setting["history_length"]
+    memory = memory_stores()
+    assert isinstance(memory.events, MemoryEventStream)
+    assert memory.events.dedupe_ttl_s == setting["event_dedupe_ttl_s"]
+    assert MemoryUsers().history_length == setting["history_length"]
+    alone = MemoryEventStream(MemoryUsers())
+    assert (alone.stream_maxlen, alone.dedupe_ttl_s) == (
+        setting["stream_maxlen"],
+        setting["event_dedupe_ttl_s"],
+    )
 
 
 def test_the_client_is_configured_as_asked() -> None:
