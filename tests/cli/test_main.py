@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import bundle, data, main, serve, train_encoder, train_ranker, worker
+from cli import bundle, bundle_pack, data, main, serve, train_encoder, train_ranker, worker
 from cli import eval as evaluate
 from models.data.datasets import PrepareOptions, load_dataset
 from models.data.loaders.synthetic import SyntheticConfig
@@ -21,6 +21,7 @@ EXPECTED = {
     ("train", "encoder"): train_encoder,
     ("train", "ranker"): train_ranker,
     ("bundle", "build"): bundle,
+    ("bundle", "pack"): bundle_pack,
     ("eval",): evaluate,
     ("serve",): serve,
     ("worker",): worker,
@@ -81,3 +82,19 @@ def test_reports_go_under_var_results_unless_told(tmp_path: Path, monkeypatch: p
     assert main.main([*argv, "--results-dir", "elsewhere"]) == 0
     assert len(list((tmp_path / "elsewhere").glob("retrieval-synthetic*.md"))) == 1
     assert not (tmp_path / "docs").exists()
+
+
+def test_bundle_pack_prints_the_archive_and_its_sha256(
+    baseline_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from models.bundle.pack import sha256_file
+
+    out = tmp_path / "b.tar.gz"
+    assert main.main(["bundle", "pack", str(baseline_bundle), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[: printed.index("}") + 1])
+    assert summary["archive"] == str(out) and summary["sha256"] == sha256_file(out)
+    assert main.main(["bundle", "pack", str(tmp_path / "missing")]) == 2
+    assert "not a bundle" in capsys.readouterr().err
