@@ -50,12 +50,17 @@ TARGETS: dict[str, Target] = {
     ),
     "worker": Target(
         ("app/services/worker.py",),
-        ("tests/app/services/test_worker.py", "tests/app/services/test_worker_warm_up.py"),
+        (
+            "tests/app/services/test_worker.py",
+            "tests/app/services/test_worker_warm_up.py",
+            "tests/app/services/test_worker_loop.py",
+        ),
     ),
     "user_vectors": Target(
         ("app/services/user_vectors.py",),
         (
             "tests/app/services/test_user_vectors.py",
+            "tests/app/services/test_user_vectors_lookup.py",
             "tests/app/services/test_recommend.py",
             "tests/app/api/test_routes_recommend.py",
             "tests/app/api/test_routes_events.py",
@@ -71,7 +76,11 @@ TARGETS: dict[str, Target] = {
     ),
     "merge": Target(
         ("models/candidates/merge.py",),
-        ("tests/models/candidates/test_merge.py", "tests/models/candidates/test_default_merge.py"),
+        (
+            "tests/models/candidates/test_merge.py",
+            "tests/models/candidates/test_merge_exact.py",
+            "tests/models/candidates/test_default_merge.py",
+        ),
     ),
     "bundle_format": Target(
         ("models/bundle/format.py",),

@@ -2,7 +2,7 @@
 new tests written for them), each mutant switched on in a forked pytest; first the same tests with no
 mutant, which must pass. Prints, per survivor, whether the given tests now kill it.
 
-    python -m tools.mutate.recheck TARGET TEST_FILE ...
+    [RECHECK_ONLY=FILE] python -m tools.mutate.recheck TARGET TEST_FILE ...
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from tools.mutate.main import ROOT, WORK
@@ -59,6 +60,8 @@ def main(argv: list[str]) -> int:
         print("the tests fail without any mutant")
         return 1
     survivors = json.loads((WORK / target / "summary.json").read_text())["survivors"]
+    if only := os.environ.get("RECHECK_ONLY"):  # a file of mutant names: the survivors of an earlier recheck
+        survivors = [name for name in survivors if name in set(Path(only).read_text().split())]
     killed = 0
     for mutant in survivors:
         code, failed = run_pytest(mutant, tests)
