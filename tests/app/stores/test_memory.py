@@ -57,11 +57,12 @@ async def test_claims_count_idle_time_in_milliseconds_and_stop_at_count(clock: F
     stores = memory_stores()
     for item in ("i1", "i2", "i3"):
         await stores.events.append_events(keyed([("a", event(item, 1))]))
+    delivered = clock.now
     await stores.events.read_new("w", 10, 0)
-    clock.advance(0.04998)  # 49.98 ms
-    assert await stores.events.claim_stale("x", 50, 10) == []
-    clock.advance(0.00002)  # 50 ms exactly: idle long enough
-    assert [e.entry_id for e in await stores.events.claim_stale("x", 50, 2)] == ["1-0", "2-0"]
+    clock.advance(0.1249)  # 124.9 ms
+    assert await stores.events.claim_stale("x", 125, 10) == []
+    clock.now = delivered + 0.125  # 125 ms exactly (binary-exact): idle long enough
+    assert [e.entry_id for e in await stores.events.claim_stale("x", 125, 2)] == ["1-0", "2-0"]
     assert await stores.events.trim_processed() == 0
 
 
