@@ -9,7 +9,11 @@ a hash of the connection's addresses and ports.
 
 The supervisor keeps each socket open for the life of the server and restarts a worker that dies on its
 own socket (connections queued there wait for the replacement); a worker that fails before it serves
-stops the server, as uvicorn's own supervisor does. Health checks are uvicorn's (``Process``).
+stops the server, as uvicorn's own supervisor does. Health checks are uvicorn's (``Process``), with one
+difference: a worker that has not answered a health check yet is only checked for being alive as a
+process, for up to ``STARTUP_GRACE_S``. A spawned worker answers only once its interpreter has started
+and imported the app; on a busy 2-core machine that can take longer than uvicorn's 5-second check, and the
+supervisor then killed the starting worker and started another, which could meet the same fate.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from types import FrameType
 
 from uvicorn.config import STARTUP_FAILURE, Config
@@ -26,6 +31,7 @@ from uvicorn.supervisors.multiprocess import Process
 
 log = logging.getLogger("tandem.serve")
 CHECK_EVERY_S = 0.5
+STARTUP_GRACE_S = 300.0  # a worker that never answers a health check within this is restarted
 
 
 def reuse_port_supported() -> bool:
@@ -66,6 +72,8 @@ class ReusePortSupervisor:
         ensure_port_free(config.host, config.port)
         self.sockets = [reuse_port_socket(config.host, config.port) for _ in range(config.workers)]
         self.processes: list[Process] = []
+        self.started_at: list[float] = []
+        self.answered: list[bool] = []
         self.should_exit = threading.Event()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -76,6 +84,10 @@ class ReusePortSupervisor:
         process = Process(self.config, [self.sockets[index]])
         process.start()
         log.info("worker started", extra={"worker_pid": process.pid, "socket": index})
+        while len(self.started_at) <= index:
+            self.started_at.append(0.0)
+            self.answered.append(False)
+        self.started_at[index], self.answered[index] = time.monotonic(), False
         return process
 
     def run(self) -> None:
@@ -93,9 +105,21 @@ class ReusePortSupervisor:
             for sock in self.sockets:
                 sock.close()
 
+    def _healthy(self, index: int, process: Process) -> bool:
+        """Alive and answering; a worker still starting (never answered, within the grace) needs only to
+        be alive as a process."""
+        if self.answered[index]:
+            return process.is_alive(timeout=self.config.timeout_worker_healthcheck)
+        if not process.process.is_alive():
+            return False
+        if process.ping(timeout=0.01):
+            self.answered[index] = True
+            return True
+        return time.monotonic() - self.started_at[index] < STARTUP_GRACE_S
+
     def _replace_dead_workers(self) -> None:
         for index, process in enumerate(self.processes):
-            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+            if self._healthy(index, process):
                 continue
             process.kill()
             process.join()

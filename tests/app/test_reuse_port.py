@@ -57,7 +57,7 @@ def answering_pids(port: int, connections: int, path: str = "/") -> list[int]:
 
 
 def wait_for_pids(
-    port: int, count: int, exclude: frozenset[int] = frozenset(), seconds: float = 20, path: str = "/"
+    port: int, count: int, exclude: frozenset[int] = frozenset(), seconds: float = 90, path: str = "/"
 ) -> set[int]:
     """Polls until ``count`` distinct pids outside ``exclude`` answer one round of 32 connections."""
     deadline = time.monotonic() + seconds
@@ -137,3 +137,37 @@ def test_a_port_taken_by_a_running_server_is_refused_not_shared(
     config = Config("tests.app.test_reuse_port:pid_app", host="127.0.0.1", port=port, workers=2)
     with pytest.raises(OSError):
         ReusePortSupervisor(config)
+
+
+class _Starting:
+    """A worker process as the supervisor sees it: alive as a process, answering pings or not."""
+
+    def __init__(self, answers: bool, alive: bool = True) -> None:
+        self.answers = answers
+        self.process = type("OS", (), {"is_alive": lambda _self: alive})()
+        self.killed = False
+
+    def ping(self, timeout: float = 5) -> bool:
+        return self.answers
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        return self.answers
+
+
+def test_a_worker_still_starting_is_not_killed_for_missing_health_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import app.reuse_port as reuse
+
+    supervisor = ReusePortSupervisor.__new__(ReusePortSupervisor)
+    supervisor.config = Config(app=pid_app)
+    slow, dead = _Starting(answers=False), _Starting(answers=False, alive=False)
+    supervisor.started_at, supervisor.answered = [time.monotonic()] * 2, [False, False]
+    assert supervisor._healthy(0, slow)  # type: ignore[arg-type]  # importing its app: left alone
+    assert not supervisor._healthy(1, dead)  # type: ignore[arg-type]  # gone as a process: replaced
+    monkeypatch.setattr(reuse, "STARTUP_GRACE_S", 0.0)
+    assert not supervisor._healthy(0, slow)  # type: ignore[arg-type]  # never answered within the grace
+    ready = _Starting(answers=True)
+    assert supervisor._healthy(0, ready) and supervisor.answered[0]  # type: ignore[arg-type]
+    ready.answers = False  # once it has answered, uvicorn's own health check decides
+    assert not supervisor._healthy(0, ready)  # type: ignore[arg-type]
