@@ -11,7 +11,12 @@ from models.index.builder import build_index
 from models.index.milvus import MilvusItemSearch, collection_name, open_milvus_search, publish_collection
 
 pytestmark = pytest.mark.scale
-pymilvus = pytest.importorskip("pymilvus", reason="make scale installs the scale extra")
+
+
+@pytest.fixture(autouse=True)
+def _milvus_installed() -> None:
+    """Only when a test runs (``make scale`` installs the extra; make test deselects these)."""
+    pytest.importorskip("pymilvus", reason="make scale installs the scale extra")
 
 
 def _vectors(items: int = 300, dim: int = 16, seed: int = 0) -> np.ndarray:
