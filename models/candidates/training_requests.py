@@ -67,18 +67,29 @@ def _rows_of(source: CandidateSource) -> SparseRows:
     return SparseRows(source.indptr, source.indices, source.data)
 
 
+def sources_feature_state(
+    events: EventTable,
+    static: StaticInfo,
+    sources: dict[str, CandidateSource],
+    item_vectors: np.ndarray | None = None,
+) -> FeatureState:
+    """The feature state of ``events``, sharing the co-occurrence and transition tables of ``sources``
+    (fitted on the same events) instead of fitting them again."""
+    return FeatureState.fit(
+        events,
+        static,
+        cooccurrence=_rows_of(sources["cooccurrence"]),
+        transitions=_rows_of(sources["transitions"]),
+        item_vectors=item_vectors,
+    )
+
+
 def fit_offset(dataset: Dataset, static: StaticInfo, offset: int) -> OffsetFit:
     """fit_sources and FeatureState on the events before every user's ``offset``-th-last event (the two
     share the co-occurrence and transition tables)."""
     events = dataset.events.take(fit_rows(dataset.events, offset))
     sources = fit_sources(events, dataset.num_items, dataset.num_scenes)
-    state = FeatureState.fit(
-        events,
-        static,
-        cooccurrence=_rows_of(sources["cooccurrence"]),
-        transitions=_rows_of(sources["transitions"]),
-    )
-    return OffsetFit(offset, sources, state)
+    return OffsetFit(offset, sources, sources_feature_state(events, static, sources))
 
 
 @dataclass

@@ -48,7 +48,7 @@ from models.candidates.training_requests import (
 )
 from models.data.datasets import DEFAULT_CACHE_DIR, load_dataset
 from models.data.schema import Dataset
-from models.ranker.gbdt import GbdtConfig, GbdtRanker, train_gbdt
+from models.ranker.gbdt import GbdtConfig, train_gbdt
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -241,7 +241,7 @@ def run_experiment(
                 "sha256": ranker.sha256,
             }
             if ablation == "all":
-                run["top_gain"] = _top_gain(ranker, 15)
+                run["top_gain"] = list(ranker.gain_shares(15).items())
                 if model_dir is not None:
                     model_dir.mkdir(parents=True, exist_ok=True)
                     ranker.save(model_dir / f"{dataset.name}-seed{seed}.txt")
@@ -255,12 +255,6 @@ def run_experiment(
             "runs": runs,
         }
     return report
-
-
-def _top_gain(ranker: GbdtRanker, count: int) -> list[tuple[str, float]]:
-    gains = ranker.gain()
-    total = sum(gains.values()) or 1.0
-    return [(name, round(gain / total, 4)) for name, gain in list(gains.items())[:count]]
 
 
 def format_report(report: dict[str, Any]) -> str:

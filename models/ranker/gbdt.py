@@ -124,6 +124,12 @@ class GbdtRanker:
         order = np.argsort(-gains, kind="stable")
         return {self.feature_names[i]: float(gains[i]) for i in order}
 
+    def gain_shares(self, count: int) -> dict[str, float]:
+        """The ``count`` features of largest split gain -> their share of the total gain (4 decimals)."""
+        gains = self.gain()
+        total = sum(gains.values()) or 1.0
+        return {name: round(gain / total, 4) for name, gain in list(gains.items())[:count]}
+
     def save(self, path: Path | str) -> str:
         """Writes the model text to ``path``; returns its sha256 (hex)."""
         Path(path).write_text(self.text)

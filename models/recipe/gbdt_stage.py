@@ -23,7 +23,7 @@ from models.candidates.merge import MergedCandidates
 from models.candidates.served import head_of, reranked_head
 from models.candidates.sources import CandidateRequest
 from models.protocols import EvalTask
-from models.ranker.gbdt import GbdtConfig, GbdtRanker, train_gbdt
+from models.ranker.gbdt import GbdtConfig, train_gbdt
 from models.ranker.gbdt_serving import MergedReranker, request_features
 from models.recipe.lists import list_values
 from models.recipe.ranker_stage import pick_epoch
@@ -145,7 +145,7 @@ def train_gbdt_stage(
         "lightgbm_best_round": info.best_iteration,
         "rounds_kept": best,
         "config": asdict(config),
-        "top_gain": _top_gain(chosen, 10),
+        "top_gain": chosen.gain_shares(10),
     }
     reranker = MergedReranker(chosen, serve_state, settings.gbdt_depth)
     ablations = {}
@@ -176,9 +176,3 @@ def served_ndcg(
         head = scores[valid.group[q] : valid.group[q + 1]]
         lists[row] = reranked_head(merged[row], head)[0].items
     return list_values(lists, task, valid.rows)["NDCG@10"]
-
-
-def _top_gain(ranker: GbdtRanker, count: int) -> dict[str, float]:
-    gains = ranker.gain()
-    total = sum(gains.values()) or 1.0
-    return {name: round(gain / total, 4) for name, gain in list(gains.items())[:count]}

@@ -13,7 +13,7 @@ in ``merge_lists``' own order. Same arithmetic in the same order, so the same fl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -118,9 +118,6 @@ class MergeTable:
         """Mean NDCG@10 over the requests of the merged order under ``weights``."""
         values = ranking_metrics(self.ranks(weights), self.mask, (10,))["NDCG@10"]
         return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-
-    def with_fusion(self, config: MergeConfig) -> MergeTable:
-        return replace(self, config=config)
 
 
 def _union(lists: Sequence[SourceList], config: MergeConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -21,10 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.baselines.cooccurrence import SparseRows
-from models.candidates.feature_state import FeatureState, StaticInfo
-from models.candidates.sources import CandidateSource, CooccurrenceSource
-from models.data.schema import Dataset, EventTable
+from models.candidates.sources import CandidateSource
+from models.data.schema import Dataset
 from models.recipe.periods import PipelinePeriods
 
 
@@ -70,25 +68,3 @@ def fit_masks(dataset: Dataset, periods: PipelinePeriods) -> list[tuple[np.ndarr
         mask = base & (row_index < cut[events.user.astype(np.int64)])
         out.append((task_rows[position == p], mask))
     return out
-
-
-def _rows_of(source: CandidateSource) -> SparseRows | None:
-    if not isinstance(source, CooccurrenceSource):
-        return None
-    return SparseRows(source.indptr, source.indices, source.data)
-
-
-def feature_state(
-    events: EventTable,
-    static: StaticInfo,
-    sources: dict[str, CandidateSource],
-    item_vectors: np.ndarray | None,
-) -> FeatureState:
-    """The feature state of ``events``, sharing the fitted sources' co-occurrence and transition tables."""
-    return FeatureState.fit(
-        events,
-        static,
-        cooccurrence=_rows_of(sources["cooccurrence"]),
-        transitions=_rows_of(sources["transitions"]),
-        item_vectors=item_vectors,
-    )

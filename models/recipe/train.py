@@ -30,6 +30,7 @@ from models.candidates.feature_state import StaticInfo
 from models.candidates.generator import CandidateGenerator, fit_sources
 from models.candidates.merge import MergeConfig
 from models.candidates.sources import CandidateSource, RecentItemsSource, SourceList
+from models.candidates.training_requests import sources_feature_state as feature_state
 from models.data.schema import Dataset, EventTable
 from models.recipe.encoder_stage import (
     ann_source,
@@ -48,7 +49,7 @@ from models.recipe.merge_stage import (
     merge_tuning_rows,
     merged_lists,
 )
-from models.recipe.period_fits import PeriodFit, feature_state, fit_masks
+from models.recipe.period_fits import PeriodFit, fit_masks
 from models.recipe.periods import PipelinePeriods
 from models.recipe.ranker_stage import (
     RankerCandidate,

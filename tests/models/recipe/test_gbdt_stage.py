@@ -6,11 +6,11 @@ from models.candidates.feature_state import StaticInfo
 from models.candidates.generator import CandidateGenerator
 from models.candidates.merge import MergeConfig
 from models.candidates.served import ServedPipeline
+from models.candidates.training_requests import sources_feature_state
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.ranker.gbdt_serving import request_features
 from models.recipe.gbdt_stage import query_rows, train_gbdt_stage
 from models.recipe.lists import candidate_requests, list_values, served_on_rows
-from models.recipe.period_fits import feature_state
 from models.recipe.periods import pipeline_periods
 from models.recipe.ranker_stage import ranker_period_rows
 from models.recipe.settings import RecipeSettings
@@ -32,7 +32,7 @@ def test_the_gbdt_stage_validates_on_the_served_lists_and_keeps_the_best_cut() -
     periods = pipeline_periods(dataset, "leave-last-out", ranker_events=4)
     events = periods.fit_events(dataset)
     sources = fit_all_sources(dataset, events)
-    state = feature_state(events, StaticInfo.from_dataset(dataset), sources, None)
+    state = sources_feature_state(events, StaticInfo.from_dataset(dataset), sources)
     task = periods.ranker
     requests = candidate_requests(task, None)
     config = MergeConfig(("cooccurrence", "transitions", "popular"), (30, 30, 30), (1.0, 1.0, 0.5), total=30)
