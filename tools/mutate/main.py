@@ -97,22 +97,13 @@ TARGETS: dict[str, Target] = {
     ),
     "gate": Target(
         ("models/recipe/ranker_stage.py", "models/bootstrap.py"),
-        (
-            "tests/models/test_bootstrap.py",
-            # the gate's unit tests (the replay tests around them train models: minutes per mutant)
-            *(
-                f"tests/models/recipe/test_recipe.py::{name}"
-                for name in (
-                    "test_the_gate_judges_each_fold_at_the_epoch_the_other_folds_pick",
-                    "test_the_gate_margin_refuses_a_gain_below_it",
-                    "test_a_gain_that_the_validation_users_cannot_tell_from_noise_is_refused",
-                    "test_the_gate_resamples_users_not_requests",
-                    "test_the_gate_picks_epochs_by_the_training_loops_rule",
-                    "test_gate_folds_split_the_validation_users",
-                )
-            ),
+        ("tests/models/test_bootstrap.py", "tests/models/recipe/test_ranker_gate.py"),
+        # test_ranker_gate.py less the bundle test, which trains and writes a transformer (seconds per
+        # mutant); its gate wiring test (run_seed, the gate's users resampled) trains a GBDT in under a second
+        deselect=(
+            "tests/models/recipe/test_ranker_gate.py::test_the_transformer_can_read_the_gbdt_features_and_ships_with_them",
         ),
-        (
+        functions=(
             *functions("models.recipe.ranker_stage", "ranker_gate", "_mean_or_zero", "pick_epoch"),
             *functions("models.recipe.ranker_stage", "user_folds"),
             "models.bootstrap.*",
