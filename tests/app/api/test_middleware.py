@@ -117,10 +117,13 @@ async def test_a_body_longer_than_declared_is_counted_as_it_arrives(size: int, s
 @contextmanager
 def served(app) -> Iterator[str]:
     """A real uvicorn server on 127.0.0.1 in a thread (the lingering close needs a real socket)."""
-    # asgi3 named, not detected: under mutmut a guard's __call__ is a plain function returning a coroutine
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off", interface="asgi3"
-    )
+
+    # uvicorn gets a plain coroutine function: under mutmut the guard's __call__ takes any arguments and is
+    # no coroutine function, so uvicorn would take it for an app factory (called with none) or ASGI 2
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await app(scope, receive, send)
+
+    config = uvicorn.Config(asgi, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
