@@ -17,16 +17,35 @@ from pathlib import Path
 from app.core.config import Settings
 from app.stores.base import Stores
 from app.stores.memory import memory_stores
+from app.stores.redis_cluster import check_server_mode, cluster_stores
 from app.stores.redis_stores import redis_stores
 
 log = logging.getLogger("tandem.serve")
 
 
 def open_stores(settings: Settings, block_ms: int = 0) -> Stores:
-    """Redis when TANDEM_REDIS_URL is set, else the in-process stores. ``block_ms``: the longest blocking
-    stream read this process makes (``tandem worker``'s)."""
+    """Redis when TANDEM_REDIS_URL is set (a Redis Cluster with TANDEM_REDIS_CLUSTER), else the in-process
+    stores. ``block_ms``: the longest blocking stream read this process makes (``tandem worker``'s).
+    Raises ``StoreMisconfigured`` when the cluster flag contradicts the server; no server answering is not
+    an error (the process starts degraded)."""
     if settings.redis_url is None:
         return memory_stores(settings.history_length, settings.stream_maxlen, settings.event_dedupe_ttl_s)
+    # TANDEM_REDIS_CLUSTER against the server's cluster_enabled: StoreMisconfigured naming the URL
+    check_server_mode(settings.redis_url, settings.redis_cluster, settings.redis_connect_timeout_s)
+    if settings.redis_cluster:
+        return cluster_stores(
+            settings.redis_url,
+            socket_timeout_s=settings.redis_socket_timeout_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            retries=settings.redis_retries,
+            max_connections=settings.redis_max_connections,
+            key_prefix=settings.key_prefix,
+            history_length=settings.history_length,
+            stream_maxlen=settings.stream_maxlen,
+            block_ms=block_ms,
+            dedupe_ttl_s=settings.event_dedupe_ttl_s,
+            stream_shards=settings.stream_shards,
+        )
     return redis_stores(
         settings.redis_url,
         socket_timeout_s=settings.redis_socket_timeout_s,

@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     redis_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed Redis command")
     redis_max_connections: int = Field(default=64, ge=1, description="connection pool size per process")
     key_prefix: str = Field(default="tandem", description="prefix of every Redis key")
+    redis_cluster: bool = Field(
+        default=False,
+        description="redis_url lists Redis Cluster startup nodes (comma-separated); must match the server's "
+        "cluster_enabled",
+    )
+    stream_shards: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Redis Cluster only: event stream shards <prefix>:events:{<n>}, a user's entries in one",
+    )
 
     # recommend pipeline
     candidate_count: int = Field(
@@ -175,6 +186,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.candidate_count < self.k_max:
             raise ValueError(f"candidate_count ({self.candidate_count}) must be >= k_max ({self.k_max})")
+        if self.redis_cluster and self.redis_url is None:
+            raise ValueError("redis_cluster needs redis_url (the cluster's startup nodes)")
         if self.index_backend == "milvus" and not self.milvus_uri:
             raise ValueError("index_backend milvus needs milvus_uri")
         if (self.bundle_url is None) != (self.bundle_sha256 is None):

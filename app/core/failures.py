@@ -31,3 +31,8 @@ class BundleRefused(Exception):
         super().__init__(f"{path}: {lines[0][:300]}")
         self.path = path
         self.cause = cause
+
+
+class StoreMisconfigured(Exception):
+    """The store settings contradict the store itself (``TANDEM_REDIS_CLUSTER`` against the server's
+    ``cluster_enabled``, a db other than 0 in cluster mode): a start-up error naming the URL."""

@@ -97,12 +97,14 @@ class RedisEventStream:
         history_length: int = 200,
         stream_maxlen: int = 1_000_000,
         dedupe_ttl_s: float = 86400,
+        stream: str | None = None,
     ):
+        """``stream``: the stream key (default ``<prefix>:events``; a Redis Cluster shard names its own)."""
         self.connection = connection
         self.client = connection.client
         self.history_length = history_length
         self.stream_maxlen = stream_maxlen
-        self.stream = f"{connection.prefix}:events"
+        self.stream = stream or f"{connection.prefix}:events"
         self.dedupe_ttl_ms = int(dedupe_ttl_s * 1000)
         self._append_script = self.client.register_script(APPEND_SCRIPT)
 
