@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,12 @@ TARGETS: dict[str, Target] = {
     ),
     "gate": Target(
         ("models/recipe/ranker_stage.py", "models/bootstrap.py"),
-        ("tests/models/test_bootstrap.py", "tests/models/recipe/test_ranker_gate.py"),
+        (
+            "tests/models/test_bootstrap.py",
+            "tests/models/test_bootstrap_exact.py",
+            "tests/models/recipe/test_ranker_gate.py",
+            "tests/models/recipe/test_ranker_gate_edges.py",
+        ),
         # test_ranker_gate.py less the bundle test, which trains and writes a transformer (seconds per
         # mutant); its gate wiring test (run_seed, the gate's users resampled) trains a GBDT in under a second
         deselect=(
@@ -143,7 +149,11 @@ def run_target(name: str, target: Target, rev: str) -> int:
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     with open(workspace / "mutmut.log", "w") as log:  # mutmut redraws its progress line: kept in a file
         command = [mutmut, "run", "--max-children", "1", *target.functions]
-        code = subprocess.run(command, cwd=workspace, stdout=log, stderr=subprocess.STDOUT).returncode
+        # one OpenMP thread at most: mutmut forks each mutant's run from the process that ran every test, and
+        # GNU OpenMP hangs in a forked child once the parent had a thread pool (faiss's index build did)
+        env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        run = subprocess.run(command, cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
+    code = run.returncode
     summary = summarise(name, target)
     diffs = [subprocess.run([mutmut, "show", mutant], cwd=workspace, capture_output=True, text=True).stdout
              for mutant in summary["survivors"]]  # fmt: skip
