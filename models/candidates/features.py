@@ -162,6 +162,19 @@ def _max_by_owner(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _window_starts(request_time: int) -> np.ndarray:
+    """[4] the times the popularity windows read: now, a week ago, two weeks ago, a day ago."""
+    return np.asarray(
+        [
+            request_time,
+            request_time - RECENT_SECONDS,
+            request_time - 2 * RECENT_SECONDS,
+            request_time - DAY_SECONDS,
+        ],
+        dtype=np.int64,
+    )
+
+
 def _context_columns(
     request_time: int,
     history: UserHistory,
@@ -169,7 +182,9 @@ def _context_columns(
     newest: np.ndarray,
     state: FeatureState,
     user_vector: np.ndarray | None,
+    timeline: tuple[np.ndarray, np.ndarray],
 ) -> list[np.ndarray]:
+    """timeline: ``state.events_before_times(items, _window_starts(request_time))``."""
     n, num_items = len(items), state.num_items
     zeros = np.zeros(n, np.float64)
     counts = pair_values(state.next_counts, newest[:3], items, num_items).astype(np.float64)  # [<=3, N]
@@ -199,14 +214,12 @@ def _context_columns(
         similar = (last5 @ candidate_vectors.T).mean(axis=0) if has_history else zeros
         has_user = np.full(n, 0.0 if user_vector is None else 1.0)
         columns += [user_dot, similar, np.ones(n), has_user]
-    count_now, _ = state.events_before(items, request_time)
-    count_recent_start, _ = state.events_before(items, request_time - RECENT_SECONDS)
-    count_previous_start, _ = state.events_before(items, request_time - 2 * RECENT_SECONDS)
+    count_now, count_recent_start, count_previous_start, count_day_start = timeline[0]
     recent, previous = count_now - count_recent_start, count_recent_start - count_previous_start
-    day = count_now - state.events_before(items, request_time - DAY_SECONDS)[0]
-    total_now = state.total_before(request_time)
-    total_recent = total_now - state.total_before(request_time - RECENT_SECONDS)
-    total_day = total_now - state.total_before(request_time - DAY_SECONDS)
+    day = count_now - count_day_start
+    total_now, total_recent_start, _, total_day_start = state.totals_before(_window_starts(request_time))
+    total_recent = total_now - total_recent_start
+    total_day = total_now - total_day_start
     first = state.first_time(items)
     columns += [
         np.log1p(count_now),
@@ -259,8 +272,13 @@ def _repeat_columns(
 
 
 def _side_columns(
-    request_time: int, history: UserHistory, items: np.ndarray, newest: np.ndarray, state: FeatureState
+    history: UserHistory,
+    items: np.ndarray,
+    newest: np.ndarray,
+    state: FeatureState,
+    timeline: tuple[np.ndarray, np.ndarray],
 ) -> list[np.ndarray]:
+    """timeline: as ``_context_columns`` reads it (its first row: the events before the request)."""
     n = len(items)
     static = state.static
     categories, owner, counts = _categories(state, items)
@@ -287,7 +305,7 @@ def _side_columns(
         columns += [year, np.zeros(n), np.zeros(n)]
     columns += [np.full(n, float(history.user_features.get(name, 0))) for name in USER_FIELDS]
     if state.has_values:
-        count, total = state.events_before(items, request_time)
+        count, total = timeline[0][0], timeline[1][0]
         mean = np.where(count > 0, total / np.maximum(count, 1.0), 0.0)
         rated = history.action == Action.RATE
         user_mean = float(history.value[rated].mean()) if rated.any() else None
@@ -310,9 +328,10 @@ def candidate_features(
     user_vector [d] (the encoder's, with ``state.item_vectors``) or None."""
     items = merged.items.astype(np.int64)
     newest = history.item[::-1][_valid_newest(history, state.num_items)].astype(np.int64)
+    timeline = state.events_before_times(items, _window_starts(request_time))
     columns = _source_columns(merged)
-    columns += _context_columns(request_time, history, items, newest, state, user_vector)
-    columns += _side_columns(request_time, history, items, newest, state)
+    columns += _context_columns(request_time, history, items, newest, state, user_vector, timeline)
+    columns += _side_columns(history, items, newest, state, timeline)
     if not columns or len(items) == 0:
         return np.zeros((len(items), len(feature_names(merged.sources))), np.float32)
     return np.stack(columns, axis=1).astype(np.float32)

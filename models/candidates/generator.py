@@ -44,17 +44,23 @@ class CandidateGenerator:
             for source, quota in zip(self.sources, self.config.quotas, strict=True)
         ]
 
-    def union_scores(self, request: CandidateRequest) -> UnionScores:
-        """items [N] -> [N, S]: every configured source's score of each item (score fusion)."""
+    def union_scores(self, request: CandidateRequest, weighted_only: bool = False) -> UnionScores:
+        """items [N] -> [N, S]: every configured source's score of each item (score fusion).
+        ``weighted_only``: sources the merge weighs 0 read as 0 without being asked (their column only
+        ever enters the fused score times 0; merge tuning, which tries other weights, asks them all)."""
+        asked = [not weighted_only or weight != 0 for weight in self.config.weights]
 
         def scores(items: np.ndarray) -> np.ndarray:
-            columns = [source.score_items(request, items) for source in self.sources]
+            columns = [
+                source.score_items(request, items) if ask else np.zeros(len(items), np.float32)
+                for source, ask in zip(self.sources, asked, strict=True)
+            ]
             return np.stack(columns, axis=1) if columns else np.zeros((len(items), 0), np.float32)
 
         return scores
 
     def generate(self, request: CandidateRequest) -> MergedCandidates:
-        dense = self.union_scores(request) if self.config.fusion == "score" else None
+        dense = self.union_scores(request, weighted_only=True) if self.config.fusion == "score" else None
         return merge_lists(self.source_lists(request), self.config, dense)
 
 

@@ -6,11 +6,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.services import recommend as recommend_module
 from app.services.serving_bundle import load_bundle
-from app.services.user_vectors import wait_for_write_backs
+from app.services.user_vectors import UserVector, VectorLookup, wait_for_write_backs
+from models.candidates.generator import CandidateGenerator
+from models.candidates.merge import MergeConfig
+from models.candidates.served import ServedPipeline
+from models.types import UserHistory
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import FakeBundle
 
@@ -46,3 +51,30 @@ async def test_short_work_runs_on_the_loop_and_model_forwards_in_a_thread(
     # the fake bundle serves a ranker: its forward keeps the thread hop, cached vector or not
     names = await threads_that_selected(bundle_v1, FakeBundle.load, monkeypatch)
     assert len(names) == 2 and all(name.startswith("tandem-cpu") for name in names)
+
+
+class _Ranker:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "use_ranker", "cached", "on_loop"),
+    [
+        (None, False, True, True),  # merged order, vector known
+        ("gbdt", True, True, True),  # tree ranker: numpy features + a short forward
+        ("onepiece", True, True, False),  # a transformer forward keeps its thread
+        ("gbdt", False, True, True),  # shipped but refused by the gate
+        ("gbdt", True, False, False),  # the encoder must run first
+    ],
+)
+def test_which_work_runs_on_the_loop(kind: str | None, use_ranker: bool, cached: bool, on_loop: bool) -> None:
+    history = UserHistory.empty()
+    pipeline = ServedPipeline(
+        CandidateGenerator([], MergeConfig((), (), (), total=1)),
+        None if kind is None else _Ranker(kind),  # type: ignore[arg-type]
+        use_ranker,
+    )
+    resolved = UserVector(np.zeros(2, np.float32), "cache", history) if cached else None
+    lookup = VectorLookup(None, history, [], resolved)
+    assert recommend_module.runs_on_the_loop(pipeline, lookup) is on_loop
