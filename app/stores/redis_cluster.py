@@ -5,10 +5,12 @@ What changes against one Redis (``app.stores.redis_stores``), and only here:
     * the connection maps the cluster's own failures (``ClusterDownError``, ``TryAgainError``,
       ``SlotNotCoveredError``, ``ClusterError("TTL exhausted")``: a migration split a command's keys, no
       node reachable) to ``StoreUnavailable``, so callers degrade as they do when one Redis is down;
-    * ``ClusterUsers.get_histories`` reads each user's sequence number before the history, in one
-      non-transactional pipeline (a MULTI over many users is cross-slot): the history may hold a few events
-      more than the sequence number says, never fewer, so a vector computed from it is never marked fresher
-      than it is;
+    * ``ClusterUsers.get_state`` is one read-only script per user (one slot, atomic; no MULTI: redis-py's
+      async cluster MULTI runs each queued command on a thread and event loop of its own, and failed across
+      event loops once a node died); ``get_histories`` reads each user's sequence number before the history,
+      in one non-transactional pipeline (a MULTI over many users is cross-slot): the history may hold a few
+      events more than the sequence number says, never fewer, so a vector computed from it is never marked
+      fresher than it is;
     * the event stream is sharded (``app.stores.redis_cluster_stream``).
 
 Every user key carries ``{<user>}``, so one user's history, sequence, vector and dedupe keys share a slot.
@@ -32,11 +34,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from app.core.failures import StoreMisconfigured
-from app.stores.base import StoredEvent, Stores, StoreUnavailable, UserHistoryRecord
+from app.stores.base import StoredEvent, Stores, StoreUnavailable, UserHistoryRecord, UserState
 from app.stores.redis_cluster_stream import ClusterEventStream
 from app.stores.redis_connection import _UNAVAILABLE, RedisConnection
 from app.stores.redis_registry import RedisRegistry
-from app.stores.redis_users import RedisUsers
+from app.stores.redis_users import RedisUsers, _decode_vector
 
 T = TypeVar("T")
 log = logging.getLogger("tandem.store")
@@ -176,14 +178,34 @@ class ClusterConnection(RedisConnection):
         await self.call("flush_prefix", run, extra_s=10.0)
 
 
+# KEYS: [vector hash, sequence hash, history list] of one user. One slot, one atomic read: what a MULTI
+# does on one Redis (redis-py's async cluster MULTI runs every queued command in a thread of its own).
+STATE_SCRIPT = """
+local vector = redis.call('HGETALL', KEYS[1])
+return {vector, redis.call('HGET', KEYS[2], 'seq'), redis.call('LRANGE', KEYS[3], 0, -1)}
+"""
+
+
 class ClusterUsers(RedisUsers):
-    """``RedisUsers`` whose multi-user read is not one MULTI (cross-slot): per user, the sequence number
-    first, then the history, in one pipeline the client splits by node."""
+    """``RedisUsers`` without MULTI: a user's state is read by one script (atomic, one slot); histories of
+    many users (cross-slot) in one pipeline the client splits by node, each user's sequence number before
+    the history."""
+
+    def __init__(self, connection: RedisConnection, history_length: int = 200):
+        super().__init__(connection, history_length)
+        self._state_script = self.client.register_script(STATE_SCRIPT)
+
+    async def get_state(self, user: str) -> UserState:
+        keys = [self._key(user, "v"), self._key(user, "s"), self._key(user, "h")]
+
+        async def run() -> list[Any]:
+            return list(await self._state_script(keys=keys))
+
+        flat_vector, raw_seq, raw_events = await self.connection.call("get_state", run)
+        raw_vector = dict(zip(flat_vector[::2], flat_vector[1::2], strict=True))
+        return UserState(_decode_vector(raw_vector), int(raw_seq or 0), StoredEvent.decode_many(raw_events))
 
     async def get_histories(self, users: list[str]) -> dict[str, UserHistoryRecord]:
-        if len(users) == 1:  # one slot: the single-Redis MULTI holds
-            return await super().get_histories(users)
-
         async def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for user in users:

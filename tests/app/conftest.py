@@ -164,10 +164,12 @@ async def running_app(
 
 
 async def _flush(settings: Settings) -> None:
+    from app.stores.redis_cluster import ClusterConnection
     from app.stores.redis_connection import RedisConnection
 
     assert settings.redis_url is not None
-    connection = RedisConnection(settings.redis_url, key_prefix=settings.key_prefix, connect_timeout_s=0.5)
+    kind = ClusterConnection if settings.redis_cluster else RedisConnection
+    connection = kind(settings.redis_url, key_prefix=settings.key_prefix, connect_timeout_s=0.5)
     try:
         await connection.flush_prefix()
     except Exception:  # a test that stopped its own Redis: nothing left to clean
