@@ -107,7 +107,20 @@ async def look_up_user(
             state, history, warnings, UserVector(state.vector.vector, "cache", history, warnings)
         )
     metrics.VECTOR_CACHE.labels("stale" if state is not None and state.vector is not None else "miss").inc()
+    if not len(history):  # nothing to encode (an unknown user): resolved here, no thread hop, no queue
+        return VectorLookup(state, history, warnings, without_history(serving, context, history, warnings))
     return VectorLookup(state, history, warnings)
+
+
+def without_history(
+    serving: ServingBundle, context: RequestContext, history: UserHistory, warnings: list[str]
+) -> UserVector:
+    """A user with no events: the anchors' vector (cold start) when the request names anchors, else no
+    vector (popularity). Cheap (a mean of a few item vectors)."""
+    cold = anchor_vector(serving, context.anchors)
+    if cold is not None:
+        return UserVector(cold, "cold_start", history, warnings)
+    return UserVector(None, "popular", history, warnings)
 
 
 def finish_user_vector(serving: ServingBundle, lookup: VectorLookup, context: RequestContext) -> UserVector:
@@ -124,10 +137,7 @@ def finish_user_vector(serving: ServingBundle, lookup: VectorLookup, context: Re
             warnings.append("online encoder failed: served without a user vector")
         else:
             return UserVector(vector, "online", history, warnings)
-    cold = anchor_vector(serving, context.anchors)
-    if cold is not None:
-        return UserVector(cold, "cold_start", history, warnings)
-    return UserVector(None, "popular", history, warnings)
+    return without_history(serving, context, history, warnings)
 
 
 _PENDING_WRITES: set[asyncio.Task[None]] = set()

@@ -115,7 +115,8 @@ async def test_the_cache_counts_hits_stale_vectors_and_misses() -> None:
     context = RequestContext(timestamp=0)
 
     assert (await look_up_user(serving, stores.users, "a", context)).resolved is None  # no vector: a miss
-    assert (await look_up_user(serving, stores.users, "b", context)).resolved is None  # unknown: a miss
+    unknown = await look_up_user(serving, stores.users, "b", context)  # unknown: a miss, resolved at once
+    assert unknown.resolved is not None and unknown.resolved.served_by == "popular"
     await stores.users.put_vectors({"a": StoredVector(vector, "fake-v1", 0, 0, time.time())}, 60)
     assert (await look_up_user(serving, stores.users, "a", context)).resolved is None  # behind: stale
     await stores.users.put_vectors({"a": StoredVector(vector, "fake-v1", 1, 7, time.time())}, 60)
@@ -206,3 +207,21 @@ async def test_only_online_vectors_of_a_read_state_are_written_back() -> None:
     assert task is not None
     await wait_for_write_backs()  # a failed write-back does not fail the waiting
     assert task.done() and isinstance(task.exception(), RuntimeError)
+
+
+async def test_a_user_without_events_is_resolved_on_the_loop_from_the_anchors_or_not_at_all() -> None:
+    serving = serving_bundle()
+    assert serving.encoder is not None
+    stores = memory_stores()
+    anchors = np.array([2, 3])
+    cold = await look_up_user(serving, stores.users, "guest", RequestContext(timestamp=0, anchors=anchors))
+    assert cold.resolved is not None and cold.resolved.served_by == "cold_start"
+    expected = anchor_vector(serving, anchors)
+    assert expected is not None and np.array_equal(cold.resolved.vector, expected)
+    plain = await look_up_user(serving, stores.users, "guest", RequestContext(timestamp=0))
+    assert (
+        plain.resolved is not None and plain.resolved.served_by == "popular" and plain.resolved.vector is None
+    )
+    # a user with events still needs the encoder: left to finish_user_vector (a thread)
+    await stores.events.append_events(keyed([("known", StoredEvent("i3", 2, 1.0, 7))]))
+    assert (await look_up_user(serving, stores.users, "known", RequestContext(timestamp=0))).resolved is None
