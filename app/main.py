@@ -87,6 +87,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 vector_ttl_s=settings.vector_ttl_s,
                 consumer_idle_ms=settings.worker_consumer_idle_ms,
                 warm_known_users=settings.warm_vectors,
+                coalesce_ms=settings.worker_coalesce_ms,
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
         sync = services.sync = BundleSync(

@@ -84,6 +84,7 @@ async def start(settings: Settings, consumer: str | None = None) -> WorkerProces
         vector_ttl_s=settings.vector_ttl_s,
         consumer_idle_ms=settings.worker_consumer_idle_ms,
         warm_known_users=settings.warm_vectors,
+        coalesce_ms=settings.worker_coalesce_ms,
     )
     # Follow the registry (reloads, a finished background build), so the vectors are the serving model's.
     sync = BundleSync(

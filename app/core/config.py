@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     worker_block_ms: int = Field(
         default=500, ge=1, description="how long a worker read waits for new entries"
     )
+    worker_coalesce_ms: int = Field(
+        default=50,
+        ge=0,
+        le=5000,
+        description="after a read finds entries, wait this long for more before recomputing, so a burst of "
+        "one user's events costs one forward (requests stay fresh: a stale vector is recomputed online)",
+    )
     worker_claim_idle_ms: int = Field(default=30_000, ge=0, description="pending this long = re-claimed")
     worker_consumer: str | None = Field(default=None, description="consumer name; unset = host-pid")
     worker_consumer_idle_ms: int = Field(

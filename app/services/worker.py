@@ -93,6 +93,7 @@ class VectorWorker:
         consumer_idle_ms: int = 3_600_000,
         maintain_every_s: float = 5.0,
         warm_known_users: bool = False,
+        coalesce_ms: int = 50,
     ):
         self.events = events
         self.users = users
@@ -106,6 +107,7 @@ class VectorWorker:
         self.consumer_idle_ms = consumer_idle_ms
         self.maintain_every_s = maintain_every_s
         self.warm_known_users = warm_known_users
+        self.coalesce_ms = coalesce_ms
         self.warmed: int | None = None  # vectors written by the latest warm-up (None: none finished yet)
         self._last_claim = -float("inf")
         self._last_maintenance = -float("inf")
@@ -138,10 +140,15 @@ class VectorWorker:
         return len(vectors)
 
     async def step(self) -> int:
-        """Read (or claim), process, acknowledge one batch; returns entries acknowledged."""
+        """Read (or claim), process, acknowledge one batch; returns entries acknowledged. A read that finds
+        fewer than a batch waits ``coalesce_ms`` and takes what arrived meanwhile: the events of one user
+        in that window cost one recompute (measured in docs/performance.md)."""
         entries = await self.next_entries()
         if not entries:
             return 0
+        if self.coalesce_ms and len(entries) < self.batch_size:
+            await self._pause(self.coalesce_ms / 1000)
+            entries += await self.events.read_new(self.consumer, self.batch_size - len(entries), 1)
         await self.process(entries)
         await self.events.ack([entry.entry_id for entry in entries])
         metrics.WORKER_ENTRIES.inc(len(entries))

@@ -239,6 +239,7 @@ async def test_the_worker_defaults_are_the_services(bundle_v1: Path) -> None:
     assert bare.claim_idle_ms == fields["worker_claim_idle_ms"].default
     assert bare.vector_ttl_s == fields["vector_ttl_s"].default
     assert bare.consumer_idle_ms == fields["worker_consumer_idle_ms"].default
+    assert bare.coalesce_ms == fields["worker_coalesce_ms"].default
     assert bare.warm_known_users is False
     # not settings: stale entries are looked for, and maintenance runs, every 5 s
     assert bare.claim_every_s == bare.maintain_every_s == 5.0
@@ -275,3 +276,33 @@ async def test_stale_entries_are_looked_for_every_claim_interval(
     now[0] = 105.0  # claim_every_s after the last look
     await worker.next_entries()
     assert stream.calls == [("claim", 777, 9), ("claim", 777, 9)]
+
+
+async def test_events_arriving_within_the_coalesce_window_cost_one_recompute(
+    bundle_v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[list[str]] = []
+
+    def counting(serving: Any, records: dict[str, Any]) -> dict[str, Any]:
+        computed.append(sorted(records))
+        return compute_vectors(serving, records)
+
+    monkeypatch.setattr("app.services.worker.compute_vectors", counting)
+    for coalesce_ms, batches in [(300, [["a", "b"]]), (0, [["a"], ["a", "b"]])]:
+        worker, stream = await spy_worker(bundle_v1, coalesce_ms=coalesce_ms)
+        computed.clear()
+        await stream.append_events(keyed(bought("a", "i1", 1)))
+        first = asyncio.create_task(worker.step())
+        await asyncio.sleep(0.05)  # inside the window: the step is still waiting for more
+        await stream.append_events(keyed(bought("a", "i2", 2)))
+        await stream.append_events(keyed(bought("b", "i1", 3)))
+        acknowledged = await first
+        if coalesce_ms == 0:  # no window: the first step took the one entry there was
+            assert acknowledged == 1
+            acknowledged += await worker.step()
+        assert acknowledged == 3 and computed == batches, coalesce_ms
+        states = {user: await worker.users.get_state(user) for user in ("a", "b")}
+        assert all(
+            s is not None and s.vector is not None and s.vector.sequence == s.sequence
+            for s in states.values()
+        )
