@@ -8,8 +8,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 LOADTEST_RESULTS := loadtest/results
+LOADTEST_USER_COUNT ?= 32
+LOADTEST_SECONDS ?= 60
 
-.PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest \
+.PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest loadtest-steps \
 	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak mutate scale
 
 $(STAMP): pyproject.toml
@@ -106,12 +108,24 @@ loadtest: $(STAMP)
 	@$(BIN)/python -c 'import locust' 2>/dev/null || $(BIN)/pip install --quiet -e '.[load]'
 	@$(BIN)/python loadtest/report.py check http://$(HOST):$(PORT)
 	mkdir -p $(LOADTEST_RESULTS)
+	load="$$(cut -d' ' -f1-3 /proc/loadavg)"; \
 	$(BIN)/locust -f loadtest/locustfile.py --config loadtest/locust.conf --host http://$(HOST):$(PORT) \
+		-u $(LOADTEST_USER_COUNT) -t $(LOADTEST_SECONDS)s \
 		--csv $(LOADTEST_RESULTS)/run --html $(LOADTEST_RESULTS)/report.html \
 		--p99-budget-ms $${P99_BUDGET_MS:-100} --max-error-ratio $${MAX_ERROR_RATIO:-0}; \
 	status=$$?; \
 	$(BIN)/python loadtest/report.py plot $(LOADTEST_RESULTS)/run_stats_history.csv $(LOADTEST_RESULTS)/latency.png; \
+	$(BIN)/python -m loadtest.record $(LOADTEST_RESULTS)/run http://$(HOST):$(PORT) --users $(LOADTEST_USER_COUNT) \
+		--seconds $(LOADTEST_SECONDS) --label $${LOADTEST_LABEL:-default} --load-before "$$load" \
+		--budget-p99-ms $${P99_BUDGET_MS:-100} --out $${LOADTEST_RECORD:-$(LOADTEST_RESULTS)/loadtest.json}; \
 	exit $$status
+
+# The saturation curve of a running service: the same mix at 8 -> 128 users, p50 / p99 against req/s
+# (docs/results/loadtest-steps.json, loadtest-saturation.png; LOADTEST_SETUP names the setup).
+loadtest-steps: $(STAMP)
+	@$(BIN)/python -c 'import locust' 2>/dev/null || $(BIN)/pip install --quiet -e '.[load]'
+	@$(BIN)/python loadtest/report.py check http://$(HOST):$(PORT)
+	$(BIN)/python -m loadtest.steps http://$(HOST):$(PORT) --setup $${LOADTEST_SETUP:-serve}
 
 # The compose topology without Docker (API x2 workers, tandem worker, Redis, Prometheus if installed).
 stack-local: $(STAMP)
