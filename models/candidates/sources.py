@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from models.data.positions import positions_in
+from models.data.positions import members, positions_in
 from models.data.schema import FIRST_REAL_ID, NUM_ACTIONS, Action
 from models.types import RequestContext, UserHistory
 
@@ -92,7 +92,7 @@ def _allowed(items: np.ndarray, exclude: np.ndarray) -> np.ndarray:
     """[n] bool: real items not in ``exclude``."""
     keep = items >= FIRST_REAL_ID
     if exclude.size:
-        keep &= ~np.isin(items, exclude)
+        keep &= ~members(items, exclude)
     return keep
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from models.data.positions import members
 from models.data.schema import FIRST_REAL_ID
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
@@ -131,7 +132,7 @@ class ItemIndex:
             valid = items >= 0
             if excluded_keys.size:
                 keys = pending[:, None] * self.size + np.maximum(items, 0)
-                valid &= ~np.isin(keys, excluded_keys)
+                valid &= ~members(keys, excluded_keys)
             # Stable order of the valid hits, best first: a row's valid items go to its left edge.
             order = np.argsort(~valid, axis=1, kind="stable")[:, :k]
             taken_items = np.take_along_axis(np.where(valid, items, -1), order, axis=1)
@@ -247,7 +248,7 @@ class ItemIndex:
 
 
 def _exclusion_keys(exclude: list[set[int]] | None, size: int) -> np.ndarray:
-    """Exclusion sets -> sorted int64 keys ``row * size + item`` so one ``np.isin`` checks a whole batch."""
+    """Exclusion sets -> sorted int64 keys ``row * size + item`` so one search checks a whole batch."""
     if not exclude:
         return np.zeros(0, dtype=np.int64)
     keys = []
