@@ -69,7 +69,11 @@ TARGETS: dict[str, Target] = {
     ),
     "middleware": Target(
         ("app/api/middleware.py",),
-        ("tests/app/api/test_middleware.py", "tests/app/api/test_routes_events.py"),
+        (
+            "tests/app/api/test_middleware.py",
+            "tests/app/api/test_middleware_exact.py",
+            "tests/app/api/test_routes_events.py",
+        ),
     ),
     "merge": Target(
         ("models/candidates/merge.py",),
@@ -81,7 +85,11 @@ TARGETS: dict[str, Target] = {
     ),
     "bundle_format": Target(
         ("models/bundle/format.py",),
-        ("tests/models/bundle/test_write_load.py", "tests/models/bundle/test_upgrade.py"),
+        (
+            "tests/models/bundle/test_write_load.py",
+            "tests/models/bundle/test_upgrade.py",
+            "tests/models/bundle/test_format_hashes.py",
+        ),
         functions(
             "models.bundle.format",
             "sha256_hex",
