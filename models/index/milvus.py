@@ -95,7 +95,8 @@ class MilvusItemSearch:
 def publish_collection(client: Any, name: str, item_vectors: np.ndarray, timeout_s: float = 30.0) -> None:
     """Makes sure collection ``name`` holds the real items' vectors (rows >= FIRST_REAL_ID of
     ``item_vectors``) and is loaded: uses it when it exists with the right row count, else builds it under
-    a temporary name and renames it (module docstring). Raises ``ValueError`` on a wrong row count."""
+    a temporary name and renames it (module docstring). Raises ``ValueError`` on a wrong dimension or
+    row count (a collection of another bundle, or a half-written one, under that name)."""
     expected = max(len(item_vectors) - FIRST_REAL_ID, 0)
     if not client.has_collection(name, timeout=timeout_s):
         temporary = f"{name}_tmp_{os.getpid()}_{time.time_ns()}"
@@ -108,10 +109,23 @@ def publish_collection(client: Any, name: str, item_vectors: np.ndarray, timeout
                 raise
             log.info("another process published the collection first", extra={"collection": name})
             client.drop_collection(temporary, timeout=timeout_s)
+    dim, want = _dimension(client.describe_collection(name, timeout=timeout_s)), int(item_vectors.shape[1])
+    if dim != want:
+        raise ValueError(f"milvus collection {name}: dimension {dim}, the bundle's is {want}")
     client.load_collection(name, timeout=timeout_s)
     rows = int(client.get_collection_stats(name, timeout=timeout_s)["row_count"])
     if rows != expected:
         raise ValueError(f"milvus collection {name}: {rows} rows, the bundle has {expected} items")
+
+
+def _dimension(description: dict[str, Any]) -> int | None:
+    """The dimension of the (first) float vector field of a ``describe_collection`` answer."""
+    from pymilvus import DataType
+
+    for field in description.get("fields", []):
+        if field.get("type") == DataType.FLOAT_VECTOR:
+            return int(field.get("params", {}).get("dim", 0))
+    return None
 
 
 def _build(client: Any, name: str, item_vectors: np.ndarray, timeout_s: float) -> None:

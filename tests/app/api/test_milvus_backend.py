@@ -1,8 +1,9 @@
 """``TANDEM_INDEX_BACKEND=milvus``: the ANN source of a real bundle searches a Milvus collection published
-from the bundle's item vectors (milvus-lite embedded); ``make scale``."""
+from the bundle's item vectors (milvus-lite embedded and as a server process); ``make scale``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from models.candidates.sources import CandidateRequest
 from models.index.milvus import MilvusItemSearch
 from models.types import RequestContext
 from tests.app.conftest import make_settings, running_app
+from tests.milvus_server import MODES, milvus_uri
 
 pytestmark = [pytest.mark.scale, pytest.mark.anyio]
 
@@ -25,10 +27,17 @@ def _milvus_installed() -> None:
     pytest.importorskip("pymilvus", reason="make scale installs the scale extra")
 
 
+@pytest.fixture(params=MODES)
+def uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A milvus-lite ``.db`` path (embedded), or the URI of a milvus-lite server process."""
+    with milvus_uri(request.param, tmp_path) as value:
+        yield value
+
+
 async def test_the_ann_source_searches_milvus_and_answers_as_faiss_does(
-    encoder_bundle: Path, tmp_path: Path
+    encoder_bundle: Path, uri: str
 ) -> None:
-    settings = make_settings(encoder_bundle, index_backend="milvus", milvus_uri=str(tmp_path / "m.db"))
+    settings = make_settings(encoder_bundle, index_backend="milvus", milvus_uri=uri)
     target = milvus_target(settings)
     assert target is not None
     served = load_bundle(encoder_bundle, milvus=target)
