@@ -11,7 +11,7 @@ LOADTEST_RESULTS := loadtest/results
 LOADTEST_USER_COUNT ?= 32
 LOADTEST_SECONDS ?= 60
 
-.PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest loadtest-steps \
+.PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest loadtest-steps profile \
 	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak mutate scale
 
 $(STAMP): pyproject.toml
@@ -73,6 +73,12 @@ lint: $(STAMP)
 # that write a report write it to docs/results/ (the tools' own default is var/results/). BENCH_ARGS: more
 # flags (a later --out wins).
 # One run: stage floors in-process, then the service over HTTP with wrk -> docs/results/performance.*
+# py-spy on make serve's process under the load-test mix -> docs/results/profile-serve.{svg,md,json}
+profile: $(STAMP)
+	@$(BIN)/python -c 'import locust, importlib.util as u; assert u.find_spec("pyinstrument")' 2>/dev/null || \
+		$(BIN)/pip install --quiet -e '.[load,profile]'
+	$(BIN)/python -m tools.bench.profile_serve $(PROFILE_ARGS)
+
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install -y wrk)"; exit 2; }
 	$(BIN)/python -m tools.bench.performance --out docs/results/performance $(BENCH_ARGS)
