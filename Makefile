@@ -12,7 +12,7 @@ LOADTEST_USER_COUNT ?= 32
 LOADTEST_SECONDS ?= 60
 
 .PHONY: serve test lint bench bench-stages bench-index bench-ranker bench-epochs eval clean venv worker loadtest loadtest-steps profile \
-	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak mutate scale
+	stack-local stack-local-down compose-check eval-pipeline faults faults-quick soak mutate scale scale-measure
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tandem needs Python 3.11 (set PYTHON=...)"'
@@ -48,6 +48,16 @@ scale: $(STAMP)
 	mkdir -p var
 	$(BIN)/python -m pytest -m scale tests -q --junitxml=var/scale-junit.xml; \
 		status=$$?; $(BIN)/python -m tools.scale.report var/scale-junit.xml docs/results/scale || exit 1; exit $$status
+
+# The measurements of issue #31 (each a module of tools/scale/, runnable alone; results in var/scale/*.json,
+# merged into docs/results/scale.{md,json}): a packed bundle reaching 2 replicas (Redis on db 13 of
+# 127.0.0.1:6379, own key prefix, deleted after), Milvus killed mid-load, a Redis Cluster under the fault
+# suite's load and oracle (baseline, a master killed). About 5 minutes here.
+scale-measure: $(STAMP)
+	@$(BIN)/python -c 'import pymilvus' 2>/dev/null || $(BIN)/pip install --quiet -e '.[scale]'
+	status=0; \
+	for m in bundle_distribution milvus_down redis_cluster; do $(BIN)/python -m tools.scale.$$m || status=1; done; \
+	$(BIN)/python -m tools.scale.report --measured docs/results/scale || exit 1; exit $$status
 
 faults-quick: $(STAMP)
 	$(BIN)/python -m pytest -m 'faults and faults_quick' tests/faults -v

@@ -1,9 +1,11 @@
 """``make scale``'s report: the scale tests' outcomes (pytest's JUnit XML) and, measured here, the search
 latency of the Milvus backend (milvus-lite embedded, and as a ``milvus-lite server`` process reached over
 gRPC) against an exact faiss index on the same vectors and queries, with the recall of Milvus' answers
-against faiss' -> docs/results/scale.{md,json}.
+against faiss' -> docs/results/scale.{md,json}. The measurements of ``make scale-measure``
+(``var/scale/*.json``, ``tools.scale.measured``) are merged in; those not run again stay as they were.
 
     python -m tools.scale.report <junit.xml> <out stem>
+    python -m tools.scale.report --measured <out stem>   # merge the measurements only, keep the tests
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tools.scale import measured as measured_sections
+from tools.scale.common import MEASURED
 
 ITEMS, DIM, QUERIES, K = 20_000, 64, 200, 100
 
@@ -110,15 +115,17 @@ def latency() -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    junit, out = Path(argv[0]), Path(argv[1])
-    tests = test_outcomes(junit)
-    measured = latency()
-    report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "tests": tests,
-        "milvus_latency": measured,
-        "command": "make scale",
-    }
+    only_measured = argv[0] == "--measured"
+    out = Path(argv[1])
+    previous = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    if only_measured:
+        tests, measured = previous["tests"], previous["milvus_latency"]
+        date, command = previous["date"], previous["command"]
+    else:
+        tests, measured = test_outcomes(Path(argv[0])), latency()
+        date, command = time.strftime("%Y-%m-%d"), "make scale"
+    report = {"date": date, "tests": tests, "milvus_latency": measured, "command": command}
+    report = measured_sections.merge(report, previous, MEASURED)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     passed = sum(t["outcome"] == "passed" for t in tests)
     lines = [
@@ -146,6 +153,9 @@ def main(argv: list[str]) -> int:
         f"{measured['server_recall_vs_faiss']:.1%} (server) of faiss' top {K}; publishing the embedded "
         f"collection took {measured['publish_seconds']} s. milvus-lite is a local reference for the code "
         "path, not a latency reference for a Milvus server.",
+        "",
+        "## Measured (`make scale-measure`)",
+        *measured_sections.markdown(report),
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
