@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -68,6 +69,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = services.settings
         set_thread_counts(settings.torch_threads)
+        sys.setswitchinterval(settings.gil_switch_ms / 1000)
         asyncio.get_running_loop().set_default_executor(
             cpu_executor(settings.torch_threads, settings.cpu_workers)
         )

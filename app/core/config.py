@@ -88,6 +88,14 @@ class Settings(BaseSettings):
         description="the worker pre-computes the cached vectors of the bundle's known users "
         "(at start and after every reload)",
     )
+    gil_switch_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval (sys.setswitchinterval; Python's default is 5): how "
+        "long the event loop, having released the GIL for a socket call, may wait for a CPU-bound thread "
+        "(the worker's encoder) to yield it",
+    )
     cpu_workers: int = Field(
         default=2,
         ge=1,

@@ -103,3 +103,14 @@ async def test_embedded_mode_has_in_process_worker(bundle_v1: Path) -> None:
             await asyncio.sleep(0.02)
         assert state.vector is not None and state.vector.sequence == 1
     assert services.worker_task.done() and services.lifecycle.draining
+
+
+async def test_the_service_sets_the_gil_switch_interval(bundle_v1: Path) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        async with running_app(make_settings(bundle_v1, gil_switch_ms=0.7)):
+            assert sys.getswitchinterval() == pytest.approx(0.0007)
+    finally:
+        sys.setswitchinterval(before)
