@@ -9,7 +9,9 @@ its copy and uses the winner's). No alias: each process searches its own bundle'
 rollout never mixes two bundles' item ids. Exclusions go into the search (``id not in [...]``).
 
 A failed or timed-out search does not fail the request: it returns no candidates (the other sources
-still answer) and calls ``on_error`` (the service counts it).
+still answer) and calls ``on_error`` (the service counts it). A search refused because the collection is
+released (a restarted milvus-lite server keeps the collection but not its loaded state) loads it again, at
+most once every ``RELOAD_EVERY_S``: without that, ANN stayed unavailable until the process restarted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from models.data.schema import FIRST_REAL_ID
 
 log = logging.getLogger(__name__)
 INSERT_CHUNK = 2000
+RELOAD_EVERY_S = 5.0
 
 
 def collection_name(prefix: str, index_version: str) -> str:
@@ -53,6 +56,7 @@ class MilvusItemSearch:
         self.version = version
         self.timeout_s = timeout_s
         self.on_error = on_error
+        self._load_tried = -RELOAD_EVERY_S
 
     def vectors(self, items: np.ndarray) -> np.ndarray:
         """items [n] -> [n, d] stored item vectors."""
@@ -84,12 +88,28 @@ class MilvusItemSearch:
                 log.warning("milvus search failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
                 if self.on_error is not None:
                     self.on_error(exc)
+                self._load_if_released(exc)
                 continue
             found = [(int(hit["id"]), float(hit["distance"])) for hit in hits][:k]
             if found:
                 items[row, : len(found)] = [item for item, _ in found]
                 scores[row, : len(found)] = [score for _, score in found]
         return items, scores
+
+    def _load_if_released(self, error: Exception) -> None:
+        """Loads the collection again when ``error`` says it is not loaded, at most every RELOAD_EVERY_S."""
+        message = str(error).lower()
+        now = time.monotonic()
+        if not ("released" in message or "not loaded" in message) or now - self._load_tried < RELOAD_EVERY_S:
+            return
+        self._load_tried = now
+        try:
+            self.client.load_collection(self.collection, timeout=max(1.0, 10 * self.timeout_s))
+            log.warning(
+                "milvus collection was released: loaded it again", extra={"collection": self.collection}
+            )
+        except Exception as exc:
+            log.warning("milvus load failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
 
 
 def publish_collection(client: Any, name: str, item_vectors: np.ndarray, timeout_s: float = 30.0) -> None:
