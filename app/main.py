@@ -35,6 +35,7 @@ from app.services.bundle_sync import BundleSync, process_name
 from app.services.bundle_upgrade import publish_when_built
 from app.services.serving_bundle import BundleHolder, BundleLoader, MilvusTarget, load_bundle
 from app.services.user_vectors import wait_for_write_backs
+from app.services.vector_process import VectorProcess
 from app.services.worker import VectorWorker
 from app.startup import open_stores, set_thread_counts, start_bundle
 from app.stores.base import Stores, StoreUnavailable
@@ -90,6 +91,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
                 consumer_idle_ms=settings.worker_consumer_idle_ms,
                 warm_known_users=settings.warm_vectors,
                 coalesce_ms=settings.worker_coalesce_ms,
+                vector_process=VectorProcess(settings.torch_threads) if settings.worker_process else None,
             )
             services.worker_task = asyncio.create_task(services.worker.run(), name="embedded-worker")
         sync = services.sync = BundleSync(

@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     worker_block_ms: int = Field(
         default=500, ge=1, description="how long a worker read waits for new entries"
     )
+    worker_process: bool = Field(
+        default=True,
+        description="embedded mode (no Redis): the worker's encoder forwards run in a child process (the "
+        "bundle loaded there too, ~+0.5 GB), so they neither hold the API's GIL nor share its core",
+    )
     worker_coalesce_ms: int = Field(
         default=50,
         ge=0,

@@ -66,6 +66,10 @@ CONSUMERS_REMOVED = Counter(
     "tandem_worker_consumers_removed_total", "idle consumers with nothing pending removed"
 )
 WORKER_ERRORS = Counter("tandem_worker_errors_total", "unexpected worker errors survived (logged, retried)")
+WORKER_PROCESS_FALLBACKS = Counter(
+    "tandem_worker_process_fallbacks_total",
+    "worker batches computed in a thread because the worker's child process failed or held another bundle",
+)
 EVENTS_REFUSED = Counter(
     "tandem_events_backlog_refused_total", "events refused with 503 because the stream backlog is full"
 )

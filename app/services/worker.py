@@ -24,6 +24,7 @@ import numpy as np
 
 from app.core import metrics
 from app.services.serving_bundle import BundleHolder, ServingBundle
+from app.services.vector_process import VectorProcess
 from app.stores.base import (
     EventStream,
     StoredVector,
@@ -94,6 +95,7 @@ class VectorWorker:
         maintain_every_s: float = 5.0,
         warm_known_users: bool = False,
         coalesce_ms: int = 50,
+        vector_process: VectorProcess | None = None,
     ):
         self.events = events
         self.users = users
@@ -108,6 +110,7 @@ class VectorWorker:
         self.maintain_every_s = maintain_every_s
         self.warm_known_users = warm_known_users
         self.coalesce_ms = coalesce_ms
+        self.vector_process = vector_process  # None: the encoder runs in a thread of this process
         self.warmed: int | None = None  # vectors written by the latest warm-up (None: none finished yet)
         self._last_claim = -float("inf")
         self._last_maintenance = -float("inf")
@@ -133,11 +136,19 @@ class VectorWorker:
             return 0
         started = time.perf_counter()
         records = await self.users.get_histories(users)
-        vectors = await asyncio.to_thread(compute_vectors, serving, records)
+        vectors = await self._compute(serving, records)
         await self.users.put_vectors(vectors, self.vector_ttl_s)
         metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.WORKER_VECTORS.inc(len(vectors))
         return len(vectors)
+
+    async def _compute(
+        self, serving: ServingBundle, records: dict[str, UserHistoryRecord]
+    ) -> dict[str, StoredVector]:
+        """``compute_vectors`` in the worker's child process when it has one, else in a thread."""
+        if self.vector_process is not None:
+            return await self.vector_process.compute(serving, self.holder.path, records)
+        return await asyncio.to_thread(compute_vectors, serving, records)
 
     async def step(self) -> int:
         """Read (or claim), process, acknowledge one batch; returns entries acknowledged. A read that finds
@@ -189,7 +200,7 @@ class VectorWorker:
                 break
             try:
                 records = await self.users.get_histories(users[start : start + chunk])
-                vectors = await asyncio.to_thread(compute_vectors, serving, records)
+                vectors = await self._compute(serving, records)
                 await self.users.put_vectors(vectors, self.vector_ttl_s)
             except StoreUnavailable as exc:
                 metrics.STORE_DEGRADED.labels("worker").inc()
@@ -230,6 +241,8 @@ class VectorWorker:
                 continue
             if not done and idle_sleep_s:
                 await self._pause(idle_sleep_s)
+        if self.vector_process is not None:
+            self.vector_process.close()
         log.info("worker stopped", extra={"consumer": self.consumer})
 
     async def _pause(self, seconds: float) -> None:

@@ -142,6 +142,7 @@ def make_settings(bundle_path: Path, **overrides: Any) -> Settings:
         "redis_url": None,
         "worker_block_ms": 50,
         "warm_vectors": False,
+        "worker_process": False,  # the embedded worker computes in a thread: no child process per app
     }
     values.update(overrides)
     return Settings(**values)

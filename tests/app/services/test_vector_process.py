@@ -1,0 +1,91 @@
+"""app/services/vector_process.py: the embedded worker's encoder forwards in a child process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.core import metrics
+from app.services.serving_bundle import ServingBundle, load_bundle
+from app.services.vector_process import VectorProcess, child_compute
+from app.services.worker import compute_vectors
+from app.stores.base import StoredEvent, UserHistoryRecord
+from tests.app.conftest import make_settings, running_app
+
+pytestmark = pytest.mark.anyio
+
+
+def some_records(serving: ServingBundle) -> dict[str, UserHistoryRecord]:
+    """Three users' stored histories over the bundle's items."""
+    items = list(serving.item_index)[:12]
+    return {
+        f"u{n}": UserHistoryRecord(
+            [StoredEvent(items[(n * 5 + k) % len(items)], 2, 1.0, 1_000 + 60 * k) for k in range(3 + n)],
+            7 + n,
+        )
+        for n in range(3)
+    }
+
+
+def fallbacks() -> float:
+    return float(metrics.WORKER_PROCESS_FALLBACKS._value.get())
+
+
+async def test_the_child_computes_the_vectors_a_thread_would(encoder_bundle: Path) -> None:
+    serving = ServingBundle(load_bundle(encoder_bundle))
+    records = some_records(serving)
+    expected = compute_vectors(serving, records)
+    process = VectorProcess()
+    before = fallbacks()
+    try:
+        got = await process.compute(serving, encoder_bundle, records)
+        again = await process.compute(serving, encoder_bundle, records)  # the same child, bundle kept
+    finally:
+        process.close()
+    assert fallbacks() == before
+    assert sorted(got) == sorted(expected) == ["u0", "u1", "u2"]
+    for user, vector in expected.items():
+        np.testing.assert_allclose(got[user].vector, vector.vector, atol=1e-6)
+        np.testing.assert_allclose(again[user].vector, vector.vector, atol=1e-6)
+        assert (got[user].sequence, got[user].model_version) == (vector.sequence, serving.model_version)
+
+
+async def test_a_child_that_cannot_serve_that_version_falls_back_to_a_thread(encoder_bundle: Path) -> None:
+    serving = ServingBundle(load_bundle(encoder_bundle))
+    records = some_records(serving)
+    with pytest.raises(RuntimeError, match="the child loaded"):
+        child_compute(str(encoder_bundle), "another-version", 200, records)  # the check, in this process
+    stale: Any = ServingBundle(load_bundle(encoder_bundle))
+    stale.model_version = "another-version"
+    process = VectorProcess()
+    before = fallbacks()
+    try:
+        got = await process.compute(stale, encoder_bundle, records)
+    finally:
+        process.close()
+    assert fallbacks() - before == 1 and sorted(got) == ["u0", "u1", "u2"]
+
+
+async def test_the_embedded_worker_writes_vectors_from_its_child(encoder_bundle: Path) -> None:
+    settings = make_settings(encoder_bundle, worker_process=True)
+    async with running_app(settings, load_bundle) as (app, client):
+        services = app.state.services
+        assert services.worker.vector_process is not None
+        item = next(iter(services.holder.current.item_index))
+        event = {"user_id": "newbie", "item_id": item, "action": "click", "timestamp": 5}
+        assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
+        state = None
+        for _ in range(600):  # the child starts (spawn, torch import, bundle load) on the first batch
+            state = await services.stores.users.get_state("newbie")
+            if state.vector is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert state is not None and state.vector is not None and state.vector.sequence == 1
+        serving = services.holder.current
+        expected = compute_vectors(serving, {"newbie": UserHistoryRecord(state.events, state.sequence)})
+        np.testing.assert_allclose(state.vector.vector, expected["newbie"].vector, atol=1e-6)
+    assert services.worker.vector_process._pool is None  # closed with the worker
