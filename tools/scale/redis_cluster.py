@@ -8,11 +8,15 @@ idempotency key in its user's dedupe set, sequence numbers, fresh vectors) read 
 
 - ``baseline``: 6 s of traffic, no fault;
 - ``node_killed``: after 2 s a master is killed with ``kill -9``, restarted from its AOF 4 s later (same
-  port, nodes file and data directory), 5 s more traffic.
+  port, nodes file and data directory), 5 s more traffic;
+- ``slot_migrated``: after 2 s every slot of the first master that holds an active user's keys is moved to
+  the second master, one slot at a time, while the traffic goes on (``CLUSTER SETSLOT IMPORTING /
+  MIGRATING``, ``MIGRATE`` of its keys in batches, ``SETSLOT NODE`` on every master: what ``redis-cli
+  --cluster reshard`` does, for chosen slots), 4 s more traffic.
 
 Targets (the fault suite's): failed 0, stored = accepted, lost 0, duplicated 0, every vector fresh.
 
-    python -m tools.scale.redis_cluster
+    python -m tools.scale.redis_cluster [baseline] [node_killed] [slot_migrated] [--keep]
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from tools.scale.measured import scenario_met
 
 NAME = "redis_cluster"
 SHARDS = 4
+SCENARIOS = ("baseline", "node_killed", "slot_migrated")
 
 
 class ClusterRedis(RedisServer):
@@ -113,18 +118,60 @@ class ClusterStack(Stack):
         return True
 
 
+def move_slot(cluster: LocalCluster, slot: int, source: int, target: int) -> int:
+    """Moves ``slot`` from master ``source`` to master ``target`` (indexes in ``cluster.ports``) with its
+    keys; returns how many keys moved."""
+    src, dst = cluster.ports[source], cluster.ports[target]
+    src_id, dst_id = (cluster.cli(port, "cluster", "myid").strip() for port in (src, dst))
+    cluster.cli(dst, "cluster", "setslot", str(slot), "importing", src_id)
+    cluster.cli(src, "cluster", "setslot", str(slot), "migrating", dst_id)
+    moved = 0
+    while keys := cluster.cli(src, "cluster", "getkeysinslot", str(slot), "100").split():
+        answer = cluster.cli(src, "migrate", HOST, str(dst), "", "0", "5000", "KEYS", *keys)
+        if "OK" not in answer and "NOKEY" not in answer:
+            raise RuntimeError(f"MIGRATE of slot {slot} failed: {answer}")
+        moved += len(keys)
+    for port in cluster.ports:
+        cluster.cli(port, "cluster", "setslot", str(slot), "node", dst_id)
+    return moved
+
+
 def users_on(stack: ClusterStack, users: list[str], port: int) -> int:
     """How many of ``users`` have their keys on the node at ``port``."""
     client: Any = stack.redis.client()
     return sum(client.get_node_from_key(f"{stack.prefix}:u:{{{user}}}:h").port == port for user in users)
 
 
-def scenario(stack: ClusterStack, tag: str, fault: bool) -> dict[str, Any]:
+def migrate_active_slots(stack: ClusterStack, users: list[str]) -> dict[str, Any]:
+    redis_nodes = stack.redis
+    assert isinstance(redis_nodes, ClusterRedis) and redis_nodes.cluster is not None
+    cluster = redis_nodes.cluster
+    client: Any = redis_nodes.client()
+    source = cluster.ports[0]
+    keys = [f"{stack.prefix}:u:{{{user}}}:h" for user in users]
+    on_source = [key for key in keys if client.get_node_from_key(key).port == source]
+    slots = sorted({client.keyslot(key) for key in on_source})
+    started = time.monotonic()
+    moved = sum(move_slot(cluster, slot, 0, 1) for slot in slots)
+    return {
+        "slots_moved": len(slots),
+        "keys_moved": moved,
+        "users_moved": len(on_source),
+        "migration_s": round(time.monotonic() - started, 1),
+        "fault": "active users' slots moved from one master to another mid-load",
+    }
+
+
+def scenario(stack: ClusterStack, tag: str, fault: str | None) -> dict[str, Any]:
     items, known = catalogue_ids(stack.bundle)
     ledger = Ledger()
     traffic = Traffic(stack.base_url, ledger, tag=tag, items=items, known_users=known).start()
     row: dict[str, Any] = {}
-    if fault:
+    if fault == "slot_migrated":
+        time.sleep(2)
+        row = migrate_active_slots(stack, traffic.users())
+        time.sleep(4)
+    elif fault == "node_killed":
         redis_nodes = stack.redis
         assert isinstance(redis_nodes, ClusterRedis) and redis_nodes.cluster is not None
         time.sleep(2)
@@ -146,34 +193,37 @@ def scenario(stack: ClusterStack, tag: str, fault: bool) -> dict[str, Any]:
     return {**counted, **row}
 
 
-def measure(root: Path) -> dict[str, Any]:
+def measure(root: Path, names: tuple[str, ...] = SCENARIOS) -> dict[str, Any]:
     bundle, _ = small_bundles(root / "bundles")
     scenarios = {}
-    for name, fault in (("baseline", False), ("node_killed", True)):
+    for name in names:
         stack = ClusterStack(root / name, bundle)
         try:
             stack.start()
-            scenarios[name] = scenario(stack, name, fault)
+            scenarios[name] = scenario(stack, name, None if name == "baseline" else name)
         finally:
             stack.stop()
     return {
         "scenarios": scenarios,
-        "nodes_killed": scenarios["node_killed"]["nodes_killed"],
+        "nodes_killed": scenarios.get("node_killed", {}).get("nodes_killed", 0),
+        "slots_moved": scenarios.get("slot_migrated", {}).get("slots_moved", 0),
         "setup": "the fault suite's stack (tandem serve --workers 2, one tandem worker, tiny bundle) on a "
         f"local 3-master Redis Cluster (no replicas, AOF fsync always), TANDEM_STREAM_SHARDS={SHARDS}; "
-        "2 recommend threads, 2 event senders x 10 fresh users (batches of 4, retried until 202); "
-        "slot_migrated not run",
+        "2 recommend threads, 2 event senders x 10 fresh users (batches of 4, retried until 202)",
     }
 
 
 def main(argv: list[str]) -> int:
     root = Path(tempfile.mkdtemp(prefix="scale-redis-cluster-"))
     keep = "--keep" in argv
+    names = tuple(name for name in argv if name in SCENARIOS) or SCENARIOS
     try:
-        result = measure(root)
+        result = measure(root, names)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+    if keep:
+        print(f"kept {root}")
     write_measurement(NAME, result, " ".join(["python -m tools.scale.redis_cluster", *argv]))
     return 0 if all(row["target_met"] for row in result["scenarios"].values()) else 1
 

@@ -27,6 +27,7 @@ CLUSTER_FAILURES = [
     redis_errors.SlotNotCoveredError('Slot "866" is not covered by the cluster.'),
     redis_errors.ClusterError("TTL exhausted."),
     redis_errors.RedisClusterException("Redis Cluster cannot be connected. Please provide at least one node"),
+    RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed"),
 ]
 
 
