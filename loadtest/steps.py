@@ -32,7 +32,8 @@ def run_step(url: str, users: int, seconds: int, work: Path) -> dict[str, dict[s
         "-u", str(users), "-r", str(max(1, users // 2)), "-t", f"{seconds}s", "--host", url,
         "--csv", str(prefix), "--p99-budget-ms", "1e9", "--max-error-ratio", "1",
     ]  # fmt: skip
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # locust exits 1 when any request failed (429s past saturation): the step's CSV still says how many
+    subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return stats_rows(Path(f"{prefix}_stats.csv"))
 
 
