@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -34,10 +37,19 @@ class StaleChildBundle(RuntimeError):
     """The child's bundle at that path has another model version than the parent serves."""
 
 
-def _child_start(threads: int) -> None:
+def _child_start(threads: int, parent: int, check_every_s: float = 1.0) -> None:
+    """In the child: thread counts, and a watchdog that ends the child once ``parent`` is gone (killed
+    or exited without closing the pool: the child would otherwise wait for work forever)."""
     from app.startup import set_thread_counts
 
     set_thread_counts(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(check_every_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def child_compute(
@@ -72,7 +84,7 @@ class VectorProcess:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_start,
-                initargs=(self.threads,),
+                initargs=(self.threads, os.getpid()),
             )
         return self._pool
 
@@ -98,7 +110,17 @@ class VectorProcess:
                 self.close()
         return await asyncio.to_thread(compute_vectors, serving, records)
 
+    def pids(self) -> list[int]:
+        """The child's process id (none before the first batch or after ``close``)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return [int(pid) for pid in processes]
+
     def close(self) -> None:
+        """Ends the child now (a batch it was computing is dropped: its entries stay pending and are
+        claimed again)."""
         if self._pool is not None:
+            processes = list((getattr(self._pool, "_processes", None) or {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
             self._pool = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,4 +91,47 @@ async def test_the_embedded_worker_writes_vectors_from_its_child(encoder_bundle:
         serving = services.holder.current
         expected = compute_vectors(serving, {"newbie": UserHistoryRecord(state.events, state.sequence)})
         np.testing.assert_allclose(state.vector.vector, expected["newbie"].vector, atol=1e-6)
-    assert services.worker.vector_process._pool is None  # closed with the worker
+        children = services.worker.vector_process.pids()
+    assert services.worker.vector_process.pids() == []  # closed with the worker
+    assert children and all(gone(pid) for pid in children)
+
+
+def gone(pid: int, deadline_s: float = 20.0) -> bool:
+    """Whether process ``pid`` ends (or is a zombie) within the deadline."""
+    stop = time.monotonic() + deadline_s
+    while time.monotonic() < stop:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+ORPHAN = """
+import asyncio, os, sys
+from pathlib import Path
+from app.services.serving_bundle import ServingBundle, load_bundle
+from app.services.vector_process import VectorProcess
+from tests.app.services.test_vector_process import some_records
+
+async def main():
+    path = Path(sys.argv[1])
+    serving = ServingBundle(load_bundle(path))
+    process = VectorProcess()
+    await process.compute(serving, path, some_records(serving))
+    print(process.pids()[0], flush=True)
+    os._exit(0)  # no close(): the parent just dies
+
+asyncio.run(main())
+"""
+
+
+def test_the_child_ends_when_its_parent_dies_without_closing(encoder_bundle: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", ORPHAN, str(encoder_bundle)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert gone(int(run.stdout.split()[0]))
