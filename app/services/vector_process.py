@@ -26,7 +26,7 @@ from typing import Any
 
 from app.core import metrics
 from app.services.serving_bundle import ServingBundle, load_bundle
-from app.stores.base import StoredVector, UserHistoryRecord
+from app.stores.base import StoredEvent, StoredVector, UserHistoryRecord
 
 log = logging.getLogger("tandem.worker")
 
@@ -52,10 +52,35 @@ def _child_start(threads: int, parent: int, check_every_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
+# a user's stored history as sent to the child: (sequence, [(item, action, value, timestamp, scene, device)])
+Compact = tuple[int, list[tuple[str, int, float, int, str | None, str | None]]]
+
+
+def compact(records: dict[str, UserHistoryRecord]) -> dict[str, Compact]:
+    """Records as plain tuples: pickled ~3x faster than the events' dataclasses (0.45 against 1.5 ms for
+    10 users of 150 events), which the API process pays for every batch."""
+    return {
+        user: (
+            record.sequence,
+            [(e.item, e.action, e.value, e.timestamp, e.scene, e.device) for e in record.events],
+        )
+        for user, record in records.items()
+    }
+
+
+def expand(records: dict[str, Compact]) -> dict[str, UserHistoryRecord]:
+    """``compact``'s inverse."""
+    return {
+        user: UserHistoryRecord([StoredEvent(*fields) for fields in events], sequence)
+        for user, (sequence, events) in records.items()
+    }
+
+
 def child_compute(
-    path: str, model_version: str, history_length: int, records: dict[str, UserHistoryRecord]
+    path: str, model_version: str, history_length: int, records: dict[str, Compact]
 ) -> dict[str, StoredVector]:
-    """In the child: the vectors of ``records`` with the bundle at ``path`` (loaded on first use)."""
+    """In the child: the vectors of ``records`` (``compact``) with the bundle at ``path`` (loaded on first
+    use)."""
     import torch
 
     from app.services.worker import compute_vectors
@@ -68,7 +93,7 @@ def child_compute(
         _LOADED[path] = serving
     if serving.model_version != model_version:
         raise StaleChildBundle(f"{path}: the child loaded {serving.model_version}, serving {model_version}")
-    return compute_vectors(serving, records)
+    return compute_vectors(serving, expand(records))
 
 
 class VectorProcess:
@@ -102,7 +127,7 @@ class VectorProcess:
                     str(path),
                     serving.model_version,
                     serving.history_length,
-                    records,
+                    compact(records),
                 )
             except (BrokenProcessPool, StaleChildBundle, OSError, RuntimeError) as exc:
                 metrics.WORKER_PROCESS_FALLBACKS.inc()
