@@ -112,18 +112,25 @@ class PairTable:
         return PairTable(keys[order], rows.data[order].astype(np.float32))
 
 
-def pair_values(table: PairTable, a: np.ndarray, b: np.ndarray, num_items: int) -> np.ndarray:
+def pair_values(
+    table: PairTable, a: np.ndarray, b: np.ndarray, num_items: int, b_order: np.ndarray | None = None
+) -> np.ndarray:
     """table(a_i, b_j) for a [m] x b [n] item indices -> [m, n] float32 (0 where the table has no entry).
-    The m * n keys are searched in ascending order: each search starts where the previous one ended, so a
-    request walks the table's rows once instead of jumping across it (the table outgrows the CPU caches)."""
+    The keys are searched row by row in ascending order (a and b each sorted; ``b_order`` = b's argsort
+    when the caller has it): each search starts where the previous one ended, so a request walks the
+    table's rows once instead of jumping across it (the tables outgrow the CPU caches)."""
     if len(table.keys) == 0 or a.size == 0 or b.size == 0:
         return np.zeros((a.size, b.size), np.float32)
-    query = (a.astype(np.int64)[:, None] * num_items + b.astype(np.int64)[None, :]).ravel()
-    order = np.argsort(query, kind="stable")
-    at = np.minimum(np.searchsorted(table.keys, query[order]), len(table.keys) - 1)
-    found = np.zeros(query.size, np.float32)
-    found[order] = np.where(table.keys[at] == query[order], table.values[at], 0.0)
-    return found.reshape(a.size, b.size)
+    a, b = a.astype(np.int64), b.astype(np.int64)
+    a_order = np.argsort(a, kind="stable")
+    b_order = np.argsort(b, kind="stable") if b_order is None else b_order
+    query = (a[a_order][:, None] * num_items + b[b_order][None, :]).ravel()
+    at = np.minimum(np.searchsorted(table.keys, query), len(table.keys) - 1)
+    found = np.empty((a.size, b.size), np.float32)
+    found[np.ix_(a_order, b_order)] = np.where(table.keys[at] == query, table.values[at], 0.0).reshape(
+        a.size, b.size
+    )
+    return found
 
 
 def next_item_counts(events: EventTable, num_items: int) -> tuple[PairTable, np.ndarray]:
@@ -203,13 +210,16 @@ class FeatureState:
             item_vectors=None if item_vectors is None else np.asarray(item_vectors, np.float32),
         )
 
-    def events_before_times(self, items: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def events_before_times(
+        self, items: np.ndarray, times: np.ndarray, item_order: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """items [n], times [t] -> (count [t, n] float64 of fitted events of each item strictly before each
         time, sum of their values [t, n] float64). One search over the timeline with the n * t keys in
-        ascending order (by item, then time), so each search starts where the previous one ended."""
+        ascending order (by item, then time), so each search starts where the previous one ended;
+        ``item_order``: the items' argsort when the caller has it."""
         items = np.asarray(items, dtype=np.int64)
         times = np.clip(np.asarray(times, dtype=np.int64), 0, MAX_TIME)
-        by_item = np.argsort(items, kind="stable")
+        by_item = np.argsort(items, kind="stable") if item_order is None else item_order
         time_order = np.argsort(times, kind="stable")
         query = (items[by_item] << TIME_BITS)[:, None] | times[time_order][None, :]  # [n, t] ascending
         stop = np.empty((len(times), len(items)), dtype=np.int64)

@@ -183,15 +183,19 @@ def _context_columns(
     state: FeatureState,
     user_vector: np.ndarray | None,
     timeline: tuple[np.ndarray, np.ndarray],
+    order: np.ndarray,
 ) -> list[np.ndarray]:
-    """timeline: ``state.events_before_times(items, _window_starts(request_time))``."""
+    """timeline: ``state.events_before_times(items, _window_starts(request_time))``; order: the items'
+    argsort (shared by the lookups)."""
     n, num_items = len(items), state.num_items
     zeros = np.zeros(n, np.float64)
-    counts = pair_values(state.next_counts, newest[:3], items, num_items).astype(np.float64)  # [<=3, N]
+    counts = pair_values(state.next_counts, newest[:3], items, num_items, order).astype(
+        np.float64
+    )  # [<=3, N]
     out = state.next_out[newest[:3]].astype(np.float64)
     probability = counts / np.maximum(out, 1.0)[:, None]
-    share = pair_values(state.share, newest[:1], items, num_items).astype(np.float64)
-    similarity = pair_values(state.cooccurrence, newest[:20], items, num_items).astype(np.float64)
+    share = pair_values(state.share, newest[:1], items, num_items, order).astype(np.float64)
+    similarity = pair_values(state.cooccurrence, newest[:20], items, num_items, order).astype(np.float64)
     has_history = len(newest) > 0
     columns = [
         np.log1p(counts[0]) if has_history else zeros,
@@ -328,9 +332,10 @@ def candidate_features(
     user_vector [d] (the encoder's, with ``state.item_vectors``) or None."""
     items = merged.items.astype(np.int64)
     newest = history.item[::-1][_valid_newest(history, state.num_items)].astype(np.int64)
-    timeline = state.events_before_times(items, _window_starts(request_time))
+    order = np.argsort(items, kind="stable")
+    timeline = state.events_before_times(items, _window_starts(request_time), order)
     columns = _source_columns(merged)
-    columns += _context_columns(request_time, history, items, newest, state, user_vector, timeline)
+    columns += _context_columns(request_time, history, items, newest, state, user_vector, timeline, order)
     columns += _side_columns(history, items, newest, state, timeline)
     if not columns or len(items) == 0:
         return np.zeros((len(items), len(feature_names(merged.sources))), np.float32)

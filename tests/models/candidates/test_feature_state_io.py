@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.candidates.feature_state import FeatureState, StaticInfo
+from models.candidates.feature_state import FeatureState, PairTable, StaticInfo, pair_values
 from models.candidates.feature_state_io import load_feature_state, save_feature_state
 from models.candidates.features import candidate_features
 from models.candidates.merge import MergeConfig, merge_lists
@@ -32,3 +32,18 @@ def test_a_saved_feature_state_loads_equal_and_gives_the_same_features(tmp_path:
         got = candidate_features(r.context.timestamp, r.history, merged, loaded, user_vector)
         np.testing.assert_array_equal(got, expected)
         assert expected.shape[0] == len(merged)
+
+
+def test_pair_values_equal_a_dictionary_lookup_with_repeats_in_either_side() -> None:
+    rng = np.random.default_rng(5)
+    num_items = 40
+    keys = np.unique(rng.integers(0, num_items * num_items, 300))
+    table = PairTable(keys.astype(np.int64), rng.random(len(keys)).astype(np.float32))
+    lookup = dict(zip(keys.tolist(), table.values.tolist(), strict=True))
+    a = rng.integers(0, num_items, 12)  # repeats on purpose
+    b = rng.integers(0, num_items, 30)
+    expected = np.array([[lookup.get(int(x) * num_items + int(y), 0.0) for y in b] for x in a], np.float32)
+    np.testing.assert_array_equal(pair_values(table, a, b, num_items), expected)
+    order = np.argsort(b, kind="stable")
+    np.testing.assert_array_equal(pair_values(table, a, b, num_items, order), expected)
+    assert pair_values(table, a[:0], b, num_items).shape == (0, 30)
