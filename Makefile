@@ -56,7 +56,9 @@ scale: $(STAMP)
 scale-measure: $(STAMP)
 	@$(BIN)/python -c 'import pymilvus' 2>/dev/null || $(BIN)/pip install --quiet -e '.[scale]'
 	status=0; \
-	for m in bundle_distribution milvus_down redis_cluster; do $(BIN)/python -m tools.scale.$$m || status=1; done; \
+	$(BIN)/python -m tools.scale.bundle_distribution || status=1; \
+	$(BIN)/python -m tools.scale.milvus_down || status=1; \
+	$(BIN)/python -m tools.scale.redis_cluster || status=1; \
 	$(BIN)/python -m tools.scale.report --measured docs/results/scale || exit 1; exit $$status
 
 faults-quick: $(STAMP)
