@@ -51,7 +51,12 @@ def test_the_default_services_never_need_milvus() -> None:
         for dependency, condition in SERVICES[name].get("depends_on", {}).items():
             if dependency not in DEFAULT:
                 assert condition.get("required") is False, f"{name} needs {dependency} unconditionally"
-    assert SERVICES["api"]["depends_on"]["milvus"] == {"condition": "service_healthy", "required": False}
+    assert all("milvus" not in service.get("depends_on", {}) for service in SERVICES.values())
+
+
+def test_the_milvus_override_makes_the_api_wait_for_a_healthy_milvus() -> None:
+    override = yaml.safe_load((ROOT / "docker" / "compose.milvus.yml").read_text())
+    assert override == {"services": {"api": {"depends_on": {"milvus": {"condition": "service_healthy"}}}}}
 
 
 def _settings_from(service: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
