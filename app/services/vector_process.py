@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +128,7 @@ class VectorProcess:
                     serving.history_length,
                     compact(records),
                 )
-            except (BrokenProcessPool, StaleChildBundle, OSError, RuntimeError) as exc:
+            except Exception as exc:  # a dead child (BrokenProcessPool), another version, a load failure
                 metrics.WORKER_PROCESS_FALLBACKS.inc()
                 log.warning("worker process failed; this batch in a thread", extra={"error": str(exc)})
                 self.close()

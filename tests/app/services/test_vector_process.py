@@ -144,3 +144,17 @@ def test_records_travel_to_the_child_as_tuples_and_come_back_equal(encoder_bundl
     records = some_records(serving)
     records["scened"] = UserHistoryRecord([StoredEvent("x", 1, 0.5, 9, "home", "ios")], 3)
     assert expand(compact(records)) == records
+
+
+async def test_a_child_that_cannot_load_the_bundle_falls_back_to_a_thread(
+    encoder_bundle: Path, tmp_path: Path
+) -> None:
+    serving = ServingBundle(load_bundle(encoder_bundle))
+    records = some_records(serving)
+    process = VectorProcess()
+    before = fallbacks()
+    try:
+        got = await process.compute(serving, tmp_path / "no-bundle-here", records)
+    finally:
+        process.close()
+    assert fallbacks() - before == 1 and sorted(got) == ["u0", "u1", "u2"]
