@@ -101,6 +101,19 @@ def append(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
+def _commit() -> str | None:
+    """The checkout's short commit (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         list(os.getloadavg()),
         args.budget_p99_ms,
     )
+    record["commit"] = _commit()
     append(args.out, record)
     verdict = "within" if record["within_budget"] else "OVER"
     print(
