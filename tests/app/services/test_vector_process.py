@@ -14,7 +14,7 @@ import pytest
 
 from app.core import metrics
 from app.services.serving_bundle import ServingBundle, load_bundle
-from app.services.vector_process import VectorProcess, child_compute, compact, expand
+from app.services.vector_process import VectorProcess, child_compute
 from app.services.worker import compute_vectors
 from app.stores.base import StoredEvent, UserHistoryRecord
 from tests.app.conftest import make_settings, running_app
@@ -61,9 +61,7 @@ async def test_a_child_that_cannot_serve_that_version_falls_back_to_a_thread(enc
     serving = ServingBundle(load_bundle(encoder_bundle))
     records = some_records(serving)
     with pytest.raises(RuntimeError, match="the child loaded"):
-        child_compute(
-            str(encoder_bundle), "another-version", 200, compact(records)
-        )  # checked in this process
+        child_compute(str(encoder_bundle), "another-version", 200, records)  # checked in this process
     stale: Any = ServingBundle(load_bundle(encoder_bundle))
     stale.model_version = "another-version"
     process = VectorProcess()
@@ -137,13 +135,6 @@ def test_the_child_ends_when_its_parent_dies_without_closing(encoder_bundle: Pat
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert gone(int(run.stdout.split()[0]))
-
-
-def test_records_travel_to_the_child_as_tuples_and_come_back_equal(encoder_bundle: Path) -> None:
-    serving = ServingBundle(load_bundle(encoder_bundle))
-    records = some_records(serving)
-    records["scened"] = UserHistoryRecord([StoredEvent("x", 1, 0.5, 9, "home", "ios")], 3)
-    assert expand(compact(records)) == records
 
 
 async def test_a_child_that_cannot_load_the_bundle_falls_back_to_a_thread(
