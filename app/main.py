@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import sys
@@ -78,6 +79,9 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
         await services.holder.load(path)
         stores = services.stores = open_stores(settings)
         await _seed(stores, services.holder)
+        # The bundle and the seeded histories live as long as the process: out of the collector's way, so a
+        # full collection does not walk them (millions of objects in the in-process store) in a request.
+        gc.freeze()
         if settings.embedded:
             services.worker = VectorWorker(
                 stores.events,

@@ -114,3 +114,12 @@ async def test_the_service_sets_the_gil_switch_interval(bundle_v1: Path) -> None
             assert sys.getswitchinterval() == pytest.approx(0.0007)
     finally:
         sys.setswitchinterval(before)
+
+
+async def test_start_up_freezes_what_it_loaded_out_of_the_collectors_way(bundle_v1: Path) -> None:
+    import gc
+
+    gc.unfreeze()
+    async with running_app(make_settings(bundle_v1)):
+        assert gc.get_freeze_count() > 0
+    gc.unfreeze()
