@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from functools import partial
 from pathlib import Path
 
 from app.core.config import Settings
@@ -32,21 +33,13 @@ def open_stores(settings: Settings, block_ms: int = 0) -> Stores:
         return memory_stores(settings.history_length, settings.stream_maxlen, settings.event_dedupe_ttl_s)
     # TANDEM_REDIS_CLUSTER against the server's cluster_enabled: StoreMisconfigured naming the URL
     check_server_mode(settings.redis_url, settings.redis_cluster, settings.redis_connect_timeout_s)
-    if settings.redis_cluster:
-        return cluster_stores(
-            settings.redis_url,
-            socket_timeout_s=settings.redis_socket_timeout_s,
-            connect_timeout_s=settings.redis_connect_timeout_s,
-            retries=settings.redis_retries,
-            max_connections=settings.redis_max_connections,
-            key_prefix=settings.key_prefix,
-            history_length=settings.history_length,
-            stream_maxlen=settings.stream_maxlen,
-            block_ms=block_ms,
-            dedupe_ttl_s=settings.event_dedupe_ttl_s,
-            stream_shards=settings.stream_shards,
-        )
-    return redis_stores(
+    # the cluster's stores take the same settings, and the number of stream shards
+    factory = (
+        partial(cluster_stores, stream_shards=settings.stream_shards)
+        if settings.redis_cluster
+        else redis_stores
+    )
+    return factory(
         settings.redis_url,
         socket_timeout_s=settings.redis_socket_timeout_s,
         connect_timeout_s=settings.redis_connect_timeout_s,

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadtest.record import stats_rows
 from models.reporting.provenance import command_line, machine_info
 from tools.bench.service import serve_command, start_process, stop_process, wait_ready
 
@@ -179,13 +180,8 @@ def _achieved(stats_csv: Path) -> float | None:
     """The aggregated req/s of locust's ``_stats.csv`` (None when it wrote none)."""
     if not stats_csv.exists():
         return None
-    import csv
-
-    with open(stats_csv, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["Name"] == "Aggregated":
-                return round(float(row["Requests/s"]), 1)
-    return None
+    rps = stats_rows(stats_csv)["Aggregated"]["rps"]
+    return None if rps is None else round(float(rps), 1)
 
 
 if __name__ == "__main__":
