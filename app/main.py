@@ -34,11 +34,11 @@ from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging
 from app.services.bundle_sync import BundleSync, process_name
 from app.services.bundle_upgrade import publish_when_built
-from app.services.serving_bundle import BundleHolder, BundleLoader, MilvusTarget, load_bundle
+from app.services.serving_bundle import BundleHolder, BundleLoader, load_bundle
 from app.services.user_vectors import wait_for_write_backs
 from app.services.vector_process import VectorProcess
 from app.services.worker import VectorWorker
-from app.startup import open_stores, set_thread_counts, start_bundle
+from app.startup import milvus_target, open_stores, set_thread_counts, start_bundle
 from app.stores.base import Stores, StoreUnavailable
 
 log = logging.getLogger("tandem.app")
@@ -135,13 +135,6 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
             log.info("stopped")
 
     return lifespan
-
-
-def milvus_target(settings: Settings) -> MilvusTarget | None:
-    """Where the ANN source searches with ``TANDEM_INDEX_BACKEND=milvus`` (None: the bundle's faiss index)."""
-    if settings.index_backend != "milvus" or not settings.milvus_uri:
-        return None
-    return MilvusTarget(settings.milvus_uri, settings.key_prefix, settings.milvus_timeout_ms / 1000)
 
 
 def create_app(settings: Settings | None = None, *, bundle_loader: BundleLoader | None = None) -> FastAPI:

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from app.core.config import Settings
+from app.services.serving_bundle import MilvusTarget, milvus_search
 from app.stores.base import Stores
 from app.stores.memory import memory_stores
 from app.stores.redis_cluster import check_server_mode, cluster_stores
@@ -108,6 +109,29 @@ def serve_bundle(settings: Settings) -> tuple[Path, Path | None]:
     if build_running(status):  # a build started by an earlier start is still going: follow it
         return bundle, status
     return bundle, start_background_build(settings.data_dir, settings.var_dir)
+
+
+def milvus_target(settings: Settings) -> MilvusTarget | None:
+    """Where the ANN source searches with ``TANDEM_INDEX_BACKEND=milvus`` (None: the bundle's faiss index)."""
+    if settings.index_backend != "milvus" or not settings.milvus_uri:
+        return None
+    return MilvusTarget(settings.milvus_uri, settings.key_prefix, settings.milvus_timeout_ms / 1000)
+
+
+def check_index_backend(settings: Settings, bundle: Path) -> None:
+    """With ``TANDEM_INDEX_BACKEND=milvus``, once before the server's processes start: the bundle's collection
+    published (or found fitting). Raises ``MilvusUnavailable`` naming the URI and the collection (pymilvus
+    not installed, Milvus not answering, a collection of another size or dimension): ``tandem serve`` exits
+    1 rather than start processes that cannot load the bundle."""
+    target = milvus_target(settings)
+    if target is None:
+        return
+    from models.bundle.format import Manifest
+    from models.index import ItemIndex
+
+    index_dir = Manifest.read(bundle).files.get("index")
+    if index_dir:
+        milvus_search(ItemIndex.load(bundle / str(index_dir)), target)
 
 
 def set_thread_counts(threads: int) -> None:

@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         if upgrade is not None:
             os.environ["TANDEM_BUNDLE_UPGRADE_FILE"] = str(upgrade)
         settings = Settings()
+    if not _index_backend_ready(settings):
+        return 1
 
     import uvicorn
 
@@ -136,5 +138,23 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=30
     )
-    _draining_server(config, app, settings.drain_seconds).run()
-    return 0
+    server = _draining_server(config, app, settings.drain_seconds)
+    server.run()
+    return 0 if server.started else 1  # the lifespan failed (uvicorn logged why)
+
+
+def _index_backend_ready(settings: Any) -> bool:
+    """With ``TANDEM_INDEX_BACKEND=milvus``: the bundle's collection published or checked once, here, before
+    any server process starts; False (logged in one line naming the URI and the collection) when Milvus
+    cannot serve it."""
+    from app.startup import check_index_backend
+    from models.index.milvus import MilvusUnavailable
+
+    if settings.bundle_path is None:
+        return True
+    try:
+        check_index_backend(settings, settings.bundle_path)
+    except MilvusUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        return False
+    return True

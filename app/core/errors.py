@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.core import metrics
 from app.core.failures import BacklogFull, BundleRefused, StoreUnavailable
 from app.core.logging import request_id_var
+from models.index.milvus import MilvusUnavailable
 
 log = logging.getLogger("tandem.errors")
 
@@ -134,7 +135,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_bundle_refused(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BundleRefused)
         metrics.RELOADS.labels("failed").inc()
-        expected = isinstance(exc.cause, (FileNotFoundError, ValueError, KeyError, OSError))
+        expected = isinstance(
+            exc.cause, (FileNotFoundError, ValueError, KeyError, OSError, MilvusUnavailable)
+        )
         log.warning(
             "reload failed; keeping the current bundle",
             extra={"bundle_path": str(exc.path), "error": f"{exc.cause.__class__.__name__}: {exc.cause}"},

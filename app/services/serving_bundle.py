@@ -23,8 +23,9 @@ from app.stores.base import StoredEvent
 from models.bundle.load import ServableBundle
 from models.candidates.rules import ItemTables, ServingRules
 from models.candidates.served import ServedPipeline
-from models.candidates.sources import CandidateRequest
+from models.candidates.sources import CandidateRequest, ItemSearch
 from models.data.schema import FIRST_REAL_ID, UNKNOWN_ID
+from models.index import ItemIndex
 from models.types import RequestContext, UserHistory
 
 log = logging.getLogger("tandem.bundle")
@@ -200,19 +201,25 @@ def load_bundle(
     bundle = Bundle.load(path, ranker_backend=ranker_backend, threads=threads)
     if milvus is not None and bundle.index is not None:
         from models.candidates.sources import AnnSource
-        from models.index.milvus import open_milvus_search
 
-        index = bundle.index
-        search = open_milvus_search(
-            milvus.uri,
-            milvus.prefix,
-            index.vectors(np.arange(index.size)),
-            index.version,
-            milvus.timeout_s,
-            on_error=lambda _: metrics.STAGE_FAILURES.labels("ann").inc(),
-        )
-        bundle.sources["ann"] = AnnSource(search)
+        bundle.sources["ann"] = AnnSource(milvus_search(bundle.index, milvus))
     return bundle
+
+
+def milvus_search(index: ItemIndex, milvus: MilvusTarget) -> ItemSearch:
+    """The search of ``index``'s vectors in Milvus (``models.index.milvus.open_milvus_search``: publishes the
+    collection when missing); a failed search counts as ``tandem_stage_failures_total{stage="ann"}``.
+    Raises ``MilvusUnavailable`` naming the URI and the collection."""
+    from models.index.milvus import open_milvus_search
+
+    return open_milvus_search(
+        milvus.uri,
+        milvus.prefix,
+        index.vectors(np.arange(index.size)),
+        index.version,
+        milvus.timeout_s,
+        on_error=lambda _: metrics.STAGE_FAILURES.labels("ann").inc(),
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ which Milvus refuses when that name exists, so two replicas racing cannot both p
 its copy and uses the winner's). No alias: each process searches its own bundle's collection, so a
 rollout never mixes two bundles' item ids. Exclusions go into the search (``id not in [...]``).
 
+Opening fails with ``MilvusUnavailable``, naming the URI and the collection: pymilvus not installed (the
+``scale`` extra), the server not answering, or a collection under that name that does not fit the bundle
+(another dimension or row count). A process starting with it exits; a reload with it is refused.
+
 A failed or timed-out search does not fail the request: it returns no candidates (the other sources
 still answer) and calls ``on_error`` (the service counts it). A search refused because the collection is
 released (a restarted milvus-lite server keeps the collection but not its loaded state) loads it again, at
@@ -30,6 +34,12 @@ from models.data.schema import FIRST_REAL_ID
 log = logging.getLogger(__name__)
 INSERT_CHUNK = 2000
 RELOAD_EVERY_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+class MilvusUnavailable(RuntimeError):
+    """The Milvus index backend cannot serve a bundle: pymilvus missing, the server unreachable, or the
+    bundle's collection of another size or dimension. The message names the URI and the collection."""
 
 
 def collection_name(prefix: str, index_version: str) -> str:
@@ -178,12 +188,27 @@ def open_milvus_search(
     index_version: str,
     timeout_s: float = 0.2,
     on_error: Callable[[Exception], None] | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> MilvusItemSearch:
     """Connects to ``uri`` (a Milvus server, or a milvus-lite ``.db`` path), publishes the bundle's
-    collection when missing, and returns its search."""
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri)
+    collection when missing, and returns its search. Raises ``MilvusUnavailable`` (module docstring)."""
     name = collection_name(prefix, index_version)
-    publish_collection(client, name, item_vectors)
+    try:
+        from pymilvus import MilvusClient
+    except ImportError as exc:
+        raise MilvusUnavailable(
+            f"the milvus index backend needs pymilvus, not installed here: pip install -e '.[scale]' "
+            f"(milvus {uri}, collection {name})"
+        ) from exc
+    try:
+        client = MilvusClient(uri, timeout=connect_timeout_s)
+        publish_collection(client, name, item_vectors)
+    except Exception as exc:
+        raise MilvusUnavailable(
+            f"milvus {uri}, collection {name}: {exc.__class__.__name__}: {_one_line(exc)}"
+        ) from exc
     return MilvusItemSearch(client, name, item_vectors, index_version, timeout_s, on_error)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

@@ -4,15 +4,18 @@ worker``, tests/cli/test_worker.py); ``tandem serve`` starts the full build in i
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from app.services.serving_bundle import load_bundle
-from app.startup import serve_bundle, start_bundle
+from app.startup import check_index_backend, serve_bundle, start_bundle
+from models.bundle.load import Bundle
 from models.bundle.upgrade import write_status
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import Dataset
+from models.index.milvus import MilvusUnavailable, collection_name
 from tests.app.conftest import make_settings, running_app
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +103,18 @@ def test_serve_starts_the_full_build_in_its_own_process_and_later_starts_reuse_i
     monkeypatch.setattr("models.bundle.default.default_bundle_if_built", lambda *a, **k: tmp_path / "full")
     assert serve_bundle(settings) == (tmp_path / "full", None)
     assert len(built) == 2 and len(started) == 1
+
+
+def test_the_milvus_backend_without_pymilvus_says_which_extra_naming_uri_and_collection(
+    encoder_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus raises ImportError
+    uri = "http://milvus.internal:19530"
+    check_index_backend(make_settings(encoder_bundle), encoder_bundle)  # faiss: nothing to check
+    settings = make_settings(encoder_bundle, index_backend="milvus", milvus_uri=uri)
+    with pytest.raises(MilvusUnavailable) as caught:
+        check_index_backend(settings, encoder_bundle)
+    message = str(caught.value)
+    name = collection_name(settings.key_prefix, Bundle.load(encoder_bundle).index_version)
+    assert "pip install -e '.[scale]'" in message and uri in message and name in message
+    assert "\n" not in message

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from app.core.config import Settings
-from app.main import milvus_target
+from app.startup import milvus_target
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.main import milvus_target
 from app.services.serving_bundle import load_bundle
+from app.startup import milvus_target
 from models.bundle.load import Bundle
 from models.candidates.sources import CandidateRequest
 from models.index.milvus import MilvusItemSearch
