@@ -208,10 +208,13 @@ def load_bundle(
 
 def milvus_search(index: ItemIndex, milvus: MilvusTarget) -> ItemSearch:
     """The search of ``index``'s vectors in Milvus (``models.index.milvus.open_milvus_search``: publishes the
-    collection when missing); a failed search counts as ``tandem_stage_failures_total{stage="ann"}``.
-    Raises ``MilvusUnavailable`` naming the URI and the collection."""
-    from models.index.milvus import open_milvus_search
+    collection when missing, indexed like ``index`` with its tuned knobs); a failed search counts as
+    ``tandem_stage_failures_total{stage="ann"}``. Raises ``MilvusUnavailable`` naming the URI and the
+    collection."""
+    from models.index.milvus import MilvusIndex, open_milvus_search
 
+    build_params = index.metadata.get("build_params", {})
+    settings = index.settings
     return open_milvus_search(
         milvus.uri,
         milvus.prefix,
@@ -219,6 +222,7 @@ def milvus_search(index: ItemIndex, milvus: MilvusTarget) -> ItemSearch:
         index.version,
         milvus.timeout_s,
         on_error=lambda _: metrics.STAGE_FAILURES.labels("ann").inc(),
+        index=MilvusIndex.like(index.kind, build_params, settings.nprobe, settings.ef_search),
     )
 
 

@@ -2,11 +2,13 @@
 bundle's item vectors, for deployments that keep their vectors in a Milvus service. faiss stays the default.
 
 One collection per bundle index, ``<prefix>_items_<index_version>``, primary key = the item index, inner
-product. A process that loads a bundle whose collection is missing publishes it: a temporary collection,
-the vectors inserted, indexed, loaded, the row count checked, then ``rename_collection`` to the final name,
-which Milvus refuses when that name exists, so two replicas racing cannot both publish (the loser drops
-its copy and uses the winner's). No alias: each process searches its own bundle's collection, so a
-rollout never mixes two bundles' item ids. Exclusions go into the search (``id not in [...]``).
+product, indexed like the bundle's faiss index (``MilvusIndex.like``: exact search stays FLAT, IVF becomes
+IVF_FLAT with the same nlist searched with the nprobe the build tuned, HNSW keeps M, efConstruction and ef). A
+process that loads a bundle whose collection is missing publishes it: a temporary collection, the vectors
+inserted, indexed, loaded, the row count checked, then ``rename_collection`` to the final name, which Milvus
+refuses when that name exists, so two replicas racing cannot both publish (the loser drops its copy and uses
+the winner's). No alias: each process searches its own bundle's collection, so a rollout never mixes two
+bundles' item ids. Exclusions go into the search (``id not in [...]``).
 
 Opening fails with ``MilvusUnavailable``, naming the URI and the collection: pymilvus not installed (the
 ``scale`` extra), the server not answering, or a collection under that name that does not fit the bundle
@@ -25,6 +27,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,26 @@ CONNECT_TIMEOUT_S = 5.0
 class MilvusUnavailable(RuntimeError):
     """The Milvus index backend cannot serve a bundle: pymilvus missing, the server unreachable, or the
     bundle's collection of another size or dimension. The message names the URI and the collection."""
+
+
+@dataclass(frozen=True)
+class MilvusIndex:
+    """How a collection is indexed and searched: Milvus's index type, its build and search parameters."""
+
+    index_type: str = "FLAT"
+    build: dict[str, int] = field(default_factory=dict)
+    search: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def like(kind: str, build_params: dict[str, Any], nprobe: int = 0, ef_search: int = 0) -> MilvusIndex:
+        """The Milvus counterpart of a faiss index of ``kind`` (``flat``, ``ivf``, ``hnsw``) built with
+        ``build_params`` (the index metadata's) and tuned to ``nprobe`` / ``ef_search``."""
+        if kind == "ivf":
+            return MilvusIndex("IVF_FLAT", {"nlist": int(build_params["nlist"])}, {"nprobe": max(nprobe, 1)})
+        if kind == "hnsw":
+            build = {"M": int(build_params["M"]), "efConstruction": int(build_params["ef_construction"])}
+            return MilvusIndex("HNSW", build, {"ef": max(ef_search, 1)})
+        return MilvusIndex()
 
 
 def collection_name(prefix: str, index_version: str) -> str:
@@ -58,9 +81,11 @@ class MilvusItemSearch:
         version: str,
         timeout_s: float = 0.2,
         on_error: Callable[[Exception], None] | None = None,
+        index: MilvusIndex | None = None,
     ) -> None:
         """item_vectors [num_items, d]: the bundle's (rows 0 and 1 are padding and unknown, never served)."""
         self.client = client
+        self.index = index or MilvusIndex()
         self.collection = collection
         self.item_vectors = np.asarray(item_vectors, dtype=np.float32)
         self.version = version
@@ -90,7 +115,7 @@ class MilvusItemSearch:
                     data=[query.tolist()],
                     limit=k,
                     filter=f"id not in {excluded}" if excluded else "",
-                    search_params={"metric_type": "IP"},
+                    search_params={"metric_type": "IP", "params": self._search_params(k)},
                     output_fields=["id"],
                     timeout=self.timeout_s,
                 )[0]
@@ -105,6 +130,13 @@ class MilvusItemSearch:
                 items[row, : len(found)] = [item for item, _ in found]
                 scores[row, : len(found)] = [score for _, score in found]
         return items, scores
+
+    def _search_params(self, k: int) -> dict[str, int]:
+        """The index's search parameters; HNSW's ef grows to k (it returns at most ef results)."""
+        params = dict(self.index.search)
+        if "ef" in params:
+            params["ef"] = max(params["ef"], k)
+        return params
 
     def _load_if_released(self, error: Exception) -> None:
         """Loads the collection again when ``error`` says it is not loaded, at most every RELOAD_EVERY_S."""
@@ -122,7 +154,13 @@ class MilvusItemSearch:
             log.warning("milvus load failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
 
 
-def publish_collection(client: Any, name: str, item_vectors: np.ndarray, timeout_s: float = 30.0) -> None:
+def publish_collection(
+    client: Any,
+    name: str,
+    item_vectors: np.ndarray,
+    timeout_s: float = 30.0,
+    index: MilvusIndex | None = None,
+) -> None:
     """Makes sure collection ``name`` holds the real items' vectors (rows >= FIRST_REAL_ID of
     ``item_vectors``) and is loaded: uses it when it exists with the right row count, else builds it under
     a temporary name and renames it (module docstring). Raises ``ValueError`` on a wrong dimension or
@@ -130,7 +168,7 @@ def publish_collection(client: Any, name: str, item_vectors: np.ndarray, timeout
     expected = max(len(item_vectors) - FIRST_REAL_ID, 0)
     if not client.has_collection(name, timeout=timeout_s):
         temporary = f"{name}_tmp_{os.getpid()}_{time.time_ns()}"
-        _build(client, temporary, item_vectors, timeout_s)
+        _build(client, temporary, item_vectors, timeout_s, index or MilvusIndex())
         try:
             client.rename_collection(temporary, name, timeout=timeout_s)
         except Exception:
@@ -152,22 +190,27 @@ def _dimension(description: dict[str, Any]) -> int | None:
     """The dimension of the (first) float vector field of a ``describe_collection`` answer."""
     from pymilvus import DataType
 
-    for field in description.get("fields", []):
-        if field.get("type") == DataType.FLOAT_VECTOR:
-            return int(field.get("params", {}).get("dim", 0))
+    for column in description.get("fields", []):
+        if column.get("type") == DataType.FLOAT_VECTOR:
+            return int(column.get("params", {}).get("dim", 0))
     return None
 
 
-def _build(client: Any, name: str, item_vectors: np.ndarray, timeout_s: float) -> None:
+def _build(
+    client: Any, name: str, item_vectors: np.ndarray, timeout_s: float, index: MilvusIndex | None = None
+) -> None:
     from pymilvus import DataType, MilvusClient
 
     vectors = np.asarray(item_vectors, dtype=np.float32)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(vectors.shape[1]))
-    index = client.prepare_index_params()
-    index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-    client.create_collection(name, schema=schema, index_params=index, timeout=timeout_s)
+    spec = index or MilvusIndex()
+    params = client.prepare_index_params()
+    params.add_index(
+        field_name="vector", index_type=spec.index_type, metric_type="IP", params=dict(spec.build)
+    )
+    client.create_collection(name, schema=schema, index_params=params, timeout=timeout_s)
     for start in range(FIRST_REAL_ID, len(vectors), INSERT_CHUNK):
         stop = min(start + INSERT_CHUNK, len(vectors))
         rows = [{"id": item, "vector": vectors[item].tolist()} for item in range(start, stop)]
@@ -189,6 +232,7 @@ def open_milvus_search(
     timeout_s: float = 0.2,
     on_error: Callable[[Exception], None] | None = None,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    index: MilvusIndex | None = None,
 ) -> MilvusItemSearch:
     """Connects to ``uri`` (a Milvus server, or a milvus-lite ``.db`` path), publishes the bundle's
     collection when missing, and returns its search. Raises ``MilvusUnavailable`` (module docstring)."""
@@ -202,12 +246,12 @@ def open_milvus_search(
         ) from exc
     try:
         client = MilvusClient(uri, timeout=connect_timeout_s)
-        publish_collection(client, name, item_vectors)
+        publish_collection(client, name, item_vectors, index=index)
     except Exception as exc:
         raise MilvusUnavailable(
             f"milvus {uri}, collection {name}: {exc.__class__.__name__}: {_one_line(exc)}"
         ) from exc
-    return MilvusItemSearch(client, name, item_vectors, index_version, timeout_s, on_error)
+    return MilvusItemSearch(client, name, item_vectors, index_version, timeout_s, on_error, index)
 
 
 def _one_line(error: Exception) -> str:

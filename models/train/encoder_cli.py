@@ -40,6 +40,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="the global batch (all ranks)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads shared by the ranks")
+    parser.add_argument(
+        "--patience", type=int, default=None, help="early stopping (0: never stop early; default: preset)"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock cap (0: none; default: preset)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--valid-users", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True)
@@ -51,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = DistContext.from_environment()
     try:
         model_config, train = preset(args.preset, args.model)
-        changes = {"epochs": args.epochs, "batch_size": args.batch_size}
+        changes = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "patience": args.patience,
+            "max_minutes": args.max_minutes,
+        }
         train = replace(
             train,
             **{k: v for k, v in changes.items() if v is not None},
@@ -88,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "best_epoch": state.best_epoch,
                 "stopped_by": state.stopped_by,
                 "metrics": best,
+                "epoch_seconds": [r.get("epoch_seconds") for r in state.history],
                 "train_seconds": round(seconds, 1),
                 "replicas_identical": identical,
             }

@@ -78,8 +78,8 @@ def stage_floors(
     rows = iter(range(10**9))
     floors: dict[str, Any] = {
         "num_items": int(bundle.catalogue.num_items),
-        "user_ids": _numeric_range(list(bundle.user_index)),
-        "item_ids": _numeric_range(list(bundle.item_index)),
+        "user_ids": numeric_range(list(bundle.user_index)),
+        "item_ids": numeric_range(list(bundle.item_index)),
     }
     with torch.inference_mode():
         vectors = encoder.encode([h for h, _ in requests], [c for _, c in requests])
@@ -147,7 +147,7 @@ def _candidate_stage(
     return {stage: _p50(np.asarray(ms)) for stage, ms in times.ms.items()}, served
 
 
-def _numeric_range(raw_ids: list[str]) -> tuple[int, int]:
+def numeric_range(raw_ids: list[str]) -> tuple[int, int]:
     """first..last of the raw ids that are integers (the wrk script sends integers)."""
     numeric = sorted(int(value) for value in raw_ids if str(value).isdigit())
     if not numeric:

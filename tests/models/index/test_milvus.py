@@ -121,3 +121,25 @@ def test_a_second_process_finds_the_collection_the_first_published(uri: str, tmp
         assert third.returncode == 0 and third.stdout == first.stdout, third.stderr
     else:  # milvus-lite embedded: one process per .db file (replicas need a server)
         assert third.returncode != 0 and "another process holds the lock" in third.stderr
+
+
+def test_an_ivf_bundle_index_is_mirrored_as_ivf_flat_with_its_tuned_nprobe(uri: str) -> None:
+    from models.index import IndexBuildConfig
+    from models.index.milvus import MilvusIndex
+    from models.index.synthetic_vectors import clustered_item_vectors, user_like_queries
+    from models.index.tuning import exact_top_k, recall_against
+
+    vectors = clustered_item_vectors(4002, 16, num_clusters=32, seed=0)
+    config = IndexBuildConfig(flat_max_items=1000, recall_k=50, sample_queries=100, latency_queries=10)
+    index = build_index(vectors, "auto", config=config)
+    assert index.kind == "ivf"
+    spec = MilvusIndex.like("ivf", index.metadata["build_params"], index.settings.nprobe)
+    search = open_milvus_search(uri, "t", vectors, index.version, timeout_s=10.0, index=spec)
+    description = search.client.describe_index(search.collection, "vector")
+    assert description["index_type"] == "IVF_FLAT"
+    assert search._search_params(50) == {"nprobe": index.settings.nprobe}
+    queries = user_like_queries(vectors, 60, seed=7)
+    truth = exact_top_k(vectors, queries, 50)
+    faiss_recall = recall_against(index.search(queries, 50)[0], truth)
+    milvus_recall = recall_against(search.search(queries, 50)[0], truth)
+    assert milvus_recall >= 0.9 * faiss_recall and milvus_recall > 0.5
