@@ -49,16 +49,21 @@ scale: $(STAMP)
 	$(BIN)/python -m pytest -m scale tests -q --junitxml=var/scale-junit.xml; \
 		status=$$?; $(BIN)/python -m tools.scale.report var/scale-junit.xml docs/results/scale || exit 1; exit $$status
 
-# The measurements of issue #31 (each a module of tools/scale/, runnable alone; results in var/scale/*.json,
+# The scale-out measurements (each a module of tools/scale/, runnable alone; results in var/scale/*.json,
 # merged into docs/results/scale.{md,json}): a packed bundle reaching 2 replicas (Redis on db 13 of
 # 127.0.0.1:6379, own key prefix, deleted after), Milvus killed mid-load, a Redis Cluster under the fault
-# suite's load and oracle (baseline, a master killed). About 5 minutes here.
+# suite's load and oracle (baseline, a master killed, slots moved), 1 against 2 API replicas on a cluster
+# (needs wrk and the default bundle), faiss against Milvus at 1M items, DDP against single-process encoder
+# training (3 seeds each). About 40 minutes here; run on a quiet machine (the replicas' throughput).
 scale-measure: $(STAMP)
 	@$(BIN)/python -c 'import pymilvus' 2>/dev/null || $(BIN)/pip install --quiet -e '.[scale]'
 	status=0; \
 	$(BIN)/python -m tools.scale.bundle_distribution || status=1; \
 	$(BIN)/python -m tools.scale.milvus_down || status=1; \
 	$(BIN)/python -m tools.scale.redis_cluster || status=1; \
+	$(BIN)/python -m tools.scale.replicas || status=1; \
+	$(BIN)/python -m tools.scale.index_scale || status=1; \
+	$(BIN)/python -m tools.scale.ddp || status=1; \
 	$(BIN)/python -m tools.scale.report --measured docs/results/scale || exit 1; exit $$status
 
 faults-quick: $(STAMP)

@@ -7,6 +7,7 @@ checks that each ``TANDEM_*`` variable used in ``docker-compose.yml`` names one 
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -210,6 +211,13 @@ class Settings(BaseSettings):
             raise ValueError("redis_cluster needs redis_url (the cluster's startup nodes)")
         if self.index_backend == "milvus" and not self.milvus_uri:
             raise ValueError("index_backend milvus needs milvus_uri")
+        if self.index_backend == "milvus" and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_]{0,200}", self.key_prefix
+        ):
+            raise ValueError(
+                f"key_prefix {self.key_prefix!r} cannot start a Milvus collection name (<prefix>_items_...): "
+                "letters, digits and _ only, not starting with a digit"
+            )
         if (self.bundle_url is None) != (self.bundle_sha256 is None):
             raise ValueError("bundle_url and bundle_sha256 go together (tandem bundle pack prints both)")
         return self

@@ -29,6 +29,15 @@ def test_invalid_values_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(candidate_count=50, k_max=100)
 
 
+def test_with_milvus_the_key_prefix_must_make_a_collection_name() -> None:
+    milvus = {"index_backend": "milvus", "milvus_uri": "http://milvus:19530"}
+    assert Settings(**milvus, key_prefix="shop_eu2").key_prefix == "shop_eu2"
+    for prefix in ("shop-eu", "2shop", "shop.eu", ""):
+        with pytest.raises(ValidationError, match="Milvus collection name"):
+            Settings(**milvus, key_prefix=prefix)
+    assert Settings(key_prefix="shop-eu").key_prefix == "shop-eu"  # faiss: any Redis prefix
+
+
 def test_the_default_in_flight_limit_follows_capacity_and_budget() -> None:
     assert Settings().in_flight_limit == 50  # 200 requests/s x 0.25 s
     assert Settings(capacity_rps=300, latency_budget_ms=100).in_flight_limit == 30
