@@ -48,7 +48,9 @@ def save_any_ranker(ranker: Any, directory: Path) -> str:
 
 def load_any_ranker(path: Path, backend: str = "eager", threads: int = 1) -> Any:
     """The ranker ``save_any_ranker`` wrote at ``path`` (a GBDT directory or a OnePiece file);
-    backend/threads: how a OnePiece ranker scores (``models.ranker.serving.load_ranker``)."""
+    backend/threads: how a OnePiece ranker scores (``models.ranker.serving.load_ranker``); a GBDT scores
+    with its trees compiled unless ``backend`` is ``eager`` (``models.ranker.gbdt_compiled``: LightGBM's
+    predictor where compiling is not possible)."""
     from models.ranker.serving import load_ranker
 
     if not path.is_dir():
@@ -64,4 +66,6 @@ def load_any_ranker(path: Path, backend: str = "eager", threads: int = 1) -> Any
         inner = load_ranker(path / FEATURED_WEIGHTS, backend=backend, threads=threads)
         return FeaturedOnePiece(inner, load_feature_state(path), depth)
     model = GbdtRanker.load(path / GBDT_MODEL, settings["sha256"])
+    if backend != "eager":
+        model.compile()
     return MergedReranker(model, load_feature_state(path), depth)

@@ -10,7 +10,7 @@ the sha256 of that text.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,6 +82,15 @@ class GbdtRanker:
         self.feature_names = tuple(self.booster.feature_name())
         self.sha256 = hashlib.sha256(text.encode()).hexdigest()
         self.version = f"gbdt-{self.sha256[:12]}"
+        self.compiled: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def compile(self) -> bool:
+        """Scores with the trees compiled to machine code from now on (``models.ranker.gbdt_compiled``);
+        False when that is not possible here (LightGBM keeps scoring)."""
+        from models.ranker.gbdt_compiled import compile_trees
+
+        self.compiled = compile_trees(self.text)
+        return self.compiled is not None
 
     @property
     def num_trees(self) -> int:
@@ -94,6 +103,8 @@ class GbdtRanker:
             raise ValueError(f"expected [N, {len(self.feature_names)}] features, got {features.shape}")
         if features.shape[0] == 0:
             return np.zeros(0, np.float32)
+        if self.compiled is not None:
+            return self.compiled(features).astype(np.float32)
         return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)
 
     def staged_scores(self, features: np.ndarray, checkpoints: Sequence[int]) -> np.ndarray:
