@@ -45,6 +45,16 @@ SESSION_GAP_SECONDS = 30 * 60
 USER_FIELDS = ("gender", "age", "occupation")
 SOURCE_COLUMNS = ("score", "z", "rank", "found")
 MERGE_NAMES = ("fused_score", "fused_rank", "sources_found")
+# the re-visit columns (``_repeat_columns``): all zero on data without re-visits, where a model never
+# splits on them and serving skips them (``candidate_features(repeats=False)``)
+REPEAT_NAMES = (
+    "seen",
+    "seen_count",
+    "seen_recency",
+    "seen_log_age",
+    "seen_action_level",
+    "seen_funnel_level",
+)
 CONTEXT_NAMES = (
     "trans_count_last",
     "trans_prob_last",
@@ -70,12 +80,7 @@ CONTEXT_NAMES = (
     "log_gap_prev",
     "history_length",
     "session_position",
-    "seen",
-    "seen_count",
-    "seen_recency",
-    "seen_log_age",
-    "seen_action_level",
-    "seen_funnel_level",
+    *REPEAT_NAMES,
 )
 SIDE_NAMES = (
     "cat_share_max",
@@ -184,9 +189,10 @@ def _context_columns(
     user_vector: np.ndarray | None,
     timeline: tuple[np.ndarray, np.ndarray],
     order: np.ndarray,
+    repeats: bool = True,
 ) -> list[np.ndarray]:
     """timeline: ``state.events_before_times(items, _window_starts(request_time))``; order: the items'
-    argsort (shared by the lookups)."""
+    argsort (shared by the lookups); repeats: False leaves the ``REPEAT_NAMES`` columns 0."""
     n, num_items = len(items), state.num_items
     zeros = np.zeros(n, np.float64)
     counts = pair_values(state.next_counts, newest[:3], items, num_items, order).astype(
@@ -240,7 +246,10 @@ def _context_columns(
     later = np.concatenate([[request_time], times[:-1]])
     in_session = float(np.cumprod(later - times <= SESSION_GAP_SECONDS).sum())
     columns += [np.full(n, gap), np.full(n, float(len(history))), np.full(n, in_session)]
-    columns += _repeat_columns(request_time, history, items, state)
+    if repeats:
+        columns += _repeat_columns(request_time, history, items, state)
+    else:
+        columns += [zeros] * len(REPEAT_NAMES)
     return columns
 
 
@@ -326,16 +335,20 @@ def candidate_features(
     merged: MergedCandidates,
     state: FeatureState,
     user_vector: np.ndarray | None = None,
+    repeats: bool = True,
 ) -> np.ndarray:
     """One request's merged candidates (N, with every source's score and rank) -> float32 [N, F], columns
     ``feature_names(merged.sources)``. history: the user's events before ``request_time``, oldest first;
-    user_vector [d] (the encoder's, with ``state.item_vectors``) or None."""
+    user_vector [d] (the encoder's, with ``state.item_vectors``) or None. repeats: False leaves the
+    ``REPEAT_NAMES`` columns 0 (serving a model that never splits on them: its scores are the same)."""
     items = merged.items.astype(np.int64)
     newest = history.item[::-1][_valid_newest(history, state.num_items)].astype(np.int64)
     order = np.argsort(items, kind="stable")
     timeline = state.events_before_times(items, _window_starts(request_time), order)
     columns = _source_columns(merged)
-    columns += _context_columns(request_time, history, items, newest, state, user_vector, timeline, order)
+    columns += _context_columns(
+        request_time, history, items, newest, state, user_vector, timeline, order, repeats
+    )
     columns += _side_columns(history, items, newest, state, timeline)
     if not columns or len(items) == 0:
         return np.zeros((len(items), len(feature_names(merged.sources))), np.float32)

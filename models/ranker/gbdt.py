@@ -84,6 +84,12 @@ class GbdtRanker:
         self.version = f"gbdt-{self.sha256[:12]}"
         self.compiled: Callable[[np.ndarray], np.ndarray] | None = None
 
+    def split_features(self) -> frozenset[str]:
+        """The names of the features at least one split of the model reads (the others never change a
+        score)."""
+        splits = self.booster.feature_importance("split")
+        return frozenset(name for name, count in zip(self.feature_names, splits, strict=True) if count > 0)
+
     def compile(self) -> bool:
         """Scores with the trees compiled to machine code from now on (``models.ranker.gbdt_compiled``);
         False when that is not possible here (LightGBM keeps scoring)."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.candidates.feature_state import FeatureState
-from models.candidates.features import candidate_features, feature_names
+from models.candidates.features import REPEAT_NAMES, candidate_features, feature_names
 from models.candidates.merge import MergedCandidates
 from models.candidates.sources import CandidateRequest
 from models.ranker.gbdt import GbdtRanker
@@ -21,10 +21,14 @@ from models.ranker.gbdt import GbdtRanker
 DEFAULT_DEPTH = 100  # the merged top-N the GBDT reorders (and is trained on)
 
 
-def request_features(request: CandidateRequest, merged: MergedCandidates, state: FeatureState) -> np.ndarray:
+def request_features(
+    request: CandidateRequest, merged: MergedCandidates, state: FeatureState, repeats: bool = True
+) -> np.ndarray:
     """[N, F] float32 features of one request's N merged candidates: the one feature path of serving,
-    the recipe's training and validation, and the replay."""
-    return candidate_features(request.context.timestamp, request.history, merged, state, request.user_vector)
+    the recipe's training and validation, and the replay. repeats: see ``candidate_features``."""
+    return candidate_features(
+        request.context.timestamp, request.history, merged, state, request.user_vector, repeats
+    )
 
 
 class MergedReranker:
@@ -46,6 +50,9 @@ class MergedReranker:
         self.depth = depth
         self.columns = columns
         self.version = ranker.version
+        # the re-visit columns are computed only for a model that splits on one of them
+        read = ranker.split_features()
+        self.repeats = any(name in read for name in REPEAT_NAMES)
 
     def _check(self, merged: MergedCandidates) -> None:
         names = feature_names(merged.sources)
@@ -60,7 +67,7 @@ class MergedReranker:
     def features(self, request: CandidateRequest, merged: MergedCandidates) -> np.ndarray:
         """[N, F] float32 features of the request's N merged candidates (all of them: the caller cuts)."""
         self._check(merged)
-        features = request_features(request, merged, self.state)
+        features = request_features(request, merged, self.state, self.repeats)
         return features if self.columns is None else features[:, self.columns]
 
     def features_batch(

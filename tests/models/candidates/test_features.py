@@ -10,6 +10,7 @@ from models.candidates.features import (
     DAY_SECONDS,
     FEATURE_NAMES,
     RECENT_SECONDS,
+    REPEAT_NAMES,
     SESSION_GAP_SECONDS,
     USER_FIELDS,
     candidate_features,
@@ -214,6 +215,24 @@ def test_vectorised_features_equal_the_per_candidate_reference(dataset: Dataset,
         np.testing.assert_allclose(fast, slow.astype(np.float32), rtol=2e-5, atol=2e-5)
         checked += int(fast[:, feature_names(SOURCES).index("seen")].sum())
     assert checked > 0  # some candidates were in their history: the repeat features were exercised
+
+
+def test_without_repeats_only_the_repeat_columns_are_zero(dataset: Dataset) -> None:
+    cut = int(np.quantile(dataset.events.timestamp, 0.8))
+    train = dataset.events.take(dataset.events.timestamp < cut)
+    sources = fit_sources(train, dataset.num_items, dataset.num_scenes)
+    state = FeatureState.fit(dataset.events, StaticInfo.from_dataset(dataset), cut)
+    repeat = np.isin(np.array(feature_names(SOURCES)), REPEAT_NAMES)
+    assert repeat.sum() == len(REPEAT_NAMES)
+    nonzero = 0
+    for time, history in _requests(dataset, 12):
+        merged = _merged(sources, history, time)
+        full = candidate_features(time, history, merged, state)
+        skipped = candidate_features(time, history, merged, state, repeats=False)
+        np.testing.assert_array_equal(skipped[:, ~repeat], full[:, ~repeat])
+        assert not skipped[:, repeat].any()
+        nonzero += int(full[:, repeat].any())
+    assert nonzero > 0  # the skipped columns were not zero anyway
 
 
 def test_the_state_reads_only_events_before_its_cut(dataset: Dataset) -> None:

@@ -65,3 +65,15 @@ def test_a_bundle_gbdt_is_compiled_unless_the_backend_is_eager(tmp_path: Path) -
             served.rerank(request, candidates).items.tolist()
             == eager.rerank(request, candidates).items.tolist()
         )
+
+
+def test_the_repeat_features_are_computed_only_for_a_model_that_splits_on_one() -> None:
+    from models.ranker.gbdt_serving import MergedReranker
+    from tests.models.ranker.test_gbdt import NAMES, SMALL, planted
+
+    ignores, _ = train_gbdt(planted(200, 0), planted(40, 1), NAMES, SMALL)
+    reads_seen = ("noise_a", "seen", "noise_b", "penalty", "noise_c")  # "seen" carries the signal
+    reads, _ = train_gbdt(planted(200, 0), planted(40, 1), reads_seen, SMALL)
+    assert "seen" in reads.split_features() and "seen" not in ignores.split_features()
+    assert MergedReranker(reads, None).repeats  # type: ignore[arg-type]
+    assert not MergedReranker(ignores, None).repeats  # type: ignore[arg-type]

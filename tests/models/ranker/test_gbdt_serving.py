@@ -80,3 +80,16 @@ def test_the_served_pipeline_reorders_the_merged_head_and_keeps_the_tail_after_i
         np.testing.assert_array_equal(answer.items[: len(head)], expected)
         np.testing.assert_array_equal(answer.items[len(head) :], candidates.items[len(head) :])
         assert np.all(np.diff(answer.scores) <= 0)  # the tail scores below the head
+
+
+def test_skipping_the_repeat_columns_the_model_never_reads_keeps_its_scores() -> None:
+    ranker, fit, requests, merged = _trained()
+    skipping = MergedReranker(ranker, fit.state)
+    computing = MergedReranker(ranker, fit.state)
+    computing.repeats = True
+    assert not skipping.repeats
+    for request, candidates in zip(requests, merged, strict=True):
+        np.testing.assert_array_equal(
+            ranker.score(skipping.features(request, candidates)),
+            ranker.score(computing.features(request, candidates)),
+        )
