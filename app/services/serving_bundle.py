@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -121,15 +122,15 @@ class ServingBundle:
         """Stored events (raw ids, any order) -> UserHistory of item indices, oldest first. All [E]."""
         if not events:
             return UserHistory.empty()
-        ordered = sorted(events, key=lambda event: event.timestamp)[-self.history_length :]
-        item = [self.item_index.get(event.item, UNKNOWN_ID) for event in ordered]
+        ordered = sorted(events, key=operator.itemgetter(3))[-self.history_length :]  # by timestamp
+        items, actions, values, timestamps, scenes, devices = zip(*ordered, strict=True)
         return UserHistory(
-            item=np.asarray(item, dtype=np.int64),
-            action=np.asarray([event.action for event in ordered], dtype=np.int64),
-            value=np.asarray([event.value for event in ordered], dtype=np.float32),
-            timestamp=np.asarray([event.timestamp for event in ordered], dtype=np.int64),
-            scene=np.asarray([self.scene_of(event.scene) for event in ordered], dtype=np.int64),
-            device=np.asarray([self.device_of(event.device) for event in ordered], dtype=np.int64),
+            item=_indices(items, self.item_index),
+            action=np.asarray(actions, dtype=np.int64),
+            value=np.asarray(values, dtype=np.float32),
+            timestamp=np.asarray(timestamps, dtype=np.int64),
+            scene=_indices(scenes, self.scene_index),
+            device=_indices(devices, self.device_index),
         )
 
     def events_from_history(self, history: UserHistory) -> list[StoredEvent]:
@@ -224,6 +225,12 @@ def milvus_search(index: ItemIndex, milvus: MilvusTarget) -> ItemSearch:
         on_error=lambda _: metrics.STAGE_FAILURES.labels("ann").inc(),
         index=MilvusIndex.like(index.kind, build_params, settings.nprobe, settings.ef_search),
     )
+
+
+def _indices(names: tuple[str | None, ...], index: dict[str, int]) -> np.ndarray:
+    """[E] int64 indices of raw names (``UNKNOWN_ID`` for None and for names the vocabulary lacks)."""
+    lookup = index.get
+    return np.asarray([UNKNOWN_ID if name is None else lookup(name, UNKNOWN_ID) for name in names], np.int64)
 
 
 @dataclass(frozen=True)

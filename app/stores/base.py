@@ -24,17 +24,19 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import orjson
 
 from app.core.failures import BacklogFull as BacklogFull
 from app.core.failures import StoreUnavailable as StoreUnavailable
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """One behaviour event as kept in a user's history."""
+class StoredEvent(NamedTuple):
+    """One behaviour event as kept in a user's history. A named tuple, not a frozen dataclass: a recommend
+    decodes up to ``history_length`` of them, and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) made 200 of them cost 0.16 ms; a tuple is built in a fraction."""
 
     item: str  # raw item id
     action: int  # models.data.schema.Action
@@ -48,17 +50,19 @@ class StoredEvent:
 
     @staticmethod
     def decode(raw: str | bytes) -> StoredEvent:
-        return StoredEvent._of(json.loads(raw))
+        return StoredEvent.from_fields(json.loads(raw))
 
     @staticmethod
     def decode_many(raws: Sequence[str | bytes]) -> list[StoredEvent]:
-        """``[decode(raw) for raw in raws]`` with one JSON parse for the whole list: a history of 71 events
-        decoded in 0.065 ms instead of 0.16 ms (the per-call overhead of json.loads, on every recommend)."""
-        texts = [raw.decode() if isinstance(raw, bytes) else raw for raw in raws]
-        return [StoredEvent._of(fields) for fields in json.loads("[" + ",".join(texts) + "]")]
+        """``[decode(raw) for raw in raws]`` with one JSON parse (orjson) for the whole list: a history of
+        200 events in 0.07 ms instead of 0.22 (one json.loads per event, frozen dataclasses)."""
+        if not raws:
+            return []
+        parts = [raw if isinstance(raw, bytes) else raw.encode() for raw in raws]
+        return [StoredEvent.from_fields(fields) for fields in orjson.loads(b"[" + b",".join(parts) + b"]")]
 
     @staticmethod
-    def _of(fields: list[Any]) -> StoredEvent:
+    def from_fields(fields: list[Any]) -> StoredEvent:
         item, action, value, timestamp, scene, device = fields
         return StoredEvent(str(item), int(action), float(value), int(timestamp), scene, device)
 

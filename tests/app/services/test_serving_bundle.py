@@ -161,3 +161,26 @@ async def test_the_route_serves_what_the_offline_replay_path_computes(encoder_bu
     assert [item["item_id"] for item in answer["items"]] == expected
     assert [item["source"] for item in answer["items"]] == served.sources()
     assert np.allclose([item["score"] for item in answer["items"]], served.item_scores(), atol=1e-5)
+
+
+def test_history_from_events_sorts_keeps_the_newest_and_maps_unknown_names(baseline_bundle: Path) -> None:
+    from app.stores.base import StoredEvent
+    from models.data.schema import UNKNOWN_ID
+
+    serving = ServingBundle(load_bundle(baseline_bundle), history_length=3)
+    known_item = next(iter(serving.item_index))
+    scene = next(iter(serving.scene_index))
+    events = [
+        StoredEvent(known_item, 5, 4.5, 30, scene, None),
+        StoredEvent("no-such-item", 2, 1.0, 10, "no-such-scene", "no-such-device"),
+        StoredEvent(known_item, 1, 0.0, 5),  # the oldest: cut by history_length 3
+        StoredEvent("no-such-item", 3, 2.0, 20, None, None),
+    ]
+    history = serving.history_from_events(events)
+    assert history.timestamp.tolist() == [10, 20, 30]
+    assert history.item.tolist() == [UNKNOWN_ID, UNKNOWN_ID, serving.item_index[known_item]]
+    assert history.action.tolist() == [2, 3, 5] and history.value.tolist() == [1.0, 2.0, 4.5]
+    assert history.scene.tolist() == [UNKNOWN_ID, UNKNOWN_ID, serving.scene_index[scene]]
+    assert history.device.tolist() == [UNKNOWN_ID] * 3
+    assert history.item.dtype == np.int64 and history.value.dtype == np.float32
+    assert len(serving.history_from_events([])) == 0

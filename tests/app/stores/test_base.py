@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -174,7 +173,7 @@ async def test_a_retried_append_stores_nothing_twice(stores: Stores) -> None:
 async def test_without_event_ids_events_differing_in_any_field_are_all_stored(stores: Stores) -> None:
     bought = event("i1", 1)
     # the same item bought again a minute later, with another value, from another device: three new events
-    again = [replace(bought, timestamp=61), replace(bought, value=2.0), replace(bought, device="ios")]
+    again = [bought._replace(timestamp=61), bought._replace(value=2.0), bought._replace(device="ios")]
     first = await stores.events.append_events(keyed([("a", bought), *[("a", e) for e in again]]))
     assert (first.stored, first.duplicates) == (4, 0)
     retried = await stores.events.append_events(
