@@ -139,17 +139,16 @@ def _select(
     return user_vector, items, served.warnings
 
 
-def runs_on_the_loop(pipeline: ServedPipeline, lookup: VectorLookup) -> bool:
-    """True when the request's CPU work is short numpy work that holds the GIL: the user vector is known
-    (a cache hit, or a bundle without an encoder) and the bundle serves no ranker, or a tree ranker (its
-    features are numpy work of the same kind and its forward is ~0.3 ms). Such work is cheaper on the event
-    loop than behind a thread hop (wrk against one process, default bundle, 5 paired runs: 4 connections
-    +12% req/s at the median without a ranker; with the GBDT served, 1 process at 4 connections 140 ->
-    ~180 req/s; docs/performance.md, "What each change bought"). A transformer's forward (encoder or
-    ranker) releases the GIL inside its kernels, so that work keeps its thread and the loop keeps serving
-    meanwhile."""
-    if lookup.resolved is None:
-        return False
+def runs_on_the_loop(pipeline: ServedPipeline) -> bool:
+    """True when the request's CPU work is cheaper on the event loop than behind a thread hop: the bundle
+    serves no ranker or a tree ranker (numpy features of the same kind as the sources, and a compiled
+    forward of ~0.03 ms), whether the user vector is known or the encoder runs first. A thread hop buys no
+    parallelism for work that mostly holds the GIL and costs a switch each way: cache path, wrk against one
+    process, 1 process at 4 connections 140 -> ~180 req/s with the GBDT on the loop; the online path (the
+    encoder's ~1.2 ms forward on the loop too), ``make bench``, 2 workers, 2 alternating pairs: online
+    capacity 395 / 383 -> 413 / 412 req/s, p50 at 1 connection 5.0 / 5.2 -> 4.8 / 4.7 ms
+    (docs/performance.md, "What each change bought"). A transformer ranker's forward (a few ms, releasing
+    the GIL inside its kernels) keeps its thread, so the loop serves other requests meanwhile."""
     return not pipeline.use_ranker or getattr(pipeline.ranker, "kind", None) == "gbdt"
 
 
@@ -189,7 +188,7 @@ async def recommend(
     )
     pipeline = serving.pipeline(candidate_count)
     work = partial(_select, serving, pipeline, lookup, context, rules, timer, started)
-    if runs_on_the_loop(pipeline, lookup):
+    if runs_on_the_loop(pipeline):
         user_vector, items, select_warnings = work()
     else:
         user_vector, items, select_warnings = await asyncio.to_thread(work)

@@ -6,16 +6,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from app.services import recommend as recommend_module
 from app.services.serving_bundle import load_bundle
-from app.services.user_vectors import UserVector, VectorLookup, wait_for_write_backs
+from app.services.user_vectors import wait_for_write_backs
 from models.candidates.generator import CandidateGenerator
 from models.candidates.merge import MergeConfig
 from models.candidates.served import ServedPipeline
-from models.types import UserHistory
 from tests.app.conftest import make_settings, running_app
 from tests.app.fake_bundle import FakeBundle
 
@@ -59,22 +57,18 @@ class _Ranker:
 
 
 @pytest.mark.parametrize(
-    ("kind", "use_ranker", "cached", "on_loop"),
+    ("kind", "use_ranker", "on_loop"),
     [
-        (None, False, True, True),  # merged order, vector known
-        ("gbdt", True, True, True),  # tree ranker: numpy features + a short forward
-        ("onepiece", True, True, False),  # a transformer forward keeps its thread
-        ("gbdt", False, True, True),  # shipped but refused by the gate
-        ("gbdt", True, False, False),  # the encoder must run first
+        (None, False, True),  # merged order (the encoder, when it runs, too)
+        ("gbdt", True, True),  # tree ranker: numpy features + a compiled forward
+        ("onepiece", True, False),  # a transformer forward keeps its thread
+        ("gbdt", False, True),  # shipped but refused by the gate
     ],
 )
-def test_which_work_runs_on_the_loop(kind: str | None, use_ranker: bool, cached: bool, on_loop: bool) -> None:
-    history = UserHistory.empty()
+def test_which_work_runs_on_the_loop(kind: str | None, use_ranker: bool, on_loop: bool) -> None:
     pipeline = ServedPipeline(
         CandidateGenerator([], MergeConfig((), (), (), total=1)),
         None if kind is None else _Ranker(kind),  # type: ignore[arg-type]
         use_ranker,
     )
-    resolved = UserVector(np.zeros(2, np.float32), "cache", history) if cached else None
-    lookup = VectorLookup(None, history, [], resolved)
-    assert recommend_module.runs_on_the_loop(pipeline, lookup) is on_loop
+    assert recommend_module.runs_on_the_loop(pipeline) is on_loop
