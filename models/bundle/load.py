@@ -140,7 +140,8 @@ class Bundle:
     def load(cls, path: str | Path, ranker_backend: str = "eager", threads: int = 1) -> Bundle:
         """Verifies and loads a bundle directory (weights only, no pickled code).
 
-        ranker_backend/threads: how the ranker scores one request (``models.ranker.serving.load_ranker``)."""
+        ranker_backend/threads: how the ranker scores one request (``models.ranker.serving.load_ranker``)
+        and how the encoder encodes one user (``models.encoder.compiled``); ``eager``: plain PyTorch."""
         from models.encoder.serving import load_user_encoder
 
         path = Path(path)
@@ -157,6 +158,8 @@ class Bundle:
         }
         index = ItemIndex.load(path / str(files["index"])) if files.get("index") else None
         encoder = load_user_encoder(path / str(files["encoder"])) if files.get("encoder") else None
+        if encoder is not None and ranker_backend != "eager":
+            encoder.export(ranker_backend, threads)  # the online path's one-user forward
         ranker = None
         if files.get("ranker"):
             ranker = load_any_ranker(path / str(files["ranker"]), ranker_backend, threads)

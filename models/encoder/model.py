@@ -155,11 +155,18 @@ class RetrievalEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens: padded fields [B, T] (layout.TOKEN_FIELDS); user_features: [B, F].
         Returns (hidden states [B, T, d] with padding rows zero, auxiliary loss scalar)."""
+        return self.contextualise(self.embed(tokens, user_features), tokens)
+
+    def contextualise(
+        self, x: torch.Tensor, tokens: dict[str, torch.Tensor], mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The blocks over embedded tokens x [B, T, d]; ``tokens`` needs ``tok_type``, ``sess``, ``ts`` and
+        ``query_ts`` [B, T] (what the masks, time buckets and rotary angles read). -> as ``forward``."""
         tok_type = tokens["tok_type"]
         valid = (tok_type > 0).unsqueeze(-1)
         use_sessions = self.config.is_session and not self.config.folded
-        mask = session_mask(tokens["sess"], tok_type) if use_sessions else causal_mask(tok_type)
-        x = self.embed(tokens, user_features)
+        if mask is None:
+            mask = session_mask(tokens["sess"], tok_type) if use_sessions else causal_mask(tok_type)
         is_context = tok_type == CONTEXT_TOKEN
         aux = x.new_zeros(())
         # per-pair time buckets and rotary angles depend on the layout only: once for all blocks

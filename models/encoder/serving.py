@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from models.encoder.config import EncoderConfig
 from models.encoder.layout import build_layout, pad_jagged, stack_layouts
 from models.encoder.model import RetrievalEncoder, last_query_rows, to_tensors
 from models.types import RequestContext, UserHistory
+
+if TYPE_CHECKING:
+    from models.encoder.compiled import ExportedQuery
 
 ENCODER_FILE = "encoder.pt"
 
@@ -80,8 +83,18 @@ class TorchUserEncoder:
         self.version = version
         self.dim = model.config.dim
         self._item_vectors: np.ndarray | None = None
+        self.exported: ExportedQuery | None = None
+
+    def export(self, backend: str = "auto", threads: int = 1) -> None:
+        """One user at a time is encoded through the exported blocks from now on (``models.encoder.
+        compiled``: a request's online vector); batches keep the eager forward."""
+        from models.encoder.compiled import ExportedQuery
+
+        self.exported = ExportedQuery(self.model, self.item_category, backend, threads)
 
     def encode(self, histories: list[UserHistory], contexts: list[RequestContext]) -> np.ndarray:
+        if self.exported is not None and len(histories) == 1:
+            return self.exported.vector(histories[0], contexts[0])[None, :]
         return encode_histories(self.model, self.item_category, histories, contexts)
 
     def item_vectors(self) -> np.ndarray:
