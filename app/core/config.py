@@ -105,8 +105,9 @@ class Settings(BaseSettings):
     )
     ranker_backend: Literal["auto", "onnxruntime", "torchscript", "eager"] = Field(
         default="auto",
-        description="how one request's ranker forward runs: an exported fixed-shape copy (auto = "
-        "onnxruntime when installed, else torchscript) or eager PyTorch",
+        description="how one request's model work runs (the ranker's forward, one user's encoder blocks, "
+        "a GBDT's trees): exported / compiled copies (auto = onnxruntime when installed, else "
+        "torchscript; lleaves for trees) or eager PyTorch and LightGBM",
     )
 
     index_backend: Literal["faiss", "milvus"] = Field(
