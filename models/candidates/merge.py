@@ -166,8 +166,8 @@ def merge_lists(
 def standardised(scores: np.ndarray) -> np.ndarray:
     """[N, S] -> each column minus its mean, over its standard deviation (a constant column -> 0)."""
     scores = np.asarray(scores, dtype=np.float64)
-    spread = scores.std(axis=0, keepdims=True)
     centred = scores - scores.mean(axis=0, keepdims=True)
+    spread = np.sqrt((centred * centred).mean(axis=0, keepdims=True))  # np.std's arithmetic, one mean less
     return np.where(spread > 0, centred / np.maximum(spread, 1e-12), 0.0)
 
 
