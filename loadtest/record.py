@@ -101,7 +101,7 @@ def append(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
-def _commit() -> str | None:
+def checkout_commit() -> str | None:
     """The checkout's short commit (None outside a git checkout)."""
     import subprocess
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         list(os.getloadavg()),
         args.budget_p99_ms,
     )
-    record["commit"] = _commit()
+    record["commit"] = checkout_commit()
     append(args.out, record)
     verdict = "within" if record["within_budget"] else "OVER"
     print(

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from loadtest.record import BUDGET_P99_MS, append, make_record, served_bundle, stats_rows
+from loadtest.record import BUDGET_P99_MS, append, checkout_commit, make_record, served_bundle, stats_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             record = make_record(
                 stats, users, args.seconds, f"{args.setup}-steps", bundle, before, list(os.getloadavg())
             )
+            record["commit"] = checkout_commit()
             records = append(args.out, record)
             print(
                 f"{args.setup} {users} users: {record['achieved_rps']:.0f} req/s, p50 {record['p50_ms']} ms, "

@@ -92,3 +92,12 @@ def test_the_saturation_series_keep_each_setups_latest_run_and_plot(tmp_path: Pa
     png = tmp_path / "saturation.png"
     steps.plot(records, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_checkout_commit_is_a_short_hash_here_and_none_outside_git(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = record.checkout_commit()
+    assert commit is not None and len(commit) >= 7 and all(c in "0123456789abcdef" for c in commit)
+    monkeypatch.chdir(tmp_path)  # not a checkout
+    assert record.checkout_commit() is None
