@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
 import threading
 import warnings
 from collections.abc import Callable, Hashable, Sequence
@@ -75,6 +76,12 @@ def _onnx_session(
         return torch.from_numpy(session.run(None, feed)[0])
 
     return run
+
+
+def padded_size(count: int, multiple: int) -> int:
+    """``count`` rounded up to a multiple of ``multiple`` (at least one multiple): the shapes an exported
+    forward is built for, so a few exports serve every size."""
+    return max(1, math.ceil(count / multiple)) * multiple
 
 
 class ShapeCache:

@@ -12,16 +12,13 @@ within 2e-7 of the eager ones (tests/models/encoder/test_compiled.py checks both
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
 from models.encoder.layout import build_layout, pad_jagged, stack_layouts
-from models.encoder.masks import causal_mask, session_mask
 from models.encoder.model import RetrievalEncoder, to_tensors
-from models.export import ShapeCache
+from models.export import ShapeCache, padded_size
 from models.types import RequestContext, UserHistory
 
 _NAMES = ("x", "tok_type", "sess", "ts", "query_ts", "last", "mask")
@@ -71,7 +68,7 @@ class ExportedQuery:
         self._head = _QueryHead(self.model)
 
     def padded_length(self, length: int) -> int:
-        return max(1, math.ceil(length / self.pad_multiple)) * self.pad_multiple
+        return padded_size(length, self.pad_multiple)
 
     def vector(self, history: UserHistory, context: RequestContext) -> np.ndarray:
         """[d] float32 unit vector, as ``encode_histories`` gives for this one user (zeros for an empty
@@ -85,11 +82,8 @@ class ExportedQuery:
         tokens = to_tensors(pad_jagged(jagged, self.padded_length(length)))
         with torch.inference_mode():
             x = self.model.embed(tokens, torch.as_tensor(jagged.user_features))
-            use_sessions = config.is_session and not config.folded
-            tok_type = tokens["tok_type"]
-            mask = session_mask(tokens["sess"], tok_type) if use_sessions else causal_mask(tok_type)
-            inputs = [x, tok_type, tokens["sess"], tokens["ts"], tokens["query_ts"]]
-            inputs += [torch.tensor([length - 1]), mask]
+            inputs = [x, tokens["tok_type"], tokens["sess"], tokens["ts"], tokens["query_ts"]]
+            inputs += [torch.tensor([length - 1]), self.model.attention_mask(tokens)]
             forward = self.exports.get(x.shape[1], lambda: self._head, inputs, _NAMES)
             return forward(inputs)[0].float().numpy()
 

@@ -164,9 +164,8 @@ class RetrievalEncoder(nn.Module):
         ``query_ts`` [B, T] (what the masks, time buckets and rotary angles read). -> as ``forward``."""
         tok_type = tokens["tok_type"]
         valid = (tok_type > 0).unsqueeze(-1)
-        use_sessions = self.config.is_session and not self.config.folded
         if mask is None:
-            mask = session_mask(tokens["sess"], tok_type) if use_sessions else causal_mask(tok_type)
+            mask = self.attention_mask(tokens)
         is_context = tok_type == CONTEXT_TOKEN
         aux = x.new_zeros(())
         # per-pair time buckets and rotary angles depend on the layout only: once for all blocks
@@ -188,6 +187,13 @@ class RetrievalEncoder(nn.Module):
                 aux = aux + block_aux
             x = x * valid
         return self.final_norm(x) * valid, aux * self.config.moe_aux_weight
+
+    def attention_mask(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, T, T] bool: the session-wise mask for session layouts, else causal (tokens: ``tok_type`` and
+        ``sess`` [B, T])."""
+        if self.config.is_session and not self.config.folded:
+            return session_mask(tokens["sess"], tokens["tok_type"])
+        return causal_mask(tokens["tok_type"])
 
     def query_vectors(self, hidden: torch.Tensor, head: int = 0) -> torch.Tensor:
         """hidden: [P, d] rows of ``forward``'s output -> unit query vectors [P, d]."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.export import ShapeCache
+from models.export import ShapeCache, padded_size
 from models.ranker.grouping import group_layout
 from models.ranker.model import OnePieceRanker
 from models.ranker.tokens import RankerBatch
@@ -119,7 +119,7 @@ class StaticRankerForward:
         self.pad_multiple = pad_multiple
 
     def padded_size(self, num_candidates: int) -> int:
-        return max(1, math.ceil(num_candidates / self.pad_multiple)) * self.pad_multiple
+        return padded_size(num_candidates, self.pad_multiple)
 
     def task_logits(self, batch: RankerBatch) -> torch.Tensor:
         """batch of one request with N candidates -> task logits [1, num_tasks, N] (as ``model(batch)``)."""

@@ -29,6 +29,7 @@ from tests.faults.harness import Service, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MEASURED = ROOT / "var" / "scale"
+DATA_DIR = ROOT.parent / "shared" / "data"  # the shipped data beside the checkout (make's DATA_DIR)
 ADMIN_KEY = "scale-admin"
 READY_TIMEOUT_S = 120.0
 
@@ -57,6 +58,15 @@ def write_measurement(name: str, result: dict[str, Any], command: str, out_dir: 
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({name: record}, indent=1))
     return path
+
+
+def bundle_or_default(bundle: Path | None, data_dir: Path) -> Path:
+    """``bundle``, else the default bundle of ``data_dir`` (built when missing, as ``make serve`` does)."""
+    if bundle is not None:
+        return bundle
+    from models.bundle.default import ensure_default_bundle
+
+    return Path(ensure_default_bundle(data_dir))
 
 
 def small_bundles(root: Path) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.scale.common import MEASURED, ROOT, write_measurement
+from tools.scale.common import DATA_DIR, MEASURED, ROOT, write_measurement
 
 NAME = "ddp"
 WORLD = 2
@@ -97,7 +97,7 @@ def summarise(single: list[dict[str, Any]], ddp: list[dict[str, Any]]) -> dict[s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.scale.ddp", description=__doc__)
     parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args(argv)

@@ -31,7 +31,7 @@ import numpy as np
 from models.index import ItemIndex, set_faiss_threads
 from models.index.tuning import exact_top_k, recall_against
 from tests.milvus_server import milvus_lite_server
-from tools.scale.common import ROOT, write_measurement
+from tools.scale.common import DATA_DIR, bundle_or_default, write_measurement
 
 NAME = "index"
 K = 200
@@ -112,15 +112,11 @@ def synthetic_case(items: int, queries: int) -> tuple[ItemIndex, np.ndarray]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.scale.index_scale", description=__doc__)
     parser.add_argument("--bundle", type=Path, default=None, help="default: the default bundle (built)")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args(argv)
-    bundle = args.bundle
-    if bundle is None:
-        from models.bundle.default import ensure_default_bundle
-
-        bundle = Path(ensure_default_bundle(args.data_dir))
+    bundle = bundle_or_default(args.bundle, args.data_dir)
     section: dict[str, Any] = {"k": K, "setup": "milvus-lite server process; faiss on 1 thread"}
     with (
         tempfile.TemporaryDirectory(prefix="tandem-index-") as root,

@@ -30,7 +30,7 @@ import httpx
 from tests.app.redis_cluster import local_cluster
 from tools.bench.floors import numeric_range
 from tools.bench.service import LoadPoint, Workload, run_wrk, visit_every_user
-from tools.scale.common import ROOT, Api, write_measurement
+from tools.scale.common import DATA_DIR, Api, bundle_or_default, write_measurement
 
 NAME = "replicas"
 CONNECTIONS = 16
@@ -143,18 +143,14 @@ def measure(bundle: Path, args: argparse.Namespace, root: Path) -> dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.scale.replicas", description=__doc__)
     parser.add_argument("--bundle", type=Path, default=None, help="default: the default bundle (built)")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--checks", type=int, default=50)
     parser.add_argument("--checks-only", action="store_true", help="skip the throughput rounds")
     args = parser.parse_args(argv)
-    bundle = args.bundle
-    if bundle is None:
-        from models.bundle.default import ensure_default_bundle
-
-        bundle = Path(ensure_default_bundle(args.data_dir))
+    bundle = bundle_or_default(args.bundle, args.data_dir)
     with tempfile.TemporaryDirectory(prefix="tandem-replicas-") as root:
         section = measure(bundle, args, Path(root))
     command = "python -m tools.scale.replicas " + " ".join(sys.argv[1:] if argv is None else argv)

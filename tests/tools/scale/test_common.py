@@ -40,3 +40,9 @@ def test_the_tampered_copy_has_the_same_size_and_other_bytes(tmp_path: Path) -> 
     assert copy.stat().st_size == original.stat().st_size
     changed = sum(a != b for a, b in zip(original.read_bytes(), copy.read_bytes(), strict=True))
     assert changed == 50
+
+
+def test_a_named_bundle_is_used_as_it_is(tmp_path: Path) -> None:
+    from tools.scale.common import bundle_or_default
+
+    assert bundle_or_default(tmp_path / "mine", tmp_path / "no-data") == tmp_path / "mine"
