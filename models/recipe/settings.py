@@ -128,7 +128,7 @@ class RecipeSettings:
     continue_epochs: int = 1
     threads: int = 1
     # ranker-period targets per user (models.recipe.periods.pipeline_periods); None: the protocol's own
-    # (leave-last-out 10, next-session 4)
+    # (leave-last-out 10, more on a log under 2,000 users: leave_last_out_positions; next-session 4)
     ranker_events: int | None = None
     progress: bool = True
     # keep every source's score of every candidate (validation and test requests) in the outcome, for

@@ -162,12 +162,18 @@ def test_the_merge_kept_is_never_below_its_best_single_source(
     assert len(singles) == len(outcome.merge.sources)
     assert outcome.valid["merge_kept_NDCG@10"] >= max(singles.values())
 
-    # a tuning that lands on the untuned equal weights (as weights tuned on other fits can): the guard
-    # serves the best source alone instead
-    def untuned(lists, task, rows, base, union_scores=None):  # type: ignore[no-untyped-def]
-        return base, stage.merge_ndcg(lists, task, rows, base, union_scores)
+    # a tuning that lands on poor weights (all on the weakest source, as weights tuned on other fits can
+    # be poor): the guard serves the best source alone instead
+    def weakest(lists, task, rows, base, union_scores=None):  # type: ignore[no-untyped-def]
+        alone = [
+            replace(base, weights=tuple(float(i == j) for j in range(len(base.sources))))
+            for i in range(len(base.sources))
+        ]
+        scored = [(stage.merge_ndcg(lists, task, rows, c, union_scores), c) for c in alone]
+        value, config = min(scored, key=lambda pair: pair[0])
+        return config, value
 
-    monkeypatch.setattr(stage, "tune_weights", untuned)
+    monkeypatch.setattr(stage, "tune_weights", weakest)
     outcome = run_seed(dataset, periods, 0, replace(FAST, rankers=()))
     singles = {k: v for k, v in outcome.valid.items() if k.startswith("merge_only_")}
     best = max(singles, key=lambda k: singles[k])
@@ -346,7 +352,7 @@ def test_a_ranker_reorders_the_merged_list_it_is_served_on(dataset: Dataset, sig
     from models.candidates.served import ServedPipeline
     from models.recipe.lists import candidate_requests, list_values, served_on_rows
 
-    task = pipeline_periods(dataset, "leave-last-out").ranker
+    task = pipeline_periods(dataset, "leave-last-out", ranker_events=10).ranker  # leaves items untargeted
     targets = {int(t) for t in task.targets[task.target_mask].tolist()}
     fillers = np.asarray([i for i in range(2, dataset.num_items) if i not in targets][:9], dtype=np.int64)
     merged = []
