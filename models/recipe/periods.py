@@ -127,15 +127,16 @@ def _ranker_pool(dataset: Dataset, split: Split, user_share: float) -> np.ndarra
 
 
 RANKER_REQUESTS = 20_000  # leave-last-out: the ranker period aims at about this many requests ...
-RANKER_POSITIONS = (10, 30)  # ... with this many targets per user at least and at most
+RANKER_POSITIONS = (20, 30)  # ... with this many targets per user at least and at most
 
 
 def leave_last_out_positions(users: int) -> int:
-    """Ranker-period targets per user on leave-last-out when the settings name none: 10 where a log has
-    2,000 users or more; a smaller log takes more of each user's last events (up to 30) so that the
-    ranker trains on, and the gate judges, about ``RANKER_REQUESTS`` requests. ML-100K (943 users, 10
-    positions) gave the GBDT ~5,400 training requests, stopped it after 21-98 rounds on validation noise
-    and left the gate 1,880 requests, too few to pass a +2.6% gain (docs/pipeline.md)."""
+    """Ranker-period targets per user on leave-last-out when the settings name none: 20 where a log has
+    1,000 users or more; a smaller log takes more of each user's last events (up to 30) so that the
+    ranker trains on, and the gate judges, about ``RANKER_REQUESTS`` requests (ML-100K, 943 users: 22).
+    With 10 the GBDT of ML-100K trained on ~5,400 requests, stopped after 21-98 rounds on validation
+    noise and left the gate 1,880 requests, too few to pass a +2.6% gain; ML-1M's (2,998 users) gained
+    more from 20 than the encoder lost (docs/pipeline.md, "Periods of the replay")."""
     low, high = RANKER_POSITIONS
     return int(np.clip(-(-RANKER_REQUESTS // max(users, 1)), low, high))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-RECIPE = "served-pipeline-13"
+RECIPE = "served-pipeline-14"
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
@@ -128,7 +128,7 @@ class RecipeSettings:
     continue_epochs: int = 1
     threads: int = 1
     # ranker-period targets per user (models.recipe.periods.pipeline_periods); None: the protocol's own
-    # (leave-last-out 10, more on a log under 2,000 users: leave_last_out_positions; next-session 4)
+    # (leave-last-out 20, more on a log under 1,000 users: leave_last_out_positions; next-session 4)
     ranker_events: int | None = None
     progress: bool = True
     # keep every source's score of every candidate (validation and test requests) in the outcome, for

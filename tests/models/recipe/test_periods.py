@@ -19,10 +19,11 @@ def dataset() -> Dataset:
     return generate_synthetic(TINY)
 
 
-def test_a_large_log_keeps_ten_positions_and_a_small_one_takes_more_up_to_the_cap() -> None:
+def test_a_large_log_takes_the_least_positions_and_a_small_one_more_up_to_the_cap() -> None:
     low, high = RANKER_POSITIONS
-    assert leave_last_out_positions(3_000) == low  # ML-1M's subset: unchanged
+    assert leave_last_out_positions(3_000) == low  # ML-1M's subset
     assert leave_last_out_positions(RANKER_REQUESTS // low) == low
+    assert leave_last_out_positions(RANKER_REQUESTS // low - 10) == low + 1
     assert leave_last_out_positions(943) == 22  # ML-100K: 20,000 / 943 rounded up
     assert leave_last_out_positions(50) == high
     assert leave_last_out_positions(0) == high
