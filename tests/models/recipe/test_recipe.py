@@ -165,10 +165,7 @@ def test_the_merge_kept_is_never_below_its_best_single_source(
     # a tuning that lands on poor weights (all on the weakest source, as weights tuned on other fits can
     # be poor): the guard serves the best source alone instead
     def weakest(lists, task, rows, base, union_scores=None):  # type: ignore[no-untyped-def]
-        alone = [
-            replace(base, weights=tuple(float(i == j) for j in range(len(base.sources))))
-            for i in range(len(base.sources))
-        ]
+        alone = [stage.single_source(base, column, base.fusion) for column in range(len(base.sources))]
         scored = [(stage.merge_ndcg(lists, task, rows, c, union_scores), c) for c in alone]
         value, config = min(scored, key=lambda pair: pair[0])
         return config, value
