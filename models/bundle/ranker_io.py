@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 GBDT_DIR = "ranker/gbdt"
 GBDT_MODEL = "model.txt"
 GBDT_SETTINGS = "settings.json"
@@ -29,7 +31,9 @@ def save_any_ranker(ranker: Any, directory: Path) -> str:
         target.mkdir(parents=True, exist_ok=True)
         ranker.ranker.save(target / GBDT_MODEL)
         save_feature_state(ranker.state, target)
-        settings = {"kind": "gbdt", "depth": ranker.depth, "sha256": ranker.ranker.sha256}
+        settings: dict[str, Any] = {"kind": "gbdt", "depth": ranker.depth, "sha256": ranker.ranker.sha256}
+        if ranker.columns is not None:  # a feature set without some groups: the columns it reads
+            settings["columns"] = ranker.columns.tolist()
         (target / GBDT_SETTINGS).write_text(json.dumps(settings) + "\n", encoding="utf-8")
         return GBDT_DIR
     if isinstance(ranker, FeaturedOnePiece):
@@ -68,4 +72,7 @@ def load_any_ranker(path: Path, backend: str = "eager", threads: int = 1) -> Any
     model = GbdtRanker.load(path / GBDT_MODEL, settings["sha256"])
     if backend != "eager":
         model.compile()
-    return MergedReranker(model, load_feature_state(path), depth)
+    columns = settings.get("columns")
+    if columns is not None:
+        columns = np.asarray(columns, dtype=np.int64)
+    return MergedReranker(model, load_feature_state(path), depth, columns)

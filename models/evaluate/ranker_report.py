@@ -7,6 +7,7 @@ order's NDCG@10 and served by the gate in every seed; elsewhere never below the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,18 @@ RANKER_ROWS = ("ranker_gbdt", "ranker_onepiece")
 ABLATION_ROWS = ("gbdt_no_context", "gbdt_no_side", "gbdt_sources_only")
 
 
+def trained_ranker_rows(rows: Iterable[str]) -> list[str]:
+    """The rows of every trained ranker (``ranker_gbdt``, ``ranker_gbdt_<feature set>``,
+    ``ranker_onepiece``), not the served one (``ranker_over_merged``)."""
+    return [r for r in rows if r.startswith("ranker_") and r != "ranker_over_merged"]
+
+
 def ranker_intervals(per_request: dict[str, list[np.ndarray]]) -> dict[str, RatioInterval]:
     """Paired bootstrap intervals (over test requests, seeds averaged per request) of each ranker's order
     over the merged order: keys ``<row>_over_merged`` for the rankers present in every seed."""
     merged = per_request["merged"]
     out = {}
-    for row in RANKER_ROWS:
+    for row in trained_ranker_rows(per_request):
         values = per_request.get(row, [])
         if len(values) == len(merged):
             out[f"{row}_over_merged"] = paired_ratio_interval(np.stack(values), np.stack(merged))
@@ -64,9 +71,10 @@ def ranker_targets(
 def ranker_notes(targets: dict[str, dict[str, Any]], intervals: dict[str, RatioInterval]) -> list[str]:
     served = targets["served_ranker_over_merged"]
     lines = [
-        f"{row.removeprefix('ranker_')} over merged / merged, NDCG@10: {intervals[key].text()}."
-        for row in RANKER_ROWS
-        if (key := f"{row}_over_merged") in intervals
+        f"{key.removeprefix('ranker_').removesuffix('_over_merged')} over merged / merged, NDCG@10: "
+        f"{interval.text()}."
+        for key, interval in intervals.items()
+        if key.startswith("ranker_") and key != "ranker_over_merged"
     ]
     verdict = "met" if served["met"] else f"missed by {served['target'] - served['value']:.3f}"
     lines.append(

@@ -95,8 +95,12 @@ def replay(
             else served_items(ServedPipeline(generator, other), requests, merged)
         )
         kinds[f"ranker_{kind}"] = "ranker"
+    scored = {id(other): f"ranker_{kind}" for kind, other in (rankers or {}).items()}
     for name, ablated in (ablations or {}).items():
-        rows[name] = served_items(ServedPipeline(generator, ablated), requests, merged)
+        same = scored.get(id(ablated))  # a feature set the gate was offered: its ranker row already
+        rows[name] = (
+            rows[same] if same else served_items(ServedPipeline(generator, ablated), requests, merged)
+        )
         kinds[name] = "ablation"
     rows["pipeline"] = served_items(served, requests, merged)
     kinds["pipeline"] = "pipeline"

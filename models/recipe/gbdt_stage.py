@@ -94,17 +94,32 @@ def gbdt_config(settings: RecipeSettings, seed: int) -> GbdtConfig:
     )
 
 
+def gbdt_kind(feature_set: str) -> str:
+    """The gate's name of the GBDT on ``feature_set`` (``models.candidates.features.ABLATIONS``): ``gbdt``
+    for all features, else ``gbdt_<feature_set>`` (its report row: ``ranker_<kind>``)."""
+    return "gbdt" if feature_set == "all" else f"gbdt_{feature_set}"
+
+
 @dataclass
-class GbdtStage:
-    """reranker: the model cut at the checkpoint validation picks; epoch_values [C, V]: NDCG@10 of every
-    validation request's served list at each checkpoint (what the gate cross-fits); checkpoints [C]: round
-    counts; info: numbers for the manifest; ablations: by name (``models.candidates.features.ABLATIONS``),
-    the same training on a subset of the features, early-stopped by LightGBM (the reports' ablation rows)."""
+class GbdtModel:
+    """One GBDT offered to the gate. reranker: the model cut at the checkpoint validation picks;
+    epoch_values [C, V]: NDCG@10 of every validation request's served list at each checkpoint (what the gate
+    cross-fits); checkpoints [C]: round counts; info: numbers for the manifest."""
 
     reranker: MergedReranker
     epoch_values: np.ndarray
     checkpoints: list[int]
     info: dict[str, Any]
+
+
+@dataclass
+class GbdtStage:
+    """models: by gate kind (``gbdt_kind``), the GBDT on each of ``settings.gbdt_feature_sets``, all from
+    the same requests and rows; ablations: by name (``models.candidates.features.ABLATIONS``), the same
+    training on a subset of the features, early-stopped by LightGBM (the reports' ablation rows; a feature
+    set the gate is offered is not trained twice: its model is the row)."""
+
+    models: dict[str, GbdtModel]
     ablations: dict[str, MergedReranker] = field(default_factory=dict)
 
 
@@ -120,14 +135,65 @@ def train_gbdt_stage(
     serve_state: FeatureState,
 ) -> GbdtStage:
     """states [len(task)]: each request's feature state (its fit's); serve_state: the state the returned
-    reranker holds until the recipe refits it. -> the trained stage."""
-    names = feature_names(merged[0].sources)
+    rerankers hold until the recipe refits them. -> the trained stage."""
+    sources = merged[0].sources
+    names = feature_names(sources)
     depth, progress = settings.gbdt_depth, settings.progress
     train = query_rows(task, requests, merged, states, train_rows, depth, progress)
     train = train.select(train.found)
     valid = query_rows(task, requests, merged, states, valid_rows, depth, progress)
     config = gbdt_config(settings, seed)
-    full, info = train_gbdt(train, valid.select(valid.found), names, config, keep_all=True)
+    models = {}
+    for feature_set in settings.gbdt_feature_sets or ("all",):
+        columns = None if feature_set == "all" else ablation_columns(sources, feature_set)
+        models[gbdt_kind(feature_set)] = _checkpointed_gbdt(
+            task, merged, train, valid, names, columns, settings, config, serve_state
+        )
+    ablations = {}
+    if seed < settings.gbdt_ablation_seeds:
+        summary = models["gbdt"].info if "gbdt" in models else {}
+        for ablation in settings.gbdt_ablations:
+            columns = ablation_columns(sources, ablation)
+            offered = models.get(gbdt_kind(ablation))
+            if offered is not None:
+                ablations[ablation] = offered.reranker
+                summary[f"ablation_{ablation}"] = {
+                    "features": len(columns),
+                    "rounds_kept": offered.info["rounds_kept"],
+                }
+                continue
+            model, ablated = train_gbdt(
+                train.columns(columns),
+                valid.select(valid.found).columns(columns),
+                [names[i] for i in columns],
+                config,
+            )
+            ablations[ablation] = MergedReranker(model, serve_state, depth, columns)
+            summary[f"ablation_{ablation}"] = {
+                "features": len(columns),
+                "rounds_kept": ablated.best_iteration,
+            }
+    return GbdtStage(models, ablations)
+
+
+def _checkpointed_gbdt(
+    task: EvalTask,
+    merged: list[MergedCandidates],
+    train: QueryRows,
+    valid: QueryRows,
+    names: tuple[str, ...],
+    columns: np.ndarray | None,
+    settings: RecipeSettings,
+    config: GbdtConfig,
+    serve_state: FeatureState,
+) -> GbdtModel:
+    """The GBDT on the feature ``columns`` [F_k] (None: all), early-stopped by LightGBM on the validation
+    requests with a target in their head, then cut at the checkpoint whose served lists score best on every
+    validation request."""
+    if columns is not None:
+        train, valid = train.columns(columns), valid.columns(columns)
+        names = tuple(names[i] for i in columns.tolist())
+    full, info = train_gbdt(train, valid.select(valid.found), list(names), config, keep_all=True)
     step = max(1, settings.gbdt_checkpoint_rounds)
     checkpoints = sorted({*range(step, info.rounds_run + 1, step), info.best_iteration, info.rounds_run})
     staged = full.staged_scores(valid.features, checkpoints)
@@ -146,24 +212,10 @@ def train_gbdt_stage(
         "rounds_kept": best,
         "config": asdict(config),
         "top_gain": chosen.gain_shares(10),
+        "checkpoints": checkpoints,
     }
-    reranker = MergedReranker(chosen, serve_state, settings.gbdt_depth)
-    ablations = {}
-    if seed < settings.gbdt_ablation_seeds:
-        for ablation in settings.gbdt_ablations:
-            columns = ablation_columns(merged[0].sources, ablation)
-            model, ablated = train_gbdt(
-                train.columns(columns),
-                valid.select(valid.found).columns(columns),
-                [names[i] for i in columns],
-                config,
-            )
-            ablations[ablation] = MergedReranker(model, serve_state, settings.gbdt_depth, columns)
-            summary[f"ablation_{ablation}"] = {
-                "features": len(columns),
-                "rounds_kept": ablated.best_iteration,
-            }
-    return GbdtStage(reranker, epoch_values, checkpoints, summary, ablations)
+    reranker = MergedReranker(chosen, serve_state, settings.gbdt_depth, columns)
+    return GbdtModel(reranker, epoch_values, checkpoints, summary)
 
 
 def served_ndcg(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-RECIPE = "served-pipeline-14"
+RECIPE = "served-pipeline-15"
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCORE_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights of standardised scores (score fusion)
@@ -90,6 +90,11 @@ class RecipeSettings:
     gbdt_max_rounds: int = 1500
     gbdt_patience: int = 100  # rounds without a better validation NDCG@10 before LightGBM stops
     gbdt_checkpoint_rounds: int = 25  # the gate judges the model cut every this-many rounds
+    # the GBDT's feature sets offered to the gate (names of models.candidates.features.ABLATIONS), one model
+    # each on the same requests, the gate keeping the best cross-fitted one. Without side information
+    # ML-100K's GBDT beat all features on the test in two replays (1.067 vs 1.035, 1.106 vs 1.080 of the
+    # merged order, seed 0) and ML-1M's lost (1.071 vs 1.121): validation decides per log
+    gbdt_feature_sets: tuple[str, ...] = ("all", "no_side")
     # feature ablations trained beside the GBDT (names of models.candidates.features.ABLATIONS) for the
     # reports, in the first this-many seeds; the bundle never serves them
     gbdt_ablations: tuple[str, ...] = ("no_context", "no_side", "sources_only")
@@ -139,6 +144,11 @@ class RecipeSettings:
         unknown = sorted(set(self.rankers) - set(RANKERS))
         if unknown:
             raise ValueError(f"unknown ranker(s) {unknown}; expected some of {list(RANKERS)}")
+        from models.candidates.features import ABLATIONS
+
+        unknown = sorted((set(self.gbdt_feature_sets) | set(self.gbdt_ablations)) - set(ABLATIONS))
+        if unknown:
+            raise ValueError(f"unknown GBDT feature set(s) {unknown}; expected some of {list(ABLATIONS)}")
 
     @classmethod
     def full(cls, **changes: Any) -> RecipeSettings:

@@ -181,8 +181,9 @@ def train_pipeline(
         stage = train_gbdt_stage(
             task, requests, merged, states, trainable, valid_rows, settings, seed, fitted[0]
         )
-        training["gbdt"] = {**stage.info, "checkpoints": stage.checkpoints}
-        candidates["gbdt"] = RankerCandidate(stage.reranker, stage.epoch_values, None)
+        for name, model in stage.models.items():
+            training[name] = model.info
+            candidates[name] = RankerCandidate(model.reranker, model.epoch_values, None)
         ablations = {f"gbdt_{name}": ranker for name, ranker in stage.ablations.items()}
         seconds["ranker_gbdt"] = time.perf_counter() - started
     if trains and "onepiece" in settings.rankers:

@@ -43,7 +43,9 @@ class TrainedPipeline:
     index: Any | None = None  # models.index.ItemIndex over the encoder's item vectors
     ranker: CandidateRanker | MergedRanker | None = None
     ranker_served: bool = False
-    ranker_kind: str | None = None  # "gbdt" or "onepiece": which ranker ``ranker`` is
+    # which ranker ``ranker`` is: "gbdt", "gbdt_<feature set>" (models.recipe.gbdt_stage.gbdt_kind) or
+    # "onepiece"
+    ranker_kind: str | None = None
     # the rankers trained beside it that the gate did not keep, by kind (the replay reports them)
     other_rankers: dict[str, Any] = field(default_factory=dict)
     # feature ablations of the GBDT by name ("gbdt_no_context", ...): report rows only, never served

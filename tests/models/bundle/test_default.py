@@ -9,6 +9,7 @@ from models.bundle.format import Manifest
 from models.bundle.load import Bundle
 from models.bundle.replay import replay_bundle
 from models.data.schema import FIRST_REAL_ID, Dataset
+from models.evaluate.ranker_report import trained_ranker_rows
 from models.recipe.periods import pipeline_periods
 from tests.models.bundle.conftest import TINY_RECIPE
 
@@ -58,8 +59,10 @@ def test_replaying_the_default_bundle_from_disk_gives_its_manifests_offline_metr
     assert kept is not None and f"ranker_{kept}" in replayed.metrics
     # the rankers trained but not shipped (and the GBDT's feature ablations, report rows only) are the only
     # rows the disk cannot give again
-    not_shipped = {f"ranker_{kind}" for kind in ("gbdt", "onepiece") if kind != kept}
-    not_shipped |= {row for row in manifest.offline["test"] if row.startswith("gbdt_")}
+    offline = manifest.offline["test"]
+    not_shipped = {r for r in trained_ranker_rows(offline) if r != f"ranker_{kept}"}
+    not_shipped |= {row for row in offline if row.startswith("gbdt_")}
+    assert "ranker_gbdt" in offline and "ranker_gbdt_no_side" in offline  # both feature sets offered
     assert set(replayed.metrics) == set(manifest.offline["test"]) - not_shipped
     for row, metrics in replayed.metrics.items():
         assert metrics == pytest.approx(manifest.offline["test"][row], abs=1e-9), row

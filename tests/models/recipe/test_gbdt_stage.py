@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 
 from models.candidates.feature_state import StaticInfo
+from models.candidates.features import feature_groups
 from models.candidates.generator import CandidateGenerator
 from models.candidates.merge import MergeConfig
 from models.candidates.served import ServedPipeline
@@ -22,6 +23,8 @@ SETTINGS = replace(
     gbdt_max_rounds=40,
     gbdt_patience=40,
     gbdt_checkpoint_rounds=10,
+    gbdt_feature_sets=("all", "no_side"),
+    gbdt_ablations=("no_side", "sources_only"),
 )
 
 
@@ -48,14 +51,26 @@ def test_the_gbdt_stage_validates_on_the_served_lists_and_keeps_the_best_cut() -
         head = merged[row].take(np.arange(min(len(merged[row]), SETTINGS.gbdt_depth)))
         block = rows.features[rows.group[q] : rows.group[q + 1]]
         np.testing.assert_array_equal(block, request_features(requests[row], head, state))
-    # every checkpoint is judged on every validation request, the kept cut is the best mean ...
-    assert stage.epoch_values.shape == (len(stage.checkpoints), len(valid_rows))
-    kept = stage.checkpoints.index(stage.info["rounds_kept"])
-    means = np.nanmean(stage.epoch_values, axis=1)
-    assert means[kept] == means.max()
-    assert stage.reranker.ranker.num_trees == stage.info["rounds_kept"]
-    # ... and its values are the NDCG@10 of what the served pipeline answers, computed as the test is
-    served = served_on_rows(
-        ServedPipeline(generator, stage.reranker), requests, merged, len(task), valid_rows
-    )
-    np.testing.assert_array_equal(stage.epoch_values[kept], list_values(served, task, valid_rows)["NDCG@10"])
+    # one model per feature set, under the gate's names; the one without side information reads none
+    assert list(stage.models) == ["gbdt", "gbdt_no_side"]
+    groups = feature_groups(merged[0].sources)
+    no_side = stage.models["gbdt_no_side"].reranker.ranker.feature_names
+    assert no_side and all(groups[name] != "side" for name in no_side)
+    assert any(g == "side" for g in groups.values())
+    for model in stage.models.values():
+        # every checkpoint is judged on every validation request, the kept cut is the best mean ...
+        assert model.epoch_values.shape == (len(model.checkpoints), len(valid_rows))
+        kept = model.checkpoints.index(model.info["rounds_kept"])
+        means = np.nanmean(model.epoch_values, axis=1)
+        assert means[kept] == means.max()
+        assert model.reranker.ranker.num_trees == model.info["rounds_kept"]
+        # ... and its values are the NDCG@10 of what the served pipeline answers, computed as the test is
+        served = served_on_rows(
+            ServedPipeline(generator, model.reranker), requests, merged, len(task), valid_rows
+        )
+        np.testing.assert_array_equal(
+            model.epoch_values[kept], list_values(served, task, valid_rows)["NDCG@10"]
+        )
+    # an ablation the gate is offered is that model, not a second training
+    assert stage.ablations["no_side"] is stage.models["gbdt_no_side"].reranker
+    assert stage.ablations["sources_only"].columns is not None

@@ -151,7 +151,8 @@ def test_the_gate_resamples_the_validation_users_not_their_requests(
 
     monkeypatch.setattr(stage, "paired_ratio_interval", spy)
     periods = pipeline_periods(dataset, "leave-last-out", ranker_events=3)
-    outcome = run_seed(dataset, periods, 0, replace(FAST, rankers=("gbdt",), gbdt_ablations=()))
+    settings = replace(FAST, rankers=("gbdt",), gbdt_feature_sets=("all",), gbdt_ablations=())
+    outcome = run_seed(dataset, periods, 0, settings)
     assert len(seen) == 1 and seen[0] is not None
     groups = np.asarray(seen[0])
     assert len(groups) == outcome.valid["gate_requests"]
