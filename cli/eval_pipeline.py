@@ -88,7 +88,11 @@ def run_fusion_stage(
         dataset = load(name, args)
         choices = chosen_defaults(dataset, args)
         periods = pipeline_periods(
-            dataset, choices.protocol.value, settings.ranker_events, exclude_seen=choices.exclude_seen.value
+            dataset,
+            choices.protocol.value,
+            settings.ranker_events,
+            choices.exclude_seen.value,
+            settings.ranker_windows,
         )
         require_test_requests(dataset, choices.protocol.value, periods)
         seeds = []
@@ -130,7 +134,9 @@ def run_bundle_replay(args: argparse.Namespace, load: Any, command: str, out_dir
             f"{args.bundle}: built from other data than the prepared {manifest.dataset!r} here "
             "(fingerprints differ)"
         )
-    periods = pipeline_periods(dataset, serving.protocol, serving.ranker_events, serving.exclude_seen)
+    periods = pipeline_periods(
+        dataset, serving.protocol, serving.ranker_events, serving.exclude_seen, serving.ranker_windows
+    )
     require_test_requests(dataset, serving.protocol, periods)
     result = replay_bundle(bundle, periods.test)
     seed = int(manifest.training.get("seed", 0))

@@ -79,7 +79,9 @@ def train_default(
     for line in choices.lines():
         logger.info("%s: %s", dataset.name, line)
     protocol = choices.protocol.value
-    periods = pipeline_periods(dataset, protocol, settings.ranker_events, choices.exclude_seen.value)
+    periods = pipeline_periods(
+        dataset, protocol, settings.ranker_events, choices.exclude_seen.value, settings.ranker_windows
+    )
     if len(periods.test) == 0:
         raise ValueError(
             f"{dataset.name}: no test requests under {protocol} (users need two or more events): nothing to "

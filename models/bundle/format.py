@@ -56,6 +56,7 @@ class ServingChoice:
     protocol: str | None = None
     ranker_events: int | None = None
     exclude_seen: bool | None = None
+    ranker_windows: int | None = None
 
 
 @dataclass(frozen=True)

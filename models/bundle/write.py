@@ -175,6 +175,7 @@ def write_bundle(
                 recent=trained.recent,
                 protocol=spec.protocol,
                 ranker_events=spec.ranker_events,
+                ranker_windows=spec.ranker_windows,
                 exclude_seen=spec.exclude_seen,
             ),
             files=files,

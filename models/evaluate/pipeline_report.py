@@ -48,7 +48,9 @@ def evaluate_pipeline(
 ) -> EvalReport:
     """``exclude_seen`` None: the protocol's rule. ``notes(test requests, ranker-period requests)``: the
     caller's warnings and choices, kept first in the report's notes."""
-    periods = pipeline_periods(dataset, protocol, settings.ranker_events, exclude_seen=exclude_seen)
+    periods = pipeline_periods(
+        dataset, protocol, settings.ranker_events, exclude_seen, settings.ranker_windows
+    )
     head = [] if notes is None else notes(len(periods.test), len(periods.ranker))
     require_test_requests(dataset, protocol, periods)
     report = EvalReport(

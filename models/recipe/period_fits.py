@@ -11,8 +11,9 @@ does the same offset by offset for the offline experiment). The oldest position'
 itself, which the encoder trains on: the encoder's data ends before every ranker target, so its vectors
 leak none of them (it cannot be refitted per offset).
 
-On next-session the ranker period is a time period after the fit period: one group, fitted on the fit
-period (everything before the period's first session).
+On next-session the ranker period is the validation period and, with ``ranker_windows``, as many windows of
+the same length before it: one group per window, fitted on the training events before the window starts
+(``models.recipe.periods.next_session_periods``); the oldest window's fit is the fit period, the encoder's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def target_positions(event_user: np.ndarray, target_rows: np.ndarray) -> np.ndar
 def fit_masks(dataset: Dataset, periods: PipelinePeriods) -> list[tuple[np.ndarray, np.ndarray]]:
     """-> [(ranker rows [R_g], fitted events [E] bool)], one per group (module docstring), oldest group
     first."""
+    if periods.ranker_fits is not None:
+        return list(periods.ranker_fits)
     task_rows = np.arange(len(periods.ranker))
     targets = periods.ranker_target_rows
     if periods.protocol != "leave-last-out" or len(targets) != len(task_rows) or not len(task_rows):

@@ -18,6 +18,7 @@ replay then skips what needs it and says so, it does not fail.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,9 @@ class PipelinePeriods:
     # [E] bool: what the sources are refitted on (and the encoder continues on) before the test: the fit
     # and ranker periods together, everything before the test targets; None = the fit period only
     refit: np.ndarray | None = None
+    # next-session with earlier windows: per window, oldest first, its requests (ranker rows [R_w]) and the
+    # events its sources are fitted on [E] bool (models.recipe.period_fits); None = one group on ``fit``
+    ranker_fits: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def fit_events(self, dataset: Dataset) -> EventTable:
         return dataset.events.take(self.fit)
@@ -181,37 +185,94 @@ def leave_last_out_periods(
     )
 
 
+NEXT_SESSION_WINDOWS = 2  # next-session: earlier windows of ranker requests when the settings name none
+
+
+@dataclass
+class _SessionRequests:
+    """Ranker requests gathered window by window: one entry per request."""
+
+    users: list[int]
+    histories: list[Any]
+    contexts: list[Any]
+    targets: list[np.ndarray]  # distinct items in order of first appearance
+    levels: list[np.ndarray]  # each target's strongest funnel level
+    rows: list[np.ndarray]  # the target events' rows
+
+    def add(self, dataset: Dataset, window: np.ndarray, ranker_events: int, max_history: int) -> None:
+        """Per user, the first ``ranker_events`` sessions that start inside ``window`` [E] bool after the
+        user's first event; a session's targets are its events inside the window."""
+        events = dataset.events
+        offsets = events.user_offsets(dataset.num_users)
+        for user in np.flatnonzero(np.diff(offsets)).tolist():
+            lo, hi = int(offsets[user]), int(offsets[user + 1])
+            sessions, inside_window = events.session[lo:hi], window[lo:hi]
+            starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
+            inside = starts[inside_window[starts] & (starts > 0)]
+            for start in inside[:ranker_events].tolist():
+                same = (sessions[start:] == sessions[start]) & inside_window[start:]
+                rows = lo + start + np.flatnonzero(same)
+                items = events.item[rows].astype(np.int64)
+                item_levels = dataset.funnel.levels(events.action[rows], events.value[rows]).astype(np.int64)
+                distinct, first = np.unique(items, return_index=True)
+                best = np.zeros(len(distinct), dtype=np.int64)
+                np.maximum.at(best, np.searchsorted(distinct, items), item_levels)
+                order = np.argsort(first)
+                self.users.append(user)
+                self.histories.append(
+                    user_history(dataset, user, max(lo, lo + start - max_history), lo + start)
+                )
+                self.contexts.append(_context(events, lo + start))
+                self.targets.append(distinct[order])
+                self.levels.append(best[order])
+                self.rows.append(rows)
+
+
+def ranker_windows_of(split: Split, timestamp: np.ndarray, windows: int) -> list[np.ndarray]:
+    """The ranker period's windows, oldest first, as [E] bool masks: the validation period, and before it
+    ``windows`` windows of the training period as long as the validation period's time range (a window
+    that holds no training event is dropped)."""
+    if not split.valid.any():
+        return [split.valid]
+    start = int(timestamp[split.valid].min())
+    length = max(int(timestamp[split.valid].max()) - start + 1, 1)
+    out = [split.valid]
+    for k in range(1, windows + 1):
+        window = split.train & (timestamp >= start - k * length) & (timestamp < start - (k - 1) * length)
+        if window.any():
+            out.insert(0, window)
+    return out
+
+
 def next_session_periods(
-    dataset: Dataset, ranker_events: int = 4, max_history: int = 200, exclude_seen: bool = False
+    dataset: Dataset,
+    ranker_events: int = 4,
+    max_history: int = 200,
+    exclude_seen: bool = False,
+    windows: int = 0,
 ) -> PipelinePeriods:
+    """Ranker requests from the validation period and ``windows`` earlier windows of the same length
+    (``ranker_windows_of``); each window's requests are served from a fit on the training events before
+    it (the validation window's: the whole training period), and the fit period, which the encoder trains
+    on, ends where the oldest window starts (``PipelinePeriods.ranker_fits``)."""
     events = dataset.events
     split = protocol_split(events, "next-session", dataset.event_split)
-    offsets = events.user_offsets(dataset.num_users)
-    users, histories, contexts, targets, levels, target_rows = [], [], [], [], [], []
-    for user in np.flatnonzero(np.diff(offsets)).tolist():
-        lo, hi = int(offsets[user]), int(offsets[user + 1])
-        sessions, valid = events.session[lo:hi], split.valid[lo:hi]
-        starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
-        inside = starts[valid[starts] & (starts > 0)]
-        for start in inside[:ranker_events].tolist():
-            rows = lo + start + np.flatnonzero((sessions[start:] == sessions[start]) & valid[start:])
-            items = events.item[rows].astype(np.int64)
-            item_levels = dataset.funnel.levels(events.action[rows], events.value[rows]).astype(np.int64)
-            distinct, first = np.unique(items, return_index=True)
-            best = np.zeros(len(distinct), dtype=np.int64)
-            np.maximum.at(best, np.searchsorted(distinct, items), item_levels)
-            order = np.argsort(first)
-            users.append(user)
-            histories.append(user_history(dataset, user, max(lo, lo + start - max_history), lo + start))
-            contexts.append(_context(events, lo + start))
-            targets.append(distinct[order])
-            levels.append(best[order])
-            target_rows.append(rows)
+    parts = ranker_windows_of(split, events.timestamp, windows)
+    found = _SessionRequests([], [], [], [], [], [])
+    groups: list[tuple[np.ndarray, np.ndarray]] = []
+    for window in parts:
+        first = len(found.users)
+        found.add(dataset, window, ranker_events, max_history)
+        fit = split.train
+        if window is not split.valid:  # an earlier window: the training events before it
+            fit = split.train & (events.timestamp < int(events.timestamp[window].min()))
+        groups.append((np.arange(first, len(found.users), dtype=np.int64), fit))
+    users, histories, targets = found.users, found.histories, found.targets
     width = max((len(t) for t in targets), default=1)
     target_array = np.zeros((len(users), width), dtype=np.int64)
     level_array = np.zeros((len(users), width), dtype=np.int64)
     mask = np.zeros((len(users), width), dtype=bool)
-    for row, (items, item_levels) in enumerate(zip(targets, levels, strict=True)):
+    for row, (items, item_levels) in enumerate(zip(targets, found.levels, strict=True)):
         target_array[row, : len(items)] = items
         level_array[row, : len(items)] = item_levels
         mask[row, : len(items)] = True
@@ -220,7 +281,7 @@ def next_session_periods(
         protocol="next-session",
         users=np.asarray(users, dtype=np.int64),
         histories=histories,
-        contexts=contexts,
+        contexts=found.contexts,
         targets=target_array,
         target_mask=mask,
         exclude=JaggedBatch(
@@ -230,17 +291,30 @@ def next_session_periods(
         ks=(10, 50),
     )
     test = next_session_task(dataset, split, max_history, exclude_seen)
-    rows = np.concatenate(target_rows) if target_rows else np.zeros(0, np.int64)
+    rows = np.concatenate(found.rows) if found.rows else np.zeros(0, np.int64)
     return PipelinePeriods(
-        "next-session", split.train, ranker, level_array, rows, test, exclude_seen, split.trainable
+        "next-session",
+        groups[0][1],
+        ranker,
+        level_array,
+        rows,
+        test,
+        exclude_seen,
+        split.trainable,
+        groups if len(groups) > 1 else None,
     )
 
 
 def pipeline_periods(
-    dataset: Dataset, protocol: str, ranker_events: int | None = None, exclude_seen: bool | None = None
+    dataset: Dataset,
+    protocol: str,
+    ranker_events: int | None = None,
+    exclude_seen: bool | None = None,
+    ranker_windows: int | None = None,
 ) -> PipelinePeriods:
     """``exclude_seen`` None: the protocol's own rule (leave-last-out excludes the history, next-session
-    does not). Leave-last-out on a log of mostly one session per user takes its ranker requests from
+    does not); ``ranker_windows`` (next-session): windows before the validation period that give ranker
+    requests too, None: ``NEXT_SESSION_WINDOWS``. Leave-last-out on a log of mostly one session per user takes its ranker requests from
     ``ANONYMOUS_RANKER_USERS`` of the users, so the fit period keeps whole sessions."""
     if protocol == "leave-last-out":
         exclude = True if exclude_seen is None else exclude_seen
@@ -249,5 +323,6 @@ def pipeline_periods(
         return leave_last_out_periods(dataset, ranker_events, exclude_seen=exclude, ranker_user_share=share)
     if protocol == "next-session":
         exclude = False if exclude_seen is None else exclude_seen
-        return next_session_periods(dataset, ranker_events or 4, exclude_seen=exclude)
+        windows = NEXT_SESSION_WINDOWS if ranker_windows is None else ranker_windows
+        return next_session_periods(dataset, ranker_events or 4, exclude_seen=exclude, windows=windows)
     raise ValueError(f"unknown protocol {protocol!r}")

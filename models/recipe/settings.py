@@ -135,6 +135,10 @@ class RecipeSettings:
     # ranker-period targets per user (models.recipe.periods.pipeline_periods); None: the protocol's own
     # (leave-last-out 20, more on a log under 1,000 users: leave_last_out_positions; next-session 4)
     ranker_events: int | None = None
+    # next-session: windows of the validation period's length before it that give ranker requests too,
+    # each served from a fit on the events before it (models.recipe.periods.next_session_periods); None:
+    # the protocol's own (NEXT_SESSION_WINDOWS). The encoder's data ends where the oldest window starts
+    ranker_windows: int | None = None
     progress: bool = True
     # keep every source's score of every candidate (validation and test requests) in the outcome, for
     # the fusion bound (models.evaluate.fusion_bound); off: it holds [candidates, sources] per request

@@ -238,7 +238,9 @@ def train_pipeline(
     return TrainedPipeline(
         dataset=dataset.name,
         seed=seed,
-        periods=PeriodsSpec(periods.protocol, settings.ranker_events, periods.exclude_seen),
+        periods=PeriodsSpec(
+            periods.protocol, settings.ranker_events, periods.exclude_seen, settings.ranker_windows
+        ),
         sources=sources,
         merge=merge,
         encoder=encoder,

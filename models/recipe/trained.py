@@ -25,6 +25,7 @@ class PeriodsSpec:
     protocol: str
     ranker_events: int | None
     exclude_seen: bool
+    ranker_windows: int | None = None
 
 
 @dataclass
