@@ -314,8 +314,9 @@ def pipeline_periods(
 ) -> PipelinePeriods:
     """``exclude_seen`` None: the protocol's own rule (leave-last-out excludes the history, next-session
     does not); ``ranker_windows`` (next-session): windows before the validation period that give ranker
-    requests too, None: ``NEXT_SESSION_WINDOWS``. Leave-last-out on a log of mostly one session per user takes its ranker requests from
-    ``ANONYMOUS_RANKER_USERS`` of the users, so the fit period keeps whole sessions."""
+    requests too, None: ``NEXT_SESSION_WINDOWS``. Leave-last-out on a log of mostly one session per user
+    takes its ranker requests from ``ANONYMOUS_RANKER_USERS`` of the users, so the fit period keeps whole
+    sessions."""
     if protocol == "leave-last-out":
         exclude = True if exclude_seen is None else exclude_seen
         anonymous = measure_shape(dataset.events).single_session_share >= SINGLE_SESSION_MAJORITY

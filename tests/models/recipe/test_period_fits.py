@@ -3,8 +3,8 @@ import pytest
 
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
 from models.data.schema import Dataset
-from models.recipe.period_fits import fit_masks, target_positions
 from models.data.splits import protocol_split
+from models.recipe.period_fits import fit_masks, target_positions
 from models.recipe.periods import pipeline_periods
 
 TINY = SyntheticConfig(num_users=50, num_items=120, num_events=3_000, num_clusters=5, seed=4)
