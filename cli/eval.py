@@ -166,6 +166,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pipeline: the rankers trained and offered to the gate, of gbdt,onepiece (default: both)",
     )
     parser.add_argument(
+        "--gbdt-feature-sets",
+        default=",".join(PIPELINE_DEFAULTS.gbdt_feature_sets),
+        help="pipeline: the GBDT's feature sets offered to the gate, of all,no_context,no_side,sources_only "
+        f"(default: {','.join(PIPELINE_DEFAULTS.gbdt_feature_sets)})",
+    )
+    parser.add_argument(
+        "--ranker-windows",
+        type=int,
+        default=None,
+        help="pipeline, next-session: windows of the validation period's length before it that give ranker "
+        "requests too (default: the protocol's own, 2)",
+    )
+    parser.add_argument(
         "--ranker-learning-rate",
         "--ranker-lr",
         type=float,

@@ -32,6 +32,8 @@ def settings_from_args(args: argparse.Namespace) -> RecipeSettings:
         ranker_match_features=args.ranker_match_features,
         ranker_candidate_features=args.ranker_candidate_features,
         rankers=tuple(name.strip() for name in args.rankers.split(",") if name.strip()),
+        gbdt_feature_sets=tuple(n.strip() for n in args.gbdt_feature_sets.split(",") if n.strip()),
+        ranker_windows=args.ranker_windows,
         ranker_learning_rate=args.ranker_learning_rate,
         ranker_gate_folds=args.ranker_gate_folds,
         ranker_gate_level=args.ranker_gate_level,

@@ -9,6 +9,7 @@ from cli import eval as cli
 from cli.eval_pipeline import settings_from_args
 from models.bootstrap import RatioInterval
 from models.evaluate.pipeline_report import target_checks, target_notes
+from models.evaluate.ranker_report import trained_ranker_rows
 from models.recipe.settings import RecipeSettings
 
 
@@ -29,6 +30,7 @@ def test_flags_reach_the_settings() -> None:
             *("--ranker-epochs", "7", "--ranker-lr", "0.001"),
             *("--no-refit-before-test", "--merge-fusion", "score", "--ranker-gate-margin", "0.01"),
             *("--sources", "ann, transitions", "--merge-tuning", "valid", "--merge-tuning-requests", "1500"),
+            *("--gbdt-feature-sets", "all,no_context", "--ranker-windows", "3"),
         ]
     )
     expected = replace(
@@ -43,6 +45,8 @@ def test_flags_reach_the_settings() -> None:
         sources=("ann", "transitions"),
         merge_tuning="valid",
         merge_tuning_requests=1500,
+        gbdt_feature_sets=("all", "no_context"),
+        ranker_windows=3,
     )
     assert settings_from_args(args) == expected
 
@@ -114,7 +118,9 @@ def test_a_bundle_is_replayed_from_disk_with_the_numbers_its_manifest_records(
     recorded = manifest["offline"]["test"]
     kept = manifest["serving"]["ranker_kind"]
     # every row but the rankers the bundle does not ship (it ships the one the gate kept)
-    assert set(recorded) - set(report["rows"]) == {f"ranker_{k}" for k in ("gbdt", "onepiece") if k != kept}
+    assert set(recorded) - set(report["rows"]) == {
+        row for row in trained_ranker_rows(recorded) if row != f"ranker_{kept}"
+    }
     for row, metrics in recorded.items():
         if row not in report["rows"]:
             continue

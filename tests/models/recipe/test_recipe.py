@@ -201,6 +201,14 @@ def test_source_choices_are_checked() -> None:
         merge_sources(have, False, ("transitions",))
 
 
+def test_gbdt_feature_sets_are_checked() -> None:
+    assert RecipeSettings(gbdt_feature_sets=("all", "sources_only")).gbdt_feature_sets[1] == "sources_only"
+    with pytest.raises(ValueError, match="unknown GBDT feature set"):
+        RecipeSettings(gbdt_feature_sets=("all", "no_genres"))
+    with pytest.raises(ValueError, match="unknown GBDT feature set"):
+        RecipeSettings(gbdt_ablations=("everything",))
+
+
 def test_the_merge_is_tuned_on_every_ranker_period_request_or_only_the_validation_ones() -> None:
     train, valid = np.arange(0, 80), np.arange(80, 100)
     rng = np.random.default_rng(0)
