@@ -17,6 +17,7 @@ from models.evaluate.ceiling import synthetic_ceiling_lists
 from models.evaluate.ranker_report import (
     ablation_markdown,
     ablation_table,
+    feature_set_notes,
     ranker_intervals,
     ranker_notes,
     ranker_targets,
@@ -143,6 +144,7 @@ def evaluate_pipeline(
     report.extra["targets"] = targets
     report.notes += target_notes(targets)
     report.notes += ranker_notes(rankers, intervals)
+    report.notes += feature_set_notes(decisions)
     top_gain: dict[str, float] = next(
         (d["gbdt"]["top_gain"] for d in decisions if d["gbdt"].get("top_gain")), {}
     )

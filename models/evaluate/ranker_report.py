@@ -92,6 +92,25 @@ def ranker_notes(targets: dict[str, dict[str, Any]], intervals: dict[str, RatioI
     return lines
 
 
+def feature_set_notes(decisions: list[dict[str, Any]]) -> list[str]:
+    """One line: per seed, the cross-fitted validation ratio over the merged order of each GBDT feature set
+    offered to the gate (``gbdt`` = all features), when more than one was."""
+    per_seed = []
+    for decision in decisions:
+        ratios = {
+            key.removesuffix("_gate_ratio"): value
+            for key, value in decision["valid"].items()
+            if key.startswith("gbdt") and key.endswith("_gate_ratio")
+        }
+        if len(ratios) > 1:
+            per_seed.append(
+                f"seed {decision['seed']}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items())
+            )
+    if not per_seed:
+        return []
+    return ["GBDT feature sets on validation (cross-fitted ratio over merged): " + "; ".join(per_seed) + "."]
+
+
 def ablation_table(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The GBDT's ablation on the first seed that trained it: per feature set its test NDCG@10 and ratio to
     that seed's merged order (rows: all, no_context, no_side, sources_only)."""

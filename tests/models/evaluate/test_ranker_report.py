@@ -5,6 +5,7 @@ import numpy as np
 from models.evaluate.ranker_report import (
     ablation_markdown,
     ablation_table,
+    feature_set_notes,
     plot_ablation,
     ranker_intervals,
     ranker_notes,
@@ -60,7 +61,33 @@ def test_the_ablation_table_reads_the_first_seed_that_trained_it(tmp_path: Path)
 
 def test_ranker_intervals_pair_each_ranker_with_the_merged_order() -> None:
     merged = [np.array([0.1, 0.2, 0.3, 0.4])] * 2
-    per_request = {"merged": merged, "ranker_gbdt": [m * 1.5 for m in merged], "ranker_onepiece": merged[:1]}
+    per_request = {
+        "merged": merged,
+        "ranker_over_merged": merged,  # the kept one: its own interval, computed elsewhere
+        "ranker_gbdt": [m * 1.5 for m in merged],
+        "ranker_gbdt_no_side": [m * 1.2 for m in merged],
+        "ranker_onepiece": merged[:1],
+    }
     intervals = ranker_intervals(per_request)
-    assert set(intervals) == {"ranker_gbdt_over_merged"}  # onepiece is missing a seed
+    # every trained ranker present in every seed (onepiece is missing one), each feature set its own
+    assert set(intervals) == {"ranker_gbdt_over_merged", "ranker_gbdt_no_side_over_merged"}
     assert abs(intervals["ranker_gbdt_over_merged"].ratio - 1.5) < 1e-9
+    assert abs(intervals["ranker_gbdt_no_side_over_merged"].ratio - 1.2) < 1e-9
+    lines = ranker_notes(
+        ranker_targets("ml-1m", _means(0.15, 0.1, 0.15, 0.1), [{"ranker_served": True}]), intervals
+    )
+    assert any(line.startswith("gbdt_no_side over merged / merged") for line in lines)
+
+
+def test_feature_set_notes_give_each_seeds_validation_ratios() -> None:
+    decisions = [
+        {
+            "seed": 0,
+            "valid": {"gbdt_gate_ratio": 1.1, "gbdt_no_side_gate_ratio": 1.2, "onepiece_gate_ratio": 1.0},
+        },
+        {"seed": 1, "valid": {"gbdt_gate_ratio": 1.05, "gbdt_no_side_gate_ratio": 1.01}},
+    ]
+    (line,) = feature_set_notes(decisions)
+    assert "seed 0: gbdt 1.100, gbdt_no_side 1.200; seed 1: gbdt 1.050, gbdt_no_side 1.010" in line
+    assert "onepiece" not in line
+    assert feature_set_notes([{"seed": 0, "valid": {"gbdt_gate_ratio": 1.1}}]) == []
