@@ -166,7 +166,9 @@ class BundleResponse(BaseModel):
     merge_weights: list[float]
     ranker_served: bool = Field(description="false: the merged order is served (the ranker did not beat it)")
     ranker_kind: str | None = Field(
-        default=None, description="the ranker the gate kept: gbdt (LambdaMART) or onepiece (transformer)"
+        default=None,
+        description="the ranker the gate kept: gbdt (LambdaMART on all features), gbdt_<feature set> (on a "
+        "subset, e.g. gbdt_no_side) or onepiece (transformer)",
     )
     ranker_gain: float | None = Field(
         default=None,
