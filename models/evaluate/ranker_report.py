@@ -70,11 +70,11 @@ def ranker_targets(
 
 def ranker_notes(targets: dict[str, dict[str, Any]], intervals: dict[str, RatioInterval]) -> list[str]:
     served = targets["served_ranker_over_merged"]
+    rows = trained_ranker_rows(key.removesuffix("_over_merged") for key in intervals)
     lines = [
-        f"{key.removeprefix('ranker_').removesuffix('_over_merged')} over merged / merged, NDCG@10: "
-        f"{interval.text()}."
-        for key, interval in intervals.items()
-        if key.startswith("ranker_") and key != "ranker_over_merged"
+        f"{row.removeprefix('ranker_')} over merged / merged, NDCG@10: "
+        f"{intervals[f'{row}_over_merged'].text()}."
+        for row in rows
     ]
     verdict = "met" if served["met"] else f"missed by {served['target'] - served['value']:.3f}"
     lines.append(

@@ -228,19 +228,23 @@ class _SessionRequests:
                 self.rows.append(rows)
 
 
-def ranker_windows_of(split: Split, timestamp: np.ndarray, windows: int) -> list[np.ndarray]:
-    """The ranker period's windows, oldest first, as [E] bool masks: the validation period, and before it
-    ``windows`` windows of the training period as long as the validation period's time range (a window
-    that holds no training event is dropped)."""
+def ranker_windows_of(
+    split: Split, timestamp: np.ndarray, windows: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ranker period's windows, oldest first, each as ([E] bool window, [E] bool fit): the validation
+    period, fitted on the training period, and before it ``windows`` windows of the training period as long
+    as the validation period's time range, each fitted on the training events before it (a window that
+    holds no training event is dropped)."""
     if not split.valid.any():
-        return [split.valid]
+        return [(split.valid, split.train)]
     start = int(timestamp[split.valid].min())
     length = max(int(timestamp[split.valid].max()) - start + 1, 1)
-    out = [split.valid]
+    out = [(split.valid, split.train)]
     for k in range(1, windows + 1):
-        window = split.train & (timestamp >= start - k * length) & (timestamp < start - (k - 1) * length)
+        lo = start - k * length
+        window = split.train & (timestamp >= lo) & (timestamp < lo + length)
         if window.any():
-            out.insert(0, window)
+            out.insert(0, (window, split.train & (timestamp < lo)))
     return out
 
 
@@ -260,12 +264,9 @@ def next_session_periods(
     parts = ranker_windows_of(split, events.timestamp, windows)
     found = _SessionRequests([], [], [], [], [], [])
     groups: list[tuple[np.ndarray, np.ndarray]] = []
-    for window in parts:
+    for window, fit in parts:
         first = len(found.users)
         found.add(dataset, window, ranker_events, max_history)
-        fit = split.train
-        if window is not split.valid:  # an earlier window: the training events before it
-            fit = split.train & (events.timestamp < int(events.timestamp[window].min()))
         groups.append((np.arange(first, len(found.users), dtype=np.int64), fit))
     users, histories, targets = found.users, found.histories, found.targets
     width = max((len(t) for t in targets), default=1)
