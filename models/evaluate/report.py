@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.reporting.files import write_report
-from models.reporting.provenance import git_commit, machine_description
+from models.reporting.provenance import git_commit, machine_description, machine_info
 
 
 @dataclass
@@ -102,6 +102,7 @@ class EvalReport:
             "command": self.command,
             "commit": self.commit,
             "machine": machine_description(),
+            "machine_info": machine_info(),
             "dataset": self.dataset,
             "protocol": self.protocol,
             "users": self.users,

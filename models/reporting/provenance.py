@@ -30,10 +30,19 @@ def git_commit() -> str:
     return commit + ("+modified" if commit != "unknown" and changed.stdout.strip() else "")
 
 
+# vector extensions that change which float kernels numpy, torch and LightGBM run (widest last): two hosts
+# that differ here can differ in a float's last bits, and a GBDT's early stopping can amplify that into a
+# different model (docs/ranking.md, recipe 15)
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+
+
 def machine_description() -> str:
-    """One line for a report header: OS, architecture, CPU count, Python."""
+    """One line for a report header: OS, architecture, CPU model and its vector extensions, CPU count,
+    Python."""
+    extensions = ", ".join(cpu_vector_extensions()) or "none listed"
     return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{platform.system()} {platform.machine()}, {_cpu_model()} ({extensions}), {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
     )
 
 
@@ -42,6 +51,7 @@ def machine_info() -> dict[str, Any]:
     and the load average (the machine is shared: a high load means latencies carry others' noise)."""
     return {
         "cpu": _cpu_model(),
+        "cpu_vector_extensions": list(cpu_vector_extensions()),
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "os": platform.platform(),
@@ -49,6 +59,7 @@ def machine_info() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "faiss": _version("faiss-cpu"),
         "torch": _version("torch"),
+        "lightgbm": _version("lightgbm"),
         "commit": git_commit(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -69,6 +80,17 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def cpu_vector_extensions(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
+    """Which of ``VECTOR_EXTENSIONS`` the first CPU's ``flags`` line lists (empty where there is none)."""
+    if not cpuinfo.is_file():
+        return ()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return tuple(name for name in VECTOR_EXTENSIONS if name in flags)
+    return ()
 
 
 def _memory_gib() -> float | None:

@@ -3,7 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from models.reporting.provenance import command_line, git_commit, machine_description, machine_info
+from models.reporting.provenance import (
+    command_line,
+    cpu_vector_extensions,
+    git_commit,
+    machine_description,
+    machine_info,
+)
 
 
 def test_commit_is_a_short_hash_inside_the_checkout() -> None:
@@ -21,6 +27,18 @@ def test_machine_record_and_line_describe_the_same_machine() -> None:
     assert {"cpu", "cores", "memory_gib", "os", "python", "torch", "commit", "load_average_1m"} <= set(info)
     line = machine_description()
     assert f"{info['cores']} CPUs" in line and f"Python {info['python']}" in line
+    assert info["cpu"] in line
+    assert all(name in line for name in info["cpu_vector_extensions"])
+
+
+def test_vector_extensions_read_from_the_flags_line(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    flags = "fpu sse4_2 avx avx2 fma avx512f avx512bw"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    assert cpu_vector_extensions(cpuinfo) == ("sse4_2", "avx", "avx2", "fma", "avx512f")
+    cpuinfo.write_text("flags\t\t: fpu sse2\n")
+    assert cpu_vector_extensions(cpuinfo) == ()
+    assert cpu_vector_extensions(tmp_path / "missing") == ()
 
 
 def test_command_line_names_the_program_and_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
