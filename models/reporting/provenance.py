@@ -30,7 +30,7 @@ def git_commit() -> str:
     return commit + ("+modified" if commit != "unknown" and changed.stdout.strip() else "")
 
 
-# vector extensions that change which float kernels numpy, torch and LightGBM run (widest last): two hosts
+# vector extensions that change which float kernels numpy, torch and LightGBM run (oldest first): two hosts
 # that differ here can differ in a float's last bits, and a GBDT's early stopping can amplify that into a
 # different model (docs/ranking.md, recipe 15)
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
@@ -73,24 +73,27 @@ def command_line() -> str:
     return " ".join([program, *sys.argv[1:]])
 
 
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_vector_extensions(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
-    """Which of ``VECTOR_EXTENSIONS`` the first CPU's ``flags`` line lists (empty where there is none)."""
+def _cpuinfo_field(key: str, cpuinfo: Path = CPUINFO) -> str | None:
+    """The first CPU's ``key`` value in ``cpuinfo`` (None: no such file or line)."""
     if not cpuinfo.is_file():
-        return ()
+        return None
     for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return tuple(name for name in VECTOR_EXTENSIONS if name in flags)
-    return ()
+        if line.startswith(key):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_vector_extensions(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
+    """Which of ``VECTOR_EXTENSIONS`` the first CPU's ``flags`` line lists (empty where there is none)."""
+    flags = set((_cpuinfo_field("flags", cpuinfo) or "").split())
+    return tuple(name for name in VECTOR_EXTENSIONS if name in flags)
 
 
 def _memory_gib() -> float | None:
