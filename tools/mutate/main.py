@@ -100,6 +100,15 @@ TARGETS: dict[str, Target] = {
             "verify_bundle",
         ),
     ),
+    "features": Target(
+        ("models/candidates/features.py", "models/candidates/feature_state.py"),
+        (
+            "tests/models/candidates/test_features.py",
+            "tests/models/candidates/test_feature_state_io.py",
+            "tests/models/candidates/test_training_requests.py",
+            "tests/models/ranker/test_gbdt_serving.py",
+        ),
+    ),
     "gate": Target(
         ("models/recipe/ranker_stage.py", "models/bootstrap.py"),
         (
