@@ -342,6 +342,8 @@ def candidate_features(
     user_vector [d] (the encoder's, with ``state.item_vectors``) or None. repeats: False leaves the
     ``REPEAT_NAMES`` columns 0 (serving a model that never splits on them: its scores are the same)."""
     items = merged.items.astype(np.int64)
+    if len(items) == 0:
+        return np.zeros((0, len(feature_names(merged.sources))), np.float32)
     newest = history.item[::-1][_valid_newest(history, state.num_items)].astype(np.int64)
     order = np.argsort(items, kind="stable")
     timeline = state.events_before_times(items, _window_starts(request_time), order)
@@ -350,6 +352,4 @@ def candidate_features(
         request_time, history, items, newest, state, user_vector, timeline, order, repeats
     )
     columns += _side_columns(history, items, newest, state, timeline)
-    if not columns or len(items) == 0:
-        return np.zeros((len(items), len(feature_names(merged.sources))), np.float32)
     return np.stack(columns, axis=1).astype(np.float32)

@@ -7,18 +7,23 @@ import pytest
 
 from models.candidates.feature_state import MAX_TIME, TIME_BITS, FeatureState, StaticInfo
 from models.candidates.features import (
+    ABLATIONS,
+    CONTEXT_NAMES,
     DAY_SECONDS,
     FEATURE_NAMES,
     RECENT_SECONDS,
     REPEAT_NAMES,
     SESSION_GAP_SECONDS,
+    SIDE_NAMES,
     USER_FIELDS,
+    ablation_columns,
     candidate_features,
     feature_groups,
     feature_names,
 )
 from models.candidates.generator import fit_sources
 from models.candidates.merge import MergeConfig, MergedCandidates, merge_lists
+from models.candidates.served import head_of
 from models.candidates.sources import CandidateRequest
 from models.data.histories import history_from_rows
 from models.data.schema import ACTION_STRENGTH, FIRST_REAL_ID, Action, Dataset
@@ -215,6 +220,81 @@ def test_vectorised_features_equal_the_per_candidate_reference(dataset: Dataset,
         np.testing.assert_allclose(fast, slow.astype(np.float32), rtol=2e-5, atol=2e-5)
         checked += int(fast[:, feature_names(SOURCES).index("seen")].sum())
     assert checked > 0  # some candidates were in their history: the repeat features were exercised
+
+
+def _edited(history: UserHistory, keep: slice, items: np.ndarray | None = None) -> UserHistory:
+    """The history's events ``keep`` with their items replaced by ``items`` where given."""
+    fields = {
+        f.name: getattr(history, f.name)[keep]
+        for f in dataclasses.fields(history)
+        if f.name != "user_features"
+    }
+    if items is not None:
+        fields["item"] = items
+    return UserHistory(**fields, user_features=history.user_features)
+
+
+def test_edge_requests_equal_the_per_candidate_reference(dataset: Dataset) -> None:
+    """The cases the ordinary requests never hit: a one-event history, unknown items in the history, one
+    candidate, item vectors without a user vector, the request exactly a session gap after
+    the last event or in its very second, and a log without ratings."""
+    cut = int(np.quantile(dataset.events.timestamp, 0.8))
+    train = dataset.events.take(dataset.events.timestamp < cut)
+    sources = fit_sources(train, dataset.num_items, dataset.num_scenes)
+    vectors = np.random.default_rng(1).normal(size=(dataset.num_items, 8)).astype(np.float32)
+    static = StaticInfo.from_dataset(dataset)
+    state = FeatureState.fit(dataset.events, static, cut, None, None, vectors)
+    clicks = dataclasses.replace(
+        dataset.events, action=np.full(len(dataset.events), int(Action.CLICK), dtype=np.int8)
+    )
+    unrated = FeatureState.fit(clicks, static, cut)
+    time, history = next((t, h) for t, h in _requests(dataset, 12) if len(h) >= 12)
+    unknown = history.item.copy()
+    unknown[[-1, -4, 2]] = 1  # the unknown item: newest, middle and old events
+    gap_time = int(history.timestamp[-1]) + SESSION_GAP_SECONDS
+    cases = [
+        (time, _edited(history, slice(-1, None)), state, vectors[3], 0),
+        (time, _edited(history, slice(None), unknown), state, vectors[3], 0),
+        (time, history, state, vectors[3], 1),
+        (time, history, state, None, 0),
+        (gap_time, history, state, vectors[3], 0),
+        (int(history.timestamp[-1]), history, state, vectors[3], 0),  # the last event's own second
+        (time, history, unrated, None, 0),
+    ]
+    names = feature_names(SOURCES)
+    for request_time, request_history, request_state, user_vector, depth in cases:
+        merged = _merged(sources, request_history, request_time)
+        if depth:
+            merged = head_of(merged, depth)
+        fast = candidate_features(request_time, request_history, merged, request_state, user_vector)
+        slow = reference_features(request_time, request_history, merged, request_state, user_vector)
+        np.testing.assert_allclose(fast, slow.astype(np.float32), rtol=2e-5, atol=2e-5)
+        assert fast.shape == (len(merged), len(names)) and len(merged) >= 1
+    nothing = _merged(sources, history, time).take(np.arange(0))
+    empty = candidate_features(time, history, nothing, state, vectors[3])
+    assert empty.shape == (0, len(names)) and empty.dtype == np.float32
+    one = candidate_features(time, _edited(history, slice(-1, None)), _merged(sources, history, time), state)
+    assert one[:, names.index("history_length")].max() == 1 and one[:, names.index("cooc_last1")].any()
+    assert not candidate_features(time, history, _merged(sources, history, time), unrated)[
+        :, [names.index("item_mean_value"), names.index("item_value_gap")]
+    ].any()
+    assert candidate_features(time, history, _merged(sources, history, time), state)[
+        :, names.index("item_mean_value")
+    ].any()
+
+
+def test_ablation_columns_keep_exactly_the_named_groups() -> None:
+    names = feature_names(SOURCES)
+    groups = feature_groups(SOURCES)
+    assert ablation_columns(SOURCES, "all").tolist() == list(range(len(names)))
+    for ablation, kept in ABLATIONS.items():
+        columns = ablation_columns(SOURCES, ablation)
+        assert columns.dtype == np.int64 and np.all(np.diff(columns) > 0)
+        assert {names[i] for i in columns.tolist()} == {n for n in names if groups[n] in kept}
+    no_side = {names[i] for i in ablation_columns(SOURCES, "no_side").tolist()}
+    assert not no_side & set(SIDE_NAMES) and set(CONTEXT_NAMES) <= no_side
+    assert not {names[i] for i in ablation_columns(SOURCES, "no_context").tolist()} & set(CONTEXT_NAMES)
+    assert len(ablation_columns(SOURCES, "sources_only")) == len(SOURCES) * 4 + 3
 
 
 def test_without_repeats_only_the_repeat_columns_are_zero(dataset: Dataset) -> None:
