@@ -104,6 +104,7 @@ TARGETS: dict[str, Target] = {
         ("models/candidates/features.py", "models/candidates/feature_state.py"),
         (
             "tests/models/candidates/test_features.py",
+            "tests/models/candidates/test_feature_state.py",
             "tests/models/candidates/test_feature_state_io.py",
             "tests/models/candidates/test_training_requests.py",
             "tests/models/ranker/test_gbdt_serving.py",

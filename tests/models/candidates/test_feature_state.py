@@ -18,7 +18,8 @@ def dataset() -> Dataset:
     return side_dataset()
 
 
-def _table(table: PairTable, num_items: int) -> dict[tuple[int, int], float]:
+def _pairs_of(table: PairTable, num_items: int) -> dict[tuple[int, int], float]:
+    """The table's entries as {(a, b): value}."""
     return {
         (int(k) // num_items, int(k) % num_items): float(v)
         for k, v in zip(table.keys.tolist(), table.values.tolist(), strict=True)
@@ -29,6 +30,8 @@ def test_next_item_counts_count_each_user_s_consecutive_distinct_items_across_se
     dataset: Dataset,
 ) -> None:
     events = dataset.events
+    order = np.lexsort((events.timestamp, events.user))
+    assert np.array_equal(order, np.arange(len(events)))  # stored by (user, time): a pair walk reads that
     expected: Counter[tuple[int, int]] = Counter()
     crossing = 0
     for i in range(len(events) - 1):
@@ -38,7 +41,7 @@ def test_next_item_counts_count_each_user_s_consecutive_distinct_items_across_se
             crossing += int(events.session[i] != events.session[i + 1])
     assert crossing > 0  # pairs across a session boundary count too: the test can see a session filter
     counts, out = next_item_counts(events, dataset.num_items)
-    assert _table(counts, dataset.num_items) == {pair: float(n) for pair, n in expected.items()}
+    assert _pairs_of(counts, dataset.num_items) == {pair: float(n) for pair, n in expected.items()}
     assert np.all(np.diff(counts.keys) > 0)  # sorted and unique: the lookups binary-search them
     by_source: Counter[int] = Counter()
     for (a, _), n in expected.items():
@@ -69,8 +72,9 @@ def test_the_timeline_counts_and_sums_each_item_s_events_before_each_time(datase
     events = dataset.events
     state = FeatureState.fit(events, StaticInfo.from_dataset(dataset))
     items = np.array([5, 2, 40, 5, 17, 2], dtype=np.int64)  # unsorted, repeated
-    times = np.quantile(events.timestamp, [0.9, 0.1, 0.5, 1.0]).astype(np.int64)
-    times[3] += 1  # after the last event: everything counts
+    own = int(events.timestamp[events.item == 17][0])  # an event's own second: that event is not before it
+    times = np.array([*np.quantile(events.timestamp, [0.9, 0.1, 0.5]).astype(np.int64), own])
+    times = np.append(times, int(events.timestamp.max()) + 1)  # after the last event: everything counts
     count, total = state.events_before_times(items, times)
     for t, time in enumerate(times.tolist()):
         for n, item in enumerate(items.tolist()):
@@ -85,7 +89,7 @@ def test_the_timeline_counts_and_sums_each_item_s_events_before_each_time(datase
 def test_pair_values_look_up_every_pair_and_zero_the_missing_ones(dataset: Dataset) -> None:
     state = FeatureState.fit(dataset.events, StaticInfo.from_dataset(dataset))
     n = dataset.num_items
-    table = _table(state.next_counts, n)
+    table = _pairs_of(state.next_counts, n)
     a = np.array([9, 3, 9, 30], dtype=np.int64)
     b = np.array([4, 77, 4, 12, 3, 50], dtype=np.int64)
     full = pair_values(state.next_counts, a, b, n)
@@ -114,7 +118,7 @@ def test_a_pair_table_holds_every_entry_of_its_rows() -> None:
         np.array([0.5, 0.25, 2.0, 1.0, 3.0], dtype=np.float32),
     )
     table = PairTable.from_rows(rows, 6)
-    assert _table(table, 6) == {(2, 5): 0.5, (2, 3): 0.25, (3, 2): 2.0, (5, 4): 1.0, (5, 2): 3.0}
+    assert _pairs_of(table, 6) == {(2, 5): 0.5, (2, 3): 0.25, (3, 2): 2.0, (5, 4): 1.0, (5, 2): 3.0}
     assert np.all(np.diff(table.keys) > 0)
     values = pair_values(table, np.array([5, 2]), np.array([2, 3, 4, 5]), 6)
     assert values.tolist() == [[3.0, 0.0, 1.0, 0.0], [0.0, 0.25, 0.0, 0.5]]
@@ -136,8 +140,11 @@ def test_a_state_fitted_on_no_events_reads_zeros(dataset: Dataset) -> None:
 
 def test_the_fit_keeps_its_cut_and_the_item_vectors(dataset: Dataset) -> None:
     vectors = np.arange(dataset.num_items * 2, dtype=np.float64).reshape(-1, 2)
-    state = FeatureState.fit(dataset.events, StaticInfo.from_dataset(dataset), 1234, None, None, vectors)
-    assert state.cut_time == 1234
+    cut = int(np.median(dataset.events.timestamp))
+    state = FeatureState.fit(
+        dataset.events, StaticInfo.from_dataset(dataset), cut_time=cut, item_vectors=vectors
+    )
+    assert state.cut_time == cut
     assert state.item_vectors is not None and state.item_vectors.dtype == np.float32
     np.testing.assert_array_equal(state.item_vectors, vectors.astype(np.float32))
     assert FeatureState.fit(dataset.events, StaticInfo.from_dataset(dataset)).item_vectors is None
@@ -169,3 +176,7 @@ def test_static_info_numbers_genres_beyond_the_vocabulary_and_reads_no_year_as_z
     short = dataclasses.replace(dataset.catalogue, genres=genres[:5])
     single = StaticInfo.from_dataset(dataclasses.replace(dataset, catalogue=short))
     assert not single.multi_category
+    for item in range(dataset.num_items):
+        lo, hi = single.item_category_indptr[item], single.item_category_indptr[item + 1]
+        category = int(dataset.catalogue.category[item])
+        assert single.item_category[lo:hi].tolist() == ([category] if category >= FIRST_REAL_ID else [])

@@ -230,7 +230,7 @@ def _edited(history: UserHistory, keep: slice, items: np.ndarray | None = None) 
         if f.name != "user_features"
     }
     if items is not None:
-        fields["item"] = items
+        fields["item"] = items[keep]
     return UserHistory(**fields, user_features=history.user_features)
 
 
