@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from models.data.loaders.synthetic import SyntheticConfig, generate_synthetic
-from models.data.schema import RATING_FUNNEL, Action, Dataset
+from models.data.schema import RATING_FUNNEL, Action, Dataset, EventTable
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance")
 
@@ -49,4 +49,11 @@ def side_dataset(num_users: int = 40, num_items: int = 90, num_events: int = 150
         manifest=manifest,
         funnel=RATING_FUNNEL,
         num_categories=len(GENRES) + 2,
+    )
+
+
+def unrated_events(dataset: Dataset) -> EventTable:
+    """The dataset's events with every action a click: a log without ratings (no item values)."""
+    return dataclasses.replace(
+        dataset.events, action=np.full(len(dataset.events), int(Action.CLICK), dtype=np.int8)
     )

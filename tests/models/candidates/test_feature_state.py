@@ -9,8 +9,8 @@ import pytest
 
 from models.baselines.cooccurrence import SparseRows
 from models.candidates.feature_state import FeatureState, PairTable, StaticInfo, next_item_counts, pair_values
-from models.data.schema import FIRST_REAL_ID, Action, Dataset
-from tests.models.candidates.feature_data import side_dataset
+from models.data.schema import FIRST_REAL_ID, Dataset
+from tests.models.candidates.feature_data import side_dataset, unrated_events
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +105,7 @@ def test_pair_values_look_up_every_pair_and_zero_the_missing_ones(dataset: Datas
 def test_values_are_read_only_from_logs_with_ratings(dataset: Dataset) -> None:
     static = StaticInfo.from_dataset(dataset)
     assert FeatureState.fit(dataset.events, static).has_values
-    clicks = dataclasses.replace(
-        dataset.events, action=np.full(len(dataset.events), int(Action.CLICK), dtype=np.int8)
-    )
-    assert not FeatureState.fit(clicks, static).has_values
+    assert not FeatureState.fit(unrated_events(dataset), static).has_values
 
 
 def test_a_pair_table_holds_every_entry_of_its_rows() -> None:

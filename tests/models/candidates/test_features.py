@@ -28,7 +28,7 @@ from models.candidates.sources import CandidateRequest
 from models.data.histories import history_from_rows
 from models.data.schema import ACTION_STRENGTH, FIRST_REAL_ID, Action, Dataset
 from models.inference import RequestContext, UserHistory
-from tests.models.candidates.feature_data import GENRES, side_dataset
+from tests.models.candidates.feature_data import GENRES, side_dataset, unrated_events
 
 SOURCES = ("cooccurrence", "transitions", "recent", "popular")
 
@@ -179,6 +179,14 @@ def _requests(dataset: Dataset, count: int) -> list[tuple[int, UserHistory]]:
     return out
 
 
+def _sources_before(dataset: Dataset, share: float) -> tuple[int, dict]:
+    """(cut time at the ``share`` quantile of the event times, the candidate sources fitted on the events
+    strictly before it)."""
+    cut = int(np.quantile(dataset.events.timestamp, share))
+    train = dataset.events.take(dataset.events.timestamp < cut)
+    return cut, fit_sources(train, dataset.num_items, dataset.num_scenes)
+
+
 def _merged(sources: dict, history: UserHistory, time: int) -> MergedCandidates:
     config = MergeConfig(SOURCES, (30, 30, 20, 30), (1.0, 0.5, 1.0, 0.3), total=60, allow_seen=True)
     request = CandidateRequest(history, RequestContext(time))
@@ -203,9 +211,7 @@ def test_static_info_keeps_every_genre_of_an_item(dataset: Dataset) -> None:
 
 @pytest.mark.parametrize("with_vectors", [False, True])
 def test_vectorised_features_equal_the_per_candidate_reference(dataset: Dataset, with_vectors: bool) -> None:
-    cut = int(np.quantile(dataset.events.timestamp, 0.8))
-    train = dataset.events.take(dataset.events.timestamp < cut)
-    sources = fit_sources(train, dataset.num_items, dataset.num_scenes)
+    cut, sources = _sources_before(dataset, 0.8)
     vectors = np.random.default_rng(0).normal(size=(dataset.num_items, 8)).astype(np.float32)
     state = FeatureState.fit(
         dataset.events, StaticInfo.from_dataset(dataset), cut, None, None, vectors if with_vectors else None
@@ -238,16 +244,11 @@ def test_edge_requests_equal_the_per_candidate_reference(dataset: Dataset) -> No
     """The cases the ordinary requests never hit: a one-event history, unknown items in the history, one
     candidate, item vectors without a user vector, the request exactly a session gap after
     the last event or in its very second, and a log without ratings."""
-    cut = int(np.quantile(dataset.events.timestamp, 0.8))
-    train = dataset.events.take(dataset.events.timestamp < cut)
-    sources = fit_sources(train, dataset.num_items, dataset.num_scenes)
+    cut, sources = _sources_before(dataset, 0.8)
     vectors = np.random.default_rng(1).normal(size=(dataset.num_items, 8)).astype(np.float32)
     static = StaticInfo.from_dataset(dataset)
     state = FeatureState.fit(dataset.events, static, cut, None, None, vectors)
-    clicks = dataclasses.replace(
-        dataset.events, action=np.full(len(dataset.events), int(Action.CLICK), dtype=np.int8)
-    )
-    unrated = FeatureState.fit(clicks, static, cut)
+    unrated = FeatureState.fit(unrated_events(dataset), static, cut)
     time, history = next((t, h) for t, h in _requests(dataset, 12) if len(h) >= 12)
     unknown = history.item.copy()
     unknown[[-1, -4, 2]] = 1  # the unknown item: newest, middle and old events
@@ -270,17 +271,14 @@ def test_edge_requests_equal_the_per_candidate_reference(dataset: Dataset) -> No
         slow = reference_features(request_time, request_history, merged, request_state, user_vector)
         np.testing.assert_allclose(fast, slow.astype(np.float32), rtol=2e-5, atol=2e-5)
         assert fast.shape == (len(merged), len(names)) and len(merged) >= 1
-    nothing = _merged(sources, history, time).take(np.arange(0))
-    empty = candidate_features(time, history, nothing, state, vectors[3])
+    merged = _merged(sources, history, time)
+    empty = candidate_features(time, history, merged.take(np.arange(0)), state, vectors[3])
     assert empty.shape == (0, len(names)) and empty.dtype == np.float32
-    one = candidate_features(time, _edited(history, slice(-1, None)), _merged(sources, history, time), state)
+    one = candidate_features(time, _edited(history, slice(-1, None)), merged, state)
     assert one[:, names.index("history_length")].max() == 1 and one[:, names.index("cooc_last1")].any()
-    assert not candidate_features(time, history, _merged(sources, history, time), unrated)[
-        :, [names.index("item_mean_value"), names.index("item_value_gap")]
-    ].any()
-    assert candidate_features(time, history, _merged(sources, history, time), state)[
-        :, names.index("item_mean_value")
-    ].any()
+    values = [names.index("item_mean_value"), names.index("item_value_gap")]
+    assert not candidate_features(time, history, merged, unrated)[:, values].any()
+    assert candidate_features(time, history, merged, state)[:, values[0]].any()
 
 
 def test_ablation_columns_keep_exactly_the_named_groups() -> None:
@@ -298,9 +296,7 @@ def test_ablation_columns_keep_exactly_the_named_groups() -> None:
 
 
 def test_without_repeats_only_the_repeat_columns_are_zero(dataset: Dataset) -> None:
-    cut = int(np.quantile(dataset.events.timestamp, 0.8))
-    train = dataset.events.take(dataset.events.timestamp < cut)
-    sources = fit_sources(train, dataset.num_items, dataset.num_scenes)
+    cut, sources = _sources_before(dataset, 0.8)
     state = FeatureState.fit(dataset.events, StaticInfo.from_dataset(dataset), cut)
     repeat = np.isin(np.array(feature_names(SOURCES)), REPEAT_NAMES)
     assert repeat.sum() == len(REPEAT_NAMES)
@@ -317,9 +313,8 @@ def test_without_repeats_only_the_repeat_columns_are_zero(dataset: Dataset) -> N
 
 def test_the_state_reads_only_events_before_its_cut(dataset: Dataset) -> None:
     static = StaticInfo.from_dataset(dataset)
-    cut = int(np.quantile(dataset.events.timestamp, 0.6))
+    cut, sources = _sources_before(dataset, 0.6)
     early = dataset.events.take(dataset.events.timestamp < cut)
-    sources = fit_sources(early, dataset.num_items, dataset.num_scenes)
     cut_state = FeatureState.fit(dataset.events, static, cut)
     early_state = FeatureState.fit(early, static)
     for time, history in _requests(dataset, 5):
