@@ -22,8 +22,9 @@ from models.evaluate.ranker_report import (
     ranker_notes,
     ranker_targets,
 )
-from models.evaluate.replay import history_share, run_seed
+from models.evaluate.replay import run_seed
 from models.evaluate.report import EvalReport
+from models.evaluate.target_reach import target_reach
 from models.protocols import EvalTask
 from models.recipe.lists import PIPELINE_METRICS, list_metrics
 from models.recipe.periods import PipelinePeriods, pipeline_periods
@@ -93,7 +94,8 @@ def evaluate_pipeline(
             }
         )
     ceiling = _ceiling_row(dataset, protocol, periods.test, settings.total, len(seeds), report)
-    share = history_share(periods.test)
+    reach = target_reach(periods.test, periods.refit_events(dataset))
+    share = reach.in_history
     report.extra = {
         "protocol_periods": {
             "fit_events": int(periods.fit.sum()),
@@ -101,6 +103,7 @@ def evaluate_pipeline(
             "test_requests": len(periods.test),
         },
         "test_targets_in_history": share,
+        "test_target_reach": reach.to_dict(),
         "settings": {k: v for k, v in vars(settings).items() if k != "progress"},
         "decisions": decisions,
     }
@@ -119,7 +122,9 @@ def evaluate_pipeline(
     report.extra["ranker_targets"] = rankers
     report.extra["ablation"] = ablation
     report.notes += [
-        f"Share of test targets already in the user's history: {share:.3f}.",
+        f"Share of test targets already in the user's history: {share:.3f}; new items linked to the "
+        f"history through another user: {reach.new_linked:.3f}; new, known, unlinked: {reach.new_known:.3f}; "
+        f"never in the log the test's sources are fitted on: {reach.unknown:.3f}.",
         f"Pipeline NDCG@10 / best single source ({best_source}): "
         f"{intervals['pipeline_over_best_source'].text()}.",
         *(

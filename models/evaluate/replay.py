@@ -220,13 +220,3 @@ def run_seed(
             replayed.test_unions,
         )
     return SeedOutcome(trained, replayed, candidates)
-
-
-def history_share(task: EvalTask) -> float:
-    """Share of test targets that are already in the request's history (what a repeat source can find)."""
-    hits, total = 0, 0
-    for row in range(len(task)):
-        targets = task.targets[row][task.target_mask[row]]
-        hits += int(np.isin(targets, task.histories[row].item).sum())
-        total += len(targets)
-    return hits / max(total, 1)

@@ -289,6 +289,10 @@ def test_a_synthetic_next_session_report_shows_the_generators_ceiling(dataset: D
     best = max((n for n, r in data["rows"].items() if r["kind"] == "source"), key=lambda n: _ndcg(data, n))
     assert _ndcg(data, "ceiling") > _ndcg(data, best)
     assert any(note.startswith("Ceiling (") for note in data["notes"])
+    reach = data["test_target_reach"]
+    shares = [reach[kind] for kind in ("in_history", "new_linked", "new_known", "unknown")]
+    assert sum(shares) == pytest.approx(1.0) and reach["targets"] >= data["users"]
+    assert reach["in_history"] == data["test_targets_in_history"]
 
 
 def _ndcg(data: dict, row: str) -> float:
