@@ -37,6 +37,7 @@ from models.protocols import (
     leave_last_out_task,
     next_session_task,
 )
+from models.ranker.config import CONTRASTIVE_SCOPES
 from models.reporting.files import DEFAULT_RESULTS_DIR, report_paths
 from models.scorer import FitInput
 
@@ -159,6 +160,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=PIPELINE_DEFAULTS.ranker_candidate_features,
         help="pipeline: the transformer's candidate tokens read the GBDT's per-candidate features and it "
         "reorders the merged top 100 (default: no)",
+    )
+    parser.add_argument(
+        "--ranker-contrastive-scope",
+        choices=CONTRASTIVE_SCOPES,
+        default=PIPELINE_DEFAULTS.ranker_contrastive_scope,
+        help="pipeline: the transformer's contrastive softmax spans each candidate group (the paper's) or "
+        f"every candidate of a training request (default: {PIPELINE_DEFAULTS.ranker_contrastive_scope})",
+    )
+    parser.add_argument(
+        "--ranker-train-candidates",
+        type=int,
+        default=PIPELINE_DEFAULTS.ranker_train_candidates,
+        help="pipeline: candidates per transformer training request, positives first, the rest drawn from "
+        f"the merged head (default: {PIPELINE_DEFAULTS.ranker_train_candidates})",
     )
     parser.add_argument(
         "--rankers",

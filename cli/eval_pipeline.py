@@ -31,6 +31,8 @@ def settings_from_args(args: argparse.Namespace) -> RecipeSettings:
         refit_before_test=args.refit_before_test,
         ranker_match_features=args.ranker_match_features,
         ranker_candidate_features=args.ranker_candidate_features,
+        ranker_contrastive_scope=args.ranker_contrastive_scope,
+        ranker_train_candidates=args.ranker_train_candidates,
         rankers=tuple(name.strip() for name in args.rankers.split(",") if name.strip()),
         gbdt_feature_sets=tuple(n.strip() for n in args.gbdt_feature_sets.split(",") if n.strip()),
         ranker_windows=args.ranker_windows,

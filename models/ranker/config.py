@@ -18,6 +18,7 @@ ANCHOR_NEIGHBOURS = 2  # co-occurrence neighbours of the user's last items
 ANCHOR_POPULAR = 3  # most popular items of the days before the request
 ANCHOR_TYPE_NAMES = ("strong", "request", "neighbours", "popular")
 NUM_ANCHOR_TYPES = len(ANCHOR_TYPE_NAMES)
+CONTRASTIVE_SCOPES = ("group", "request")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class RankerConfig:
     serving_weights: tuple[float, ...] = (1.0, 0.5, 0.5)  # weight of log sigmoid(task head) per task
     contrastive_weight: float = 1.0
     contrastive_temperature: float = 1.0  # eta (models.md 3.5: 1 on the MLP logits)
+    # the contrastive softmax spans each candidate "group" (models.md 3.5, the paper's) or the whole
+    # "request" (every candidate of the training request: a listwise loss, what LambdaMART's lists see)
+    contrastive_scope: str = "group"
     serving_grouping: str = "item_hash"  # "item_hash" (permutation invariant) or "retrieval_order"
     # training samples (models.md 3.6)
     train_candidates: int = 24  # candidates per training request (split into random groups of C)
@@ -91,6 +95,10 @@ class RankerConfig:
             raise ValueError("serving_weights needs one weight per task")
         if self.serving_grouping not in ("item_hash", "retrieval_order"):
             raise ValueError(f"unknown serving_grouping '{self.serving_grouping}'")
+        if self.contrastive_scope not in CONTRASTIVE_SCOPES:
+            raise ValueError(
+                f"contrastive_scope must be one of {CONTRASTIVE_SCOPES}, got '{self.contrastive_scope}'"
+            )
 
     @property
     def num_anchor_groups(self) -> int:

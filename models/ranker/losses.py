@@ -42,12 +42,19 @@ def ranking_loss(
     group: torch.Tensor,
     contrastive_weight: float = 1.0,
     temperature: float = 1.0,
+    scope: str = "group",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Sum over tasks of BCE + weight * set-wise contrastive (Eq. 20).
 
     task_logits/task_labels [B, num_tasks, N], group [B, N] -> (loss, per-term floats for logging).
+    ``scope`` "request": the contrastive softmax spans every valid candidate of a request, whatever its
+    group (a listwise loss); "group": each group alone, as the paper.
     """
     valid = group >= 0
+    if scope == "request":
+        group = torch.where(valid, torch.zeros_like(group), group)
+    elif scope != "group":
+        raise ValueError(f"unknown contrastive scope '{scope}'")
     total = task_logits.new_zeros(())
     parts: dict[str, float] = {}
     for task in range(task_logits.shape[1]):

@@ -208,7 +208,12 @@ def train_ranker(
         labels = task_labels([s[1] for s in sampled], config.tasks, batch.candidate_item.shape[1])
         output = model(batch)
         loss, _ = ranking_loss(
-            output.task_logits, labels, batch.group, config.contrastive_weight, config.contrastive_temperature
+            output.task_logits,
+            labels,
+            batch.group,
+            config.contrastive_weight,
+            config.contrastive_temperature,
+            config.contrastive_scope,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -66,6 +66,7 @@ def train_ranker(
         rank_prior=settings.ranker_rank_prior,  # ... and, as a residual on it, returns it before training
         match_features=settings.ranker_match_features,
         item_id_dropout=settings.ranker_item_id_dropout,
+        contrastive_scope=settings.ranker_contrastive_scope,
         serving_weights=(1.0, 0.0, 0.0),  # test targets are any interaction: the level-1 head decides
         candidate_features=len(feature_names(names)) if featured else 0,
     )

@@ -61,6 +61,8 @@ class RecipeSettings:
         0  # 0 = every ranker-period request with a found positive; else a random subset
     )
     ranker_train_candidates: int = 32
+    # RankerConfig.contrastive_scope: "group" (the paper's) or "request" (listwise over every candidate)
+    ranker_contrastive_scope: str = "group"
     ranker_negative_depth: int = 200  # training negatives come from the merged list's top-N
     ranker_learning_rate: float = 3e-4  # 1e-3 peaked after 1-2 epochs and fell (ML-100K, Taobao, synthetic)
     ranker_weight_decay: float = 0.0  # AdamW's decoupled weight decay on the ranker

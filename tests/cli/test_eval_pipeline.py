@@ -31,6 +31,7 @@ def test_flags_reach_the_settings() -> None:
             *("--no-refit-before-test", "--merge-fusion", "score", "--ranker-gate-margin", "0.01"),
             *("--sources", "ann, transitions", "--merge-tuning", "valid", "--merge-tuning-requests", "1500"),
             *("--gbdt-feature-sets", "all,no_context", "--ranker-windows", "3"),
+            *("--ranker-contrastive-scope", "request", "--ranker-train-candidates", "100"),
         ]
     )
     expected = replace(
@@ -47,6 +48,8 @@ def test_flags_reach_the_settings() -> None:
         merge_tuning_requests=1500,
         gbdt_feature_sets=("all", "no_context"),
         ranker_windows=3,
+        ranker_contrastive_scope="request",
+        ranker_train_candidates=100,
     )
     assert settings_from_args(args) == expected
 
