@@ -117,7 +117,14 @@ def test_the_transformer_can_read_the_gbdt_features_and_ships_with_them(dataset:
     from models.ranker.featured import FeaturedOnePiece
     from models.recipe.lists import candidate_requests
 
-    settings = replace(FAST, rankers=("onepiece",), ranker_candidate_features=True, gbdt_depth=20)
+    settings = replace(
+        FAST,
+        rankers=("onepiece",),
+        ranker_candidate_features=True,
+        gbdt_depth=20,
+        ranker_contrastive_scope="request",  # the listwise loss over the whole head it reorders
+        ranker_train_candidates=20,
+    )
     periods = pipeline_periods(dataset, "leave-last-out")
     outcome = run_seed(dataset, periods, 0, settings)
     trained = outcome.trained
@@ -129,6 +136,8 @@ def test_the_transformer_can_read_the_gbdt_features_and_ships_with_them(dataset:
     path = write_bundle(forced, dataset, tmp_path / "bundle")
     bundle = Bundle.load(path)
     assert isinstance(bundle.ranker, FeaturedOnePiece) and bundle.manifest.serving.ranker_kind == "onepiece"
+    assert trained.ranker.model.config.contrastive_scope == "request"
+    assert bundle.ranker.model.config.contrastive_scope == "request"  # the config travels with the weights
     requests = candidate_requests(periods.test, None)
     on_disk, in_memory = bundle.served_pipeline(30), forced.served_pipeline(30)
     for request in requests[:20]:
