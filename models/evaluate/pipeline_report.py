@@ -94,7 +94,7 @@ def evaluate_pipeline(
             }
         )
     ceiling = _ceiling_row(dataset, protocol, periods.test, settings.total, len(seeds), report)
-    reach = target_reach(periods.test, periods.refit_events(dataset))
+    reach = target_reach(periods.test, periods.refit_events(dataset), dataset.num_items)
     share = reach.in_history
     report.extra = {
         "protocol_periods": {

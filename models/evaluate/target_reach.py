@@ -43,14 +43,10 @@ def _users_by_item(known: EventTable, num_items: int) -> tuple[np.ndarray, np.nd
     return offsets, pairs[1].astype(np.int64)
 
 
-def target_reach(task: EvalTask, known: EventTable) -> TargetReach:
+def target_reach(task: EvalTask, known: EventTable, num_items: int) -> TargetReach:
     """Classifies every target of ``task`` against ``known``, the events the sources are fitted on before
-    the test (a request's own user is left out of the links: their history is the seed, not a witness)."""
-    widest = [
-        int(task.targets.max()) + 1 if task.targets.size else 0,
-        int(known.item.max()) + 1 if len(known) else 0,
-    ]
-    num_items = max(widest + [int(h.item.max()) + 1 for h in task.histories if len(h.item)])
+    the test (a request's own user is left out of the links: their history is the seed, not a witness);
+    item indices are below ``num_items`` (the dataset's)."""
     offsets, users = _users_by_item(known, num_items)
     counts = {"in_history": 0, "new_linked": 0, "new_known": 0, "unknown": 0}
     for row in range(len(task)):
